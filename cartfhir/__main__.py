@@ -1,0 +1,3 @@
+from cartfhir.cli import main
+
+main()

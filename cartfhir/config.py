@@ -1,0 +1,229 @@
+"""The config file: one pydantic model loaded from YAML.
+
+Relative paths resolve against the config file's folder, so a config can be
+run from anywhere. Secrets are never values in the file, only references to an
+environment variable or a file (``SecretRef``); their values never reach a
+repr, a log line or the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from cartfhir.errors import ConfigError, SecretError
+
+DEFAULT_CONFIG = Path("config.yaml")
+SITE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """Make a relative path absolute against the config file's folder."""
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    if not value.is_absolute() and base is not None:
+        value = Path(base) / value
+    return Path(os.path.normpath(value))
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+class _Model(BaseModel):
+    """Strict base: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Model):
+    """Where a secret lives: exactly one of an environment variable or a file.
+
+    ``resolve()`` reads it at the moment it is needed; the value is never kept
+    on the model and never printed.
+    """
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    file: ConfigPath | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
+        return self
+
+    def describe(self) -> str:
+        """Where the secret comes from, safe to show in messages."""
+        return f"env var {self.env}" if self.env else f"file {self.file}"
+
+    def resolve(self) -> str:
+        if self.env:
+            value = os.environ.get(self.env)
+            if not value:
+                raise SecretError(
+                    f"environment variable {self.env} is not set or empty; "
+                    "export it before running cartfhir"
+                )
+            return value
+        assert self.file is not None
+        try:
+            value = self.file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SecretError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
+        if not value:
+            raise SecretError(f"secret file {self.file} is empty")
+        return value
+
+
+class NdjsonSource(_Model):
+    """A folder of ``*.ndjson`` / ``*.ndjson.gz`` files (any names, any depth)."""
+
+    kind: Literal["ndjson"]
+    path: ConfigPath
+
+
+class Site(_Model):
+    id: str = Field(pattern=SITE_ID_PATTERN, description="short slug, unique in the config")
+    name: str | None = None
+    source: NdjsonSource
+
+
+class Study(_Model):
+    name: str = Field(min_length=1)
+    description: str | None = None
+
+
+class Output(_Model):
+    duckdb: ConfigPath
+    dir: ConfigPath | None = Field(
+        default=None, description="folder for reports and exports; default: the DuckDB's folder"
+    )
+
+    @property
+    def folder(self) -> Path:
+        return self.dir if self.dir is not None else self.duckdb.parent
+
+
+class Landing(_Model):
+    strict: bool = Field(
+        default=False, description="exit non-zero when any input line is rejected"
+    )
+    validation: Literal["full", "structural"] = Field(
+        default="full",
+        description=(
+            "full: every resource is validated against the FHIR R4B model; "
+            "structural: only JSON, resourceType and id are checked (faster)"
+        ),
+    )
+    batch_size: int = Field(default=5000, ge=100, le=1_000_000)
+
+
+class Config(_Model):
+    study: Study
+    sites: list[Site] = Field(min_length=1)
+    output: Output
+    landing: Landing = Landing()
+
+    source_file: Path | None = Field(default=None, exclude=True)
+    config_hash: str = Field(default="", exclude=True)
+
+    @field_validator("sites")
+    @classmethod
+    def _unique_site_ids(cls, sites: list[Site]) -> list[Site]:
+        seen: set[str] = set()
+        for site in sites:
+            if site.id in seen:
+                raise ValueError(f"site id {site.id!r} appears twice; site ids must be unique")
+            seen.add(site.id)
+        return sites
+
+    def site(self, site_id: str) -> Site:
+        for site in self.sites:
+            if site.id == site_id:
+                return site
+        known = ", ".join(s.id for s in self.sites)
+        raise ConfigError(f"no site {site_id!r} in the config (sites: {known})")
+
+
+def format_location(loc: tuple[Any, ...]) -> str:
+    """('sites', 1, 'source', 'path') -> 'sites[1].source.path'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _describe_error(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; see config.yaml for the schema)"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err.get("msg", "invalid value"))
+    msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
+    return msg[0].lower() + msg[1:] if msg else msg
+
+
+def config_errors(exc: ValidationError) -> list[str]:
+    return [f"{format_location(tuple(e['loc']))}: {_describe_error(e)}" for e in exc.errors()]
+
+
+def hash_config_data(data: Any) -> str:
+    """A stable hash of the config's content (not its comments or key order)."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def parse_config(data: Any, base_dir: Path, source_file: Path | None = None) -> Config:
+    """Validate already-parsed YAML/JSON data; raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source_file or 'config'}: the top level must be a mapping of keys")
+    try:
+        config = Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        where = f"{source_file}" if source_file else "config"
+        lines = "\n  ".join(config_errors(exc))
+        raise ConfigError(f"{where} is not valid:\n  {lines}") from None
+    return config.model_copy(
+        update={"source_file": source_file, "config_hash": hash_config_data(data)}
+    )
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG) -> Config:
+    """Read and validate a config file."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found; pass --config PATH or copy the example config.yaml"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
+    resolved = path.resolve()
+    return parse_config(data, base_dir=resolved.parent, source_file=resolved)

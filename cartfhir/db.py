@@ -1,0 +1,46 @@
+"""Opening the output DuckDB file and creating the tables a stage owns.
+
+DDL lives in ``.sql`` files next to the code that owns the table; ``apply_ddl``
+runs them. Every statement is idempotent (``CREATE ... IF NOT EXISTS``) so any
+stage can be run first.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from cartfhir.errors import DatabaseError
+
+
+def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file, with errors that say what to do."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise DatabaseError(
+            f"database {path} does not exist yet; run 'cartfhir run' or 'cartfhir extract' first"
+        )
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            raise DatabaseError(
+                f"database {path} is in use by another process (DuckDB allows one writer); "
+                "wait for it to finish or close the other connection"
+            ) from None
+        raise DatabaseError(f"cannot open database {path}: {text}") from None
+    except duckdb.Error as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from None
+
+
+def apply_ddl(con: duckdb.DuckDBPyConnection, package: str, *names: str) -> None:
+    """Run the DDL files ``names`` (stems) found in ``package`` (e.g. 'cartfhir.sql')."""
+    folder = resources.files(package)
+    for name in names:
+        sql = folder.joinpath(f"{name}.sql").read_text(encoding="utf-8")
+        con.execute(sql)

@@ -1,0 +1,42 @@
+"""One error tree for the whole tool.
+
+Library code raises these and never prints or exits; the CLI maps them to exit
+codes (``ConfigError`` and ``UsageError`` -> 2, everything else -> 1). Every
+message says what failed, where, and what to do next.
+"""
+
+from __future__ import annotations
+
+
+class CartfhirError(Exception):
+    """Base of every error cartfhir raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(CartfhirError):
+    """The command line asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class ConfigError(CartfhirError):
+    """The config file is missing, unreadable or does not match the schema."""
+
+    exit_code = 2
+
+
+class SecretError(ConfigError):
+    """A secret the config refers to (env var or file) is not available."""
+
+
+class SourceError(CartfhirError):
+    """A data source (folder, file, server) cannot be read."""
+
+
+class DatabaseError(CartfhirError):
+    """The output DuckDB file cannot be opened, or a query against it failed."""
+
+
+class StrictLandingError(CartfhirError):
+    """Lines were rejected while the config asks for strict landing."""

@@ -1,0 +1,1 @@
+"""DDL for the tables shared by every stage (schema ``meta``)."""

@@ -1,0 +1,142 @@
+"""Config loading: the example config works, and every mistake names its key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cartfhir.config import SecretRef, load_config, parse_config
+from cartfhir.errors import ConfigError, SecretError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def minimal(**overrides: object) -> dict:
+    data = {
+        "study": {"name": "t"},
+        "sites": [{"id": "site_a", "source": {"kind": "ndjson", "path": "data/site_a"}}],
+        "output": {"duckdb": "out/t.duckdb"},
+    }
+    data.update(overrides)
+    return data
+
+
+def problems(data: dict, tmp_path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, base_dir=tmp_path)
+    assert info.value.exit_code == 2
+    return str(info.value)
+
+
+def test_example_config_is_complete_and_resolves_paths() -> None:
+    config = load_config(ROOT / "config.yaml")
+    assert [s.id for s in config.sites] == ["site_a", "site_b"]
+    assert config.sites[0].source.path == ROOT / "data" / "site_a"
+    assert config.output.duckdb == ROOT / "out" / "cartfhir.duckdb"
+    assert config.output.folder == ROOT / "out"
+    assert len(config.config_hash) == 64
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "c.yaml"
+    path.write_text("study: {name: t}\nsites: [{id: s, source: {kind: ndjson, path: ../d}}]\n"
+                    "output: {duckdb: o.duckdb}\n")
+    config = load_config(path)
+    assert config.sites[0].source.path == tmp_path / "d"
+    assert config.output.duckdb == tmp_path / "sub" / "o.duckdb"
+
+
+def test_absolute_paths_are_kept(tmp_path: Path) -> None:
+    config = parse_config(minimal(output={"duckdb": "/var/x.duckdb"}), base_dir=tmp_path)
+    assert config.output.duckdb == Path("/var/x.duckdb")
+
+
+def test_errors_name_the_key_path(tmp_path: Path) -> None:
+    data = minimal()
+    data["sites"].append({"id": "site_b", "source": {"kind": "ndjson"}})
+    assert "sites[1].source.path: required key is missing" in problems(data, tmp_path)
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    data = minimal(extra_key=1)
+    data["sites"][0]["id"] = "Site A"
+    data["sites"][0]["source"]["kind"] = "ftp"
+    text = problems(data, tmp_path)
+    assert "sites[0].id: string should match pattern" in text
+    assert "sites[0].source.kind: input should be 'ndjson'" in text
+    assert "extra_key: unknown key" in text
+
+
+def test_duplicate_site_ids_are_refused(tmp_path: Path) -> None:
+    data = minimal()
+    data["sites"].append(dict(data["sites"][0]))
+    assert "site id 'site_a' appears twice" in problems(data, tmp_path)
+
+
+def test_landing_batch_size_is_bounded(tmp_path: Path) -> None:
+    text = problems(minimal(landing={"batch_size": 5}), tmp_path)
+    assert "landing.batch_size: input should be greater than or equal to 100" in text
+
+
+def test_at_least_one_site(tmp_path: Path) -> None:
+    assert "sites: list should have at least 1 item" in problems(minimal(sites=[]), tmp_path)
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        parse_config(["a"], base_dir=tmp_path)  # type: ignore[arg-type]
+
+
+def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found; pass --config PATH"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("study:\n  name: t\nsites: [\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml line \d+, column \d+: not valid YAML"):
+        load_config(path)
+
+
+def test_hash_ignores_comments_and_key_order(tmp_path: Path) -> None:
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text("study: {name: t}\nsites: [{id: s, source: {kind: ndjson, path: d}}]\n"
+                 "output: {duckdb: o.duckdb}\n")
+    b.write_text("# comment\noutput: {duckdb: o.duckdb}\nstudy: {name: t}\n"
+                 "sites: [{source: {path: d, kind: ndjson}, id: s}]\n")
+    assert load_config(a).config_hash == load_config(b).config_hash
+    b.write_text(b.read_text().replace("name: t", "name: u"))
+    assert load_config(a).config_hash != load_config(b).config_hash
+
+
+def test_secret_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CARTFHIR_TEST_SECRET", "s3cret-value")
+    ref = SecretRef(env="CARTFHIR_TEST_SECRET")
+    assert ref.resolve() == "s3cret-value"
+    assert "s3cret-value" not in repr(ref) and "s3cret-value" not in ref.describe()
+
+
+def test_secret_env_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CARTFHIR_TEST_SECRET", raising=False)
+    with pytest.raises(SecretError, match="CARTFHIR_TEST_SECRET is not set"):
+        SecretRef(env="CARTFHIR_TEST_SECRET").resolve()
+
+
+def test_secret_from_file_relative_to_config(tmp_path: Path) -> None:
+    (tmp_path / "key.txt").write_text("abc\n")
+    ref = SecretRef.model_validate({"file": "key.txt"}, context={"base_dir": tmp_path})
+    assert ref.resolve() == "abc"
+    (tmp_path / "key.txt").write_text("  \n")
+    with pytest.raises(SecretError, match="is empty"):
+        ref.resolve()
+
+
+def test_secret_needs_exactly_one_source(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        SecretRef(env="A", file=tmp_path / "x")
+    with pytest.raises(ValueError, match="exactly one"):
+        SecretRef()
