@@ -1,0 +1,114 @@
+"""Progress reporting that library code can use without knowing about terminals.
+
+Library code asks a ``Progress`` for a ``task`` and advances it; what that looks
+like (nothing, or a rich bar on stderr) is chosen once by the caller, usually
+with ``make_progress``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as _RichBars
+
+
+class ProgressTask(Protocol):
+    """One unit of work being reported; ``advance`` adds to what is done."""
+
+    def advance(self, n: int = 1) -> None: ...
+
+
+class Progress(Protocol):
+    """Hands out tasks; ``total=None`` means the amount of work is unknown."""
+
+    def task(
+        self, description: str, total: int | None = None, unit: str = "items"
+    ) -> AbstractContextManager[ProgressTask]: ...
+
+
+class _NullTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+class NullProgress:
+    """Reports nothing; the default whenever no one is watching."""
+
+    @contextmanager
+    def task(
+        self, description: str, total: int | None = None, unit: str = "items"
+    ) -> Iterator[ProgressTask]:
+        yield _NullTask()
+
+
+class _RichTask:
+    def __init__(self, bars: _RichBars, task_id: int) -> None:
+        self._bars = bars
+        self._task_id = task_id
+
+    def advance(self, n: int = 1) -> None:
+        self._bars.advance(self._task_id, n)
+
+
+class RichProgress:
+    """Rich progress bars on stderr, shown while at least one task is open.
+
+    ``unit="bytes"`` shows transferred/total sizes; any other unit shows counts.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self._console = console or Console(stderr=True)
+        self._bars: _RichBars | None = None
+        self._open = 0
+
+    def _make_bars(self, unit: str) -> _RichBars:
+        amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+        return _RichBars(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            amount,
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self._console,
+        )
+
+    @contextmanager
+    def task(
+        self, description: str, total: int | None = None, unit: str = "items"
+    ) -> Iterator[ProgressTask]:
+        # One live display at a time: the first open task starts it, the last
+        # one to close stops it, so nested tasks share the screen.
+        if self._bars is None:
+            self._bars = self._make_bars(unit)
+            self._bars.start()
+        bars = self._bars
+        task_id = bars.add_task(description, total=total)
+        self._open += 1
+        try:
+            yield _RichTask(bars, task_id)
+            if total is not None:
+                bars.update(task_id, completed=total)
+        finally:
+            self._open -= 1
+            if self._open == 0:
+                bars.stop()
+                self._bars = None
+
+
+def make_progress(enabled: bool | None = None) -> Progress:
+    """Rich bars when ``enabled``, or when it is None and stderr is a terminal."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    return RichProgress() if enabled else NullProgress()

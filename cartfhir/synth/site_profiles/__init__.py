@@ -1,0 +1,1 @@
+"""Synthetic site coding profiles (YAML data)."""
