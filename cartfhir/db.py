@@ -15,8 +15,13 @@ import duckdb
 from cartfhir.errors import DatabaseError
 
 
-def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the DuckDB file, with errors that say what to do."""
+def connect(path: Path, read_only: bool = False,
+            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the DuckDB file, with errors that say what to do.
+
+    ``memory_limit`` caps DuckDB's buffer pool (its default is 80 % of RAM,
+    which lets a large load grow the process far beyond what it needs).
+    """
     path = Path(path)
     if read_only and not path.exists():
         raise DatabaseError(
@@ -25,7 +30,8 @@ def connect(path: Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return duckdb.connect(str(path), read_only=read_only)
+        settings = {"memory_limit": memory_limit} if memory_limit else {}
+        return duckdb.connect(str(path), read_only=read_only, config=settings)
     except duckdb.IOException as exc:
         text = str(exc)
         if "lock" in text.lower():

@@ -17,11 +17,14 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.progress import Progress as _RichBars
+from rich.text import Text
 
 
 class ProgressTask(Protocol):
@@ -62,6 +65,19 @@ class _RichTask:
         self._bars.advance(self._task_id, n)
 
 
+class _AmountColumn(ProgressColumn):
+    """'1.2/3.4 MB' for tasks counted in bytes, '12/34' for anything else."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes = DownloadColumn()
+        self._items = MofNCompleteColumn()
+
+    def render(self, task: Task) -> Text:
+        column = self._bytes if task.fields.get("unit") == "bytes" else self._items
+        return column.render(task)
+
+
 class RichProgress:
     """Rich progress bars on stderr, shown while at least one task is open.
 
@@ -73,12 +89,11 @@ class RichProgress:
         self._bars: _RichBars | None = None
         self._open = 0
 
-    def _make_bars(self, unit: str) -> _RichBars:
-        amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+    def _make_bars(self) -> _RichBars:
         return _RichBars(
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
-            amount,
+            _AmountColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=self._console,
@@ -91,10 +106,10 @@ class RichProgress:
         # One live display at a time: the first open task starts it, the last
         # one to close stops it, so nested tasks share the screen.
         if self._bars is None:
-            self._bars = self._make_bars(unit)
+            self._bars = self._make_bars()
             self._bars.start()
         bars = self._bars
-        task_id = bars.add_task(description, total=total)
+        task_id = bars.add_task(description, total=total, unit=unit)
         self._open += 1
         try:
             yield _RichTask(bars, task_id)

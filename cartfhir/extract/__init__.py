@@ -1,0 +1,192 @@
+"""Extract stage: land raw FHIR resources from each site's source into DuckDB.
+
+``extract`` lands every selected site into ``raw.resources`` (latest version
+per resource) and ``raw.rejected`` (lines that could not be landed, with the
+reason), recording the run and its counts in ``meta.runs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from cartfhir.config import Config, Site
+from cartfhir.db import apply_ddl, connect
+from cartfhir.errors import DatabaseError, StrictLandingError
+from cartfhir.extract import ndjson
+from cartfhir.extract.landing import (
+    OUTCOMES,
+    SQL_PACKAGE,
+    SiteCounts,
+    auto_workers,
+    land_folder,
+    make_check_pool,
+)
+from cartfhir.progress import NullProgress, Progress
+from cartfhir.runs import RunStatus, start_run
+
+__all__ = ["ExtractResult", "create_tables", "extract", "land_folder"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    """What one ``extract`` call did.
+
+    ``counts`` is {site: {resource_type: {received, inserted, replaced,
+    unchanged, stale, rejected}}}, the same object stored in meta.runs.counts.
+    """
+
+    run_id: str
+    status: RunStatus
+    counts: dict[str, SiteCounts] = field(repr=False)
+    duckdb_path: Path
+    seconds: float
+
+    def totals(self, site: str | None = None) -> dict[str, int]:
+        """Counts summed over resource types (and over sites unless ``site`` is given)."""
+        sums = dict.fromkeys(OUTCOMES, 0)
+        for site_id, by_type in self.counts.items():
+            if site is not None and site_id != site:
+                continue
+            for counts in by_type.values():
+                for outcome in OUTCOMES:
+                    sums[outcome] += counts.get(outcome, 0)
+        return sums
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create raw.resources and raw.rejected if they do not exist."""
+    apply_ddl(con, SQL_PACKAGE, "raw_resources", "raw_rejected")
+
+
+def summarize(totals: dict[str, int]) -> str:
+    """'12 lines: 10 inserted, 0 replaced, 1 unchanged, 0 stale, 1 rejected'."""
+    return (
+        f"{totals['received']} lines: {totals['inserted']} inserted, "
+        f"{totals['replaced']} replaced, {totals['unchanged']} unchanged, "
+        f"{totals['stale']} stale, {totals['rejected']} rejected"
+    )
+
+
+def _site_totals(counts: SiteCounts) -> dict[str, int]:
+    return {o: sum(by_type.get(o, 0) for by_type in counts.values()) for o in OUTCOMES}
+
+
+def _select_sites(config: Config, site_ids: Sequence[str] | None) -> list[Site]:
+    if not site_ids:
+        return list(config.sites)
+    return [config.site(site_id) for site_id in dict.fromkeys(site_ids)]
+
+
+def extract(
+    config: Config,
+    site_ids: Sequence[str] | None = None,
+    progress: Progress | None = None,
+    command: str = "extract",
+    workers: int | None = None,
+) -> ExtractResult:
+    """Land the selected sites (default: all) into the config's DuckDB file.
+
+    Raises ConfigError for an unknown site id, SourceError when a site's folder
+    is missing or empty (checked before anything is written), DatabaseError
+    when DuckDB fails, and StrictLandingError when ``landing.strict`` is on and
+    any line was rejected (the accepted lines stay landed).
+
+    ``workers``: processes that check lines in parallel; None takes
+    ``landing.workers`` from the config ('auto' picks by input size and CPUs;
+    0 = check in this process). A pool is started with spawn, so
+    a script calling ``extract`` needs an ``if __name__ == "__main__":`` guard.
+    """
+    started = time.perf_counter()
+    sites = _select_sites(config, site_ids)
+    # Fail on a missing or empty folder before the database is touched.
+    input_bytes = sum(
+        path.stat().st_size for site in sites for path in ndjson.find_files(site.source.path)
+    )
+    if workers is None:
+        configured = config.landing.workers
+        workers = (auto_workers(input_bytes, config.landing.validation)
+                   if configured == "auto" else configured)
+    progress = progress or NullProgress()
+    landing = config.landing
+
+    con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
+    try:
+        try:
+            create_tables(con)
+            run = start_run(con, command, config.config_hash)
+        except duckdb.Error as exc:
+            raise DatabaseError(
+                f"cannot prepare database {config.output.duckdb}: {exc}"
+            ) from exc
+        log.info(
+            "run %s: landing %d site(s) into %s (validation %s, %d check worker(s))",
+            run.run_id, len(sites), config.output.duckdb, landing.validation, workers,
+            extra={"run_id": run.run_id},
+        )
+        pool = make_check_pool(workers) if workers > 0 else None
+        try:
+            for site in sites:
+                site_started = time.perf_counter()
+                counts = land_folder(
+                    con,
+                    site.id,
+                    site.source.path,
+                    run.run_id,
+                    validation=landing.validation,
+                    batch_size=landing.batch_size,
+                    progress=progress,
+                    pool=pool,
+                )
+                run.counts[site.id] = counts
+                totals = _site_totals(counts)
+                log.info(
+                    "site %s: %s (%.1f s)", site.id, summarize(totals),
+                    time.perf_counter() - site_started,
+                    extra={"run_id": run.run_id, "site": site.id, "counts": totals},
+                )
+        except BaseException as exc:
+            # The original error says more than a failed bookkeeping write.
+            with contextlib.suppress(duckdb.Error):
+                run.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+        result = ExtractResult(
+            run_id=run.run_id,
+            status="success",
+            counts=run.counts,
+            duckdb_path=config.output.duckdb,
+            seconds=time.perf_counter() - started,
+        )
+        totals = result.totals()
+        rejected = totals["rejected"]
+        summary = summarize(totals)
+        if landing.strict and rejected:
+            message = (
+                f"{rejected} line(s) were rejected and landing.strict is on; the accepted "
+                f"lines are landed. See why with: select * from raw.rejected "
+                f"where run_id = '{run.run_id}'"
+            )
+            run.finish("failed", message)
+            raise StrictLandingError(message)
+        if rejected:
+            log.warning(
+                "%d line(s) rejected; see why with: select * from raw.rejected "
+                "where run_id = '%s'", rejected, run.run_id, extra={"run_id": run.run_id},
+            )
+        run.finish("success", summary)
+        log.info("run %s: %s", run.run_id, summary, extra={"run_id": run.run_id})
+        return result
+    finally:
+        con.close()

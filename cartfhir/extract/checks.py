@@ -1,0 +1,197 @@
+"""Checking one NDJSON line: is it a FHIR resource we can land, and if not, why.
+
+``check_line`` returns ``Accepted`` (the parsed resource and its identity and
+version) or ``Rejected`` (a reason a data engineer can act on). It never raises
+for bad input. 'structural' checks JSON, resourceType, id and meta; 'full' also
+validates against the fhir.resources R4B model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any, Literal, NamedTuple
+
+import orjson
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
+from pydantic import ValidationError
+
+from cartfhir.config import format_location
+
+Validation = Literal["full", "structural"]
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# The shape of a FHIR instant; datetime.fromisoformat then checks the ranges
+# (month 13, February 30) the pattern does not.
+INSTANT_PATTERN = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})"
+)
+# Abstract bases: valid model classes, but never the type of a real resource.
+_ABSTRACT = frozenset({"Resource", "DomainResource"})
+_MAX_ERRORS_SHOWN = 3
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+class Accepted(NamedTuple):
+    """A line that is a landable resource.
+
+    ``last_updated`` is meta.lastUpdated in UTC; ``content_hash`` is the sha256
+    of the resource's canonical JSON (sorted keys, no whitespace), so the same
+    content with other formatting or key order counts as unchanged.
+    """
+
+    resource: dict[str, Any]
+    resource_type: str
+    id: str
+    version_id: str | None
+    last_updated: datetime | None
+    text: str
+    content_hash: str
+
+
+class Rejected(NamedTuple):
+    """A line that cannot be landed; ``resource_type`` is set when it is known."""
+
+    reason: str
+    resource_type: str | None = None
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    """repr of a value from the input, cut short so a reason stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@cache
+def resource_model(resource_type: str) -> type[FHIRAbstractModel] | None:
+    """The R4B model class of a resource type, or None when it is not one."""
+    if resource_type in _ABSTRACT:
+        return None
+    try:
+        model = get_fhir_model_class(resource_type)
+    except ValueError:
+        return None
+    # get_fhir_model_class also knows data types (Quantity, Coding...).
+    return model if issubclass(model, Resource) else None
+
+
+def parse_instant(value: str) -> datetime | None:
+    """A FHIR instant as an aware UTC datetime (microseconds), or None if it is not one."""
+    if not INSTANT_PATTERN.fullmatch(value):
+        return None
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since 1970-01-01 UTC: how instants travel to DuckDB and compare."""
+    return (moment - _EPOCH) // _ONE_US
+
+
+
+def _validation_errors(model: type[FHIRAbstractModel], resource: dict[str, Any]) -> str | None:
+    try:
+        model.model_validate(resource)
+    except ValidationError as exc:
+        errors = exc.errors()
+        shown = []
+        for err in errors[:_MAX_ERRORS_SHOWN]:
+            msg = re.sub(r"^Value error, ", "", str(err.get("msg", "invalid value")))
+            shown.append(f"{format_location(tuple(err['loc']))}: {msg}")
+        more = len(errors) - len(shown)
+        suffix = f" (+{more} more)" if more > 0 else ""
+        return "fails FHIR R4B validation: " + "; ".join(shown) + suffix
+    except (ValueError, TypeError) as exc:
+        # fhir.resources raises plain errors from a few of its own validators.
+        return f"fails FHIR R4B validation: {exc}"
+    return None
+
+
+def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | Rejected:
+    """Decide whether one NDJSON line is a landable FHIR resource."""
+    try:
+        resource = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(f"not valid JSON: {exc}")
+    if not isinstance(resource, dict):
+        return Rejected(f"not a JSON object (got {_kind(resource)})")
+
+    resource_type = resource.get("resourceType")
+    if resource_type is None:
+        return Rejected("missing resourceType")
+    if not isinstance(resource_type, str):
+        return Rejected(f"resourceType must be a string (got {_kind(resource_type)})")
+    model = resource_model(resource_type)
+    if model is None:
+        return Rejected(f"unknown resourceType {_show(resource_type)}")
+
+    rid = resource.get("id")
+    if rid is None:
+        return Rejected("missing id", resource_type)
+    if not isinstance(rid, str):
+        return Rejected(f"id must be a string (got {_kind(rid)})", resource_type)
+    if not ID_PATTERN.fullmatch(rid):
+        return Rejected(
+            f"id {_show(rid)} does not match the FHIR id pattern [A-Za-z0-9-.]{{1,64}}",
+            resource_type,
+        )
+
+    version_id: str | None = None
+    last_updated: datetime | None = None
+    meta = resource.get("meta")
+    if meta is not None:
+        if not isinstance(meta, dict):
+            return Rejected(f"meta must be a JSON object (got {_kind(meta)})", resource_type)
+        version_id = meta.get("versionId")
+        if version_id is not None and not (
+            isinstance(version_id, str) and ID_PATTERN.fullmatch(version_id)
+        ):
+            return Rejected(
+                f"meta.versionId {_show(version_id)} does not match the FHIR id pattern "
+                "[A-Za-z0-9-.]{1,64}",
+                resource_type,
+            )
+        stamp = meta.get("lastUpdated")
+        if stamp is not None:
+            last_updated = parse_instant(stamp) if isinstance(stamp, str) else None
+            if last_updated is None:
+                return Rejected(
+                    f"meta.lastUpdated {_show(stamp)} is not a FHIR instant "
+                    "(like 2024-05-01T12:30:00Z)",
+                    resource_type,
+                )
+
+    if validation == "full":
+        problem = _validation_errors(model, resource)
+        if problem is not None:
+            return Rejected(problem, resource_type)
+
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    canonical = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    return Accepted(
+        resource=resource,
+        resource_type=resource_type,
+        id=rid,
+        version_id=version_id,
+        last_updated=last_updated,
+        text=text,
+        content_hash=hashlib.sha256(canonical).hexdigest(),
+    )

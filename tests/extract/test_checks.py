@@ -1,0 +1,155 @@
+"""check_line: which lines are landable, and the exact reason for those that are not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from cartfhir.extract.checks import Accepted, Rejected, check_line, parse_instant
+
+
+def line(**resource: object) -> bytes:
+    return orjson.dumps(resource)
+
+
+def valid_observation(**extra: object) -> bytes:
+    return line(
+        resourceType="Observation",
+        id="obs-1",
+        status="final",
+        code={"coding": [{"system": "http://loinc.org", "code": "718-7"}]},
+        subject={"reference": "Patient/p1"},
+        valueQuantity={"value": 13.2, "unit": "g/dL"},
+        **extra,
+    )
+
+
+def observation_without_code() -> bytes:
+    return line(resourceType="Observation", id="obs-1", status="final")
+
+
+def patient_with_bad_fields() -> bytes:
+    return line(
+        resourceType="Patient", id="p1", birthDate="1990-13-01", gender=5,
+        name=[{"family": 1}], telecom="not a list",
+    )
+
+
+def rejected(raw: bytes, validation: str = "full") -> Rejected:
+    result = check_line(raw, validation)  # type: ignore[arg-type]
+    assert isinstance(result, Rejected), f"expected a rejection, got {result!r}"
+    return result
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"resourceType": "Patient", "id": ',
+         "not valid JSON: unexpected end of data: line 1 column 35 (char 34)"),
+        (b"[1, 2]", "not a JSON object (got array)"),
+        (b'"just a string"', "not a JSON object (got string)"),
+        (b'{"id": "p1"}', "missing resourceType"),
+        (b'{"resourceType": 7, "id": "p1"}', "resourceType must be a string (got number)"),
+        (b'{"resourceType": "Foo", "id": "x"}', "unknown resourceType 'Foo'"),
+        # A FHIR data type is not a resource.
+        (b'{"resourceType": "Quantity", "id": "x"}', "unknown resourceType 'Quantity'"),
+        (b'{"resourceType": "DomainResource", "id": "x"}', "unknown resourceType 'DomainResource'"),
+        (b'{"resourceType": "Patient"}', "missing id"),
+        (b'{"resourceType": "Patient", "id": 5}', "id must be a string (got number)"),
+        (b'{"resourceType": "Patient", "id": "x y"}',
+         "id 'x y' does not match the FHIR id pattern [A-Za-z0-9-.]{1,64}"),
+        (b'{"resourceType": "Patient", "id": "' + b"a" * 65 + b'"}',
+         f"id '{'a' * 65}' does not match the FHIR id pattern [A-Za-z0-9-.]{{1,64}}"),
+        # Long values are cut in the reason so it stays one readable line.
+        (b'{"resourceType": "Patient", "id": "' + b"b" * 500 + b'"}',
+         f"id '{'b' * 76}... does not match the FHIR id pattern [A-Za-z0-9-.]{{1,64}}"),
+        (b'{"resourceType": "Patient", "id": "p1", "meta": []}',
+         "meta must be a JSON object (got array)"),
+        (b'{"resourceType": "Patient", "id": "p1", "meta": {"versionId": 3}}',
+         "meta.versionId 3 does not match the FHIR id pattern [A-Za-z0-9-.]{1,64}"),
+        (b'{"resourceType": "Patient", "id": "p1", "meta": {"lastUpdated": "2024-02-30T00:00Z"}}',
+         "meta.lastUpdated '2024-02-30T00:00Z' is not a FHIR instant (like 2024-05-01T12:30:00Z)"),
+        (b'{"resourceType": "Patient", "id": "p", "meta": {"lastUpdated": "2024-02-30T00:00:00Z"}}',
+         "meta.lastUpdated '2024-02-30T00:00:00Z' is not a FHIR instant "
+         "(like 2024-05-01T12:30:00Z)"),
+        (b'{"resourceType": "Patient", "id": "p1", "meta": {"lastUpdated": "2024-01-01"}}',
+         "meta.lastUpdated '2024-01-01' is not a FHIR instant (like 2024-05-01T12:30:00Z)"),
+    ],
+)
+def test_rejection_reasons_are_exact(raw: bytes, reason: str) -> None:
+    assert rejected(raw, "structural").reason == reason
+    assert rejected(raw, "full").reason == reason
+
+
+def test_invalid_utf8_is_reported_as_invalid_json() -> None:
+    assert rejected(b'{"resourceType": "Patient", "id": "\xff"}').reason.startswith(
+        "not valid JSON: str is not valid UTF-8"
+    )
+
+
+def test_rejection_keeps_the_resource_type_when_it_is_known() -> None:
+    assert rejected(b'{"resourceType": "Patient"}').resource_type == "Patient"
+    assert rejected(b'{"resourceType": "Foo", "id": "x"}').resource_type is None
+    assert rejected(b"[]").resource_type is None
+
+
+def test_full_validation_rejects_what_structural_accepts() -> None:
+    assert (
+        rejected(observation_without_code(), "full").reason
+        == "fails FHIR R4B validation: code: Field required"
+    )
+    assert isinstance(check_line(observation_without_code(), "structural"), Accepted)
+
+
+def test_full_validation_shows_at_most_three_errors_with_paths() -> None:
+    reason = rejected(patient_with_bad_fields(), "full").reason
+    assert reason == (
+        "fails FHIR R4B validation: "
+        "birthDate: Date value string does not match spec regex.; "
+        "gender: Input should be a valid string; "
+        "name[0].family: Input should be a valid string (+1 more)"
+    )
+
+
+def test_accepted_line_carries_identity_version_and_text() -> None:
+    raw = valid_observation(meta={"versionId": "3", "lastUpdated": "2024-05-01T14:30:00.5+02:00"})
+    result = check_line(raw, "full")
+    assert isinstance(result, Accepted)
+    assert (result.resource_type, result.id, result.version_id) == ("Observation", "obs-1", "3")
+    assert result.last_updated == datetime(2024, 5, 1, 12, 30, 0, 500000, tzinfo=UTC)
+    assert result.text == raw.decode()
+    assert result.resource["valueQuantity"]["value"] == 13.2
+
+
+def test_missing_meta_gives_no_version() -> None:
+    result = check_line(valid_observation(), "full")
+    assert isinstance(result, Accepted)
+    assert (result.version_id, result.last_updated) == (None, None)
+
+
+def test_content_hash_ignores_key_order_and_whitespace_but_not_values() -> None:
+    a = check_line(b'{"resourceType": "Patient", "id": "p1", "active": true}', "full")
+    b = check_line(b'{"active":true,"id":"p1","resourceType":"Patient"}', "full")
+    c = check_line(b'{"resourceType": "Patient", "id": "p1", "active": false}', "full")
+    assert isinstance(a, Accepted) and isinstance(b, Accepted) and isinstance(c, Accepted)
+    assert a.content_hash == b.content_hash
+    assert a.content_hash != c.content_hash
+    assert len(a.content_hash) == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T12:30:00Z", datetime(2024, 5, 1, 12, 30, tzinfo=UTC)),
+        ("2024-05-01T12:30:00.123456789-05:00",
+         datetime(2024, 5, 1, 17, 30, 0, 123456, tzinfo=UTC)),
+        ("2024-05-01T12:30:00", None),  # no time zone: a dateTime, not an instant
+        ("2024-05-01", None),
+        ("2024-13-01T00:00:00Z", None),
+        ("yesterday", None),
+    ],
+)
+def test_parse_instant(text: str, expected: datetime | None) -> None:
+    assert parse_instant(text) == expected
