@@ -113,6 +113,11 @@ class Output(_Model):
     dir: ConfigPath | None = Field(
         default=None, description="folder for reports and exports; default: the DuckDB's folder"
     )
+    memory_limit: str = Field(
+        default="512MB",
+        pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+        description="DuckDB's memory limit (e.g. 1GB); beyond it DuckDB spills to disk",
+    )
 
     @property
     def folder(self) -> Path:
@@ -131,6 +136,18 @@ class Landing(_Model):
         ),
     )
     batch_size: int = Field(default=5000, ge=100, le=1_000_000)
+    workers: int | Literal["auto"] = Field(
+        default="auto",
+        description="processes that check lines in parallel; auto: by input size and CPUs; "
+        "0: check in the main process",
+    )
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_in_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 32:
+            raise ValueError("must be 'auto' or a whole number from 0 to 32")
+        return value
 
 
 class Config(_Model):

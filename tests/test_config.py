@@ -140,3 +140,15 @@ def test_secret_needs_exactly_one_source(tmp_path: Path) -> None:
         SecretRef(env="A", file=tmp_path / "x")
     with pytest.raises(ValueError, match="exactly one"):
         SecretRef()
+
+
+def test_memory_limit_and_workers(tmp_path: Path) -> None:
+    config = parse_config(minimal(), base_dir=tmp_path)
+    assert config.output.memory_limit == "512MB" and config.landing.workers == "auto"
+    config = parse_config(minimal(output={"duckdb": "x", "memory_limit": "2GB"},
+                                  landing={"workers": 0}), base_dir=tmp_path)
+    assert config.output.memory_limit == "2GB" and config.landing.workers == 0
+    assert "output.memory_limit: string should match pattern" in problems(
+        minimal(output={"duckdb": "x", "memory_limit": "lots"}), tmp_path)
+    assert "landing.workers: must be 'auto' or a whole number from 0 to 32" in problems(
+        minimal(landing={"workers": 99}), tmp_path)
