@@ -1,0 +1,215 @@
+"""The ``cartfhir`` command line: parse, load config, call ``cartfhir.api``, render.
+
+Exit codes: 0 success; 1 failure (the run, a source, the database); 2 bad
+config or usage; 3 partial (reserved for extractions that could not get
+everything). Data goes to stdout; logs, progress and errors to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from cartfhir import __version__, api
+from cartfhir.config import DEFAULT_CONFIG, Config
+from cartfhir.errors import CartfhirError
+from cartfhir.logs import configure
+from cartfhir.progress import make_progress
+from cartfhir.render import render_rows
+from cartfhir.synth import DEFAULT_SITES
+from cartfhir.synth.profiles import available_profiles
+
+log = logging.getLogger("cartfhir")
+_state = {"verbose": False}
+
+config_option = click.option(
+    "--config", "-c", "config", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
+    show_default=True, help="Config file (YAML).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="Exit codes: 0 success, 1 failure, 2 bad config or usage, "
+                    "3 partial extraction.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Logs on stderr: text or json (one object per line).")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logs, and tracebacks on errors.")
+@click.version_option(__version__, prog_name="cartfhir", message="%(prog)s %(version)s")
+def cli(log_format: str, verbose: bool) -> None:
+    """Pull a CAR-T cohort out of FHIR data into validated DuckDB tables and compare
+    first and second infusions.
+
+    Start with 'cartfhir demo', then 'cartfhir query'.
+    """
+    configure(log_format, verbose)  # type: ignore[arg-type]
+    _state["verbose"] = verbose
+
+
+def _command_line() -> str:
+    return "cartfhir " + shlex.join(sys.argv[1:])
+
+
+def _echo(text: str) -> None:
+    click.echo(text)
+
+
+def _counts_table(counts: dict) -> tuple[list[str], list[list]]:
+    columns = ["site", "resource_type", "received", "inserted", "replaced", "unchanged", "stale",
+               "rejected"]
+    rows = []
+    for site, by_type in sorted(counts.items()):
+        for rtype, c in sorted(by_type.items(), key=lambda kv: str(kv[0])):
+            rows.append([site, rtype, *(c.get(k, 0) for k in columns[2:])])
+    return columns, rows
+
+
+def _report_extract(result: api.ExtractResult) -> None:
+    columns, rows = _counts_table(result.counts)
+    render_rows(columns, rows, title=f"Landed into {result.duckdb_path}")
+    totals = result.totals()
+    _echo(f"run {result.run_id}: {result.status}; {totals.get('received', 0)} lines read, "
+          f"{totals.get('inserted', 0)} new, {totals.get('replaced', 0)} replaced, "
+          f"{totals.get('rejected', 0)} rejected ({result.seconds:.1f} s)")
+    if totals.get("rejected"):
+        _echo("see why: cartfhir query \"select site, source_uri, line_no, reason from "
+              f"raw.rejected where run_id = '{result.run_id}'\"")
+
+
+@cli.command()
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=Path("data"),
+              show_default=True, help="Folder to write into.")
+@click.option("--patients", type=click.IntRange(1, 1_000_000), default=40, show_default=True,
+              help="Patients in total, split over the sites.")
+@click.option("--seed", type=int, default=42, show_default=True,
+              help="Random seed; same seed, same files.")
+@click.option("--sites", default=",".join(DEFAULT_SITES), show_default=True,
+              help=f"Comma-separated site profiles ({', '.join(available_profiles())}).")
+@click.option("--bad-rate", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="Share of extra bad lines to inject: broken JSON, non-resources, invalid "
+                   "resources, unknown units.")
+@click.option("--bundles", is_flag=True, help="Also write FHIR transaction Bundles.")
+@click.option("--gzip", "compress", is_flag=True, help="Write .ndjson.gz files.")
+@click.option("--force", is_flag=True, help="Replace existing site folders.")
+def synth(out: Path, patients: int, seed: int, sites: str, bad_rate: float, bundles: bool,
+          compress: bool, force: bool) -> None:
+    """Generate a synthetic multi-site CAR-T cohort as bulk-style NDJSON plus its truth.
+
+    \b
+    Example: cartfhir synth --out data --patients 100 --sites site_a,site_b,site_c
+    """
+    result = api.generate(out, patients=patients, seed=seed,
+                          sites=[s.strip() for s in sites.split(",") if s.strip()],
+                          bad_rate=bad_rate, bundles=bundles, compress=compress,
+                          overwrite=force, progress=make_progress())
+    rows = [[site, rtype, n] for site, by_type in result.resources.items()
+            for rtype, n in by_type.items()]
+    render_rows(["site", "resource_type", "resources"], rows, title=f"Synthetic cohort in {out}")
+    _echo(f"{sum(result.patients.values())} patients, {result.episodes} infusion episodes, "
+          f"{result.injected} injected bad lines; truth: {result.truth_file}")
+
+
+@cli.command("extract")
+@config_option
+@click.option("--site", "sites", multiple=True, help="Only this site (repeatable).")
+def extract_cmd(config: Path, sites: tuple[str, ...]) -> None:
+    """Land each site's source into raw.resources (bad lines into raw.rejected).
+
+    \b
+    Example: cartfhir extract --config config.yaml --site site_a
+    """
+    cfg = api.load_config(config)
+    result = api.extract(cfg, site_ids=list(sites) or None, progress=make_progress(),
+                         command=_command_line())
+    _report_extract(result)
+
+
+@cli.command("run")
+@config_option
+def run_cmd(config: Path) -> None:
+    """Run every stage that exists so far, in order (today: extract).
+
+    \b
+    Example: cartfhir run --config config.yaml
+    """
+    cfg = api.load_config(config)
+    result = api.run(cfg, progress=make_progress(), command=_command_line())
+    _report_extract(result.extract)
+
+
+@cli.command()
+@config_option
+@click.option("--patients", type=click.IntRange(1, 100_000), default=40, show_default=True,
+              help="Synthetic patients in total.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+def demo(config: Path, patients: int, seed: int) -> None:
+    """Generate the example cohort into the config's site folders and run the pipeline.
+
+    \b
+    Example: cartfhir demo --config config.yaml --patients 40
+    """
+    cfg = api.load_config(config)
+    result = api.demo(cfg, patients=patients, seed=seed, progress=make_progress())
+    _echo(f"generated {sum(result.synth.patients.values())} patients "
+          f"({result.synth.episodes} infusions) into "
+          f"{', '.join(str(s.source.path) for s in cfg.sites)}")
+    _report_extract(result.run.extract)
+    _echo(f"DuckDB file: {result.duckdb_path}")
+    _echo("try: cartfhir query \"select site, resource_type, count(*) as n "
+          "from raw.resources group by all order by all\"")
+
+
+@cli.command()
+@click.argument("sql")
+@config_option
+@click.option("--db", type=click.Path(path_type=Path), default=None,
+              help="DuckDB file to query instead of the config's output.")
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json"]),
+              default="table", show_default=True, help="Output format on stdout.")
+def query(sql: str, config: Path, db: Path | None, fmt: str) -> None:
+    """Query the output DuckDB on a read-only connection.
+
+    \b
+    Example: cartfhir query "select site, count(*) from raw.resources group by site" -f csv
+    """
+    cfg: Config | None = None if db is not None else api.load_config(config)
+    result = api.query(cfg, sql, db=db)
+    n = render_rows(result.columns, result.rows(), fmt=fmt)  # type: ignore[arg-type]
+    if fmt == "table":
+        click.echo(f"{n} row{'s' if n != 1 else ''}", err=True)
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the one place errors become exit codes)."""
+    try:
+        rv = cli.main(args=argv, prog_name="cartfhir", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        return 130
+    except CartfhirError as exc:
+        click.echo(f"error: {exc}", err=True)
+        if _state["verbose"]:
+            traceback.print_exc()
+        return exc.exit_code
+    except Exception as exc:  # a bug: say so plainly, trace only when asked
+        click.echo(f"internal error: {type(exc).__name__}: {exc} "
+                   "(run with --verbose for the traceback, and please report it)", err=True)
+        if _state["verbose"]:
+            traceback.print_exc()
+        return 1
+
+
+def main() -> None:
+    sys.exit(run_cli())
+
+
+__all__ = ["cli", "main", "run_cli"]

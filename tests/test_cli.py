@@ -1,0 +1,148 @@
+"""The command line: help that reads well, exit codes, data on stdout, logs on stderr."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cartfhir.cli import cli, run_cli
+
+COMMANDS = ["synth", "extract", "run", "demo", "query"]
+
+
+def write_config(tmp_path: Path, sites: tuple[str, ...] = ("site_a", "site_b"),
+                 extra: str = "") -> Path:
+    lines = ["study: {name: test}", "sites:"]
+    for site in sites:
+        lines.append(f"  - {{id: {site}, source: {{kind: ndjson, path: data/{site}}}}}")
+    lines.append("output: {duckdb: out/test.duckdb}")
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert set(COMMANDS) <= set(cli.commands)
+    for command in COMMANDS:
+        assert run_cli([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "Example: cartfhir " + command in out, command
+
+
+def test_top_level_help_names_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--help"]) == 0
+    assert "Exit codes: 0 success, 1 failure, 2 bad config or usage" in capsys.readouterr().out
+
+
+def test_unknown_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["extract", "--no-such-option"]) == 2
+    assert "No such option" in capsys.readouterr().err
+
+
+def test_missing_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["extract", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_invalid_config_exits_2_naming_the_key(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, extra="landing: {validation: sometimes}\n")
+    assert run_cli(["run", "--config", str(path)]) == 2
+    assert "landing.validation: input should be 'full' or 'structural'" in capsys.readouterr().err
+
+
+def test_missing_source_folder_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    assert run_cli(["extract", "--config", str(path)]) == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_synth_extract_query_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    assert run_cli(["synth", "--out", str(tmp_path / "data"), "--patients", "4"]) == 0
+    capsys.readouterr()
+    assert run_cli(["extract", "--config", str(path)]) == 0
+    assert "success" in capsys.readouterr().out
+
+    sql = "select site, count(*) as n from raw.resources group by site order by site"
+    assert run_cli(["query", sql, "--config", str(path), "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["site"] for r in rows] == ["site_a", "site_b"]
+    assert all(int(r["n"]) > 100 for r in rows)
+    assert err == ""  # data on stdout only
+
+    assert run_cli(["query", sql, "--config", str(path), "--format", "json"]) == 0
+    assert [r["site"] for r in json.loads(capsys.readouterr().out)] == ["site_a", "site_b"]
+
+    # Timestamps with time zones come back to Python (meta.runs.started is TIMESTAMPTZ).
+    assert run_cli(["query", "select run_id, started, status from meta.runs", "--config",
+                    str(path), "--format", "json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert len(runs) == 1 and runs[0]["status"] == "success" and runs[0]["started"]
+
+    assert run_cli(["query", "select 1 as one", "--db",
+                    str(tmp_path / "out" / "test.duckdb")]) == 0
+    assert "one" in capsys.readouterr().out
+
+
+def test_query_is_read_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, sites=("site_a",))
+    run_cli(["synth", "--out", str(tmp_path / "data"), "--patients", "1", "--sites", "site_a"])
+    assert run_cli(["extract", "--config", str(path)]) == 0
+    capsys.readouterr()
+    assert run_cli(["query", "delete from raw.resources", "--config", str(path)]) == 1
+    assert "read-only" in capsys.readouterr().err
+    assert run_cli(["query", "select count(*) from raw.resources", "--config", str(path),
+                    "-f", "csv"]) == 0
+    assert int(capsys.readouterr().out.splitlines()[1]) > 0
+
+
+def test_query_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    assert run_cli(["query", "select 1", "--config", str(path)]) == 1
+    assert "does not exist yet" in capsys.readouterr().err
+    assert run_cli(["query", "select * from nowhere", "--db", str(tmp_path / "x.duckdb")]) == 1
+
+
+def test_demo_generates_and_lands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path)
+    assert run_cli(["demo", "--config", str(path), "--patients", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "DuckDB file:" in out and str(tmp_path / "out" / "test.duckdb") in out
+    assert (tmp_path / "data" / "site_a" / "manifest.json").exists()
+
+
+def test_demo_refuses_sites_it_cannot_generate(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, sites=("site_x",))
+    assert run_cli(["demo", "--config", str(path)]) == 2
+    assert "site 'site_x' is not one" in capsys.readouterr().err
+
+
+def test_json_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, sites=("site_a",))
+    run_cli(["synth", "--out", str(tmp_path / "data"), "--patients", "1", "--sites", "site_a"])
+    capsys.readouterr()
+    assert run_cli(["--log-format", "json", "extract", "--config", str(path)]) == 0
+    err_lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert err_lines, "extract logs what it does"
+    records = [json.loads(x) for x in err_lines]
+    assert all({"ts", "level", "msg"} <= r.keys() for r in records)
+
+
+def test_real_process_exit_codes(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ok = subprocess.run([sys.executable, "-m", "cartfhir", "--version"], capture_output=True,
+                        text=True, env=env)
+    assert ok.returncode == 0 and ok.stdout.startswith("cartfhir ")
+    bad = subprocess.run([sys.executable, "-m", "cartfhir", "run", "--config",
+                          str(tmp_path / "none.yaml")], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "not found" in bad.stderr and bad.stdout == ""
