@@ -1,0 +1,42 @@
+# Two entry points: `make demo` and `make test`. Each sets up its own virtualenv
+# (.venv, Python 3.11) from pyproject.toml with the exact versions in constraints.txt.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# pytest exits 5 when it collected no tests; treat that as a failure, never a pass.
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean venv
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' 2>/dev/null \
+		|| { echo "need Python 3.11 on PATH (python3.11 or python3)" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/cartfhir demo --config config.yaml
+
+test: $(STAMP)
+	$(BIN)/ruff check cartfhir tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: $(STAMP)
+	$(BIN)/ruff check cartfhir tests bench
+	$(BIN)/ruff format --check cartfhir tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/land_ndjson.py
+
+clean:
+	rm -rf $(VENV) out data bench/out .pytest_cache .ruff_cache
