@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    HttpUrl,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -97,10 +98,163 @@ class NdjsonSource(_Model):
     path: ConfigPath
 
 
+class NoAuth(_Model):
+    kind: Literal["none"] = "none"
+
+
+class BearerAuth(_Model):
+    """A static bearer token (e.g. issued by the hospital's API gateway)."""
+
+    kind: Literal["bearer"]
+    token: SecretRef
+
+
+class BasicAuth(_Model):
+    kind: Literal["basic"]
+    username: str = Field(min_length=1)
+    password: SecretRef
+
+
+class SmartAuth(_Model):
+    """SMART Backend Services: a signed JWT client assertion exchanged for a token."""
+
+    kind: Literal["smart"]
+    client_id: str = Field(min_length=1)
+    private_key: SecretRef = Field(
+        description="PEM private key (RSA for RS384, EC P-384 for ES384)")
+    algorithm: Literal["RS384", "ES384"] = "RS384"
+    key_id: str | None = Field(default=None, description="'kid' of the key in the client's JWKS")
+    scope: str = Field(default="system/*.rs", min_length=1)
+    token_url: HttpUrl | None = Field(
+        default=None, description="skip discovery via .well-known/smart-configuration"
+    )
+
+
+AuthConfig = Annotated[
+    NoAuth | BearerAuth | BasicAuth | SmartAuth, Field(discriminator="kind")
+]
+
+
+class Tls(_Model):
+    """TLS to a hospital server: verified by default, never off without saying so."""
+
+    insecure_skip_verify: bool = Field(
+        default=False, description="turn certificate verification off (logged as a warning)"
+    )
+    ca_bundle: ConfigPath | None = Field(default=None, description="PEM bundle of trusted CAs")
+    client_cert: ConfigPath | None = Field(default=None, description="PEM client certificate")
+    client_key: ConfigPath | None = Field(default=None, description="PEM key of client_cert")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> Tls:
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError("client_key given without client_cert")
+        return self
+
+
+class Http(_Model):
+    """Per-site network policy: timeouts, concurrency, retries, allowed hosts."""
+
+    timeout: float = Field(default=60.0, gt=0, le=3600, description="seconds per request")
+    max_connections: int = Field(default=4, ge=1, le=32)
+    max_retries: int = Field(default=8, ge=0, le=100, description="retries per request")
+    retry_budget: float = Field(
+        default=900.0, gt=0, description="seconds of waiting for retries per run, in total"
+    )
+    retry_after_cap: float = Field(
+        default=300.0, gt=0, description="longest Retry-After honoured, in seconds"
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="other hosts next links and file URLs may point to (host or host:port)",
+    )
+    tls: Tls = Tls()
+
+
+class Cohort(_Model):
+    """How the cohort's patients are found: exactly one of the three."""
+
+    group_id: str | None = None
+    patient_ids_file: ConfigPath | None = Field(
+        default=None, description="text file, one patient id per line"
+    )
+    search: list[str] = Field(
+        default_factory=list,
+        description="FHIR searches whose matches name the patients, e.g. "
+        "'Condition?code=http://hl7.org/fhir/sid/icd-10-cm|C91.02'",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Cohort:
+        given = [self.group_id is not None, self.patient_ids_file is not None, bool(self.search)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of group_id, patient_ids_file or search")
+        for query in self.search:
+            if "?" not in query or not re.match(r"^[A-Z][A-Za-z]+\?", query):
+                raise ValueError(f"search {query!r} should look like 'Condition?code=...'")
+        return self
+
+
+class ResourceQuery(_Model):
+    """One resource type to pull for the cohort, narrowed by codes or categories."""
+
+    type: str = Field(pattern=r"^[A-Z][A-Za-z]+$")
+    codes: list[str] = Field(default_factory=list, description="system|code tokens")
+    categories: list[str] = Field(default_factory=list, description="category tokens")
+
+
+DEFAULT_RESOURCES = [
+    ResourceQuery(type="Patient"),
+    ResourceQuery(type="Condition"),
+    ResourceQuery(type="Procedure"),
+    ResourceQuery(type="Observation",
+                  categories=["laboratory", "vital-signs", "survey", "procedure", "exam"]),
+]
+
+
+class FhirSource(_Model):
+    """REST search against a FHIR server."""
+
+    kind: Literal["fhir"]
+    base_url: HttpUrl
+    auth: AuthConfig = NoAuth()
+    http: Http = Http()
+    cohort: Cohort
+    resources: list[ResourceQuery] = Field(default_factory=lambda: list(DEFAULT_RESOURCES))
+    patients_per_query: int = Field(default=50, ge=1, le=500)
+    page_size: int = Field(default=200, ge=1, le=5000)
+
+
+class BulkSource(_Model):
+    """Bulk Data $export (system, Patient or Group level)."""
+
+    kind: Literal["bulk"]
+    base_url: HttpUrl
+    auth: AuthConfig = NoAuth()
+    http: Http = Http()
+    level: Literal["system", "patient", "group"] = "group"
+    group_id: str | None = None
+    types: list[str] = Field(
+        default_factory=lambda: ["Patient", "Condition", "Procedure", "Observation"])
+    type_filters: list[str] = Field(default_factory=list, description="_typeFilter queries")
+    max_wait: float = Field(default=6 * 3600, gt=0, description="seconds to wait for the export")
+    max_downloads: int = Field(default=4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _group_needs_id(self) -> BulkSource:
+        if (self.level == "group") != (self.group_id is not None):
+            raise ValueError("group_id is required for level 'group' and only for it")
+        return self
+
+
+Source = Annotated[NdjsonSource | FhirSource | BulkSource, Field(discriminator="kind")]
+SOURCE_KINDS = ("ndjson", "fhir", "bulk")
+
+
 class Site(_Model):
     id: str = Field(pattern=SITE_ID_PATTERN, description="short slug, unique in the config")
     name: str | None = None
-    source: NdjsonSource
+    source: Source
 
 
 class Study(_Model):
@@ -177,10 +331,22 @@ class Config(_Model):
         raise ConfigError(f"no site {site_id!r} in the config (sites: {known})")
 
 
+_UNION_TAGS = {"source": SOURCE_KINDS, "auth": ("none", "bearer", "basic", "smart")}
+
+
 def format_location(loc: tuple[Any, ...]) -> str:
-    """('sites', 1, 'source', 'path') -> 'sites[1].source.path'."""
+    """('sites', 1, 'source', 'path') -> 'sites[1].source.path'.
+
+    Discriminated unions add the chosen kind to the location
+    ('source', 'fhir', 'base_url'); that tag is left out.
+    """
     out = ""
+    previous: Any = None
     for part in loc:
+        if isinstance(previous, str) and part in _UNION_TAGS.get(previous, ()):
+            previous = None
+            continue
+        previous = part
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -194,6 +360,11 @@ def _describe_error(err: dict[str, Any]) -> str:
         return "unknown key (check the spelling; see config.yaml for the schema)"
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx", {})
+        return f"unknown kind {ctx.get('tag')!r} (expected one of {ctx.get('expected_tags')})"
+    if kind.startswith("url_"):
+        return f"not a URL ({err.get('ctx', {}).get('error', err.get('msg', ''))})"
     msg = str(err.get("msg", "invalid value"))
     msg = re.sub(r"^(Value error|Assertion failed), ", "", msg)
     return msg[0].lower() + msg[1:] if msg else msg

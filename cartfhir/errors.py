@@ -34,6 +34,25 @@ class SourceError(CartfhirError):
     """A data source (folder, file, server) cannot be read."""
 
 
+class AuthError(CartfhirError):
+    """Getting or using credentials for a FHIR server failed."""
+
+
+class FhirServerError(SourceError):
+    """A FHIR server answered with an error, or with something that breaks the rules.
+
+    Carries the HTTP status (None for connection-level failures), the URL with
+    secrets masked, and the OperationOutcome diagnostics when the server sent one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None,
+                 outcome: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+        self.outcome = outcome
+
+
 class DatabaseError(CartfhirError):
     """The output DuckDB file cannot be opened, or a query against it failed."""
 

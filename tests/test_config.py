@@ -65,7 +65,7 @@ def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
     data["sites"][0]["source"]["kind"] = "ftp"
     text = problems(data, tmp_path)
     assert "sites[0].id: string should match pattern" in text
-    assert "sites[0].source.kind: input should be 'ndjson'" in text
+    assert "sites[0].source: unknown kind 'ftp' (expected one of 'ndjson', 'fhir', 'bulk')" in text
     assert "extra_key: unknown key" in text
 
 
@@ -152,3 +152,26 @@ def test_memory_limit_and_workers(tmp_path: Path) -> None:
         minimal(output={"duckdb": "x", "memory_limit": "lots"}), tmp_path)
     assert "landing.workers: must be 'auto' or a whole number from 0 to 32" in problems(
         minimal(landing={"workers": 99}), tmp_path)
+
+
+def test_fhir_source_errors_name_the_key(tmp_path: Path) -> None:
+    site = {"id": "s", "source": {"kind": "fhir", "base_url": "not a url",
+                                  "cohort": {"group_id": "g", "search": ["Patient?x=1"]},
+                                  "auth": {"kind": "bearer"}}}
+    text = problems(minimal(sites=[site]), tmp_path)
+    assert "sites[0].source.base_url: not a URL" in text
+    assert "sites[0].source.auth.token: required key is missing" in text
+    assert ("sites[0].source.cohort: give exactly one of group_id, patient_ids_file or search"
+            in text)
+
+
+def test_bulk_group_level_needs_a_group(tmp_path: Path) -> None:
+    site = {"id": "s", "source": {"kind": "bulk", "base_url": "https://h.test/fhir"}}
+    assert "group_id is required for level 'group'" in problems(minimal(sites=[site]), tmp_path)
+
+
+def test_tls_key_without_cert(tmp_path: Path) -> None:
+    site = {"id": "s", "source": {"kind": "fhir", "base_url": "https://h.test/fhir",
+                                  "cohort": {"group_id": "g"},
+                                  "http": {"tls": {"client_key": "k.pem"}}}}
+    assert "client_key given without client_cert" in problems(minimal(sites=[site]), tmp_path)
