@@ -1,0 +1,274 @@
+"""The one class that talks HTTP to a FHIR server: policy here, I/O in requests.
+
+``FhirClient`` holds the site's network policy: TLS, timeouts, the User-Agent,
+authentication, which hosts a URL may point to, and retries. Retries use
+exponential backoff with jitter, honour ``Retry-After`` (capped), and spend from
+one budget per client. Every failure raises ``FhirServerError`` carrying the
+status, the URL with secrets masked, and the server's OperationOutcome text.
+Unit tests mount a fake ``HTTPAdapter`` through ``transport``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from cartfhir import __version__
+from cartfhir.config import AuthConfig, Http
+from cartfhir.errors import AuthError, FhirServerError
+from cartfhir.extract.auth import Authenticator, make_authenticator
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"cartfhir/{__version__} (FHIR cohort extraction; python-requests)"
+# Transient answers worth another try; everything else 4xx/5xx is final.
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+BACKOFF_BASE = 1.0  # seconds before the first retry (before jitter)
+BACKOFF_MAX = 60.0
+SECRET_PARAM = re.compile(r"(token|secret|password|passwd|key|code|signature|sig|auth)", re.I)
+
+
+def mask_url(url: str) -> str:
+    """The URL with credentials and secret-looking query values replaced by ***."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode(
+        [(k, "***" if SECRET_PARAM.search(k) else v)
+         for k, v in parse_qsl(parts.query, keep_blank_values=True)],
+        safe=",|:/*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def outcome_text(body: bytes) -> str | None:
+    """Diagnostics of an OperationOutcome body (or None when it is not one)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("resourceType") != "OperationOutcome":
+        return None
+    texts = []
+    for issue in data.get("issue", []):
+        text = issue.get("diagnostics") or issue.get("details", {}).get("text") or issue.get("code")
+        if text:
+            texts.append(f"{issue.get('severity', 'error')}: {text}")
+    return "; ".join(texts) or None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as seconds: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass
+class ClientStats:
+    """Counters for the run manifest and the closing summary (thread-safe)."""
+
+    requests: int = 0
+    retries: int = 0
+    bytes: int = 0
+    waited: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: float) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+
+@dataclass(frozen=True)
+class JsonBody:
+    """A decoded JSON answer and the server's own clock (the Date header)."""
+
+    data: dict[str, Any]
+    status: int
+    date: str | None
+
+
+class FhirClient:
+    """GET (and kick-off/DELETE) requests to one FHIR server, with the site's policy."""
+
+    def __init__(
+        self,
+        base_url: str,
+        http: Http,
+        auth: AuthConfig,
+        *,
+        transport: HTTPAdapter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/") + "/"
+        self.http = http
+        self.stats = ClientStats()
+        self._sleep = sleep
+        self._origins = {origin(self.base_url)}
+        for host in http.allowed_hosts:
+            name, _, port = host.partition(":")
+            for scheme in ("https", "http"):
+                default = 443 if scheme == "https" else 80
+                self._origins.add((scheme, name.lower(), int(port) if port else default))
+        self.session = requests.Session()
+        adapter = transport or HTTPAdapter(pool_connections=http.max_connections,
+                                           pool_maxsize=http.max_connections, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"User-Agent": USER_AGENT,
+                                     "Accept": "application/fhir+json",
+                                     "Accept-Encoding": "gzip, deflate"})
+        tls = http.tls
+        if tls.insecure_skip_verify:
+            log.warning("TLS certificate verification is OFF for %s (tls.insecure_skip_verify); "
+                        "traffic can be intercepted", mask_url(self.base_url))
+            self.session.verify = False
+        elif tls.ca_bundle is not None:
+            self.session.verify = str(tls.ca_bundle)
+        if tls.client_cert is not None:
+            self.session.cert = (str(tls.client_cert), str(tls.client_key)) if tls.client_key \
+                else str(tls.client_cert)
+        self.auth: Authenticator = make_authenticator(auth, self.base_url, self.session,
+                                                      timeout=http.timeout)
+
+    # ---- URLs -------------------------------------------------------------------------
+    def url(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> str:
+        """An absolute URL under the base (a full URL is checked and kept as given)."""
+        url = urljoin(self.base_url, path_or_url)
+        if params:
+            sep = "&" if urlsplit(url).query else "?"
+            url += sep + urlencode(
+                [(k, v) for k, values in params.items()
+                 for v in (values if isinstance(values, list | tuple) else [values])],
+                safe=",|:/*")
+        return url
+
+    def check_url(self, url: str) -> None:
+        """Refuse a URL on another scheme, host or port than the server's (token safety)."""
+        if origin(url) not in self._origins:
+            raise FhirServerError(
+                f"the server pointed to {mask_url(url)}, which is not on {mask_url(self.base_url)} "
+                "(different scheme, host or port); refusing to send credentials there. If that "
+                "host is legitimate, add it to http.allowed_hosts",
+                url=mask_url(url))
+
+    # ---- requests ---------------------------------------------------------------------
+    def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
+                stream: bool = False, auth: bool = True,
+                ok: Callable[[requests.Response], bool] | None = None) -> requests.Response:
+        """Send with retries; return a response whose status is acceptable (``ok``, or 2xx)."""
+        self.check_url(url)
+        attempt, refreshed = 0, False
+        while True:
+            send_headers = dict(headers or {})
+            if auth:
+                send_headers.update(self.auth.headers())
+            started = time.monotonic()
+            try:
+                response = self.session.request(method, url, headers=send_headers,
+                                                timeout=self.http.timeout, stream=stream)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self.stats.add(requests=1)
+                attempt = self._retry(url, attempt, f"{type(exc).__name__}", None)
+                continue
+            self.stats.add(requests=1)
+            log.debug("%s %s -> %s (%.2f s)", method, mask_url(url), response.status_code,
+                      time.monotonic() - started)
+            if response.status_code == 401 and auth and not refreshed:
+                refreshed = True  # one token refresh, then the 401 is final
+                self.auth.invalidate()
+                response.close()
+                continue
+            if (ok(response) if ok else response.ok):
+                return response
+            if response.status_code in RETRY_STATUSES:
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                response.close()
+                attempt = self._retry(url, attempt, f"HTTP {response.status_code}", wait)
+                continue
+            raise self._error(method, url, response)
+
+    def get_json(self, url: str, headers: Mapping[str, str] | None = None) -> JsonBody:
+        """GET a JSON body; a body cut short or not JSON is retried like a dropped connection."""
+        attempt = 0
+        while True:
+            response = self.request("GET", url, headers=headers)
+            try:
+                body = response.content
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                attempt = self._retry(url, attempt, f"body cut short ({type(exc).__name__})", None)
+                continue
+            self.stats.add(bytes=len(body))
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                attempt = self._retry(url, attempt, f"body is not JSON ({exc})", None)
+                continue
+            if not isinstance(data, dict):
+                raise FhirServerError(f"{mask_url(url)} answered with JSON that is not an object",
+                                      status=response.status_code, url=mask_url(url))
+            return JsonBody(data=data, status=response.status_code,
+                            date=response.headers.get("Date"))
+
+    def _retry(self, url: str, attempt: int, why: str, retry_after: float | None) -> int:
+        """Sleep before the next try, or raise once tries or the budget run out."""
+        if attempt >= self.http.max_retries:
+            raise FhirServerError(
+                f"giving up on {mask_url(url)} after {attempt + 1} tries: {why}. The server or "
+                "network is failing; try again later or raise http.max_retries",
+                url=mask_url(url))
+        backoff = min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt) * random.uniform(0.5, 1.0)
+        wait = backoff if retry_after is None else min(max(retry_after, 0.0),
+                                                       self.http.retry_after_cap)
+        if self.stats.waited + wait > self.http.retry_budget:
+            raise FhirServerError(
+                f"giving up on {mask_url(url)}: {why}, and the retry budget of "
+                f"{self.http.retry_budget:.0f} s for this run is spent (http.retry_budget)",
+                url=mask_url(url))
+        log.info("retrying %s in %.1f s (%s)", mask_url(url), wait, why)
+        self.stats.add(retries=1, waited=wait)
+        self._sleep(wait)
+        return attempt + 1
+
+    def _error(self, method: str, url: str, response: requests.Response) -> FhirServerError:
+        body = response.content[:65536]
+        outcome = outcome_text(body)
+        detail = outcome or (body[:300].decode("utf-8", "replace").strip() or response.reason)
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(f"{method} {mask_url(url)} was refused with HTTP {status}: {detail}. "
+                            "Check the site's auth settings and the client's permissions")
+        return FhirServerError(f"{method} {mask_url(url)} failed with HTTP {status}: {detail}",
+                               status=status, url=mask_url(url), outcome=outcome)
+
+    def close(self) -> None:
+        self.session.close()
