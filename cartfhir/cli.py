@@ -26,6 +26,7 @@ from cartfhir.synth.profiles import available_profiles
 
 log = logging.getLogger("cartfhir")
 _state = {"verbose": False}
+EXIT_PARTIAL = 3
 
 config_option = click.option(
     "--config", "-c", "config", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
@@ -74,6 +75,8 @@ def _report_extract(result: api.ExtractResult) -> None:
     _echo(f"run {result.run_id}: {result.status}; {totals.get('received', 0)} lines read, "
           f"{totals.get('inserted', 0)} new, {totals.get('replaced', 0)} replaced, "
           f"{totals.get('rejected', 0)} rejected ({result.seconds:.1f} s)")
+    for problem in result.problems:
+        click.echo(f"INCOMPLETE: {problem}", err=True)
     if totals.get("rejected"):
         _echo("see why: cartfhir query \"select site, source_uri, line_no, reason from "
               f"raw.rejected where run_id = '{result.run_id}'\"")
@@ -115,21 +118,42 @@ def synth(out: Path, patients: int, seed: int, sites: str, bad_rate: float, bund
 @cli.command("extract")
 @config_option
 @click.option("--site", "sites", multiple=True, help="Only this site (repeatable).")
-def extract_cmd(config: Path, sites: tuple[str, ...]) -> None:
+@click.option("--full", is_flag=True, help="Ignore watermarks: pull everything again.")
+@click.option("--since", default=None, metavar="INSTANT",
+              help="Pull what changed after this FHIR instant (e.g. 2024-01-01T00:00:00Z).")
+def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | None) -> int:
     """Land each site's source into raw.resources (bad lines into raw.rejected).
+
+    FHIR servers are pulled incrementally from the last watermark; exit code 3
+    means the run is partial (some data is missing; see the messages).
 
     \b
     Example: cartfhir extract --config config.yaml --site site_a
     """
     cfg = api.load_config(config)
+    if since is not None:
+        _check_instant(since)
     result = api.extract(cfg, site_ids=list(sites) or None, progress=make_progress(),
-                         command=_command_line())
+                         command=_command_line(), full=full, since=since)
     _report_extract(result)
+    return EXIT_PARTIAL if result.status == "partial" else 0
+
+
+def _check_instant(text: str) -> None:
+    from cartfhir.extract.state import parse_instant
+
+    try:
+        moment = parse_instant(text)
+    except ValueError:
+        moment = None
+    if moment is None or "T" not in text:
+        raise click.BadParameter(f"{text!r} is not a FHIR instant like 2024-01-01T00:00:00Z",
+                                 param_hint="--since")
 
 
 @cli.command("run")
 @config_option
-def run_cmd(config: Path) -> None:
+def run_cmd(config: Path) -> int:
     """Run every stage that exists so far, in order (today: extract).
 
     \b
@@ -138,6 +162,7 @@ def run_cmd(config: Path) -> None:
     cfg = api.load_config(config)
     result = api.run(cfg, progress=make_progress(), command=_command_line())
     _report_extract(result.extract)
+    return EXIT_PARTIAL if result.status == "partial" else 0
 
 
 @cli.command()

@@ -20,6 +20,7 @@ from cartfhir.config import Config, Site
 from cartfhir.db import apply_ddl, connect
 from cartfhir.errors import DatabaseError, StrictLandingError
 from cartfhir.extract import ndjson
+from cartfhir.extract.bulk import export_site
 from cartfhir.extract.landing import (
     OUTCOMES,
     SQL_PACKAGE,
@@ -28,6 +29,7 @@ from cartfhir.extract.landing import (
     land_folder,
     make_check_pool,
 )
+from cartfhir.extract.rest import pull_site
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import RunStatus, start_run
 
@@ -49,6 +51,7 @@ class ExtractResult:
     counts: dict[str, SiteCounts] = field(repr=False)
     duckdb_path: Path
     seconds: float
+    problems: tuple[str, ...] = ()
 
     def totals(self, site: str | None = None) -> dict[str, int]:
         """Counts summed over resource types (and over sites unless ``site`` is given)."""
@@ -92,6 +95,8 @@ def extract(
     progress: Progress | None = None,
     command: str = "extract",
     workers: int | None = None,
+    full: bool = False,
+    since: str | None = None,
 ) -> ExtractResult:
     """Land the selected sites (default: all) into the config's DuckDB file.
 
@@ -104,12 +109,18 @@ def extract(
     ``landing.workers`` from the config ('auto' picks by input size and CPUs;
     0 = check in this process). A pool is started with spawn, so
     a script calling ``extract`` needs an ``if __name__ == "__main__":`` guard.
+
+    FHIR servers (``fhir`` sources): ``full`` ignores the stored watermarks;
+    ``since`` (a FHIR instant) pulls what changed after it. A server that sent
+    less than it announced, or a search that failed after its retries, makes
+    the run ``partial``: everything that did arrive is landed.
     """
     started = time.perf_counter()
     sites = _select_sites(config, site_ids)
     # Fail on a missing or empty folder before the database is touched.
     input_bytes = sum(
-        path.stat().st_size for site in sites for path in ndjson.find_files(site.source.path)
+        path.stat().st_size for site in sites if site.source.kind == "ndjson"
+        for path in ndjson.find_files(site.source.path)
     )
     if workers is None:
         configured = config.landing.workers
@@ -133,19 +144,35 @@ def extract(
             extra={"run_id": run.run_id},
         )
         pool = make_check_pool(workers) if workers > 0 else None
+        problems: list[str] = []
         try:
             for site in sites:
                 site_started = time.perf_counter()
-                counts = land_folder(
-                    con,
-                    site.id,
-                    site.source.path,
-                    run.run_id,
-                    validation=landing.validation,
-                    batch_size=landing.batch_size,
-                    progress=progress,
-                    pool=pool,
-                )
+                if site.source.kind in ("fhir", "bulk"):
+                    pull = pull_site if site.source.kind == "fhir" else export_site
+                    report = pull(
+                        con, site, run.run_id, validation=landing.validation,
+                        batch_size=landing.batch_size, full=full, since=since,
+                        progress=progress,
+                    )
+                    counts = report.counts
+                    problems += [f"site {site.id}: {p}" for p in report.problems]
+                    log.info(
+                        "site %s: %d patients, %d requests, %d retries, status %s",
+                        site.id, report.patients, report.http_requests, report.retries,
+                        report.status, extra={"run_id": run.run_id, "site": site.id},
+                    )
+                else:
+                    counts = land_folder(
+                        con,
+                        site.id,
+                        site.source.path,
+                        run.run_id,
+                        validation=landing.validation,
+                        batch_size=landing.batch_size,
+                        progress=progress,
+                        pool=pool,
+                    )
                 run.counts[site.id] = counts
                 totals = _site_totals(counts)
                 log.info(
@@ -164,7 +191,8 @@ def extract(
 
         result = ExtractResult(
             run_id=run.run_id,
-            status="success",
+            status="partial" if problems else "success",
+            problems=tuple(problems),
             counts=run.counts,
             duckdb_path=config.output.duckdb,
             seconds=time.perf_counter() - started,
@@ -185,7 +213,12 @@ def extract(
                 "%d line(s) rejected; see why with: select * from raw.rejected "
                 "where run_id = '%s'", rejected, run.run_id, extra={"run_id": run.run_id},
             )
-        run.finish("success", summary)
+        if problems:
+            for problem in problems:
+                log.error("incomplete: %s", problem, extra={"run_id": run.run_id})
+            run.finish("partial", summary + "; INCOMPLETE: " + " | ".join(problems))
+        else:
+            run.finish("success", summary)
         log.info("run %s: %s", run.run_id, summary, extra={"run_id": run.run_id})
         return result
     finally:

@@ -424,6 +424,17 @@ class Lander:
             for (resource_type, outcome), n in self._writer.write(rows, rejects).items():
                 self._counts[resource_type][outcome] += n
 
+    def commit(self) -> None:
+        """Write the buffered batch and commit, so a crash after this loses none of it.
+
+        Only for the in-process mode (no pool): lines still in the pool would be
+        committed later, out of their turn.
+        """
+        if self._in_flight or self._chunk:
+            raise RuntimeError("commit() is not available while a check pool is in use")
+        self.flush()
+        self._writer.commit()
+
     def close(self) -> None:
         """Check and write everything still pending, then commit."""
         ok = False

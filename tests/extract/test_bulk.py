@@ -1,0 +1,148 @@
+"""Bulk $export against a stub server: kick-off, polling, downloads, errors, deletes, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from cartfhir.config import BulkSource, Site, parse_config
+from cartfhir.errors import FhirServerError
+from cartfhir.extract import create_tables
+from cartfhir.extract.bulk import export_site
+from cartfhir.extract.http import FhirClient
+from cartfhir.runs import start_run
+from cartfhir.synth import generate
+
+from .stub_server import FakeFhir, StubAdapter
+
+BASE = "http://fhir.test/fhir"
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    out = tmp_path_factory.mktemp("bulk")
+    generate(out, patients=4, seed=9, sites=["site_c"], bundles=True)
+    return [e["resource"] for b in sorted((out / "site_c" / "bundles").glob("*.json"))
+            for e in orjson.loads(b.read_bytes())["entry"]]
+
+
+def bulk_site(tmp_path: Path, **source: object) -> Site:
+    config = parse_config({
+        "study": {"name": "t"},
+        "sites": [{"id": "site_c", "source": {"kind": "bulk", "base_url": BASE,
+                                              "level": "system", **source}}],
+        "output": {"duckdb": "t.duckdb"},
+    }, base_dir=tmp_path)
+    return config.sites[0]
+
+
+@pytest.fixture()
+def con(tmp_path: Path):
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    create_tables(con)
+    yield con
+    con.close()
+
+
+def run_export(con, site: Site, fake: FakeFhir, slept: list[float] | None = None, **kw):
+    assert isinstance(site.source, BulkSource)
+    adapter = StubAdapter(fake)
+    client = FhirClient(BASE, site.source.http, site.source.auth, transport=adapter,
+                        sleep=lambda s: None)
+    run = start_run(con, "test", "hash")
+    report = export_site(con, site, run.run_id, client=client,
+                         sleep=(slept.append if slept is not None else lambda s: None), **kw)
+    return report, adapter
+
+
+def ids(con) -> set[tuple[str, str]]:
+    return set(con.execute("select resource_type, id from raw.resources").fetchall())
+
+
+def test_export_lands_exactly_the_resources(con, tmp_path: Path, cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    slept: list[float] = []
+    report, adapter = run_export(con, bulk_site(tmp_path), fake, slept)
+    assert report.status == "complete", report.problems
+    assert ids(con) == {(r["resourceType"], r["id"]) for r in cohort}
+    assert slept == [3, 3]  # Retry-After of the two 202 polls
+    kickoff = adapter.requests[1]
+    assert kickoff.headers["Prefer"] == "respond-async"
+    assert "_type=Patient,Condition,Procedure,Observation" in kickoff.url
+    # Output files were fetched without the token (requiresAccessToken false).
+    files = [r for r in adapter.requests if "/bulkfiles/" in r.url]
+    assert files and all("Authorization" not in r.headers for r in files)
+    job = con.execute("select status, transaction_time from meta.bulk_job").fetchone()
+    assert job == ("downloaded", "2026-01-01T00:00:00Z")
+    mark = con.execute("select watermark from meta.extract_state").fetchone()
+    assert mark == ("2026-01-01T00:00:00Z",)
+
+
+def test_next_export_asks_since_the_transaction_time(con, tmp_path: Path,
+                                                     cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    site = bulk_site(tmp_path)
+    run_export(con, site, fake)
+    run_export(con, site, fake)
+    assert fake.export_kickoffs[1]["_since"] == ["2025-12-31T23:55:00Z"]
+    run_export(con, site, fake, full=True)
+    assert "_since" not in fake.export_kickoffs[2]
+
+
+def test_error_files_are_stored_and_make_the_run_partial(con, tmp_path: Path,
+                                                        cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    fake.export_errors = [{"resourceType": "OperationOutcome", "issue": [
+        {"severity": "error", "code": "exception", "diagnostics": "Observation/x failed"}]}]
+    report, _ = run_export(con, bulk_site(tmp_path), fake)
+    assert report.status == "partial"
+    row = con.execute("select severity, text from raw.export_error").fetchone()
+    assert row == ("error", "Observation/x failed")
+
+
+def test_deleted_entries_are_applied_and_kept(con, tmp_path: Path, cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    site = bulk_site(tmp_path)
+    run_export(con, site, fake)
+    gone = next(r for r in cohort if r["resourceType"] == "Condition")
+    fake.export_deleted = [f"Condition/{gone['id']}"]
+    run_export(con, site, fake)
+    assert ("Condition", gone["id"]) not in ids(con)
+    kept = con.execute("select resource from raw.deleted").fetchone()[0]
+    assert orjson.loads(kept)["id"] == gone["id"]
+
+
+def test_a_short_file_is_partial(con, tmp_path: Path, cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    original = fake._kickoff
+
+    def kickoff(query, request):
+        answer = original(query, request)
+        fake._manifest["output"][0]["count"] += 5
+        return answer
+
+    fake._kickoff = kickoff  # type: ignore[method-assign]
+    report, _ = run_export(con, bulk_site(tmp_path), fake)
+    assert report.status == "partial" and "the manifest announced" in report.problems[0]
+
+
+def test_a_crashed_run_resumes_polling(con, tmp_path: Path, cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    fake.export_polls = 100
+    site = bulk_site(tmp_path, max_wait=5)
+    with pytest.raises(FhirServerError, match="next run resumes it"):
+        run_export(con, site, fake, [])
+    assert con.execute("select status from meta.bulk_job").fetchone() == ("running",)
+    fake.export_polls = 0
+    report, _ = run_export(con, site, fake)
+    assert len(fake.export_kickoffs) == 1  # no second kick-off: the job was resumed
+    assert report.status == "complete" and ids(con)
+
+
+def test_group_level_kickoff_path(con, tmp_path: Path, cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    _, adapter = run_export(con, bulk_site(tmp_path, level="group", group_id="cart"), fake)
+    assert any("/Group/cart/$export?" in r.url for r in adapter.requests)
