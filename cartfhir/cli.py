@@ -71,6 +71,11 @@ def _counts_table(counts: dict) -> tuple[list[str], list[list]]:
 def _report_extract(result: api.ExtractResult) -> None:
     columns, rows = _counts_table(result.counts)
     render_rows(columns, rows, title=f"Landed into {result.duckdb_path}")
+    if any(s.get("requests") is not None for s in result.sites.values()):
+        fields = ["kind", "status", "requests", "retries", "resources", "seconds"]
+        render_rows(["site", *fields],
+                    [[site, *(s.get(f) for f in fields)] for site, s in result.sites.items()],
+                    title="Sites")
     totals = result.totals()
     _echo(f"run {result.run_id}: {result.status}; {totals.get('received', 0)} lines read, "
           f"{totals.get('inserted', 0)} new, {totals.get('replaced', 0)} replaced, "

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -52,6 +53,8 @@ class ExtractResult:
     duckdb_path: Path
     seconds: float
     problems: tuple[str, ...] = ()
+    # Per site: kind, status, requests, retries, patients, seconds (the closing summary).
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def totals(self, site: str | None = None) -> dict[str, int]:
         """Counts summed over resource types (and over sites unless ``site`` is given)."""
@@ -145,9 +148,12 @@ def extract(
         )
         pool = make_check_pool(workers) if workers > 0 else None
         problems: list[str] = []
+        summaries: dict[str, dict[str, Any]] = {}
         try:
             for site in sites:
                 site_started = time.perf_counter()
+                summary_row: dict[str, Any] = {"kind": site.source.kind, "status": "complete",
+                                               "requests": None, "retries": None}
                 if site.source.kind in ("fhir", "bulk"):
                     pull = pull_site if site.source.kind == "fhir" else export_site
                     report = pull(
@@ -157,6 +163,8 @@ def extract(
                     )
                     counts = report.counts
                     problems += [f"site {site.id}: {p}" for p in report.problems]
+                    summary_row.update(status=report.status, requests=report.http_requests,
+                                       retries=report.retries)
                     log.info(
                         "site %s: %d patients, %d requests, %d retries, status %s",
                         site.id, report.patients, report.http_requests, report.retries,
@@ -175,6 +183,9 @@ def extract(
                     )
                 run.counts[site.id] = counts
                 totals = _site_totals(counts)
+                summary_row.update(resources=totals["received"],
+                                   seconds=round(time.perf_counter() - site_started, 2))
+                summaries[site.id] = summary_row
                 log.info(
                     "site %s: %s (%.1f s)", site.id, summarize(totals),
                     time.perf_counter() - site_started,
@@ -193,6 +204,7 @@ def extract(
             run_id=run.run_id,
             status="partial" if problems else "success",
             problems=tuple(problems),
+            sites=summaries,
             counts=run.counts,
             duckdb_path=config.output.duckdb,
             seconds=time.perf_counter() - started,
