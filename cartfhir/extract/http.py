@@ -37,6 +37,9 @@ USER_AGENT = f"cartfhir/{__version__} (FHIR cohort extraction; python-requests)"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BACKOFF_BASE = 1.0  # seconds before the first retry (before jitter)
 BACKOFF_MAX = 60.0
+TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError)
 SECRET_PARAM = re.compile(r"(token|secret|password|passwd|key|code|signature|sig|auth)", re.I)
 
 
@@ -196,7 +199,7 @@ class FhirClient:
             try:
                 response = self.session.request(method, url, headers=send_headers,
                                                 timeout=self.http.timeout, stream=stream)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except TRANSPORT_ERRORS as exc:  # dropped, timed out, or a body cut short
                 self.stats.add(requests=1)
                 attempt = self._retry(url, attempt, f"{type(exc).__name__}", None)
                 continue
@@ -224,7 +227,7 @@ class FhirClient:
             response = self.request("GET", url, headers=headers)
             try:
                 body = response.content
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            except TRANSPORT_ERRORS as exc:
                 attempt = self._retry(url, attempt, f"body cut short ({type(exc).__name__})", None)
                 continue
             self.stats.add(bytes=len(body))

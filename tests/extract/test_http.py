@@ -138,3 +138,10 @@ def test_insecure_tls_is_logged(caplog: pytest.LogCaptureFixture) -> None:
         c, _ = client(lambda r: OK, http=Http(tls=Tls(insecure_skip_verify=True)))
     assert c.session.verify is False
     assert "verification is OFF" in caplog.text
+
+
+def test_a_body_cut_short_in_transit_is_retried() -> None:
+    cut = requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead")
+    c, slept = client(sequence(cut, OK))
+    assert c.get_json(c.url("Patient")).data["resourceType"] == "Bundle"
+    assert len(slept) == 1 and c.stats.retries == 1
