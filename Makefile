@@ -37,6 +37,26 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/land_ndjson.py
+	$(BIN)/python bench/extract_hapi.py
 
 clean:
-	rm -rf $(VENV) out data bench/out .pytest_cache .ruff_cache
+	rm -rf $(VENV) out data bench/out .pytest_cache .ruff_cache servers/hapi/target
+
+# ---- local HAPI FHIR JPA server (servers/hapi): needs Java 17+ and Maven, not the venv.
+# `make hapi` builds the jar when its sources changed, then serves FHIR R4 at
+# http://127.0.0.1:$(HAPI_PORT)/fhir (in-memory H2) in the foreground until Ctrl-C.
+HAPI_PORT      ?= 8080
+HAPI_JAR       := servers/hapi/target/cartfhir-hapi.jar
+HAPI_SOURCES   := servers/hapi/pom.xml $(shell find servers/hapi/src -type f 2>/dev/null)
+HAPI_JAVA_OPTS ?= -Xmx1g -XX:+UseSerialGC
+
+.PHONY: hapi hapi-build
+
+$(HAPI_JAR): $(HAPI_SOURCES)
+	mvn -q -B -f servers/hapi/pom.xml package -DskipTests
+	@touch $@
+
+hapi-build: $(HAPI_JAR)
+
+hapi: $(HAPI_JAR)
+	exec java $(HAPI_JAVA_OPTS) -jar $(HAPI_JAR) --hapi.port=$(HAPI_PORT)
