@@ -32,7 +32,7 @@ from cartfhir.extract import state
 from cartfhir.extract.http import FhirClient, mask_url, parse_retry_after
 from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import RawLine
-from cartfhir.extract.rest import SiteReport, capability, put_unless_stopped
+from cartfhir.extract.rest import SiteReport, capability, close_report, put_unless_stopped
 from cartfhir.progress import NullProgress, Progress
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,7 @@ def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
             state.advance(con, site.id, key, "*", transaction_time, run_id)
         _delete_quietly(client, status_url)  # tell the server the files can go
     finally:
-        report.http_requests = client.stats.requests
-        report.retries = client.stats.retries
-        state.record_requests(con, run_id, site.id, report.requests, report.server)
-        client.close()
+        close_report(con, run_id, site.id, report, client)
     return report
 
 

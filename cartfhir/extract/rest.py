@@ -243,11 +243,17 @@ def pull_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
         if not failed_keys:
             state.remember_patients(con, site.id, patients, run_id)
     finally:
-        report.http_requests = client.stats.requests
-        report.retries = client.stats.retries
-        state.record_requests(con, run_id, site.id, report.requests, report.server)
-        client.close()
+        close_report(con, run_id, site.id, report, client)
     return report
+
+
+def close_report(con: duckdb.DuckDBPyConnection, run_id: str, site: str, report: SiteReport,
+                 client: FhirClient) -> None:
+    """Copy the client's counters into the report, store its requests, close the client."""
+    report.http_requests = client.stats.requests
+    report.retries = client.stats.retries
+    state.record_requests(con, run_id, site, report.requests, report.server)
+    client.close()
 
 
 def _pull(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, client: FhirClient,
