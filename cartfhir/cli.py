@@ -7,7 +7,6 @@ everything). Data goes to stdout; logs, progress and errors to stderr.
 
 from __future__ import annotations
 
-import logging
 import shlex
 import sys
 import traceback
@@ -18,13 +17,13 @@ import click
 from cartfhir import __version__, api
 from cartfhir.config import DEFAULT_CONFIG, Config
 from cartfhir.errors import CartfhirError
+from cartfhir.extract.checks import parse_instant
 from cartfhir.logs import configure
 from cartfhir.progress import make_progress
 from cartfhir.render import render_rows
 from cartfhir.synth import DEFAULT_SITES
 from cartfhir.synth.profiles import available_profiles
 
-log = logging.getLogger("cartfhir")
 _state = {"verbose": False}
 EXIT_PARTIAL = 3
 
@@ -54,10 +53,6 @@ def _command_line() -> str:
     return "cartfhir " + shlex.join(sys.argv[1:])
 
 
-def _echo(text: str) -> None:
-    click.echo(text)
-
-
 def _counts_table(counts: dict) -> tuple[list[str], list[list]]:
     columns = ["site", "resource_type", "received", "inserted", "replaced", "unchanged", "stale",
                "rejected"]
@@ -77,13 +72,13 @@ def _report_extract(result: api.ExtractResult) -> None:
                     [[site, *(s.get(f) for f in fields)] for site, s in result.sites.items()],
                     title="Sites")
     totals = result.totals()
-    _echo(f"run {result.run_id}: {result.status}; {totals.get('received', 0)} lines read, "
+    click.echo(f"run {result.run_id}: {result.status}; {totals.get('received', 0)} lines read, "
           f"{totals.get('inserted', 0)} new, {totals.get('replaced', 0)} replaced, "
           f"{totals.get('rejected', 0)} rejected ({result.seconds:.1f} s)")
     for problem in result.problems:
         click.echo(f"INCOMPLETE: {problem}", err=True)
     if totals.get("rejected"):
-        _echo("see why: cartfhir query \"select site, source_uri, line_no, reason from "
+        click.echo("see why: cartfhir query \"select site, source_uri, line_no, reason from "
               f"raw.rejected where run_id = '{result.run_id}'\"")
 
 
@@ -116,7 +111,7 @@ def synth(out: Path, patients: int, seed: int, sites: str, bad_rate: float, bund
     rows = [[site, rtype, n] for site, by_type in result.resources.items()
             for rtype, n in by_type.items()]
     render_rows(["site", "resource_type", "resources"], rows, title=f"Synthetic cohort in {out}")
-    _echo(f"{sum(result.patients.values())} patients, {result.episodes} infusion episodes, "
+    click.echo(f"{sum(result.patients.values())} patients, {result.episodes} infusion episodes, "
           f"{result.injected} injected bad lines; truth: {result.truth_file}")
 
 
@@ -145,13 +140,7 @@ def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | N
 
 
 def _check_instant(text: str) -> None:
-    from cartfhir.extract.state import parse_instant
-
-    try:
-        moment = parse_instant(text)
-    except ValueError:
-        moment = None
-    if moment is None or "T" not in text:
+    if parse_instant(text) is None:
         raise click.BadParameter(f"{text!r} is not a FHIR instant like 2024-01-01T00:00:00Z",
                                  param_hint="--since")
 
@@ -183,12 +172,12 @@ def demo(config: Path, patients: int, seed: int) -> None:
     """
     cfg = api.load_config(config)
     result = api.demo(cfg, patients=patients, seed=seed, progress=make_progress())
-    _echo(f"generated {sum(result.synth.patients.values())} patients "
+    click.echo(f"generated {sum(result.synth.patients.values())} patients "
           f"({result.synth.episodes} infusions) into "
           f"{', '.join(str(s.source.path) for s in cfg.sites)}")
     _report_extract(result.run.extract)
-    _echo(f"DuckDB file: {result.duckdb_path}")
-    _echo("try: cartfhir query \"select site, resource_type, count(*) as n "
+    click.echo(f"DuckDB file: {result.duckdb_path}")
+    click.echo("try: cartfhir query \"select site, resource_type, count(*) as n "
           "from raw.resources group by all order by all\"")
 
 

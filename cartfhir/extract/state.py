@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 import duckdb
 
 from cartfhir.db import apply_ddl
+from cartfhir.extract.checks import parse_instant as fhir_instant
 
 SQL_PACKAGE = "cartfhir.extract.sql"
 OVERLAP = timedelta(minutes=5)
@@ -24,12 +26,13 @@ def create_state_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def parse_instant(text: str) -> datetime:
-    """A FHIR instant (or HTTP Date) as an aware datetime."""
+    """A FHIR instant (or HTTP Date) as an aware datetime; ValueError if it is neither."""
     if text and text[0].isalpha():  # an HTTP date, e.g. 'Mon, 23 Nov 2026 20:00:00 GMT'
-        from email.utils import parsedate_to_datetime
-
         return parsedate_to_datetime(text).astimezone(UTC)
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    moment = fhir_instant(text)
+    if moment is None:
+        raise ValueError(f"{text!r} is not a FHIR instant")
+    return moment
 
 
 def since_with_overlap(watermark: str, overlap: timedelta = OVERLAP) -> str:
