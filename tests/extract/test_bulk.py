@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import orjson
 import pytest
 
 from cartfhir.config import BulkSource, Site, parse_config
 from cartfhir.errors import FhirServerError
-from cartfhir.extract import create_tables
 from cartfhir.extract.bulk import export_site
 from cartfhir.extract.http import FhirClient
 from cartfhir.runs import start_run
@@ -37,14 +35,6 @@ def bulk_site(tmp_path: Path, **source: object) -> Site:
         "output": {"duckdb": "t.duckdb"},
     }, base_dir=tmp_path)
     return config.sites[0]
-
-
-@pytest.fixture()
-def con(tmp_path: Path):
-    con = duckdb.connect(str(tmp_path / "t.duckdb"))
-    create_tables(con)
-    yield con
-    con.close()
 
 
 def run_export(con, site: Site, fake: FakeFhir, slept: list[float] | None = None, **kw):

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import orjson
 import pytest
 
 from cartfhir.config import FhirSource, Site, parse_config
-from cartfhir.extract import create_tables
 from cartfhir.extract.http import FhirClient
 from cartfhir.extract.rest import pull_site, query_key
 from cartfhir.runs import start_run
@@ -48,14 +46,6 @@ def pull(con, site: Site, fake: FakeFhir, **kw):
     run = start_run(con, "test", "hash")
     report = pull_site(con, site, run.run_id, client=client, **kw)
     return run.run_id, report
-
-
-@pytest.fixture()
-def con(tmp_path: Path):
-    con = duckdb.connect(str(tmp_path / "t.duckdb"))
-    create_tables(con)
-    yield con
-    con.close()
 
 
 def landed(con) -> dict[tuple[str, str], dict]:
