@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections import Counter
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Protocol
 
 from rich.console import Console
@@ -120,6 +121,19 @@ class RichProgress:
             if self._open == 0:
                 bars.stop()
                 self._bars = None
+
+
+@contextmanager
+def type_bars(progress: Progress, site: str, types: list[str],
+              unit: str) -> Iterator[dict[str, ProgressTask]]:
+    """One bar per resource type of a site, sized by how many units each type has.
+
+    A data engineer watching a long pull sees which type is slow, not just that
+    the site is; ``types`` holds one entry per unit of work (search or file).
+    """
+    with ExitStack() as stack:
+        yield {rtype: stack.enter_context(progress.task(f"{site} {rtype} {unit}", total=n))
+               for rtype, n in sorted(Counter(types).items())}
 
 
 def make_progress(enabled: bool | None = None) -> Progress:

@@ -33,7 +33,7 @@ from cartfhir.extract.http import FhirClient, mask_url, parse_retry_after
 from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import RawLine
 from cartfhir.extract.rest import SiteReport, capability, close_report, put_unless_stopped
-from cartfhir.progress import NullProgress, Progress
+from cartfhir.progress import NullProgress, Progress, type_bars
 
 log = logging.getLogger(__name__)
 SQL_PACKAGE = "cartfhir.extract.sql"
@@ -232,7 +232,7 @@ def _land(con: duckdb.DuckDBPyConnection, client: FhirClient, site: Site, run_id
     errors: list[tuple[str, int, bytes]] = []
     pending = len(files)
     with (
-        progress.task(f"downloading {site.id}", total=len(files)) as bar,
+        type_bars(progress, site.id, [rtype for _, _, rtype, _ in files], "files") as bars,
         Lander(con, site.id, run_id, validation=validation, batch_size=batch_size) as lander,
     ):
         for url, kind, rtype, expected in files:
@@ -242,7 +242,7 @@ def _land(con: duckdb.DuckDBPyConnection, client: FhirClient, site: Site, run_id
                 item = out.get()
                 if isinstance(item, _FileDone):
                     pending -= 1
-                    bar.advance(1)
+                    bars[item.resource_type].advance(1)
                     if item.error is not None and not isinstance(
                             item.error, requests.RequestException | CartfhirError):
                         raise item.error  # a bug or an interrupt: stop everything

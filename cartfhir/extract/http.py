@@ -120,6 +120,33 @@ class JsonBody:
     date: str | None
 
 
+class _SiteSession(requests.Session):
+    """A session whose TLS settings come from the site's config and nothing else.
+
+    ``requests`` lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` override a session's
+    ``verify``; a configured CA bundle (or an explicit, logged opt-out) must win over
+    the environment. Without either, the environment and certifi decide as usual.
+    Proxies from ``HTTPS_PROXY``/``NO_PROXY`` are still honoured (``trust_env``).
+    """
+
+    def __init__(self, tls: Tls) -> None:
+        super().__init__()
+        self._pinned_verify: bool | str | None = None
+        if tls.insecure_skip_verify:
+            self._pinned_verify = False
+        elif tls.ca_bundle is not None:
+            self._pinned_verify = str(tls.ca_bundle)
+        if tls.client_cert is not None:
+            self.cert = (str(tls.client_cert), str(tls.client_key)) if tls.client_key \
+                else str(tls.client_cert)
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self._pinned_verify is not None:
+            settings["verify"] = self._pinned_verify
+        return settings
+
+
 class FhirClient:
     """GET (and kick-off/DELETE) requests to one FHIR server, with the site's policy."""
 
@@ -142,7 +169,7 @@ class FhirClient:
             for scheme in ("https", "http"):
                 default = 443 if scheme == "https" else 80
                 self._origins.add((scheme, name.lower(), int(port) if port else default))
-        self.session = requests.Session()
+        self.session = _SiteSession(http.tls)
         adapter = transport or HTTPAdapter(pool_connections=http.max_connections,
                                            pool_maxsize=http.max_connections, max_retries=0)
         self.session.mount("http://", adapter)
@@ -150,16 +177,9 @@ class FhirClient:
         self.session.headers.update({"User-Agent": USER_AGENT,
                                      "Accept": "application/fhir+json",
                                      "Accept-Encoding": "gzip, deflate"})
-        tls = http.tls
-        if tls.insecure_skip_verify:
+        if http.tls.insecure_skip_verify:
             log.warning("TLS certificate verification is OFF for %s (tls.insecure_skip_verify); "
                         "traffic can be intercepted", mask_url(self.base_url))
-            self.session.verify = False
-        elif tls.ca_bundle is not None:
-            self.session.verify = str(tls.ca_bundle)
-        if tls.client_cert is not None:
-            self.session.cert = (str(tls.client_cert), str(tls.client_key)) if tls.client_key \
-                else str(tls.client_cert)
         self.auth: Authenticator = make_authenticator(auth, self.base_url, self.session,
                                                       timeout=http.timeout)
 
@@ -199,6 +219,13 @@ class FhirClient:
             try:
                 response = self.session.request(method, url, headers=send_headers,
                                                 timeout=self.http.timeout, stream=stream)
+            except requests.exceptions.SSLError as exc:  # retrying cannot fix a certificate
+                self.stats.add(requests=1)
+                raise FhirServerError(
+                    f"TLS with {mask_url(url)} failed: {exc}. If the server's certificate comes "
+                    "from a hospital CA, set http.tls.ca_bundle to that CA's PEM file; if it "
+                    "asks for a client certificate, set http.tls.client_cert and client_key",
+                    url=mask_url(url)) from None
             except TRANSPORT_ERRORS as exc:  # dropped, timed out, or a body cut short
                 self.stats.add(requests=1)
                 attempt = self._retry(url, attempt, f"{type(exc).__name__}", None)

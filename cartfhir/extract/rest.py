@@ -29,7 +29,7 @@ from cartfhir.extract.http import FhirClient, mask_url
 from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import RawLine
 from cartfhir.extract.paging import PagingExpired, SearchTally, search_pages
-from cartfhir.progress import NullProgress, Progress
+from cartfhir.progress import NullProgress, Progress, type_bars
 
 log = logging.getLogger(__name__)
 PAGING_RESTARTS = 2  # times a query is restarted after its paging expired (HTTP 410)
@@ -269,7 +269,7 @@ def _pull(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, client: FhirC
     pool = ThreadPoolExecutor(max_workers=source.http.max_connections,
                               thread_name_prefix=f"fhir-{site.id}")
     with (
-        progress.task(f"searching {site.id}", total=len(tasks)) as bar,
+        type_bars(progress, site.id, [t.query.type for t in tasks], "searches") as bars,
         Lander(con, site.id, run_id, validation=validation, batch_size=batch_size) as lander,
     ):
         for task in tasks:
@@ -279,7 +279,7 @@ def _pull(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, client: FhirC
                 item = out.get()
                 if isinstance(item, _Done):
                     pending -= 1
-                    bar.advance(1)
+                    bars[item.task.query.type].advance(1)
                     lander.commit()  # a finished search is kept even if the run dies later
                     status, message = _judge(item)
                     if status != "complete":

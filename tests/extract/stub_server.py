@@ -7,6 +7,7 @@ lets a test inject faults per request.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -200,11 +201,11 @@ class _UrlOnly:
         self.headers = headers
 
 
-def serve(fake: FakeFhir):
-    """Serve ``fake`` on a loopback port over real HTTP; returns the running server.
+def serve(fake: FakeFhir, tls: ssl.SSLContext | None = None):
+    """Serve ``fake`` on a loopback port over real HTTP (HTTPS given ``tls``).
 
-    The caller sets ``fake.base`` from ``server.base_url`` and calls
-    ``server.shutdown()`` when done.
+    Sets ``fake.base`` to ``server.base_url``; the caller calls ``server.shutdown()``
+    when done.
     """
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -230,7 +231,11 @@ def serve(fake: FakeFhir):
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.base_url = f"http://127.0.0.1:{server.server_address[1]}/fhir"  # type: ignore[attr-defined]
+    scheme = "http"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    server.base_url = f"{scheme}://127.0.0.1:{server.server_address[1]}/fhir"  # type: ignore[attr-defined]
     fake.base = server.base_url  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

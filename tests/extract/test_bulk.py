@@ -14,6 +14,7 @@ from cartfhir.extract.http import FhirClient
 from cartfhir.runs import start_run
 from cartfhir.synth import generate
 
+from .recording import RecordingProgress
 from .stub_server import FakeFhir, StubAdapter
 
 BASE = "http://fhir.test/fhir"
@@ -136,3 +137,35 @@ def test_group_level_kickoff_path(con, tmp_path: Path, cohort: list[dict]) -> No
     fake = FakeFhir(BASE, cohort)
     _, adapter = run_export(con, bulk_site(tmp_path, level="group", group_id="cart"), fake)
     assert any("/Group/cart/$export?" in r.url for r in adapter.requests)
+
+
+def test_an_interrupt_cancels_the_export_with_delete(con, tmp_path: Path,
+                                                     cohort: list[dict]) -> None:
+    fake = FakeFhir(BASE, cohort)
+    fake.export_polls = 5
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt  # Ctrl-C while waiting for the server
+
+    site = bulk_site(tmp_path)
+    assert isinstance(site.source, BulkSource)
+    client = FhirClient(BASE, site.source.http, site.source.auth, transport=StubAdapter(fake),
+                        sleep=lambda s: None)
+    run = start_run(con, "test", "hash")
+    with pytest.raises(KeyboardInterrupt):
+        export_site(con, site, run.run_id, client=client, sleep=interrupted)
+    assert len(fake.deleted_status) == 1  # the server was told to stop the job
+    assert con.execute("select status from meta.bulk_job").fetchone() == ("cancelled",)
+    # A cancelled job is not resumed: the next run kicks off afresh.
+    fake.export_polls = 0
+    report, _ = run_export(con, site, fake)
+    assert len(fake.export_kickoffs) == 2 and report.status == "complete"
+
+
+def test_progress_has_one_bar_per_resource_type(con, tmp_path: Path,
+                                                cohort: list[dict]) -> None:
+    progress = RecordingProgress()
+    run_export(con, bulk_site(tmp_path), FakeFhir(BASE, cohort), progress=progress)
+    types = sorted({r["resourceType"] for r in cohort})
+    assert [d for d, _, _ in progress.tasks] == [f"site_c {t} files" for t in types]
+    assert all(progress.done[d] == total for d, total, _ in progress.tasks)

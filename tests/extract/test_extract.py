@@ -6,7 +6,6 @@ tmp_path and reads the tables back.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 from cartfhir.config import Config, parse_config
 from cartfhir.errors import ConfigError, SourceError, StrictLandingError
 from cartfhir.extract import ExtractResult, extract
+
+from .recording import RecordingProgress
 
 ZERO = {"received": 0, "inserted": 0, "replaced": 0, "unchanged": 0, "stale": 0, "rejected": 0}
 
@@ -490,24 +491,6 @@ def test_missing_or_empty_folder_fails_before_the_database_is_created(tmp_path: 
     with pytest.raises(SourceError, match="no \\*\\.ndjson or \\*\\.ndjson\\.gz files found"):
         extract(config)
     assert not config.output.duckdb.exists()
-
-
-class RecordingProgress:
-    """A Progress that remembers what it was told."""
-
-    def __init__(self) -> None:
-        self.tasks: list[tuple[str, int | None, str]] = []
-        self.advanced = 0
-
-    def task(self, description: str, total: int | None = None, unit: str = "items") -> Any:
-        self.tasks.append((description, total, unit))
-        outer = self
-
-        class Task:
-            def advance(self, n: int = 1) -> None:
-                outer.advanced += n
-
-        return contextlib.nullcontext(Task())
 
 
 def test_progress_is_reported_in_bytes_per_site(tmp_path: Path) -> None:

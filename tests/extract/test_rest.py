@@ -13,6 +13,7 @@ from cartfhir.extract.rest import pull_site, query_key
 from cartfhir.runs import start_run
 from cartfhir.synth import generate
 
+from .recording import RecordingProgress
 from .stub_server import FakeFhir, StubAdapter, outcome
 
 BASE = "http://fhir.test/fhir"
@@ -158,3 +159,15 @@ def test_query_key_is_stable() -> None:
                       categories=["laboratory"])
     assert query_key(q) == ("Observation?category=laboratory&"
                             "code=http://loinc.org|718-7,http://loinc.org|751-8")
+
+
+def test_progress_has_one_bar_per_resource_type(con, tmp_path: Path, cohort: list[dict]) -> None:
+    progress = RecordingProgress()
+    _, report = pull(con, site_config(tmp_path), FakeFhir(BASE, cohort), progress=progress)
+    searches = {}
+    for request in report.requests:
+        if request.patients is not None:  # a per-patient-batch search, not the cohort query
+            searches[request.resource_type] = searches.get(request.resource_type, 0) + 1
+    assert {d: t for d, t, _ in progress.tasks} == {
+        f"site_a {rtype} searches": n for rtype, n in searches.items()}
+    assert progress.done == {f"site_a {rtype} searches": n for rtype, n in searches.items()}

@@ -3,6 +3,8 @@
 ``TokenServer`` serves ``/fhir/.well-known/smart-configuration`` and ``/token`` on 127.0.0.1
 (a free port) from a thread. It verifies each client assertion's signature with the client's
 PUBLIC key, its claims and the form, refuses a replayed jti, and records what it saw.
+Given a ``FakeFhir`` as ``fhir``, it is also the resource server: FHIR requests under
+``/fhir`` are answered only for a bearer token it issued, 401 otherwise.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class TokenServer:
     token_delay: float = 0.0  # seconds, to make concurrent callers overlap
     token_response: dict[str, Any] | None = None  # answered instead of a fresh token
     echo_assertion: bool = False  # a careless server: quote the assertion in its error
+    fhir: Any = None  # a FakeFhir served under /fhir to callers holding an issued token
+    fhir_refused: int = 0  # FHIR requests answered 401 (no token, or one never issued)
     issued: list[str] = field(default_factory=list)
     requests: list[Seen] = field(default_factory=list)
     discovery_hits: int = 0
@@ -120,6 +124,14 @@ class TokenServer:
         return 200, answer, seen
 
 
+@dataclass
+class _Request:
+    """The URL and headers a FakeFhir reads from a request."""
+
+    url: str
+    headers: dict[str, str]
+
+
 def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -133,8 +145,27 @@ def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _serve_fhir(self) -> None:
+            bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            if bearer not in server.issued:
+                server.fhir_refused += 1
+                self._send(401, {"resourceType": "OperationOutcome", "issue": [
+                    {"severity": "error", "code": "login", "diagnostics": "no valid token"}]})
+                return
+            status, headers, body = server.fhir(_Request(server.origin + self.path,
+                                                         dict(self.headers.items())))
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self) -> None:
             if self.path != "/fhir/.well-known/smart-configuration":
+                if server.fhir is not None and self.path.startswith("/fhir/"):
+                    self._serve_fhir()
+                    return
                 self._send(404, {"error": "not found"})
                 return
             server.discovery_hits += 1
