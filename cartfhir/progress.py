@@ -8,8 +8,8 @@ with ``make_progress``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from collections import Counter
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Protocol
 

@@ -26,7 +26,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from cartfhir import __version__
-from cartfhir.config import AuthConfig, Http
+from cartfhir.config import AuthConfig, Http, Tls
 from cartfhir.errors import AuthError, FhirServerError
 from cartfhir.extract.auth import Authenticator, make_authenticator
 
