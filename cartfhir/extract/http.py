@@ -136,6 +136,8 @@ class _SiteSession(requests.Session):
             self._pinned_verify = False
         elif tls.ca_bundle is not None:
             self._pinned_verify = str(tls.ca_bundle)
+        if self._pinned_verify is not None:
+            self.verify = self._pinned_verify  # what the session says matches what it does
         if tls.client_cert is not None:
             self.cert = (str(tls.client_cert), str(tls.client_key)) if tls.client_key \
                 else str(tls.client_cert)
