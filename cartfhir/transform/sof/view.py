@@ -1,0 +1,292 @@
+"""Compile a ViewDefinition into one DuckDB SELECT built from lateral joins.
+
+``forEach``, ``forEachOrNull`` and ``repeat`` become ``CROSS JOIN LATERAL``
+unnests (so sibling selects give the spec's cross product), ``unionAll`` a
+lateral ``UNION ALL``; columns are carried as ``JSON[]`` and cast to their
+declared type only in the outermost SELECT.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from cartfhir.transform.sof.compile import (
+    BOOL,
+    EMPTY,
+    INTEGER,
+    ITEM,
+    NAME_RE,
+    NUMERIC,
+    Frag,
+    Names,
+    PathCompiler,
+    Scope,
+    sql_error,
+    sql_ident,
+    sql_str,
+)
+from cartfhir.transform.sof.errors import ViewDefinitionError
+
+# FHIR column types and the DuckDB type each is returned as. Temporal types stay
+# text: FHIR allows partial dates ("1970-06") and offsets DuckDB types would lose.
+DUCKDB_TYPES: dict[str, str] = {
+    "boolean": "BOOLEAN",
+    "integer": "INTEGER", "positiveInt": "INTEGER", "unsignedInt": "INTEGER",
+    "integer64": "BIGINT",
+    "decimal": "DOUBLE",
+    **{t: "VARCHAR" for t in (
+        "string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown",
+        "base64Binary", "xhtml", "date", "dateTime", "instant", "time")},
+}
+
+
+@dataclass(frozen=True)
+class ViewColumn:
+    """One output column: its name, FHIR type, collection flag and DuckDB type."""
+
+    name: str
+    type: str | None
+    collection: bool
+    duckdb_type: str
+    description: str | None = None
+
+
+@dataclass
+class _Col:
+    column: ViewColumn
+    sql: str  # JSON[] expression
+
+
+@dataclass
+class _Part:
+    """The lateral joins and the columns that one select node adds to the query."""
+
+    joins: list[str] = field(default_factory=list)
+    cols: list[_Col] = field(default_factory=list)
+
+
+_ITERATIONS = ("forEach", "forEachOrNull", "repeat")
+_PASSTHROUGH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _constant_sql(constant: Any) -> tuple[str, str]:
+    """A view constant as (name, JSON SQL literal); exactly one value[x] is required."""
+    if not isinstance(constant, dict) or not isinstance(constant.get("name"), str):
+        raise ViewDefinitionError(f"constant {constant!r} needs a 'name'")
+    values = [k for k in constant if k.startswith("value")]
+    if len(values) != 1:
+        raise ViewDefinitionError(
+            f"constant {constant['name']!r} needs exactly one value[x] (e.g. valueString), "
+            f"found {values or 'none'}"
+        )
+    return constant["name"], sql_str(json.dumps(constant[values[0]])) + "::JSON"
+
+
+class ViewCompiler:
+    """Builds the one SELECT for a ViewDefinition; see ``compile_view`` for the contract."""
+
+    def __init__(self, view: Any, *, repeat_depth: int) -> None:
+        if not isinstance(view, dict):
+            raise ViewDefinitionError("a ViewDefinition must be a JSON object")
+        resource = view.get("resource")
+        if not isinstance(resource, str) or not NAME_RE.match(resource):
+            raise ViewDefinitionError(
+                "the ViewDefinition needs 'resource', a FHIR resource type such as 'Patient'"
+            )
+        selects = view.get("select")
+        if not isinstance(selects, list) or not selects:
+            raise ViewDefinitionError("the ViewDefinition needs a non-empty 'select' list")
+        if not isinstance(repeat_depth, int) or repeat_depth < 1:
+            raise ViewDefinitionError(
+                f"repeat_depth must be a positive integer, got {repeat_depth!r}")
+        self.view = view
+        self.resource_type = resource
+        self.repeat_depth = repeat_depth
+        self.names = Names()
+        constants = dict(_constant_sql(c) for c in view.get("constant") or [])
+        self.paths = PathCompiler(self.names, constants, resource)
+
+    def build(self, source: str, passthrough: tuple[str, ...]) -> tuple[str, list[ViewColumn]]:
+        """The SELECT over ``source`` and its view columns (passthrough columns go first).
+
+        Shape: resources of the view's type that pass every ``where`` (``_t``),
+        lateral joins for the selects, internal ``JSON[]`` columns (``_c0``...),
+        and an outer SELECT that casts each to its declared type.
+        """
+        for name in passthrough:
+            if not _PASSTHROUGH_RE.match(name) or name in ("resource", "resource_type"):
+                raise ViewDefinitionError(
+                    f"passthrough column {name!r} is not a usable column name")
+        where = self.where_sql("_src.resource")
+        part = self.body("_t.resource")
+        columns = [c.column for c in part.cols]
+        clash = set(passthrough) & {c.name for c in columns}
+        if clash:
+            raise ViewDefinitionError(
+                f"view columns {sorted(clash)} clash with passthrough columns")
+        keep = "".join(f"{sql_ident(p)}, " for p in passthrough)
+        filters = " AND ".join([f"_src.resource_type = {sql_str(self.resource_type)}", *where])
+        inner_cols = ", ".join([*(f"_t.{sql_ident(p)}" for p in passthrough),
+                                *(f"{c.sql} AS _c{i}" for i, c in enumerate(part.cols))])
+        outer_cols = ", ".join([*(sql_ident(p) for p in passthrough),
+                                *(f"{output_sql(c.column, f'_c{i}')} AS {sql_ident(c.column.name)}"
+                                  for i, c in enumerate(part.cols))])
+        joins = "".join(f"\n  {j}" for j in part.joins)
+        sql = (f"SELECT {outer_cols}\nFROM (\n  SELECT {inner_cols}\n"
+               f"  FROM (SELECT {keep}_src.resource FROM {source} AS _src WHERE {filters}) AS _t"
+               f"{joins}\n) AS _v")
+        return sql, columns
+
+    def where_sql(self, resource_sql: str) -> list[str]:
+        """One strict boolean condition per ``where`` entry, over the resource column."""
+        conds = []
+        for entry in self.view.get("where") or []:
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise ViewDefinitionError(f"where entry {entry!r} needs a 'path' string")
+            scope = Scope(Frag(resource_sql, ITEM), "0", resource_sql, at_root=True)
+            cond = self.paths.compile_bool(entry["path"], scope, strict=True)
+            conds.append(f"coalesce({cond}, false)")
+        return conds
+
+    def body(self, resource_sql: str) -> _Part:
+        scope = Scope(Frag(resource_sql, ITEM), "0", resource_sql, at_root=True)
+        part = self.select({"select": self.view["select"]}, scope)
+        seen: set[str] = set()
+        for col in part.cols:
+            if col.column.name in seen:
+                raise ViewDefinitionError(
+                    f"column name {col.column.name!r} is used twice; names must be unique"
+                )
+            seen.add(col.column.name)
+        return part
+
+    def select(self, node: Any, scope: Scope) -> _Part:
+        if not isinstance(node, dict):
+            raise ViewDefinitionError(f"a select must be an object, got {node!r}")
+        part = _Part()
+        iterations = [k for k in _ITERATIONS if k in node]
+        if len(iterations) > 1:
+            raise ViewDefinitionError(
+                f"a select may set only one of forEach, forEachOrNull and repeat, got {iterations}"
+            )
+        if iterations:
+            scope = self.iterate(iterations[0], node[iterations[0]], scope, part)
+        for column in node.get("column") or []:
+            part.cols.append(self.column(column, scope))
+        for child in node.get("select") or []:
+            sub = self.select(child, scope)
+            part.joins += sub.joins
+            part.cols += sub.cols
+        if "unionAll" in node:
+            self.union_all(node["unionAll"], scope, part)
+        return part
+
+    def iterate(self, kind: str, spec: Any, scope: Scope, part: _Part) -> Scope:
+        """Add the lateral unnest for forEach/forEachOrNull/repeat; return the inner scope."""
+        if kind == "repeat":
+            if not (isinstance(spec, list) and spec and all(isinstance(p, str) for p in spec)):
+                raise ViewDefinitionError(
+                    f"repeat must be a non-empty list of FHIRPath strings, got {spec!r}")
+            coll = self.repeat(spec, scope.focus.sql, scope, self.repeat_depth)
+        else:
+            if not isinstance(spec, str):
+                raise ViewDefinitionError(f"{kind} must be a FHIRPath string, got {spec!r}")
+            coll = self.paths.coll(self.paths.compile(spec, scope))
+        alias = self.names.fresh("_f")
+        items = ("CASE WHEN len(_c) = 0 THEN [NULL::JSON] ELSE _c END"
+                 if kind == "forEachOrNull" else "_c")
+        part.joins.append(
+            f"CROSS JOIN LATERAL (SELECT unnest(_items) AS _e, unnest(range(len(_items))) AS _i "
+            f"FROM (SELECT {items} AS _items FROM (SELECT {coll} AS _c))) AS {alias}"
+        )
+        return Scope(Frag(f"{alias}._e", ITEM), f"{alias}._i", scope.resource)
+
+    def repeat(self, paths: list[str], item_sql: str, scope: Scope, depth: int) -> str:
+        """Depth-first, pre-order list of everything reachable through ``paths``.
+
+        DuckDB lambdas cannot recurse, so the recursion is unrolled ``depth``
+        levels; deeper data stops the query with an error instead of losing rows.
+        """
+        inner = Scope(Frag(item_sql, ITEM), scope.row_index, scope.resource)
+        children = [self.paths.coll(self.paths.compile(p, inner)) for p in paths]
+        kids = children[0] if len(children) == 1 else f"flatten([{', '.join(children)}])"
+        if depth == 0:
+            msg = sql_error(f"repeat {paths!r} nests deeper than {self.repeat_depth} levels; "
+                            "raise repeat_depth")
+            return f"CASE WHEN len({kids}) > 0 THEN {msg} ELSE {EMPTY} END"
+        var = self.names.fresh("_r")
+        below = self.repeat(paths, var, scope, depth - 1)
+        return f"flatten(list_transform({kids}, lambda {var}: list_concat([{var}], {below})))"
+
+    def column(self, column: Any, scope: Scope) -> _Col:
+        if not isinstance(column, dict):
+            raise ViewDefinitionError(f"a column must be an object, got {column!r}")
+        name, path = column.get("name"), column.get("path")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ViewDefinitionError(
+                f"column name {name!r} must start with a letter and hold only letters, "
+                "digits and '_'"
+            )
+        if not isinstance(path, str):
+            raise ViewDefinitionError(f"column {name!r} needs a FHIRPath 'path' string")
+        frag = self.paths.compile(path, scope)
+        fhir_type = column.get("type")
+        if fhir_type is None and frag.kind == BOOL:
+            fhir_type = "boolean"
+        collection = column.get("collection") is True
+        duck = DUCKDB_TYPES.get(fhir_type or "", "JSON")
+        view_col = ViewColumn(name, fhir_type, collection,
+                              f"{duck}[]" if collection else duck, column.get("description"))
+        return _Col(view_col, self.paths.coll(frag))
+
+    def union_all(self, branches: Any, scope: Scope, part: _Part) -> None:
+        if not isinstance(branches, list) or not branches:
+            raise ViewDefinitionError("unionAll must be a non-empty list of selects")
+        parts = [self.select(b, scope) for b in branches]
+        names = [c.column.name for c in parts[0].cols]
+        for other in parts[1:]:
+            other_names = [c.column.name for c in other.cols]
+            if other_names != names:
+                raise ViewDefinitionError(
+                    f"unionAll branches must have the same columns in the same order: "
+                    f"{names} vs {other_names}"
+                )
+        alias = self.names.fresh("_u")
+        queries = []
+        for branch in parts:
+            cols = ", ".join(f"{c.sql} AS _k{i}" for i, c in enumerate(branch.cols)) or "1 AS _k"
+            joins = " ".join(branch.joins)
+            queries.append(f"SELECT {cols} FROM (SELECT 1) AS _one {joins}")
+        part.joins.append(f"CROSS JOIN LATERAL ({' UNION ALL '.join(queries)}) AS {alias}")
+        for i, col in enumerate(parts[0].cols):
+            part.cols.append(_Col(col.column, f"{alias}._k{i}"))
+
+
+def output_sql(col: ViewColumn, internal: str) -> str:
+    """Turn an internal JSON[] column into the declared DuckDB type."""
+    duck = DUCKDB_TYPES.get(col.type or "", "JSON")
+    if col.collection:
+        return f"list_transform({internal}, lambda _z: {_convert('_z', duck, col.name)})"
+    many = sql_error(f"column {col.name!r} returned several values: "
+                     "set collection: true, or narrow the path with first()")
+    first = f"{internal}[1]"
+    return f"CASE WHEN len({internal}) > 1 THEN {many} ELSE {_convert(first, duck, col.name)} END"
+
+
+def _convert(x: str, duck: str, name: str) -> str:
+    bad = sql_error(f"column {name!r} holds a value that is not a FHIR {duck} value")
+    if duck == "JSON":
+        return x
+    if duck == "BOOLEAN":
+        good = f"json_type({x}) = 'BOOLEAN' THEN ({x})::BOOLEAN"
+    elif duck in ("INTEGER", "BIGINT"):
+        good = (f"json_type({x}) IN {INTEGER} THEN ({x})::{duck} "
+                f"WHEN json_type({x}) = 'VARCHAR' THEN CAST(({x} ->> '$') AS {duck})")
+    elif duck == "DOUBLE":
+        good = f"json_type({x}) IN {NUMERIC} THEN ({x})::DOUBLE"
+    else:
+        good = f"json_type({x}) NOT IN ('OBJECT', 'ARRAY') THEN ({x} ->> '$')"
+    return f"CASE WHEN {x} IS NULL THEN NULL WHEN {good} ELSE {bad} END"
