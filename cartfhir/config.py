@@ -255,6 +255,43 @@ class Site(_Model):
     id: str = Field(pattern=SITE_ID_PATTERN, description="short slug, unique in the config")
     name: str | None = None
     source: Source
+    pseudonym_key: SecretRef | None = Field(
+        default=None,
+        description="secret for patient_key = HMAC-SHA256(key, site/patient id); required by "
+        "transform; keep it at the site, never share it",
+    )
+    concept_maps: list[ConfigPath] = Field(
+        default_factory=list,
+        description="this site's own code maps: CSV (resource_type,system,code,concept[,grade]) "
+        "or FHIR ConceptMap JSON; they win over the defaults",
+    )
+    text_patterns: list[ConfigPath] = Field(
+        default_factory=list,
+        description="this site's text patterns: CSV (resource_type,concept,priority,pattern)",
+    )
+
+
+class Transform(_Model):
+    """Study definitions that override the defaults in cartfhir/transform/study_defaults.yaml."""
+
+    windows: dict[str, tuple[int, int]] = Field(
+        default_factory=dict, description="name: [first day, last day] relative to infusion"
+    )
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    concept_maps: list[ConfigPath] = Field(
+        default_factory=list, description="study-wide code maps for every site (CSV or ConceptMap)"
+    )
+    grade_cuts: ConfigPath | None = Field(
+        default=None, description="CSV replacing the CTCAE v5 cut-offs (terminology/grade_cuts.csv)"
+    )
+
+    @field_validator("windows")
+    @classmethod
+    def _ordered(cls, windows: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+        for name, (lo, hi) in windows.items():
+            if lo > hi:
+                raise ValueError(f"window {name!r} starts after it ends ({lo} > {hi})")
+        return windows
 
 
 class Study(_Model):
@@ -309,6 +346,7 @@ class Config(_Model):
     sites: list[Site] = Field(min_length=1)
     output: Output
     landing: Landing = Landing()
+    transform: Transform = Transform()
 
     source_file: Path | None = Field(default=None, exclude=True)
     config_hash: str = Field(default="", exclude=True)

@@ -59,3 +59,7 @@ class DatabaseError(CartfhirError):
 
 class StrictLandingError(CartfhirError):
     """Lines were rejected while the config asks for strict landing."""
+
+
+class TransformError(CartfhirError):
+    """A view or model could not be built; the message names the file and the cause."""

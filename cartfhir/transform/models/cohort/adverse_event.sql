@@ -1,0 +1,54 @@
+-- cohort.adverse_event: each recorded CRS, CRES/ICANS, infection and febrile
+-- neutropenia placed on its episode's day axis. Grain: (site, patient_key, round,
+-- source_id, event). CRS and ICANS come from Conditions and from grade assessment
+-- Observations; infections and febrile neutropenia from Conditions.
+--   site, patient_key, round  the episode
+--   event          text: crs | icans | sepsis | pneumonia | bacteremia | infection |
+--                  febrile_neutropenia
+--   category       text: crs | icans | infection | febrile_neutropenia
+--   source_type    text: Condition | Observation
+--   source_id      text: the resource id (provenance)
+--   day            integer: onset (or assessment) day offset from the infusion
+--   grade          integer: grade 0-5 when recorded, else null
+--   grade_source   text: code | stage | severity | observation
+--   phase          text: the window the onset falls in: for CRS/ICANS 'crs'/'icans' window
+--                  -> 'in_window'; for infections 'lymphodepletion' | 'early' | 'late';
+--                  for febrile neutropenia 'in_window'; null when outside every window
+WITH events AS (
+    SELECT c.site, c.patient_key, c.concept AS event,
+           CASE WHEN k.category = 'infection' THEN 'infection' ELSE c.concept END AS category,
+           'Condition' AS source_type, c.condition_id AS source_id, c.onset_date AS event_date,
+           c.grade, c.grade_source
+    FROM harmonized.condition AS c
+    JOIN ref.concept AS k ON k.concept = c.concept
+    WHERE c.problem IS NULL
+      AND (c.concept IN ('crs', 'icans', 'febrile_neutropenia') OR k.category = 'infection')
+    UNION ALL
+    SELECT site, patient_key, concept, concept, 'Observation', observation_id, assessed_date,
+           grade, 'observation'
+    FROM harmonized.grade_assessment
+    WHERE problem IS NULL
+),
+placed AS (
+    SELECT v.site, v.patient_key, ep.round, v.event, v.category, v.source_type, v.source_id,
+           date_diff('day', ep.infusion_date, v.event_date) AS day, v.grade, v.grade_source
+    FROM events AS v
+    JOIN cohort.episode AS ep ON ep.site = v.site AND ep.patient_key = v.patient_key
+)
+SELECT p.*,
+       (SELECT CASE w.name WHEN 'lymphodepletion_infection' THEN 'lymphodepletion'
+                           WHEN 'early_infection' THEN 'early'
+                           WHEN 'late_infection' THEN 'late'
+                           ELSE 'in_window' END
+        FROM cohort.episode_window AS w
+        WHERE w.site = p.site AND w.patient_key = p.patient_key AND w.round = p.round
+          AND p.day BETWEEN w.lo AND w.hi
+          AND list_contains(CASE p.category
+                                WHEN 'infection' THEN ['lymphodepletion_infection',
+                                                       'early_infection', 'late_infection']
+                                WHEN 'crs' THEN ['crs']
+                                WHEN 'icans' THEN ['icans']
+                                ELSE ['febrile_neutropenia'] END, w.name)
+        ORDER BY w.lo LIMIT 1) AS phase
+FROM placed AS p
+WHERE p.day BETWEEN (SELECT min(lo) FROM ref.window) AND (SELECT max(hi) FROM ref.window)

@@ -1,0 +1,85 @@
+-- cohort.episode: one row per CAR-T infusion episode. Grain: (site, patient_key, round).
+-- Infusion records of one patient on the same day are one infusion; rounds count
+-- 1, 2, 3... by date. Windows end at the limit day: the day before the next
+-- infusion or an HSCT after this infusion, or the day of death.
+--   site, patient_key      text: the patient
+--   round                  integer: 1 = CART1, 2 = CART2, ...
+--   infusion_date          date: day 0
+--   procedure_ids          text[]: the infusion Procedure ids merged into this episode
+--   target                 text: CAR target when the product text names it (CD19, CD19/CD22)
+--   dose                   double: CAR-T cells in 10*6/kg, when recorded
+--   dose_observation_id    text: the Observation the dose came from
+--   relapse_site_before    text: body sites of the last relapse before the infusion,
+--                          'marrow', 'cns', 'testis' joined with '+' (e.g. 'marrow+cns')
+--   sex                    text: from cohort.patient
+--   age_years              integer: completed years at infusion
+--   next_infusion_date, next_hsct_date, death_date  date: what may end the episode
+--   limit_day              integer: last day offset in the episode (null: nothing ends it)
+--   window_end_day         integer: least(limit_day, horizon_days)
+WITH infusion AS (
+    SELECT site, patient_key, start_date AS infusion_date,
+           list(procedure_id ORDER BY procedure_id) AS procedure_ids,
+           max(target) AS target
+    FROM harmonized.procedure
+    WHERE concept = 'cart_infusion' AND problem IS NULL
+    GROUP BY site, patient_key, start_date
+),
+numbered AS (
+    SELECT *,
+           row_number() OVER (PARTITION BY site, patient_key ORDER BY infusion_date) AS round,
+           lead(infusion_date) OVER (PARTITION BY site, patient_key ORDER BY infusion_date)
+               AS next_infusion_date
+    FROM infusion
+),
+hsct AS (
+    SELECT site, patient_key, start_date FROM harmonized.procedure
+    WHERE concept = 'hsct' AND problem IS NULL
+),
+with_limits AS (
+    SELECT n.*, p.sex, p.birth_date, p.death_date,
+           (SELECT min(h.start_date) FROM hsct AS h
+             WHERE h.site = n.site AND h.patient_key = n.patient_key
+               AND h.start_date > n.infusion_date) AS next_hsct_date
+    FROM numbered AS n
+    LEFT JOIN cohort.patient AS p USING (site, patient_key)
+),
+limited AS (
+    SELECT *,
+           least(date_diff('day', infusion_date, next_infusion_date) - 1,
+                 date_diff('day', infusion_date, next_hsct_date) - 1,
+                 date_diff('day', infusion_date, death_date)) AS limit_day
+    FROM with_limits
+),
+dose AS (
+    SELECT e.site, e.patient_key, e.round,
+           arg_min(l.value, l.effective_at) AS dose,
+           arg_min(l.observation_id, l.effective_at) AS dose_observation_id
+    FROM limited AS e
+    JOIN harmonized.lab AS l
+      ON l.site = e.site AND l.patient_key = e.patient_key AND l.concept = 'cart_dose'
+     AND date_diff('day', e.infusion_date, l.effective_date)
+         BETWEEN (SELECT lo FROM ref.window WHERE name = 'dose')
+             AND (SELECT hi FROM ref.window WHERE name = 'dose')
+    GROUP BY e.site, e.patient_key, e.round
+),
+relapse AS (
+    SELECT e.site, e.patient_key, e.round,
+           arg_max(array_to_string(c.body_sites, '+'), c.onset_date) AS relapse_site_before
+    FROM limited AS e
+    JOIN harmonized.condition AS c
+      ON c.site = e.site AND c.patient_key = e.patient_key AND c.concept = 'relapse'
+     AND c.problem IS NULL AND c.onset_date < e.infusion_date
+    GROUP BY e.site, e.patient_key, e.round
+)
+SELECT e.site, e.patient_key, e.round, e.infusion_date, e.procedure_ids, e.target,
+       d.dose, d.dose_observation_id, nullif(r.relapse_site_before, '') AS relapse_site_before,
+       e.sex,
+       year(e.infusion_date) - year(e.birth_date)
+           - CASE WHEN strftime(e.infusion_date, '%m%d') < strftime(e.birth_date, '%m%d')
+                  THEN 1 ELSE 0 END AS age_years,
+       e.next_infusion_date, e.next_hsct_date, e.death_date, e.limit_day,
+       least(e.limit_day, (SELECT value FROM ref.threshold WHERE name = 'horizon_days'))
+           AS window_end_day
+FROM limited AS e
+LEFT JOIN dose AS d USING (site, patient_key, round)
+LEFT JOIN relapse AS r USING (site, patient_key, round)

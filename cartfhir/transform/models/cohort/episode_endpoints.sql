@@ -1,0 +1,256 @@
+-- cohort.episode_endpoints: every endpoint of domain.md §2 for every episode.
+-- Grain: (site, patient_key, round). Windows come from cohort.episode_window,
+-- thresholds from ref.threshold, CTCAE cut-offs from ref.grade_cut.
+--   site, patient_key, round, infusion_date, limit_day, sex, age_years, target, dose,
+--   relapse_site_before: as in cohort.episode
+--   crs_any / cres_any             boolean: a CRS / CRES-ICANS record with onset in its window
+--   crs_max_grade / cres_max_grade integer: maximum grade in the window (0 when none or
+--                                  when no grade was recorded)
+--   crs_onset_day / cres_onset_day integer: first onset day in the window
+--   il2_peak, il4_peak, il6_peak, il10_peak, il17a_peak, ifng_peak, tnfa_peak
+--                                  double: max pg/mL in the cytokine window, censored
+--                                  ('<x') results excluded
+--   anc_nadir, platelet_nadir (10*9/L), hemoglobin_nadir (g/L)  double: min in nadir window
+--   anc_nadir_grade, platelet_nadir_grade, hemoglobin_nadir_grade  integer: CTCAE v5 grade
+--   severe_neutropenia, severe_thrombocytopenia, severe_anemia  boolean: nadir grade >=
+--                                  severe_min_grade (null when no value)
+--   liver_injury_grade             integer: max CTCAE grade of ALT, AST, bilirubin (organ window)
+--   kidney_injury_grade            integer: creatinine, against ULN and the baseline
+--   coagulopathy_grade             integer: fibrinogen decreased
+--   organ_injury_any               boolean: some organ grade >= organ_injury_min_grade
+--   early_infection, late_infection, lymphodepletion_infection  boolean
+--   early_infection_n, late_infection_n  integer: infection records in the window
+--   febrile_neutropenia            boolean: a febrile neutropenia record in its window
+--   best_response                  text: CR | CRi | NR (null: no marrow assessment)
+--   mrd_negative                   boolean: flow MRD negative at some marrow assessment
+--   mrd_negative_cr                boolean: MRD negative at an assessment with CR or CRi
+--   post_event_type                text: first event after the infusion (round
+--                                  post_event_round only): death | hsct | relapse |
+--                                  chemotherapy | none
+--   post_event_date, relapse_after_date, chemotherapy_after_date, hsct_after_date  date
+--   death_date, last_contact_date  date: from cohort.patient
+WITH p AS (
+    SELECT max(value) FILTER (WHERE name = 'severe_min_grade') AS severe_min_grade,
+           max(value) FILTER (WHERE name = 'organ_injury_min_grade') AS organ_min_grade,
+           max(value) FILTER (WHERE name = 'mrd_negative_below') AS mrd_below,
+           max(value) FILTER (WHERE name = 'blast_cr_below') AS blast_below,
+           max(value) FILTER (WHERE name = 'cr_anc_min') AS cr_anc,
+           max(value) FILTER (WHERE name = 'cr_platelets_min') AS cr_plt,
+           max(value) FILTER (WHERE name = 'count_lookback_days') AS lookback,
+           max(value) FILTER (WHERE name = 'post_event_round') AS post_round
+    FROM ref.threshold
+),
+lab AS (
+    SELECT x.*, w.name AS window_name
+    FROM cohort.episode_lab AS x
+    JOIN cohort.episode_window AS w
+      ON w.site = x.site AND w.patient_key = x.patient_key AND w.round = x.round
+     AND x.day BETWEEN w.lo AND w.hi
+),
+cytokine AS (
+    SELECT site, patient_key, round,
+           max(value) FILTER (WHERE concept = 'il2') AS il2_peak,
+           max(value) FILTER (WHERE concept = 'il4') AS il4_peak,
+           max(value) FILTER (WHERE concept = 'il6') AS il6_peak,
+           max(value) FILTER (WHERE concept = 'il10') AS il10_peak,
+           max(value) FILTER (WHERE concept = 'il17a') AS il17a_peak,
+           max(value) FILTER (WHERE concept = 'ifng') AS ifng_peak,
+           max(value) FILTER (WHERE concept = 'tnfa') AS tnfa_peak
+    FROM lab WHERE window_name = 'cytokine' AND comparator IS NULL
+    GROUP BY ALL
+),
+nadir AS (
+    SELECT site, patient_key, round,
+           min(value) FILTER (WHERE concept = 'anc') AS anc_nadir,
+           min(value) FILTER (WHERE concept = 'platelets') AS platelet_nadir,
+           min(value) FILTER (WHERE concept = 'hemoglobin') AS hemoglobin_nadir
+    FROM lab WHERE window_name = 'nadir'
+    GROUP BY ALL
+),
+nadir_grade AS (
+    SELECT n.*,
+           (SELECT coalesce(max(g.grade), 0) FROM ref.grade_cut AS g WHERE g.concept = 'anc'
+               AND g.basis = 'absolute' AND g.direction = 'below' AND n.anc_nadir < g.bound)
+               AS anc_nadir_grade,
+           (SELECT coalesce(max(g.grade), 0) FROM ref.grade_cut AS g WHERE g.concept = 'platelets'
+               AND g.basis = 'absolute' AND g.direction = 'below' AND n.platelet_nadir < g.bound)
+               AS platelet_nadir_grade,
+           (SELECT coalesce(max(g.grade), 0) FROM ref.grade_cut AS g WHERE g.concept = 'hemoglobin'
+               AND g.basis = 'absolute' AND g.direction = 'below' AND n.hemoglobin_nadir < g.bound)
+               AS hemoglobin_nadir_grade
+    FROM nadir AS n
+),
+baseline AS (
+    SELECT site, patient_key, round, concept, arg_max(value, effective_at) AS baseline
+    FROM lab WHERE window_name = 'baseline'
+    GROUP BY ALL
+),
+organ_lab AS (
+    SELECT l.site, l.patient_key, l.round, l.concept, l.observation_id, l.value,
+           l.value / coalesce(l.reference_high, d.high) AS uln_ratio,
+           l.value / coalesce(l.reference_low, d.low) AS lln_ratio,
+           l.value / b.baseline AS baseline_ratio
+    FROM lab AS l
+    LEFT JOIN ref.reference_range AS d ON d.concept = l.concept
+    LEFT JOIN baseline AS b
+      ON b.site = l.site AND b.patient_key = l.patient_key AND b.round = l.round
+     AND b.concept = l.concept
+    WHERE l.window_name = 'organ'
+      AND l.concept IN (SELECT concept FROM ref.concept WHERE category IN ('liver', 'kidney',
+                                                                         'coagulation'))
+),
+organ_graded AS (
+    SELECT o.*, c.category,
+           coalesce((SELECT max(g.grade) FROM ref.grade_cut AS g
+                     WHERE g.concept = o.concept AND (
+                        (g.basis = 'uln' AND g.direction = 'above' AND o.uln_ratio > g.bound)
+                     OR (g.basis = 'lln' AND g.direction = 'below' AND o.lln_ratio < g.bound)
+                     OR (g.basis = 'baseline' AND g.direction = 'above'
+                         AND o.baseline_ratio > g.bound)
+                     OR (g.basis = 'absolute' AND g.direction = 'below' AND o.value < g.bound)
+                     OR (g.basis = 'absolute' AND g.direction = 'above' AND o.value > g.bound))),
+                    0) AS grade
+    FROM organ_lab AS o
+    JOIN ref.concept AS c USING (concept)
+),
+organ AS (
+    SELECT site, patient_key, round,
+           max(grade) FILTER (WHERE category = 'liver') AS liver_injury_grade,
+           max(grade) FILTER (WHERE category = 'kidney') AS kidney_injury_grade,
+           max(grade) FILTER (WHERE category = 'coagulation') AS coagulopathy_grade
+    FROM organ_graded GROUP BY ALL
+),
+toxicity AS (
+    SELECT site, patient_key, round,
+           bool_or(category = 'crs' AND phase IS NOT NULL) AS crs_any,
+           coalesce(max(grade) FILTER (WHERE category = 'crs' AND phase IS NOT NULL), 0)
+               AS crs_max_grade,
+           min(day) FILTER (WHERE category = 'crs' AND phase IS NOT NULL) AS crs_onset_day,
+           bool_or(category = 'icans' AND phase IS NOT NULL) AS cres_any,
+           coalesce(max(grade) FILTER (WHERE category = 'icans' AND phase IS NOT NULL), 0)
+               AS cres_max_grade,
+           min(day) FILTER (WHERE category = 'icans' AND phase IS NOT NULL) AS cres_onset_day,
+           count(*) FILTER (WHERE category = 'infection' AND phase = 'early') AS early_infection_n,
+           count(*) FILTER (WHERE category = 'infection' AND phase = 'late') AS late_infection_n,
+           count(*) FILTER (WHERE category = 'infection' AND phase = 'lymphodepletion')
+               AS lymphodepletion_infection_n,
+           bool_or(category = 'febrile_neutropenia' AND phase IS NOT NULL) AS febrile_neutropenia
+    FROM cohort.adverse_event
+    WHERE NOT (source_type = 'Observation' AND grade = 0)  -- a grade 0 assessment is no event
+    GROUP BY ALL
+),
+marrow AS (
+    SELECT site, patient_key, round, day,
+           arg_max(value, effective_at) AS blasts
+    FROM lab WHERE window_name = 'response' AND concept = 'marrow_blasts'
+    GROUP BY ALL
+),
+mrd AS (
+    SELECT site, patient_key, round, day,
+           arg_max(struct_pack(value := value, comparator := comparator), effective_at) AS mrd
+    FROM cohort.episode_lab WHERE concept = 'mrd_flow'
+    GROUP BY ALL
+),
+assessment AS (
+    SELECT m.*,
+           (SELECT arg_max(d.last_value, d.day) FROM cohort.lab_daily AS d
+             WHERE d.site = m.site AND d.patient_key = m.patient_key AND d.round = m.round
+               AND d.concept = 'anc' AND d.day BETWEEN m.day - p.lookback AND m.day) AS anc,
+           (SELECT arg_max(d.last_value, d.day) FROM cohort.lab_daily AS d
+             WHERE d.site = m.site AND d.patient_key = m.patient_key AND d.round = m.round
+               AND d.concept = 'platelets' AND d.day BETWEEN m.day - p.lookback AND m.day)
+               AS platelets,
+           r.mrd
+    FROM marrow AS m
+    CROSS JOIN p
+    LEFT JOIN mrd AS r USING (site, patient_key, round, day)
+),
+judged AS (
+    SELECT a.*,
+           CASE WHEN a.blasts >= p.blast_below THEN 'NR'
+                WHEN a.anc >= p.cr_anc AND a.platelets >= p.cr_plt THEN 'CR'
+                ELSE 'CRi' END AS response,
+           coalesce((a.mrd.comparator IN ('<', '<=') AND a.mrd.value <= p.mrd_below)
+                    OR (a.mrd.comparator IS NULL AND a.mrd.value < p.mrd_below), false)
+               AS mrd_negative
+    FROM assessment AS a CROSS JOIN p
+),
+response AS (
+    SELECT site, patient_key, round,
+           arg_max(response, CASE response WHEN 'CR' THEN 2 WHEN 'CRi' THEN 1 ELSE 0 END)
+               AS best_response,
+           bool_or(mrd_negative) AS mrd_negative,
+           bool_or(mrd_negative AND response IN ('CR', 'CRi')) AS mrd_negative_cr
+    FROM judged GROUP BY ALL
+),
+after AS (
+    SELECT e.site, e.patient_key, e.round,
+           (SELECT min(c.onset_date) FROM harmonized.condition AS c
+             WHERE c.site = e.site AND c.patient_key = e.patient_key AND c.concept = 'relapse'
+               AND c.problem IS NULL AND c.onset_date > e.infusion_date) AS relapse_after_date,
+           (SELECT min(x.start_date) FROM harmonized.procedure AS x
+             WHERE x.site = e.site AND x.patient_key = e.patient_key
+               AND x.concept = 'chemotherapy' AND x.problem IS NULL
+               AND x.start_date > e.infusion_date) AS chemotherapy_after_date,
+           (SELECT min(x.start_date) FROM harmonized.procedure AS x
+             WHERE x.site = e.site AND x.patient_key = e.patient_key AND x.concept = 'hsct'
+               AND x.problem IS NULL AND x.start_date > e.infusion_date) AS hsct_after_date,
+           CASE WHEN e.death_date > e.infusion_date THEN e.death_date END AS death_after_date
+    FROM cohort.episode AS e CROSS JOIN p
+    WHERE e.round = p.post_round
+),
+first_after AS (
+    SELECT a.site, a.patient_key, a.round,
+           arg_min(x.event, struct_pack(d := x.d, priority := pe.priority)) AS post_event_type,
+           min(x.d) AS post_event_date
+    FROM after AS a
+    CROSS JOIN LATERAL (VALUES ('relapse', a.relapse_after_date),
+                               ('chemotherapy', a.chemotherapy_after_date),
+                               ('hsct', a.hsct_after_date),
+                               ('death', a.death_after_date)) AS x(event, d)
+    JOIN ref.post_event AS pe ON pe.event = x.event
+    WHERE x.d IS NOT NULL
+    GROUP BY ALL
+)
+SELECT e.site, e.patient_key, e.round, e.infusion_date, e.limit_day, e.sex, e.age_years,
+       e.target, e.dose, e.relapse_site_before,
+       coalesce(t.crs_any, false) AS crs_any, coalesce(t.crs_max_grade, 0) AS crs_max_grade,
+       t.crs_onset_day,
+       coalesce(t.cres_any, false) AS cres_any, coalesce(t.cres_max_grade, 0) AS cres_max_grade,
+       t.cres_onset_day,
+       c.il2_peak, c.il4_peak, c.il6_peak, c.il10_peak, c.il17a_peak, c.ifng_peak, c.tnfa_peak,
+       n.anc_nadir, n.platelet_nadir, n.hemoglobin_nadir,
+       n.anc_nadir_grade, n.platelet_nadir_grade, n.hemoglobin_nadir_grade,
+       CASE WHEN n.anc_nadir IS NOT NULL THEN n.anc_nadir_grade >= p.severe_min_grade END
+           AS severe_neutropenia,
+       CASE WHEN n.platelet_nadir IS NOT NULL THEN n.platelet_nadir_grade >= p.severe_min_grade END
+           AS severe_thrombocytopenia,
+       CASE WHEN n.hemoglobin_nadir IS NOT NULL
+            THEN n.hemoglobin_nadir_grade >= p.severe_min_grade END AS severe_anemia,
+       coalesce(o.liver_injury_grade, 0) AS liver_injury_grade,
+       coalesce(o.kidney_injury_grade, 0) AS kidney_injury_grade,
+       coalesce(o.coagulopathy_grade, 0) AS coagulopathy_grade,
+       greatest(coalesce(o.liver_injury_grade, 0), coalesce(o.kidney_injury_grade, 0),
+                coalesce(o.coagulopathy_grade, 0)) >= p.organ_min_grade AS organ_injury_any,
+       coalesce(t.early_infection_n, 0) > 0 AS early_infection,
+       coalesce(t.early_infection_n, 0) AS early_infection_n,
+       coalesce(t.late_infection_n, 0) > 0 AS late_infection,
+       coalesce(t.late_infection_n, 0) AS late_infection_n,
+       coalesce(t.lymphodepletion_infection_n, 0) > 0 AS lymphodepletion_infection,
+       coalesce(t.febrile_neutropenia, false) AS febrile_neutropenia,
+       r.best_response, coalesce(r.mrd_negative, false) AS mrd_negative,
+       coalesce(r.mrd_negative_cr, false) AS mrd_negative_cr,
+       CASE WHEN e.round = p.post_round THEN coalesce(f.post_event_type, 'none') END
+           AS post_event_type,
+       f.post_event_date, a.relapse_after_date, a.chemotherapy_after_date, a.hsct_after_date,
+       pt.death_date, pt.last_contact_date
+FROM cohort.episode AS e
+CROSS JOIN p
+LEFT JOIN cohort.patient AS pt USING (site, patient_key)
+LEFT JOIN toxicity AS t USING (site, patient_key, round)
+LEFT JOIN cytokine AS c USING (site, patient_key, round)
+LEFT JOIN nadir_grade AS n USING (site, patient_key, round)
+LEFT JOIN organ AS o USING (site, patient_key, round)
+LEFT JOIN response AS r USING (site, patient_key, round)
+LEFT JOIN after AS a USING (site, patient_key, round)
+LEFT JOIN first_after AS f USING (site, patient_key, round)

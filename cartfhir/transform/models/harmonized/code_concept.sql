@@ -1,0 +1,78 @@
+-- harmonized.code_concept: the study concept of each distinct code signature.
+-- Grain: (signature). Candidates come from code maps (ref.concept_map: the
+-- package defaults, then site and study maps with a higher priority) and from text
+-- patterns on code.text and coding displays (ref.text_pattern). The highest
+-- priority wins; several concepts at that priority are ambiguous unless a
+-- ref.concept_combination joins them (neutropenia + fever = febrile neutropenia).
+--   signature      text: see harmonized.resource_code
+--   site, resource_type, code_text, codings: the signature's parts
+--   concept        text: the study concept (null when unmapped, ambiguous or excluded)
+--   grade          integer: a grade the code itself carries (D89.833 -> 3), else null
+--   status         text: mapped | unmapped | ambiguous | excluded
+--   matched_by     text: the winning rule ('code <system>|<code>' or 'text /<pattern>/')
+--   candidates     text[]: every concept at the winning priority
+WITH signatures AS (
+    SELECT DISTINCT signature, site, resource_type, code_text, codings
+    FROM harmonized.resource_code
+),
+codings AS (
+    SELECT s.signature, s.site, s.resource_type, unnest(s.codings, recursive := true)
+    FROM signatures AS s
+),
+code_matches AS (
+    SELECT c.signature, m.concept, m.grade, m.priority,
+           'code ' || c.system || '|' || c.code AS matched_by
+    FROM codings AS c
+    JOIN ref.concept_map AS m
+      ON m.resource_type = c.resource_type AND m.system = c.system AND m.code = c.code
+     AND (m.site IS NULL OR m.site = c.site)
+),
+texts AS (
+    SELECT signature, site, resource_type, lower(code_text) AS text
+    FROM signatures WHERE code_text IS NOT NULL
+    UNION
+    SELECT signature, site, resource_type, lower(display) FROM codings WHERE display IS NOT NULL
+),
+text_matches AS (
+    SELECT t.signature, p.concept, NULL::INTEGER AS grade, p.priority,
+           'text /' || p.pattern || '/' AS matched_by
+    FROM texts AS t
+    JOIN ref.text_pattern AS p
+      ON p.resource_type = t.resource_type AND (p.site IS NULL OR p.site = t.site)
+     AND regexp_matches(t.text, p.pattern)
+),
+candidates AS (
+    SELECT * FROM code_matches UNION ALL SELECT * FROM text_matches
+),
+winners AS (
+    SELECT * FROM candidates
+    QUALIFY priority = max(priority) OVER (PARTITION BY signature)
+),
+per_signature AS (
+    SELECT signature,
+           list(DISTINCT concept ORDER BY concept) AS candidates,
+           max(grade) AS grade,
+           min(matched_by) AS matched_by
+    FROM winners GROUP BY signature
+),
+combined AS (
+    SELECT p.signature, p.candidates, p.grade, p.matched_by,
+           (SELECT min(k.concept) FROM ref.concept_combination AS k
+             WHERE list_has_all(p.candidates, k.requires)) AS combination
+    FROM per_signature AS p
+)
+SELECT s.signature, s.site, s.resource_type, s.code_text, s.codings,
+       CASE WHEN c.combination IS NOT NULL THEN c.combination
+            WHEN len(c.candidates) = 1 AND c.candidates[1] <> '_excluded' THEN c.candidates[1]
+       END AS concept,
+       c.grade,
+       CASE WHEN c.signature IS NULL THEN 'unmapped'
+            WHEN c.combination IS NOT NULL THEN 'mapped'
+            WHEN len(c.candidates) > 1 THEN 'ambiguous'
+            WHEN c.candidates[1] = '_excluded' THEN 'excluded'
+            ELSE 'mapped'
+       END AS status,
+       c.matched_by,
+       coalesce(c.candidates, []) AS candidates
+FROM signatures AS s
+LEFT JOIN combined AS c USING (signature)

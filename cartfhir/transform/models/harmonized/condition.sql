@@ -1,0 +1,64 @@
+-- harmonized.condition: Conditions mapped to study concepts, with onset day, grade and
+-- body sites. Grain: (site, condition_id).
+--   site, condition_id  text: provenance
+--   patient_key         text: HMAC pseudonym
+--   concept             text: crs, icans, sepsis, pneumonia, bacteremia, infection,
+--                       febrile_neutropenia, b_all, relapse, hepatic_injury, ... (ref.concept);
+--                       a B-ALL Condition whose clinicalStatus is relapse/recurrence is 'relapse'
+--   matched_by          text: the mapping rule
+--   onset_date          date: local day of onset (onset[x], else recordedDate)
+--   grade               integer: CRS/ICANS grade 1-5 when recorded, else null
+--   grade_source        text: code (ICD-10-CM grade digit) | stage (stage.summary text) |
+--                       severity (Condition.severity, a last resort) | null
+--   body_sites          text[]: marrow / cns / testis, from bodySite codes or text
+--   problem             text: why the row is unusable (retracted, no patient, no date)
+WITH mapped AS (
+    SELECT o.*, k.patient_key, cc.concept AS mapped_concept, cc.grade AS code_grade, cc.matched_by
+    FROM flat.condition AS o
+    JOIN harmonized.resource_code AS rc
+      ON rc.site = o.site AND rc.resource_type = 'Condition' AND rc.resource_id = o.condition_id
+    JOIN harmonized.code_concept AS cc USING (signature)
+    JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'condition'
+    LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
+    WHERE cc.status = 'mapped'
+),
+classified AS (
+    SELECT *,
+           CASE WHEN mapped_concept = 'b_all' AND clinical_status IN ('relapse', 'recurrence')
+                THEN 'relapse' ELSE mapped_concept END AS concept,
+           local_date(coalesce(onset_datetime, onset_start, recorded_date)) AS onset_date
+    FROM mapped
+),
+graded AS (
+    SELECT c.*,
+           CASE WHEN c.concept IN ('crs', 'icans') THEN grade_from_text(c.stage_summary) END
+               AS stage_grade,
+           CASE WHEN c.concept IN ('crs', 'icans') THEN s.grade END AS severity_grade
+    FROM classified AS c
+    LEFT JOIN ref.severity_grade AS s ON s.code = c.severity_code
+),
+site_matches AS (
+    SELECT DISTINCT g.site, g.condition_id, b.body_site, b.rank
+    FROM graded AS g
+    JOIN ref.body_site AS b
+      ON list_contains(string_split(coalesce(g.body_site_codes, ''), ','), b.code)
+      OR regexp_matches(lower(coalesce(g.body_site_text, '')), b.pattern)
+),
+sites AS (
+    SELECT site, condition_id, list(body_site ORDER BY rank) AS body_sites
+    FROM site_matches GROUP BY site, condition_id
+)
+SELECT g.site, g.condition_id, g.patient_key, g.concept, g.matched_by, g.onset_date,
+       coalesce(g.code_grade, g.stage_grade, g.severity_grade) AS grade,
+       CASE WHEN g.code_grade IS NOT NULL THEN 'code'
+            WHEN g.stage_grade IS NOT NULL THEN 'stage'
+            WHEN g.severity_grade IS NOT NULL THEN 'severity' END AS grade_source,
+       coalesce(s.body_sites, []) AS body_sites,
+       CASE
+           WHEN g.verification_status IN ('entered-in-error', 'refuted')
+               THEN 'verification ' || g.verification_status || ': the diagnosis was retracted'
+           WHEN g.patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
+           WHEN g.onset_date IS NULL THEN 'no usable onset or recorded date'
+       END AS problem
+FROM graded AS g
+LEFT JOIN sites AS s ON s.site = g.site AND s.condition_id = g.condition_id

@@ -1,0 +1,39 @@
+-- harmonized.grade_assessment: CRS and CRES/ICANS grades recorded as Observations
+-- (daily grade assessments). Grain: (site, observation_id).
+--   site, observation_id  text: provenance
+--   patient_key           text: HMAC pseudonym
+--   concept               text: crs | icans
+--   assessed_date         date: local day of the assessment
+--   grade                 integer: 0-5, from valueInteger, a coded value or text ('2级', 'Grade 2')
+--   problem               text: why the row is unusable, null when usable
+WITH mapped AS (
+    SELECT o.*, k.patient_key, cc.concept AS assessment
+    FROM flat.observation AS o
+    JOIN harmonized.resource_code AS rc
+      ON rc.site = o.site AND rc.resource_type = 'Observation' AND rc.resource_id = o.observation_id
+    JOIN harmonized.code_concept AS cc USING (signature)
+    JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'assessment'
+    LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
+    WHERE cc.status = 'mapped'
+),
+graded AS (
+    SELECT *,
+           replace(assessment, '_grade', '') AS concept,
+           local_date(coalesce(effective_datetime, effective_start, effective_instant, issued))
+               AS assessed_date,
+           coalesce(value_integer, CAST(value_number AS INTEGER),
+                    grade_from_text(value_concept_code), grade_from_text(value_concept_text),
+                    grade_from_text(value_concept_display), grade_from_text(value_string)) AS grade
+    FROM mapped
+)
+SELECT site, observation_id, patient_key, concept, assessed_date, grade,
+       CASE
+           WHEN status IN ('entered-in-error', 'cancelled')
+               THEN 'status ' || status || ': the assessment was retracted'
+           WHEN status NOT IN ('final', 'amended', 'corrected') OR status IS NULL
+               THEN 'status ' || coalesce(status, 'missing') || ': not a final assessment'
+           WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
+           WHEN assessed_date IS NULL THEN 'no usable effective date'
+           WHEN grade IS NULL OR grade NOT BETWEEN 0 AND 5 THEN 'no grade 0-5 in the value'
+       END AS problem
+FROM graded

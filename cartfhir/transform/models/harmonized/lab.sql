@@ -1,0 +1,10 @@
+-- harmonized.lab: usable results only, one per distinct result (re-sent copies removed).
+-- Grain: (site, observation_id). The input of every lab endpoint.
+--   site, observation_id, patient_key, concept, effective_date, effective_at,
+--   value (canonical unit), canonical_unit, comparator, value_original, unit_original,
+--   reference_low, reference_high, part_of_procedure_id: as in harmonized.observation_value
+SELECT site, observation_id, patient_key, concept, effective_date, effective_at,
+       value, canonical_unit, comparator, value_original, unit_original,
+       reference_low, reference_high, part_of_procedure_id
+FROM harmonized.observation_value
+WHERE problem IS NULL AND duplicate_of IS NULL

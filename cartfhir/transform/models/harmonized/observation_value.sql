@@ -1,0 +1,105 @@
+-- harmonized.observation_value: every Observation mapped to a measured concept, its
+-- value converted to the concept's canonical unit, and what (if anything) makes it
+-- unusable. Grain: (site, observation_id).
+--   site, observation_id   text: where the result came from (provenance)
+--   patient_key            text: HMAC pseudonym of the patient (null: unknown patient)
+--   concept                text: study concept (ref.concept, kind 'observation')
+--   matched_by             text: the mapping rule that chose the concept
+--   status                 text: Observation.status
+--   effective_date         date: local calendar day of the result
+--   effective_at           timestamptz: the result's time, to order results within a day
+--   value_original         double: the value as reported
+--   unit_original          text: the unit as reported (UCUM code when given, else text)
+--   comparator             text: <, <=, >=, > for censored results, else null
+--   value                  double: the value in canonical_unit
+--   canonical_unit         text: the concept's canonical UCUM unit
+--   reference_low, reference_high  double: reference range in canonical_unit
+--   problem                text: why the result is unusable (quarantined), null when usable
+--   part_of_procedure_id   text: the Procedure the result belongs to (a dose to its infusion)
+--   duplicate_of           text: an earlier id with the same result (re-sent), else null
+WITH mapped AS (
+    SELECT o.*, k.patient_key, cc.concept, cc.matched_by,
+           c.unit_group, c.canonical_unit, c.plausible_min, c.plausible_max
+    FROM flat.observation AS o
+    JOIN harmonized.resource_code AS rc
+      ON rc.site = o.site AND rc.resource_type = 'Observation' AND rc.resource_id = o.observation_id
+    JOIN harmonized.code_concept AS cc USING (signature)
+    JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'observation'
+    LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
+    WHERE cc.status = 'mapped'
+),
+parsed AS (
+    SELECT *,
+           coalesce(effective_datetime, effective_start, effective_instant, issued) AS effective,
+           CAST(value_number AS DOUBLE) AS number_quantity,
+           TRY_CAST(regexp_extract(value_string, '^\s*(<=|>=|<|>)?\s*([0-9]+(\.[0-9]+)?)', 2)
+                    AS DOUBLE) AS number_string,
+           nullif(regexp_extract(value_string, '^\s*(<=|>=|<|>)', 1), '') AS comparator_string,
+           nullif(trim(regexp_extract(value_string, '^\s*(<=|>=|<|>)?\s*[0-9]+(\.[0-9]+)?\s*(.*)$', 3)),
+                  '') AS unit_string
+    FROM mapped
+),
+valued AS (
+    SELECT *,
+           coalesce(number_quantity, number_string) AS value_original,
+           coalesce(value_comparator, comparator_string) AS comparator,
+           CASE WHEN number_quantity IS NOT NULL THEN
+                    coalesce(CASE WHEN value_unit_system = 'http://unitsofmeasure.org'
+                                  THEN nullif(value_unit_code, '') END,
+                             nullif(value_unit, ''), nullif(value_unit_code, ''))
+                ELSE unit_string
+           END AS unit_original
+    FROM parsed
+),
+converted AS (
+    SELECT v.*, u.factor, u.offset,
+           v.value_original * u.factor + u.offset AS value,
+           rl.factor * v.reference_low + rl.offset AS reference_low_canonical,
+           rh.factor * v.reference_high + rh.offset AS reference_high_canonical
+    FROM valued AS v
+    LEFT JOIN ref.unit AS u ON u.unit_group = v.unit_group AND u.unit_key = unit_key(v.unit_original)
+    LEFT JOIN ref.unit AS rl ON rl.unit_group = v.unit_group AND rl.unit_key = unit_key(
+        coalesce(nullif(v.reference_low_unit_code, ''), nullif(v.reference_low_unit, ''), v.unit_original))
+    LEFT JOIN ref.unit AS rh ON rh.unit_group = v.unit_group AND rh.unit_key = unit_key(
+        coalesce(nullif(v.reference_high_unit_code, ''), nullif(v.reference_high_unit, ''), v.unit_original))
+),
+judged AS (
+    SELECT *,
+           CASE
+               WHEN status IN ('entered-in-error', 'cancelled')
+                   THEN 'status ' || status || ': the result was retracted'
+               WHEN status NOT IN ('final', 'amended', 'corrected') OR status IS NULL
+                   THEN 'status ' || coalesce(status, 'missing') || ': not a final result'
+               WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
+               WHEN local_date(effective) IS NULL THEN 'no usable effective date'
+               WHEN value_original IS NULL THEN 'no numeric value'
+               WHEN unit_original IS NULL THEN 'no unit: cannot convert to ' || canonical_unit
+               WHEN factor IS NULL THEN 'unit ''' || unit_original || ''' is not convertible to '
+                                       || canonical_unit || ' for ' || concept
+               WHEN unit_group = 'count' AND value >= (SELECT value FROM ref.threshold
+                                                        WHERE name = 'implausible_count_min')
+                   THEN 'implausible: ' || value_original || ' ' || unit_original
+                        || ' (a per-uL count labelled as 10*9/L?)'
+               WHEN value < plausible_min OR value > plausible_max
+                   THEN 'implausible: ' || round(value, 4) || ' ' || canonical_unit || ' for '
+                        || concept || ' (plausible ' || plausible_min || '-' || plausible_max || ')'
+           END AS problem
+    FROM converted
+),
+numbered AS (
+    SELECT *,
+           CASE WHEN problem IS NULL THEN
+               min(observation_id) FILTER (WHERE problem IS NULL) OVER (
+                   PARTITION BY site, patient_key, concept, effective, value_original,
+                                unit_original, comparator)
+           END AS first_id
+    FROM judged
+)
+SELECT site, observation_id, patient_key, concept, matched_by, status,
+       local_date(effective) AS effective_date, fhir_instant(effective) AS effective_at,
+       value_original, unit_original, comparator,
+       CASE WHEN problem IS NULL THEN value END AS value, canonical_unit,
+       reference_low_canonical AS reference_low, reference_high_canonical AS reference_high,
+       part_of_procedure_id AS part_of_procedure_id, problem,
+       CASE WHEN first_id <> observation_id THEN first_id END AS duplicate_of
+FROM numbered

@@ -1,0 +1,25 @@
+-- Macros the models share. Loaded before every build.
+-- unit_key(u): a unit string reduced to a comparable key: UCUM annotations ({cells}),
+-- brackets, spaces and a leading 'x' dropped, micro signs as 'u', degree signs
+-- spelled out, '^' as '*', lower case. 'x10^9/L' and '10*9/L' give the same key.
+CREATE OR REPLACE MACRO unit_key(u) AS
+    regexp_replace(
+        regexp_replace(
+            lower(replace(replace(replace(replace(replace(replace(u, 'μ', 'u'), 'µ', 'u'),
+                  '℃', 'Cel'), '°C', 'Cel'), '°F', 'degF'), '^', '*')),
+            '\{[^}]*\}|\[|\]|\s+|cells?', '', 'g'),
+        '^[x×]', '');
+-- local_date(t): the calendar day as written in a FHIR date/dateTime (the site's local
+-- day; '2021-03-04T23:30:00+08:00' is 4 March), null when unparseable.
+CREATE OR REPLACE MACRO local_date(t) AS TRY_CAST(substr(CAST(t AS VARCHAR), 1, 10) AS DATE);
+-- fhir_instant(t): a FHIR date/dateTime as a timestamp (a date alone is its midnight UTC),
+-- used only to order results within a day.
+CREATE OR REPLACE MACRO fhir_instant(t) AS coalesce(
+    TRY_CAST(CAST(t AS VARCHAR) AS TIMESTAMPTZ),
+    CAST(TRY_CAST(substr(CAST(t AS VARCHAR), 1, 10) AS DATE) AS TIMESTAMPTZ));
+-- grade_from_text(t): a grade 0-5 written in text: '2级', 'Grade 3', 'ASTCT grade 2', 'III'.
+CREATE OR REPLACE MACRO grade_from_text(t) AS coalesce(
+    TRY_CAST(regexp_extract(CAST(t AS VARCHAR), '([0-5])', 1) AS INTEGER),
+    CASE upper(regexp_extract(CAST(t AS VARCHAR), '\b(IV|V|I{1,3})\b', 1))
+        WHEN 'I' THEN 1 WHEN 'II' THEN 2 WHEN 'III' THEN 3 WHEN 'IV' THEN 4 WHEN 'V' THEN 5
+    END);

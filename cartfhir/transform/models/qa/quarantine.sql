@@ -1,0 +1,42 @@
+-- qa.quarantine: every mapped record the cohort tables do not use, with the reason.
+-- Grain: (site, resource_type, resource_id, reason). Nothing is dropped silently:
+-- retracted records, results without a unit or with one that cannot be converted,
+-- implausible magnitudes, ambiguous or excluded codes, missing dates or patients.
+--   site, resource_type, resource_id  text: the record
+--   concept          text: the concept it mapped to (null when ambiguous or excluded)
+--   reason           text: why it is not used
+--   value_original   double, unit_original text: the value as reported (observations)
+WITH observation AS (
+    SELECT site, 'Observation' AS resource_type, observation_id AS resource_id, concept,
+           problem AS reason, value_original, unit_original
+    FROM harmonized.observation_value WHERE problem IS NOT NULL
+),
+assessment AS (
+    SELECT site, 'Observation', observation_id, concept || '_grade', problem,
+           CAST(grade AS DOUBLE), NULL
+    FROM harmonized.grade_assessment WHERE problem IS NOT NULL
+),
+condition AS (
+    SELECT site, 'Condition', condition_id, concept, problem, NULL::DOUBLE, NULL
+    FROM harmonized.condition WHERE problem IS NOT NULL
+),
+procedure AS (
+    SELECT site, 'Procedure', procedure_id, concept, problem, NULL::DOUBLE, NULL
+    FROM harmonized.procedure WHERE problem IS NOT NULL
+),
+mapping AS (
+    SELECT r.site, r.resource_type, r.resource_id, NULL,
+           CASE c.status
+               WHEN 'ambiguous' THEN 'ambiguous mapping: ' || array_to_string(c.candidates, ', ')
+                                     || ' (add a site concept map to decide)'
+               ELSE 'excluded by ' || c.matched_by END,
+           NULL::DOUBLE, NULL
+    FROM harmonized.resource_code AS r
+    JOIN harmonized.code_concept AS c USING (signature)
+    WHERE c.status IN ('ambiguous', 'excluded')
+)
+SELECT * FROM observation
+UNION ALL SELECT * FROM assessment
+UNION ALL SELECT * FROM condition
+UNION ALL SELECT * FROM procedure
+UNION ALL SELECT * FROM mapping

@@ -1,0 +1,25 @@
+-- qa.unmapped_codes: codes no concept map or text pattern recognised, with how often
+-- they occur, so a data engineer sees what to map next. Grain: (site, resource_type,
+-- system, code, display). A resource with several codings lists each of them.
+--   site, resource_type  text
+--   system, code         text: the coding (null for a resource coded by text only)
+--   display              text: the coding's display, else code.text
+--   count                bigint: resources carrying it
+WITH unmapped AS (
+    SELECT r.site, r.resource_type, r.resource_id, r.code_text, r.codings
+    FROM harmonized.resource_code AS r
+    JOIN harmonized.code_concept AS c USING (signature)
+    WHERE c.status = 'unmapped'
+),
+codings AS (
+    SELECT site, resource_type, resource_id, code_text,
+           unnest(CASE WHEN len(codings) = 0
+                       THEN [struct_pack(system := NULL::VARCHAR, code := NULL::VARCHAR,
+                                         display := NULL::VARCHAR)]
+                       ELSE codings END, recursive := true)
+    FROM unmapped
+)
+SELECT site, resource_type, system, code, coalesce(display, code_text) AS display,
+       count(DISTINCT resource_id) AS count
+FROM codings
+GROUP BY ALL

@@ -1,0 +1,325 @@
+"""Clinical knowledge as data: load value sets, maps, units, windows and grades into ``ref.*``.
+
+The package's defaults live in ``terminology/*.csv`` and ``study_defaults.yaml``;
+sites and studies add maps (CSV or FHIR ConceptMap JSON) and override windows and
+thresholds in the config. Every file loaded is hashed, so a run records exactly
+which knowledge produced its tables (``meta.reference_version``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from cartfhir.config import Config
+from cartfhir.errors import ConfigError
+
+PACKAGE = "cartfhir.transform"
+# Who wins when several rules match one code: site maps, then study maps, then defaults.
+PRIORITY_DEFAULT_CODE, PRIORITY_STUDY_CODE, PRIORITY_SITE_CODE = 10, 12, 15
+RESOURCE_TYPES = ("Observation", "Condition", "Procedure")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One loaded file: where it came from and the SHA-256 of its bytes."""
+
+    name: str
+    origin: str
+    sha256: str
+    rows: int
+
+
+@dataclass
+class Reference:
+    """All reference rows, ready to be written to DuckDB."""
+
+    tables: dict[str, list[dict[str, Any]]]
+    sources: list[Source]
+
+
+def _package_text(name: str) -> tuple[str, str]:
+    text = resources.files(PACKAGE).joinpath(name).read_text(encoding="utf-8")
+    return text, f"package:{name}"
+
+
+def _file_text(path: Path) -> tuple[str, str]:
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _csv_rows(text: str, origin: str, required: tuple[str, ...]) -> list[dict[str, str]]:
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in required if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError(f"{origin}: missing column(s) {', '.join(missing)}; "
+                          f"expected at least {', '.join(required)}")
+    rows = []
+    for n, row in enumerate(reader, start=2):
+        if None in row:
+            raise ConfigError(f"{origin} line {n}: more fields than columns (quote commas)")
+        rows.append({k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()})
+    return rows
+
+
+def _number(value: str, origin: str, column: str) -> float | None:
+    if value in ("", None):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{origin}: column {column} must be a number, not {value!r}") from None
+
+
+def _check_pattern(pattern: str, origin: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{origin}: text pattern {pattern!r} is not a valid regex: {exc}") \
+            from None
+
+
+def concept_map_rows(text: str, origin: str, site: str | None, priority: int,
+                     concepts: set[str]) -> list[dict[str, Any]]:
+    """Code-map rows from a CSV or a FHIR ConceptMap (JSON), checked against known concepts."""
+    if origin.endswith(".json") or text.lstrip().startswith("{"):
+        rows = _concept_map_json(text, origin)
+    else:
+        rows = _csv_rows(text, origin, ("resource_type", "system", "code", "concept"))
+    out = []
+    for row in rows:
+        concept = row["concept"]
+        if concept not in concepts and concept != "_excluded":
+            raise ConfigError(f"{origin}: unknown concept {concept!r} for code "
+                              f"{row['system']}|{row['code']}; "
+                              f"known: {', '.join(sorted(concepts))}")
+        if row["resource_type"] not in RESOURCE_TYPES:
+            raise ConfigError(f"{origin}: resource_type must be one of "
+                              f"{', '.join(RESOURCE_TYPES)}, not {row['resource_type']!r}")
+        grade = _number(row.get("grade") or "", origin, "grade")
+        out.append({"site": site, "resource_type": row["resource_type"], "system": row["system"],
+                    "code": row["code"], "concept": concept,
+                    "grade": int(grade) if grade is not None else None,
+                    "priority": int(_number(row.get("priority") or "", origin, "priority")
+                                    or priority),
+                    "source": origin})
+    return out
+
+
+def _concept_map_json(text: str, origin: str) -> list[dict[str, str]]:
+    """Rows from a FHIR R4 ConceptMap: group.source = system, target code = study concept.
+
+    The resource type comes from the ConceptMap's ``targetUri``/``targetCanonical`` tail
+    (e.g. ``.../cartfhir/Observation``) or an extension-free convention: a group's
+    ``target`` naming ``cartfhir:Observation``.
+    """
+    try:
+        resource = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid JSON: {exc}") from None
+    if resource.get("resourceType") != "ConceptMap":
+        raise ConfigError(f"{origin}: expected a ConceptMap, got {resource.get('resourceType')!r}")
+    rows = []
+    for group in resource.get("group") or []:
+        system = group.get("source")
+        target = str(group.get("target") or resource.get("targetUri")
+                     or resource.get("targetCanonical") or "")
+        rtype = target.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+        if not system or rtype not in RESOURCE_TYPES:
+            raise ConfigError(f"{origin}: each group needs 'source' (the code system) and a "
+                              "'target' ending in Observation, Condition or Procedure")
+        for element in group.get("element") or []:
+            for tgt in element.get("target") or []:
+                if tgt.get("equivalence", "equivalent") in ("unmatched", "disjoint"):
+                    continue
+                rows.append({"resource_type": rtype, "system": system,
+                             "code": element.get("code", ""), "concept": tgt.get("code", ""),
+                             "grade": ""})
+    return rows
+
+
+def text_pattern_rows(text: str, origin: str, site: str | None,
+                      concepts: set[str]) -> list[dict[str, Any]]:
+    rows = _csv_rows(text, origin, ("resource_type", "concept", "priority", "pattern"))
+    out = []
+    for row in rows:
+        if row["concept"] not in concepts and row["concept"] != "_excluded":
+            raise ConfigError(f"{origin}: unknown concept {row['concept']!r}")
+        _check_pattern(row["pattern"], origin)
+        out.append({"site": site, "resource_type": row["resource_type"],
+                    "concept": row["concept"],
+                    "priority": int(_number(row["priority"], origin, "priority") or 0),
+                    "pattern": row["pattern"].lower(), "source": origin})
+    return out
+
+
+def load_reference(config: Config) -> Reference:
+    """Read the defaults and the config's additions; raise ConfigError on anything malformed."""
+    sources: list[Source] = []
+    tables: dict[str, list[dict[str, Any]]] = {}
+
+    def read(name: str, path: Path | None = None) -> tuple[str, str]:
+        text, origin = _file_text(path) if path else _package_text(name)
+        sources.append(Source(name, origin, _sha(text), text.count("\n")))
+        return text, origin
+
+    text, origin = read("terminology/concepts.csv")
+    concepts = _csv_rows(text, origin, ("concept", "kind", "category", "unit_group",
+                                        "canonical_unit", "plausible_min", "plausible_max"))
+    tables["concept"] = [
+        {**r, "plausible_min": _number(r["plausible_min"], origin, "plausible_min"),
+         "plausible_max": _number(r["plausible_max"], origin, "plausible_max"),
+         "category": r["category"] or None, "unit_group": r["unit_group"] or None,
+         "canonical_unit": r["canonical_unit"] or None}
+        for r in concepts]
+    known = {r["concept"] for r in concepts}
+
+    text, origin = read("terminology/concept_map.csv")
+    maps = concept_map_rows(text, origin, None, PRIORITY_DEFAULT_CODE, known)
+    for path in config.transform.concept_maps:
+        text, origin = read("study concept map", path)
+        maps += concept_map_rows(text, origin, None, PRIORITY_STUDY_CODE, known)
+    for site in config.sites:
+        for path in site.concept_maps:
+            text, origin = read(f"{site.id} concept map", path)
+            maps += concept_map_rows(text, origin, site.id, PRIORITY_SITE_CODE, known)
+    tables["concept_map"] = maps
+
+    text, origin = read("terminology/text_patterns.csv")
+    patterns = text_pattern_rows(text, origin, None, known)
+    for site in config.sites:
+        for path in site.text_patterns:
+            text, origin = read(f"{site.id} text patterns", path)
+            patterns += text_pattern_rows(text, origin, site.id, known)
+    tables["text_pattern"] = patterns
+
+    text, origin = read("terminology/units.csv")
+    tables["unit"] = [{"unit_group": r["unit_group"], "unit": r["unit"],
+                       "factor": _number(r["factor"], origin, "factor"),
+                       "offset": _number(r["offset"], origin, "offset") or 0.0}
+                      for r in _csv_rows(text, origin, ("unit_group", "unit", "factor", "offset"))]
+
+    simple = {
+        "severity_grade": ("terminology/severity_grades.csv", ("system", "code", "grade")),
+        "body_site": ("terminology/body_sites.csv", ("body_site", "rank", "system", "code",
+                                                      "pattern")),
+        "target": ("terminology/targets.csv", ("target", "priority", "pattern")),
+        "reference_range": ("terminology/reference_ranges.csv", ("concept", "low", "high")),
+        "post_event": ("terminology/post_events.csv", ("event", "priority")),
+        "grade_cut": ("terminology/grade_cuts.csv", ("concept", "basis", "direction", "bound",
+                                                     "grade")),
+    }
+    for table, (name, columns) in simple.items():
+        path = config.transform.grade_cuts if table == "grade_cut" else None
+        text, origin = read(name, path)
+        rows = [{c: r[c] for c in columns} for r in _csv_rows(text, origin, columns)]
+        for r in rows:
+            if "pattern" in r:
+                _check_pattern(r["pattern"], origin)
+        tables[table] = rows
+
+    text, origin = read("terminology/combinations.csv")
+    tables["concept_combination"] = [
+        {"concept": r["concept"], "requires": r["requires"].split()}
+        for r in _csv_rows(text, origin, ("concept", "requires"))]
+
+    text, origin = read("study_defaults.yaml")
+    defaults = yaml.safe_load(text)
+    tables["window"] = _windows(defaults["windows"], config.transform.windows)
+    tables["threshold"] = _thresholds(defaults["thresholds"], config.transform.thresholds)
+    return Reference(tables=tables, sources=sources)
+
+
+def _windows(defaults: dict[str, list[int]],
+             overrides: dict[str, tuple[int, int]]) -> list[dict[str, Any]]:
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(f"transform.windows: unknown window(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(defaults))}")
+    merged = {name: tuple(overrides.get(name, bounds)) for name, bounds in defaults.items()}
+    return [{"name": n, "lo": int(lo), "hi": int(hi)} for n, (lo, hi) in merged.items()]
+
+
+def _thresholds(defaults: dict[str, float], overrides: dict[str, float]) -> list[dict[str, Any]]:
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(f"transform.thresholds: unknown threshold(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(defaults))}")
+    return [{"name": n, "value": float(overrides.get(n, v))} for n, v in defaults.items()]
+
+
+REF_DDL = {
+    "concept": "concept VARCHAR, kind VARCHAR, category VARCHAR, unit_group VARCHAR, "
+               "canonical_unit VARCHAR, plausible_min DOUBLE, plausible_max DOUBLE, "
+               "description VARCHAR",
+    "concept_map": "site VARCHAR, resource_type VARCHAR, system VARCHAR, code VARCHAR, "
+                   "concept VARCHAR, grade INTEGER, priority INTEGER, source VARCHAR",
+    "text_pattern": "site VARCHAR, resource_type VARCHAR, concept VARCHAR, priority INTEGER, "
+                    "pattern VARCHAR, source VARCHAR",
+    "unit": "unit_group VARCHAR, unit VARCHAR, factor DOUBLE, \"offset\" DOUBLE",
+    "severity_grade": "system VARCHAR, code VARCHAR, grade INTEGER",
+    "body_site": "body_site VARCHAR, rank INTEGER, system VARCHAR, code VARCHAR, pattern VARCHAR",
+    "target": "target VARCHAR, priority INTEGER, pattern VARCHAR",
+    "reference_range": "concept VARCHAR, low DOUBLE, high DOUBLE",
+    "post_event": "event VARCHAR, priority INTEGER",
+    "grade_cut": "concept VARCHAR, basis VARCHAR, direction VARCHAR, bound DOUBLE, grade INTEGER",
+    "concept_combination": "concept VARCHAR, requires VARCHAR[]",
+    "window": "name VARCHAR, lo INTEGER, hi INTEGER",
+    "threshold": "name VARCHAR, value DOUBLE",
+}
+
+
+def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id: str) -> None:
+    """Replace the ``ref.*`` tables and record the sources' hashes for this run."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS ref")
+    for table, columns in REF_DDL.items():
+        con.execute(f"CREATE OR REPLACE TABLE ref.{table} ({columns})")
+        rows = reference.tables[table]
+        if rows:
+            names = [c.split()[0] for c in columns.split(", ")]
+            keys = [n.strip('"') for n in names]
+            con.executemany(
+                f"INSERT INTO ref.{table} ({', '.join(names)}) VALUES "
+                f"({', '.join('?' for _ in names)})",
+                [[row.get(k) for k in keys] for row in rows])
+    con.execute("ALTER TABLE ref.unit ADD COLUMN unit_key VARCHAR")
+    con.execute("UPDATE ref.unit SET unit_key = unit_key(unit)")
+    # Spellings of one unit ('10*9/L', '10^9/L') share a key; they must agree on the factor.
+    clash = con.execute("SELECT unit_group, unit_key, list(DISTINCT unit) FROM ref.unit "
+                        "GROUP BY ALL HAVING count(DISTINCT (factor, \"offset\")) > 1").fetchall()
+    if clash:
+        group, key, units = clash[0]
+        raise ConfigError(f"units.csv: {', '.join(units)} ({group}) are the same unit ({key!r}) "
+                          "but have different conversion factors")
+    con.execute("CREATE OR REPLACE TABLE ref.unit AS SELECT unit_group, unit_key, "
+                "min(unit) AS unit, any_value(factor) AS factor, "
+                "any_value(\"offset\") AS \"offset\" FROM ref.unit GROUP BY unit_group, unit_key")
+    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+    con.execute("CREATE TABLE IF NOT EXISTS meta.reference_version (run_id VARCHAR, name VARCHAR, "
+                "origin VARCHAR, sha256 VARCHAR, lines INTEGER)")
+    con.executemany("INSERT INTO meta.reference_version VALUES (?, ?, ?, ?, ?)",
+                    [[run_id, s.name, s.origin, s.sha256, s.rows] for s in reference.sources])
+
+
+def reference_hash(reference: Reference) -> str:
+    """One hash over every source, for the run manifest."""
+    digest = hashlib.sha256()
+    for s in sorted(reference.sources, key=lambda s: (s.name, s.origin)):
+        digest.update(f"{s.name}\0{s.sha256}\n".encode())
+    return digest.hexdigest()
