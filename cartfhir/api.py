@@ -11,6 +11,7 @@ object, never prints, and raises ``CartfhirError`` subclasses on failure.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,11 @@ from cartfhir.extract import ExtractResult, extract
 from cartfhir.progress import Progress
 from cartfhir.synth import SynthResult, generate
 from cartfhir.synth.profiles import available_profiles
+from cartfhir.transform import TransformResult, transform
+from cartfhir.transform.views import ViewResult, run_view_file
 
-__all__ = ["DemoResult", "QueryResult", "RunResult", "demo", "extract", "generate",
-           "load_config", "query", "run"]
+__all__ = ["DemoResult", "QueryResult", "RunResult", "TransformResult", "ViewResult", "demo",
+           "extract", "generate", "load_config", "query", "run", "transform", "view"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class RunResult:
     """What ``run`` did, stage by stage (stages arrive with their issues)."""
 
     extract: ExtractResult
+    transform: TransformResult | None = None
 
     @property
     def status(self) -> str:
@@ -49,8 +53,24 @@ class DemoResult:
 
 
 def run(config: Config, progress: Progress | None = None, command: str = "run") -> RunResult:
-    """Run every stage that exists, in order: extract (land) -> ..."""
-    return RunResult(extract=extract(config, progress=progress, command=command))
+    """Run every stage that exists, in order: extract (land) -> transform -> ...
+
+    A partial extraction is still transformed (the run stays 'partial'), so what
+    did arrive can be inspected; a failed one raises before transform.
+    """
+    landed = extract(config, progress=progress, command=command)
+    return RunResult(extract=landed,
+                     transform=transform(config, progress=progress, command=command))
+
+
+def view(config: Config | None, view_file: Path, *, db: Path | None = None,
+         out: Path | None = None, table: str | None = None) -> ViewResult:
+    """Run any ViewDefinition over raw.resources; write a table, Parquet or CSV."""
+    path = db if db is not None else config.output.duckdb if config else None
+    if path is None:
+        raise UsageError("give a config or --db to say which DuckDB file holds raw.resources")
+    return run_view_file(path, view_file, out=out, table=table,
+                         memory_limit=config.output.memory_limit if config else None)
 
 
 def demo(config: Config, patients: int = 40, seed: int = 42,
@@ -72,10 +92,21 @@ def demo(config: Config, patients: int = 40, seed: int = 42,
     if len(folders) != 1 or any(s.source.path.name != s.id for s in config.sites):
         raise UsageError("demo needs the sites' folders to be <one folder>/<site id>, "
                          "as in the example config.yaml")
+    _demo_keys(config)
     synth = generate(folders.pop(), patients=patients, seed=seed,
                      sites=[s.id for s in config.sites], overwrite=True, progress=progress)
     result = run(config, progress=progress, command="demo")
     return DemoResult(synth=synth, run=result, duckdb_path=config.output.duckdb)
+
+
+def _demo_keys(config: Config) -> None:
+    """Create random pseudonym key files the demo config names but that do not exist yet."""
+    for site in config.sites:
+        ref = site.pseudonym_key
+        if ref is not None and ref.file is not None and not ref.file.exists():
+            ref.file.parent.mkdir(parents=True, exist_ok=True)
+            ref.file.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+            ref.file.chmod(0o600)
 
 
 @dataclass

@@ -145,10 +145,55 @@ def _check_instant(text: str) -> None:
                                  param_hint="--since")
 
 
+def _report_transform(result: api.TransformResult) -> None:
+    render_rows(["site", "round", "episodes"], [list(e) for e in result.episodes],
+                title="Infusion episodes per site and round (cohort.episode)")
+    click.echo(f"transform {result.run_id}: {len(result.tables)} tables in "
+               f"{result.seconds:.1f} s; {result.quarantined} records quarantined "
+               f"(qa.quarantine), {result.unmapped_codes} unmapped codes (qa.unmapped_codes)")
+
+
+@cli.command("transform")
+@config_option
+def transform_cmd(config: Path) -> None:
+    """Rebuild flat, harmonized, cohort and qa tables from raw.resources.
+
+    Code maps, units, windows and thresholds come from the package's defaults plus
+    the config (sites[].concept_maps, transform.windows, transform.thresholds).
+
+    \b
+    Example: cartfhir transform --config config.yaml
+    """
+    cfg = api.load_config(config)
+    _report_transform(api.transform(cfg, progress=make_progress(), command=_command_line()))
+
+
+@cli.command("view")
+@click.argument("view_file", type=click.Path(path_type=Path, dir_okay=False))
+@config_option
+@click.option("--db", type=click.Path(path_type=Path), default=None,
+              help="DuckDB file holding raw.resources, instead of the config's output.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Write the rows to this .parquet or .csv file.")
+@click.option("--table", default=None, metavar="SCHEMA.TABLE",
+              help="Write the rows to this DuckDB table (default: views.<view name>).")
+def view_cmd(view_file: Path, config: Path, db: Path | None, out: Path | None,
+             table: str | None) -> None:
+    """Run a SQL-on-FHIR v2 ViewDefinition over raw.resources.
+
+    \b
+    Example: cartfhir view my_view.json --out out/my_view.parquet
+    """
+    cfg = None if db is not None else api.load_config(config)
+    result = api.view(cfg, view_file, db=db, out=out, table=table)
+    click.echo(f"{result.rows} rows ({', '.join(result.columns)}) -> {result.target} "
+               f"({result.seconds:.1f} s)")
+
+
 @cli.command("run")
 @config_option
 def run_cmd(config: Path) -> int:
-    """Run every stage that exists so far, in order (today: extract).
+    """Run every stage that exists so far, in order: extract, then transform.
 
     \b
     Example: cartfhir run --config config.yaml
@@ -156,6 +201,8 @@ def run_cmd(config: Path) -> int:
     cfg = api.load_config(config)
     result = api.run(cfg, progress=make_progress(), command=_command_line())
     _report_extract(result.extract)
+    if result.transform is not None:
+        _report_transform(result.transform)
     return EXIT_PARTIAL if result.status == "partial" else 0
 
 
@@ -176,9 +223,12 @@ def demo(config: Path, patients: int, seed: int) -> None:
           f"({result.synth.episodes} infusions) into "
           f"{', '.join(str(s.source.path) for s in cfg.sites)}")
     _report_extract(result.run.extract)
+    if result.run.transform is not None:
+        _report_transform(result.run.transform)
     click.echo(f"DuckDB file: {result.duckdb_path}")
-    click.echo("try: cartfhir query \"select site, resource_type, count(*) as n "
-          "from raw.resources group by all order by all\"")
+    click.echo("try: cartfhir query \"select site, round, count(*) as episodes, "
+               "avg(crs_max_grade) as mean_crs_grade from cohort.episode_endpoints "
+               "group by all order by all\"")
 
 
 @cli.command()

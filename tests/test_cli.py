@@ -14,14 +14,15 @@ import pytest
 
 from cartfhir.cli import cli, run_cli
 
-COMMANDS = ["synth", "extract", "run", "demo", "query"]
+COMMANDS = ["synth", "extract", "transform", "view", "run", "demo", "query"]
 
 
 def write_config(tmp_path: Path, sites: tuple[str, ...] = ("site_a", "site_b"),
                  extra: str = "") -> Path:
     lines = ["study: {name: test}", "sites:"]
     for site in sites:
-        lines.append(f"  - {{id: {site}, source: {{kind: ndjson, path: data/{site}}}}}")
+        lines.append(f"  - {{id: {site}, source: {{kind: ndjson, path: data/{site}}}, "
+                     f"pseudonym_key: {{file: secrets/{site}.key}}}}")
     lines.append("output: {duckdb: out/test.duckdb}")
     path = tmp_path / "config.yaml"
     path.write_text("\n".join(lines) + "\n" + extra)
@@ -118,6 +119,31 @@ def test_demo_generates_and_lands(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "DuckDB file:" in out and str(tmp_path / "out" / "test.duckdb") in out
     assert (tmp_path / "data" / "site_a" / "manifest.json").exists()
+    assert "records quarantined (qa.quarantine)" in out
+    key = tmp_path / "secrets" / "site_a.key"  # the demo made a random key, readable by us only
+    assert len(key.read_text().strip()) == 64 and key.stat().st_mode & 0o077 == 0
+
+
+def test_transform_and_view_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, sites=("site_b",))
+    assert run_cli(["demo", "--config", str(path), "--patients", "3"]) == 0
+    capsys.readouterr()
+    assert run_cli(["transform", "--config", str(path)]) == 0
+    assert "site_b" in capsys.readouterr().out
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps({
+        "resourceType": "ViewDefinition", "name": "pt", "status": "active",
+        "resource": "Patient", "select": [{"column": [
+            {"name": "id", "path": "getResourceKey()"}, {"name": "gender", "path": "gender"}]}]}))
+    assert run_cli(["view", str(view), "--config", str(path), "--out",
+                    str(tmp_path / "pt.csv")]) == 0
+    assert "3 rows" in capsys.readouterr().out
+    assert (tmp_path / "pt.csv").read_text().splitlines()[0] == "site,id,gender"
+    assert run_cli(["view", str(view), "--config", str(path)]) == 0
+    assert "views.pt" in capsys.readouterr().out
+    view.write_text("{not json")
+    assert run_cli(["view", str(view), "--config", str(path)]) == 1
+    assert "not valid JSON" in capsys.readouterr().err
 
 
 def test_demo_refuses_sites_it_cannot_generate(tmp_path: Path,

@@ -31,8 +31,11 @@ def problems(data: dict, tmp_path: Path) -> str:
 
 def test_example_config_is_complete_and_resolves_paths() -> None:
     config = load_config(ROOT / "config.yaml")
-    assert [s.id for s in config.sites] == ["site_a", "site_b"]
+    assert [s.id for s in config.sites] == ["site_a", "site_b", "site_c"]
     assert config.sites[0].source.path == ROOT / "data" / "site_a"
+    assert config.sites[0].pseudonym_key.file == ROOT / "secrets" / "site_a.key"
+    assert config.sites[1].concept_maps == [ROOT / "maps" / "site_b_lab.csv"]
+    assert config.transform.windows["cytokine"] == (0, 14)
     assert config.output.duckdb == ROOT / "out" / "cartfhir.duckdb"
     assert config.output.folder == ROOT / "out"
     assert len(config.config_hash) == 64
