@@ -1,0 +1,26 @@
+"""Shared set-up for transform tests: a site config, landing and transforming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cartfhir.config import Config, parse_config
+
+SECRET = "0123456789abcdef0123456789abcdef"
+
+
+def make_config(root: Path, sites: list[str], **extra: Any) -> Config:
+    """A config with NDJSON sites under root/data/<site> and key files under root/secrets."""
+    (root / "secrets").mkdir(parents=True, exist_ok=True)
+    site_list = []
+    for site in sites:
+        (root / "secrets" / f"{site}.key").write_text(f"{SECRET}-{site}\n")
+        entry: dict[str, Any] = {"id": site, "source": {"kind": "ndjson",
+                                                      "path": f"data/{site}"},
+                                 "pseudonym_key": {"file": f"secrets/{site}.key"}}
+        entry.update(extra.pop(site, {}))
+        site_list.append(entry)
+    return parse_config({"study": {"name": "test"}, "sites": site_list,
+                         "output": {"duckdb": "out/t.duckdb"},
+                         "landing": {"workers": 0}, **extra}, base_dir=root)
