@@ -1,0 +1,341 @@
+"""Harmonization on hand-made resources: units, codes, grades, episodes, config overrides.
+
+Each test writes a small NDJSON site (one patient infused on 2024-03-01), lands it,
+transforms, and reads the tables, so every rule is checked through the real SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from cartfhir.errors import ConfigError
+from cartfhir.extract import extract
+from cartfhir.transform import transform
+
+from .conftest import make_config
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+LOCAL = "http://hospital-x.example/lis"
+T0 = "2024-03-01"
+
+
+def day(offset: int, time: str = "08:00:00+08:00") -> str:
+    from datetime import date, timedelta
+
+    return (date(2024, 3, 1) + timedelta(days=offset)).isoformat() + "T" + time
+
+
+class Site:
+    """Resources of one synthetic patient, written as NDJSON."""
+
+    def __init__(self, root: Path, name: str = "site_x") -> None:
+        self.root, self.name = root, name
+        self.resources: list[dict[str, Any]] = [
+            {"resourceType": "Patient", "id": "p1", "gender": "female",
+             "birthDate": "2014-06-15"}]
+        self.n = 0
+
+    def _id(self) -> str:
+        self.n += 1
+        return f"r{self.n}"
+
+    def infusion(self, offset: int = 0, status: str = "completed",
+                 text: str = "CAR-T cell infusion", product: str | None = None) -> str:
+        resource: dict[str, Any] = {
+            "resourceType": "Procedure", "id": self._id(), "status": status,
+            "code": {"text": text}, "subject": {"reference": "Patient/p1"},
+            "performedDateTime": day(offset, "10:00:00+08:00")}
+        if product:
+            resource["usedCode"] = [{"text": product}]
+        self.resources.append(resource)
+        return resource["id"]
+
+    def procedure(self, text: str, offset: int, coding: dict | None = None) -> None:
+        code: dict[str, Any] = {"text": text}
+        if coding:
+            code["coding"] = [coding]
+        self.resources.append({"resourceType": "Procedure", "id": self._id(),
+                               "status": "completed", "code": code,
+                               "subject": {"reference": "Patient/p1"},
+                               "performedDateTime": day(offset)})
+
+    def lab(self, offset: int, value: Any, unit: str | None = None, *, system: str = LOINC,
+            code: str = "751-8", display: str | None = None, text: str | None = None,
+            ucum: str | None = None, status: str = "final", comparator: str | None = None,
+            reference: tuple[float, float] | None = None) -> str:
+        coding: dict[str, Any] = {"system": system, "code": code}
+        if display:
+            coding["display"] = display
+        resource: dict[str, Any] = {
+            "resourceType": "Observation", "id": self._id(), "status": status,
+            "code": {"coding": [coding], **({"text": text} if text else {})},
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day(offset)}
+        if isinstance(value, str):
+            resource["valueString"] = value
+        elif isinstance(value, int) and unit is None and ucum is None and code.endswith("GRADE"):
+            resource["valueInteger"] = value
+        else:
+            quantity: dict[str, Any] = {"value": value}
+            if unit:
+                quantity["unit"] = unit
+            if ucum:
+                quantity.update(system=UCUM, code=ucum)
+            if comparator:
+                quantity["comparator"] = comparator
+            resource["valueQuantity"] = quantity
+        if reference:
+            resource["referenceRange"] = [{"low": {"value": reference[0], "unit": unit},
+                                           "high": {"value": reference[1], "unit": unit}}]
+        self.resources.append(resource)
+        return resource["id"]
+
+    def condition(self, offset: int, *, coding: list[dict] | None = None, text: str | None = None,
+                  verification: str = "confirmed", stage: str | None = None,
+                  severity: str | None = None, clinical: str = "active",
+                  body_sites: list[str] | None = None) -> str:
+        resource: dict[str, Any] = {
+            "resourceType": "Condition", "id": self._id(),
+            "verificationStatus": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                "code": verification}]},
+            "code": {"coding": coding or [], **({"text": text} if text else {})},
+            "subject": {"reference": "Patient/p1"}, "onsetDateTime": day(offset)[:10]}
+        if verification != "entered-in-error":
+            resource["clinicalStatus"] = {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                "code": clinical}]}
+        if stage:
+            resource["stage"] = [{"summary": {"text": stage}}]
+        if severity:
+            resource["severity"] = {"coding": [{"system": "http://snomed.info/sct",
+                                                "code": severity}]}
+        if body_sites:
+            resource["bodySite"] = [{"text": s} for s in body_sites]
+        self.resources.append(resource)
+        return resource["id"]
+
+    def build(self, **config: Any) -> duckdb.DuckDBPyConnection:
+        folder = self.root / "data" / self.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "all.ndjson").write_text(
+            "\n".join(json.dumps(r, ensure_ascii=False) for r in self.resources) + "\n")
+        cfg = make_config(self.root, [self.name], **config)
+        extract(cfg)
+        transform(cfg)
+        return duckdb.connect(str(cfg.output.duckdb), read_only=True)
+
+
+def one(con: duckdb.DuckDBPyConnection, sql: str, *params: Any) -> Any:
+    rows = con.execute(sql, list(params)).fetchall()
+    assert len(rows) == 1, rows
+    return rows[0][0] if len(rows[0]) == 1 else rows[0]
+
+
+def endpoint(con: duckdb.DuckDBPyConnection, column: str, round_: int = 1) -> Any:
+    return one(con, f"SELECT {column} FROM cohort.episode_endpoints WHERE round = ?", round_)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    s = Site(tmp_path)
+    s.infusion(0)
+    return s
+
+
+# ---- units ----------------------------------------------------------------------------------
+def test_counts_convert_from_per_microlitre_and_thousands(site: Site) -> None:
+    a = site.lab(3, 500, "/uL", system=LOCAL, code="NEUT", display="中性粒细胞绝对值")
+    b = site.lab(4, 0.8, "K/uL")
+    c = site.lab(5, 0.3, "10^9/L")
+    con = site.build()
+    values = dict(con.execute("SELECT observation_id, value FROM harmonized.lab").fetchall())
+    assert values == {a: pytest.approx(0.5), b: pytest.approx(0.8), c: pytest.approx(0.3)}
+    assert endpoint(con, "anc_nadir") == pytest.approx(0.3)
+    assert endpoint(con, "anc_nadir_grade") == 4 and endpoint(con, "severe_neutropenia")
+
+
+def test_hemoglobin_temperature_and_cytokines_reach_canonical_units(site: Site) -> None:
+    site.lab(2, 7.5, "g/dL", code="718-7", ucum="g/dL")
+    site.lab(2, 4.5, "mmol/L", code="59260-0", ucum="mmol/L")
+    site.lab(3, 102.2, "degF", code="8310-5", ucum="[degF]")
+    site.lab(3, 0.25, "ng/mL", code="26881-3", ucum="ng/mL")
+    site.lab(4, 900, "ng/L", system=LOCAL, code="CK", display="白细胞介素-6(IL-6)")
+    con = site.build()
+    got = dict(con.execute("SELECT concept, max(value) FROM harmonized.lab GROUP BY ALL")
+               .fetchall())
+    assert got["hemoglobin"] == pytest.approx(75.0)  # 7.5 g/dL; 4.5 mmol/L is 72.5 g/L
+    assert got["temperature"] == pytest.approx(39.0)
+    assert got["il6"] == pytest.approx(900.0)  # 0.25 ng/mL = 250 pg/mL; 900 ng/L = 900 pg/mL
+    assert endpoint(con, "hemoglobin_nadir") == pytest.approx(4.5 / 0.06206, rel=1e-3)
+    assert endpoint(con, "severe_anemia") is True
+
+
+def test_unusable_values_are_quarantined_with_the_reason(site: Site) -> None:
+    no_unit = site.lab(2, 1.2)
+    odd_unit = site.lab(3, 1.2, "furlongs")
+    huge = site.lab(4, 52000, "10*9/L", ucum="10*9/L")
+    retracted = site.lab(5, 0.01, "10*9/L", ucum="10*9/L", status="entered-in-error")
+    ok = site.lab(6, 2.0, "10*9/L", ucum="10*9/L")
+    con = site.build()
+    reasons = dict(con.execute("SELECT resource_id, reason FROM qa.quarantine").fetchall())
+    assert reasons[no_unit].startswith("no unit")
+    assert "'furlongs' is not convertible to 10*9/L" in reasons[odd_unit]
+    assert reasons[huge].startswith("implausible") and "per-uL" in reasons[huge]
+    assert reasons[retracted].startswith("status entered-in-error")
+    assert ok not in reasons
+    assert endpoint(con, "anc_nadir") == pytest.approx(2.0)  # only the usable value counts
+
+
+def test_censored_results(site: Site) -> None:
+    site.lab(10, 3.0, "%", code="11150-0", ucum="%")
+    site.lab(10, "<0.01%", system=LOCAL, code="M1", display="骨髓微小残留病(MRD)流式检测")
+    site.lab(10, 2.0, "10*9/L", ucum="10*9/L")
+    site.lab(9, 150, "10*9/L", code="777-3", ucum="10*9/L")
+    site.lab(3, 5.0, "pg/mL", code="33939-0", ucum="pg/mL", comparator="<")
+    site.lab(4, 8.0, "pg/mL", code="33939-0", ucum="pg/mL")
+    con = site.build()
+    mrd = one(con, "SELECT value, comparator FROM harmonized.lab WHERE concept = 'mrd_flow'")
+    assert mrd == (pytest.approx(0.01), "<")
+    assert endpoint(con, "best_response") == "CR"  # ANC same day, platelets a day before
+    assert endpoint(con, "mrd_negative_cr") is True
+    assert endpoint(con, "il2_peak") == pytest.approx(8.0)  # '<5' is not a peak
+
+
+# ---- codes ----------------------------------------------------------------------------------
+def test_unmapped_codes_are_inventoried_and_a_site_map_fixes_them(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 0.4, "10*9/L", system=LOCAL, code="ZZ-17", display="Lab 17")
+    site.lab(4, 0.6, "10*9/L", system=LOCAL, code="ZZ-17", display="Lab 17")
+    con = site.build()
+    assert one(con, "SELECT count FROM qa.unmapped_codes WHERE code = 'ZZ-17'") == 2
+    assert endpoint(con, "anc_nadir") is None
+    con.close()
+
+    (tmp_path / "map.csv").write_text(
+        "resource_type,system,code,concept\nObservation," + LOCAL + ",ZZ-17,anc\n")
+    con = site.build(site_x={"concept_maps": ["map.csv"]})
+    assert one(con, "SELECT count(*) FROM qa.unmapped_codes") == 0
+    assert endpoint(con, "anc_nadir") == pytest.approx(0.4)
+
+
+def test_a_fhir_conceptmap_works_too_and_wins_over_a_default(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 0.4, "10*9/L", system=LOCAL, code="PLTX", display="platelet count")
+    (tmp_path / "map.json").write_text(json.dumps({
+        "resourceType": "ConceptMap", "status": "active",
+        "group": [{"source": LOCAL, "target": "cartfhir:Observation",
+                   "element": [{"code": "PLTX", "target": [
+                       {"code": "anc", "equivalence": "equivalent"}]}]}]}))
+    con = site.build(site_x={"concept_maps": ["map.json"]})
+    # The text alone says platelets; the site's own map says ANC, and the site wins.
+    assert one(con, "SELECT concept FROM harmonized.lab") == "anc"
+    assert one(con, "SELECT matched_by FROM harmonized.code_concept WHERE concept = 'anc'") \
+        == f"code {LOCAL}|PLTX"
+
+
+def test_a_map_naming_an_unknown_concept_is_a_config_error(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    (tmp_path / "map.csv").write_text(
+        "resource_type,system,code,concept\nObservation,x,y,neutrophilz\n")
+    with pytest.raises(ConfigError, match="unknown concept 'neutrophilz'"):
+        site.build(site_x={"concept_maps": ["map.csv"]})
+
+
+def test_ambiguous_and_excluded_codes_are_quarantined(site: Site) -> None:
+    amb = site.lab(3, 1.0, "10*9/L", system=LOCAL, code="A1", display="neutrophil platelet")
+    igra = site.lab(3, 1.0, "IU/mL", code="71776-9")
+    con = site.build()
+    reasons = dict(con.execute("SELECT resource_id, reason FROM qa.quarantine").fetchall())
+    assert reasons[amb].startswith("ambiguous mapping: anc, platelets")
+    assert reasons[igra].startswith("excluded by code")
+
+
+# ---- grades and events ----------------------------------------------------------------------
+def test_grade_sources_and_the_maximum_wins(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.infusion(200)
+    icd = [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "D89.832"}]
+    site.condition(2, coding=icd)
+    site.condition(4, text="Cytokine release syndrome", stage="ASTCT grade 3")
+    site.condition(3, text="ICANS", severity="6736007")  # moderate: grade 2 as a last resort
+    site.lab(5, "4级", system=LOCAL, code="CRES-GRADE", display="CRES分级")
+    site.condition(6, coding=[{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "D89.835"}],
+                   verification="entered-in-error")
+    site.condition(203, coding=icd)
+    con = site.build()
+    sources = dict(con.execute("SELECT grade_source, max(grade) FROM harmonized.condition "
+                               "WHERE problem IS NULL GROUP BY ALL").fetchall())
+    assert sources == {"code": 2, "stage": 3, "severity": 2}
+    assert endpoint(con, "crs_max_grade") == 3 and endpoint(con, "crs_onset_day") == 2
+    assert endpoint(con, "cres_max_grade") == 4 and endpoint(con, "cres_onset_day") == 3
+    assert endpoint(con, "crs_max_grade", 2) == 2  # round 2 keeps its own events
+
+
+def test_infections_by_window_and_febrile_neutropenia_from_two_codes(site: Site) -> None:
+    cm = "http://hl7.org/fhir/sid/icd-10-cm"
+    site.condition(-3, coding=[{"system": cm, "code": "J18.9"}])
+    site.condition(5, text="脓毒症")
+    site.condition(40, coding=[{"system": "http://snomed.info/sct", "code": "5758002"}])
+    site.condition(8, coding=[{"system": cm, "code": "D70.1"}, {"system": cm, "code": "R50.81"}])
+    con = site.build()
+    assert endpoint(con, "lymphodepletion_infection") is True
+    assert endpoint(con, "early_infection_n") == 1 and endpoint(con, "late_infection_n") == 1
+    assert endpoint(con, "febrile_neutropenia") is True
+
+
+def test_episodes_merge_same_day_records_and_ignore_retracted_ones(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0, product="Anti-CD19/CD22 bispecific CAR-T cells")
+    site.infusion(0, text="CAR-T细胞回输(护理记录)")
+    site.infusion(1, status="entered-in-error")
+    site.infusion(150)
+    site.procedure("Allogeneic hematopoietic stem cell transplant", 220)
+    site.condition(120, text="急性B淋巴细胞白血病复发", body_sites=["骨髓", "睾丸"])
+    site.lab(5, 2.0, "10*9/L", ucum="10*9/L")
+    site.lab(149, 0.1, "10*9/L", ucum="10*9/L")  # day 149 of round 1: outside every window
+    con = site.build()
+    rounds = con.execute("SELECT round, infusion_date, target, limit_day, relapse_site_before, "
+                         "len(procedure_ids) FROM cohort.episode ORDER BY round").fetchall()
+    assert [r[0] for r in rounds] == [1, 2]
+    assert rounds[0][2] == "CD19/CD22" and rounds[0][5] == 2
+    assert rounds[0][3] == 149  # the day before the next infusion
+    assert rounds[1][3] == 69  # the day before the HSCT on day 220
+    assert rounds[1][4] == "marrow+testis"
+    assert endpoint(con, "anc_nadir") == pytest.approx(2.0)
+    assert one(con, "SELECT post_event_type FROM cohort.episode_endpoints WHERE round = 2") \
+        == "hsct"
+
+
+# ---- configuration --------------------------------------------------------------------------
+def test_windows_and_thresholds_come_from_the_config(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(10, 40.0, "pg/mL", code="26881-3", ucum="pg/mL")
+    site.lab(20, 90.0, "pg/mL", code="26881-3", ucum="pg/mL")
+    site.lab(7, 0.9, "10*9/L", ucum="10*9/L")
+    con = site.build()
+    assert endpoint(con, "il6_peak") == pytest.approx(40.0)
+    assert endpoint(con, "severe_neutropenia") is True
+    con.close()
+    con = site.build(transform={"windows": {"cytokine": [0, 28]},
+                                "thresholds": {"severe_min_grade": 4}})
+    assert endpoint(con, "il6_peak") == pytest.approx(90.0)
+    assert endpoint(con, "severe_neutropenia") is False
+
+
+def test_an_unknown_window_or_a_missing_key_is_a_config_error(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    with pytest.raises(ConfigError, match="unknown window.*cytokines"):
+        site.build(transform={"windows": {"cytokines": [0, 28]}})
+    with pytest.raises(ConfigError, match="pseudonym_key is not set"):
+        site.build(site_x={"pseudonym_key": None})
