@@ -98,3 +98,34 @@ def test_incremental_extraction_then_transform_equals_a_full_rebuild(tmp_path: P
     extract(step)
     transform(step)
     assert _tables(step.output.duckdb) == _tables(full.output.duckdb)
+
+
+def test_every_endpoint_value_traces_back_to_its_records(built) -> None:
+    _, config, _ = built
+    con = duckdb.connect(str(config.output.duckdb), read_only=True)
+    untraced = con.execute("""
+        SELECT e.site, e.round, x.endpoint
+        FROM cohort.episode_endpoints AS e
+        CROSS JOIN (VALUES ('il6_peak'), ('il17a_peak'), ('anc_nadir'), ('platelet_nadir'),
+                           ('crs'), ('cres'), ('dose'), ('best_response')) AS x(endpoint)
+        WHERE CASE x.endpoint WHEN 'il6_peak' THEN e.il6_peak IS NOT NULL
+                              WHEN 'il17a_peak' THEN e.il17a_peak IS NOT NULL
+                              WHEN 'anc_nadir' THEN e.anc_nadir IS NOT NULL
+                              WHEN 'platelet_nadir' THEN e.platelet_nadir IS NOT NULL
+                              WHEN 'crs' THEN e.crs_any
+                              WHEN 'cres' THEN e.cres_any
+                              WHEN 'dose' THEN e.dose IS NOT NULL
+                              ELSE e.best_response IS NOT NULL END
+          AND NOT EXISTS (SELECT 1 FROM cohort.endpoint_provenance AS p
+                          WHERE p.site = e.site AND p.patient_key = e.patient_key
+                            AND p.round = e.round AND p.endpoint = x.endpoint)
+    """).fetchall()
+    # The peak's record really holds the peak value.
+    wrong = con.execute("""
+        SELECT e.site, e.round FROM cohort.episode_endpoints AS e
+        JOIN cohort.endpoint_provenance AS p USING (site, patient_key, round)
+        JOIN harmonized.lab AS l ON l.site = p.site AND l.observation_id = p.resource_id
+        WHERE p.endpoint = 'il6_peak' AND abs(l.value - e.il6_peak) > 1e-9
+    """).fetchall()
+    con.close()
+    assert not untraced and not wrong, (untraced[:5], wrong[:5])

@@ -1,0 +1,103 @@
+-- cohort.endpoint_provenance: which records each endpoint of cohort.episode_endpoints
+-- came from. Grain: (site, patient_key, round, endpoint, resource_type, resource_id).
+--   site, patient_key, round  the episode
+--   endpoint       text: infusion | dose | crs | cres | <cytokine>_peak | anc_nadir |
+--                  platelet_nadir | hemoglobin_nadir | liver_injury_grade |
+--                  kidney_injury_grade | coagulopathy_grade | early_infection |
+--                  late_infection | lymphodepletion_infection | febrile_neutropenia |
+--                  best_response | mrd_negative | post_event
+--   resource_type  text: Observation | Condition | Procedure
+--   resource_id    text: the record's id at the site
+--   role           text: why it counts (e.g. 'peak value', 'nadir value', 'event in window',
+--                  'graded result', 'marrow assessment')
+WITH lab AS (
+    SELECT x.*, w.name AS window_name
+    FROM cohort.episode_lab AS x
+    JOIN cohort.episode_window AS w
+      ON w.site = x.site AND w.patient_key = x.patient_key AND w.round = x.round
+     AND x.day BETWEEN w.lo AND w.hi
+),
+peaks AS (
+    SELECT site, patient_key, round, concept || '_peak' AS endpoint, 'Observation' AS resource_type,
+           observation_id AS resource_id, 'peak value' AS role
+    FROM lab
+    WHERE window_name = 'cytokine' AND comparator IS NULL
+      AND concept IN (SELECT concept FROM ref.concept WHERE category = 'cytokine')
+    QUALIFY value = max(value) OVER (PARTITION BY site, patient_key, round, concept)
+),
+nadirs AS (
+    SELECT site, patient_key, round,
+           CASE concept WHEN 'platelets' THEN 'platelet_nadir' ELSE concept || '_nadir' END,
+           'Observation', observation_id, 'nadir value'
+    FROM lab
+    WHERE window_name = 'nadir' AND concept IN ('anc', 'platelets', 'hemoglobin')
+    QUALIFY value = min(value) OVER (PARTITION BY site, patient_key, round, concept)
+),
+organ AS (
+    SELECT x.site, x.patient_key, x.round,
+           CASE c.category WHEN 'liver' THEN 'liver_injury_grade'
+                           WHEN 'kidney' THEN 'kidney_injury_grade'
+                           ELSE 'coagulopathy_grade' END,
+           'Observation', x.observation_id,
+           CASE x.window_name WHEN 'baseline' THEN 'baseline value' ELSE 'graded result' END
+    FROM lab AS x
+    JOIN ref.concept AS c USING (concept)
+    WHERE c.category IN ('liver', 'kidney', 'coagulation')
+      AND (x.window_name = 'organ' OR (x.window_name = 'baseline' AND c.category = 'kidney'))
+),
+events AS (
+    SELECT site, patient_key, round,
+           CASE category WHEN 'icans' THEN 'cres'
+                         WHEN 'infection' THEN CASE phase WHEN 'early' THEN 'early_infection'
+                                                          WHEN 'late' THEN 'late_infection'
+                                                          ELSE 'lymphodepletion_infection' END
+                         ELSE category END,
+           source_type, source_id, 'event in window'
+    FROM cohort.adverse_event
+    WHERE phase IS NOT NULL AND NOT (source_type = 'Observation' AND grade = 0)
+),
+marrow AS (
+    SELECT m.site, m.patient_key, m.round, e.endpoint, 'Observation', m.observation_id,
+           'marrow assessment'
+    FROM lab AS m
+    CROSS JOIN (VALUES ('best_response'), ('mrd_negative')) AS e(endpoint)
+    WHERE m.window_name = 'response' AND m.concept = 'marrow_blasts'
+    UNION ALL
+    SELECT r.site, r.patient_key, r.round, 'mrd_negative', 'Observation', r.observation_id,
+           'MRD at a marrow assessment'
+    FROM cohort.episode_lab AS r
+    JOIN lab AS m ON m.site = r.site AND m.patient_key = r.patient_key AND m.round = r.round
+     AND m.day = r.day AND m.window_name = 'response' AND m.concept = 'marrow_blasts'
+    WHERE r.concept = 'mrd_flow'
+),
+episode_records AS (
+    SELECT site, patient_key, round, 'infusion', 'Procedure', unnest(procedure_ids),
+           'infusion record'
+    FROM cohort.episode
+    UNION ALL
+    SELECT site, patient_key, round, 'dose', 'Observation', dose_observation_id, 'dose result'
+    FROM cohort.episode WHERE dose_observation_id IS NOT NULL
+),
+post AS (
+    SELECT e.site, e.patient_key, e.round, 'post_event', 'Condition', c.condition_id,
+           'first relapse after the infusion'
+    FROM cohort.episode_endpoints AS e
+    JOIN harmonized.condition AS c
+      ON c.site = e.site AND c.patient_key = e.patient_key AND c.concept = 'relapse'
+     AND c.problem IS NULL AND c.onset_date = e.relapse_after_date
+    UNION ALL
+    SELECT e.site, e.patient_key, e.round, 'post_event', 'Procedure', x.procedure_id,
+           'first ' || x.concept || ' after the infusion'
+    FROM cohort.episode_endpoints AS e
+    JOIN harmonized.procedure AS x
+      ON x.site = e.site AND x.patient_key = e.patient_key AND x.problem IS NULL
+     AND ((x.concept = 'chemotherapy' AND x.start_date = e.chemotherapy_after_date)
+       OR (x.concept = 'hsct' AND x.start_date = e.hsct_after_date))
+)
+SELECT * FROM peaks
+UNION ALL SELECT * FROM nadirs
+UNION ALL SELECT * FROM organ
+UNION ALL SELECT * FROM events
+UNION ALL SELECT * FROM marrow
+UNION ALL SELECT * FROM episode_records
+UNION ALL SELECT * FROM post
