@@ -222,6 +222,8 @@ def load_reference(config: Config) -> Reference:
         "target": ("terminology/targets.csv", ("target", "priority", "pattern")),
         "reference_range": ("terminology/reference_ranges.csv", ("concept", "low", "high")),
         "post_event": ("terminology/post_events.csv", ("event", "priority")),
+        "qualitative_result": ("terminology/qualitative_results.csv",
+                               ("concept", "pattern", "value", "comparator")),
         "grade_cut": ("terminology/grade_cuts.csv", ("concept", "basis", "direction", "bound",
                                                      "grade")),
     }
@@ -278,6 +280,7 @@ REF_DDL = {
     "target": "target VARCHAR, priority INTEGER, pattern VARCHAR",
     "reference_range": "concept VARCHAR, low DOUBLE, high DOUBLE",
     "post_event": "event VARCHAR, priority INTEGER",
+    "qualitative_result": "concept VARCHAR, pattern VARCHAR, value DOUBLE, comparator VARCHAR",
     "grade_cut": "concept VARCHAR, basis VARCHAR, direction VARCHAR, bound DOUBLE, grade INTEGER",
     "concept_combination": "concept VARCHAR, requires VARCHAR[]",
     "window": "name VARCHAR, lo INTEGER, hi INTEGER",

@@ -339,3 +339,18 @@ def test_an_unknown_window_or_a_missing_key_is_a_config_error(tmp_path: Path) ->
         site.build(transform={"windows": {"cytokines": [0, 28]}})
     with pytest.raises(ConfigError, match="pseudonym_key is not set"):
         site.build(site_x={"pseudonym_key": None})
+
+
+def test_other_hospitals_spellings_and_a_qualitative_negative_mrd(site: Site) -> None:
+    site.lab(3, 0.7, "x10E9/L")
+    site.lab(4, 900, "cells/uL", code="753-4")
+    site.lab(5, 12.1, "gm/dL", code="718-7")
+    site.lab(12, 1.0, "%", code="11150-0", ucum="%")
+    site.lab(12, 1.5, "thou/uL")
+    site.lab(12, 160, "thou/uL", code="777-3")
+    site.lab(12, "Negative", system=LOCAL, code="MRD1", display="Minimal residual disease by FCM")
+    con = site.build()
+    assert one(con, "SELECT count(*) FROM qa.quarantine") == 0
+    assert endpoint(con, "anc_nadir") == pytest.approx(0.7)
+    assert endpoint(con, "hemoglobin_nadir") == pytest.approx(121.0)
+    assert endpoint(con, "mrd_negative_cr") is True and endpoint(con, "best_response") == "CR"

@@ -1,14 +1,17 @@
 -- Macros the models share. Loaded before every build.
 -- unit_key(u): a unit string reduced to a comparable key: UCUM annotations ({cells}),
 -- brackets, spaces and a leading 'x' dropped, micro signs as 'u', degree signs
--- spelled out, '^' as '*', lower case. 'x10^9/L' and '10*9/L' give the same key.
+-- spelled out, '^' and 'E' powers of ten as '*', lower case. 'x10^9/L', 'x10E9/L' and
+-- '10*9/L' give the same key.
 CREATE OR REPLACE MACRO unit_key(u) AS
     regexp_replace(
         regexp_replace(
-            lower(replace(replace(replace(replace(replace(replace(u, 'μ', 'u'), 'µ', 'u'),
-                  '℃', 'Cel'), '°C', 'Cel'), '°F', 'degF'), '^', '*')),
-            '\{[^}]*\}|\[|\]|\s+|cells?', '', 'g'),
-        '^[x×]', '');
+            regexp_replace(
+                lower(replace(replace(replace(replace(replace(replace(u, 'μ', 'u'), 'µ', 'u'),
+                      '℃', 'Cel'), '°C', 'Cel'), '°F', 'degF'), '^', '*')),
+                '\{[^}]*\}|\[|\]|\s+|cells?', '', 'g'),
+            '^[x×]', ''),
+        '10e([0-9])', '10*\1', 'g');
 -- local_date(t): the calendar day as written in a FHIR date/dateTime (the site's local
 -- day; '2021-03-04T23:30:00+08:00' is 4 March), null when unparseable.
 CREATE OR REPLACE MACRO local_date(t) AS TRY_CAST(substr(CAST(t AS VARCHAR), 1, 10) AS DATE);

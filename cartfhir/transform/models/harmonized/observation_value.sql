@@ -39,17 +39,28 @@ parsed AS (
                   '') AS unit_string
     FROM mapped
 ),
+qualified AS (
+    -- Qualitative results some concepts allow ('negative' MRD), as ref.qualitative_result says.
+    SELECT p.*, q.value AS qualitative_value, q.comparator AS qualitative_comparator
+    FROM parsed AS p
+    LEFT JOIN ref.qualitative_result AS q
+      ON q.concept = p.concept AND p.number_quantity IS NULL AND p.number_string IS NULL
+     AND regexp_matches(lower(coalesce(p.value_string, p.value_concept_text,
+                                       p.value_concept_display, p.value_concept_code, '')),
+                        q.pattern)
+),
 valued AS (
     SELECT *,
-           coalesce(number_quantity, number_string) AS value_original,
-           coalesce(value_comparator, comparator_string) AS comparator,
+           coalesce(number_quantity, number_string, qualitative_value) AS value_original,
+           coalesce(value_comparator, comparator_string, qualitative_comparator) AS comparator,
            CASE WHEN number_quantity IS NOT NULL THEN
                     coalesce(CASE WHEN value_unit_system = 'http://unitsofmeasure.org'
                                   THEN nullif(value_unit_code, '') END,
                              nullif(value_unit, ''), nullif(value_unit_code, ''))
-                ELSE unit_string
+                WHEN number_string IS NOT NULL THEN unit_string
+                WHEN qualitative_value IS NOT NULL THEN canonical_unit
            END AS unit_original
-    FROM parsed
+    FROM qualified
 ),
 converted AS (
     SELECT v.*, u.factor, u.offset,
@@ -72,7 +83,7 @@ judged AS (
                    THEN 'status ' || coalesce(status, 'missing') || ': not a final result'
                WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
                WHEN local_date(effective) IS NULL THEN 'no usable effective date'
-               WHEN value_original IS NULL THEN 'no numeric value'
+               WHEN value_original IS NULL THEN 'no numeric value (and no known qualitative result)'
                WHEN unit_original IS NULL THEN 'no unit: cannot convert to ' || canonical_unit
                WHEN factor IS NULL THEN 'unit ''' || unit_original || ''' is not convertible to '
                                        || canonical_unit || ' for ' || concept
