@@ -354,3 +354,26 @@ def test_other_hospitals_spellings_and_a_qualitative_negative_mrd(site: Site) ->
     assert endpoint(con, "anc_nadir") == pytest.approx(0.7)
     assert endpoint(con, "hemoglobin_nadir") == pytest.approx(121.0)
     assert endpoint(con, "mrd_negative_cr") is True and endpoint(con, "best_response") == "CR"
+
+
+def test_a_cytokine_panel_reported_as_components(site: Site) -> None:
+    def component(code: str | None, text: str, value: float) -> dict:
+        comp: dict[str, Any] = {"code": {"text": text}, "valueQuantity": {
+            "value": value, "unit": "pg/mL", "system": UCUM, "code": "pg/mL"}}
+        if code:
+            comp["code"]["coding"] = [{"system": LOINC, "code": code}]
+        return comp
+
+    site.resources.append({
+        "resourceType": "Observation", "id": "panel1", "status": "final",
+        "code": {"coding": [{"system": LOCAL, "code": "CBA-TH17"}], "text": "Th1/Th2/Th17 panel"},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day(4),
+        "component": [component("26881-3", "IL-6", 310.0), component(None, "IL-17A", 12.5),
+                      component("3074-2", "TNF-alpha", 4.0)]})
+    con = site.build()
+    assert endpoint(con, "il6_peak") == pytest.approx(310.0)
+    assert endpoint(con, "il17a_peak") == pytest.approx(12.5)
+    assert endpoint(con, "tnfa_peak") == pytest.approx(4.0)
+    assert one(con, "SELECT count(*) FROM qa.unmapped_codes") == 0  # the panel code itself
+    assert one(con, "SELECT resource_id FROM cohort.endpoint_provenance "
+                    "WHERE endpoint = 'il6_peak'") == "panel1#0"

@@ -1,6 +1,7 @@
 -- harmonized.observation_value: every Observation mapped to a measured concept, its
 -- value converted to the concept's canonical unit, and what (if anything) makes it
--- unusable. Grain: (site, observation_id).
+-- unusable. Grain: (site, observation_id). Results in Observation.component count as
+-- records of their own ('<observation id>#<component index>').
 --   site, observation_id   text: where the result came from (provenance)
 --   patient_key            text: HMAC pseudonym of the patient (null: unknown patient)
 --   concept                text: study concept (ref.concept, kind 'observation')
@@ -17,10 +18,30 @@
 --   problem                text: why the result is unusable (quarantined), null when usable
 --   part_of_procedure_id   text: the Procedure the result belongs to (a dose to its infusion)
 --   duplicate_of           text: an earlier id with the same result (re-sent), else null
-WITH mapped AS (
+WITH records AS (
+    SELECT site, observation_id, patient_id, status, effective_datetime, effective_start,
+           effective_instant, issued, value_number, value_unit, value_unit_system,
+           value_unit_code, value_comparator, value_string, value_integer, value_concept_text,
+           value_concept_code, value_concept_display, reference_low, reference_low_unit,
+           reference_low_unit_code, reference_high, reference_high_unit,
+           reference_high_unit_code, part_of_procedure_id
+    FROM flat.observation
+    UNION ALL
+    -- Components inherit the parent's subject, status, time and partOf.
+    SELECT c.site, c.observation_id || '#' || c.component_index, o.patient_id, o.status,
+           o.effective_datetime, o.effective_start, o.effective_instant, o.issued,
+           c.value_number, c.value_unit, c.value_unit_system, c.value_unit_code,
+           c.value_comparator, c.value_string, c.value_integer, c.value_concept_text,
+           c.value_concept_code, c.value_concept_display, c.reference_low,
+           c.reference_low_unit, c.reference_low_unit_code, c.reference_high,
+           c.reference_high_unit, c.reference_high_unit_code, o.part_of_procedure_id
+    FROM flat.observation_component AS c
+    JOIN flat.observation AS o ON o.site = c.site AND o.observation_id = c.observation_id
+),
+mapped AS (
     SELECT o.*, k.patient_key, cc.concept, cc.matched_by,
            c.unit_group, c.canonical_unit, c.plausible_min, c.plausible_max
-    FROM flat.observation AS o
+    FROM records AS o
     JOIN harmonized.resource_code AS rc
       ON rc.site = o.site AND rc.resource_type = 'Observation' AND rc.resource_id = o.observation_id
     JOIN harmonized.code_concept AS cc USING (signature)

@@ -3,7 +3,8 @@
 -- signatures (harmonized.code_concept), which are few, instead of on every row.
 --   site           text: site id
 --   resource_type  text: Observation | Condition | Procedure
---   resource_id    text: the resource's id (raw identifier; stays in the site)
+--   resource_id    text: the resource's id (raw identifier; stays in the site); an
+--                  Observation.component is '<observation id>#<component index>'
 --   code_text      text: code.text as recorded
 --   codings        struct(system, code, display)[]: code.coding, sorted
 --   signature      text: md5 of (site, type, code_text, codings); joins to code_concept
@@ -15,6 +16,18 @@ WITH observation AS (
     FROM flat.observation AS o
     LEFT JOIN flat.observation_coding AS c
            ON c.site = o.site AND c.observation_id = o.observation_id
+    GROUP BY ALL
+),
+component AS (
+    -- Results carried as Observation.component (a cytokine panel) are records of their own:
+    -- '<observation id>#<component index>'.
+    SELECT o.site, 'Observation', o.observation_id || '#' || o.component_index, o.code_text,
+           list(struct_pack(system := c.system, code := c.code, display := c.display)
+                ORDER BY c.system, c.code, c.display) FILTER (WHERE c.observation_id IS NOT NULL)
+    FROM flat.observation_component AS o
+    LEFT JOIN flat.observation_component_coding AS c
+           ON c.site = o.site AND c.observation_id = o.observation_id
+          AND c.component_index = o.component_index
     GROUP BY ALL
 ),
 condition AS (
@@ -35,6 +48,7 @@ procedure AS (
 ),
 all_codes AS (
     SELECT * FROM observation
+    UNION ALL SELECT * FROM component
     UNION ALL SELECT * FROM condition
     UNION ALL SELECT * FROM procedure
 )

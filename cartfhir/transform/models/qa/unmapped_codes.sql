@@ -10,6 +10,11 @@ WITH unmapped AS (
     FROM harmonized.resource_code AS r
     JOIN harmonized.code_concept AS c USING (signature)
     WHERE c.status = 'unmapped'
+      -- A panel whose results are its components is not itself a result to map.
+      AND NOT EXISTS (SELECT 1 FROM flat.observation AS o
+                      WHERE r.resource_type = 'Observation' AND o.site = r.site
+                        AND o.observation_id = r.resource_id AND o.has_components
+                        AND o.value_number IS NULL AND o.value_string IS NULL)
 ),
 codings AS (
     SELECT site, resource_type, resource_id, code_text,
