@@ -207,6 +207,7 @@ DEFAULT_RESOURCES = [
     ResourceQuery(type="Patient"),
     ResourceQuery(type="Condition"),
     ResourceQuery(type="Procedure"),
+    ResourceQuery(type="MedicationAdministration"),  # some sites record the CAR-T infusion here
     ResourceQuery(type="Observation",
                   categories=["laboratory", "vital-signs", "survey", "procedure", "exam"]),
 ]
@@ -235,7 +236,8 @@ class BulkSource(_Model):
     level: Literal["system", "patient", "group"] = "group"
     group_id: str | None = None
     types: list[str] = Field(
-        default_factory=lambda: ["Patient", "Condition", "Procedure", "Observation"])
+        default_factory=lambda: ["Patient", "Condition", "Procedure", "MedicationAdministration",
+                                 "Observation"])
     type_filters: list[str] = Field(default_factory=list, description="_typeFilter queries")
     max_wait: float = Field(default=6 * 3600, gt=0, description="seconds to wait for the export")
     max_downloads: int = Field(default=4, ge=1, le=16)

@@ -17,6 +17,8 @@ from cartfhir.config import Site
 from cartfhir.errors import ConfigError
 
 MIN_KEY_LENGTH = 16
+TABLES_WITH_PATIENTS = ("patient", "observation", "condition", "procedure",
+                        "medication_administration")
 
 
 def patient_key(secret: str, site: str, patient_id: str) -> str:
@@ -52,8 +54,9 @@ def write_patient_keys(con: duckdb.DuckDBPyConnection, sites: list[Site]) -> int
     for site in sites:
         sql = " UNION ".join(
             f"SELECT patient_id FROM flat.{table} WHERE site = ? AND patient_id IS NOT NULL"
-            for table in ("patient", "observation", "condition", "procedure"))
-        ids = [row[0] for row in con.execute(sql, [site.id] * 4).fetchall()]
+            for table in TABLES_WITH_PATIENTS)
+        ids = [row[0] for row in con.execute(sql, [site.id] * len(TABLES_WITH_PATIENTS))
+               .fetchall()]
         if not ids:
             continue
         secret = site_secret(site)

@@ -27,7 +27,7 @@ from cartfhir.errors import ConfigError
 PACKAGE = "cartfhir.transform"
 # Who wins when several rules match one code: site maps, then study maps, then defaults.
 PRIORITY_DEFAULT_CODE, PRIORITY_STUDY_CODE, PRIORITY_SITE_CODE = 10, 12, 15
-RESOURCE_TYPES = ("Observation", "Condition", "Procedure")
+RESOURCE_TYPES = ("Observation", "Condition", "Procedure", "MedicationAdministration")
 
 
 @dataclass(frozen=True)

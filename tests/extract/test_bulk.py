@@ -62,7 +62,7 @@ def test_export_lands_exactly_the_resources(con, tmp_path: Path, cohort: list[di
     assert slept == [3, 3]  # Retry-After of the two 202 polls
     kickoff = adapter.requests[1]
     assert kickoff.headers["Prefer"] == "respond-async"
-    assert "_type=Patient,Condition,Procedure,Observation" in kickoff.url
+    assert "_type=Patient,Condition,Procedure,MedicationAdministration,Observation" in kickoff.url
     # Output files were fetched without the token (requiresAccessToken false).
     files = [r for r in adapter.requests if "/bulkfiles/" in r.url]
     assert files and all("Authorization" not in r.headers for r in files)

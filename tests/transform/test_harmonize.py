@@ -377,3 +377,23 @@ def test_a_cytokine_panel_reported_as_components(site: Site) -> None:
     assert one(con, "SELECT count(*) FROM qa.unmapped_codes") == 0  # the panel code itself
     assert one(con, "SELECT resource_id FROM cohort.endpoint_provenance "
                     "WHERE endpoint = 'il6_peak'") == "panel1#0"
+
+
+def test_an_infusion_recorded_as_a_medication_administration(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.resources.append({
+        "resourceType": "MedicationAdministration", "id": "ma1", "status": "completed",
+        "medicationCodeableConcept": {"text": "tisagenlecleucel (Kymriah) CD19 CAR-T"},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day(0),
+        "dosage": {"dose": {"value": 3.1, "unit": "10^6 cells/kg"}}})
+    site.resources.append({
+        "resourceType": "MedicationAdministration", "id": "ma2", "status": "completed",
+        "medicationCodeableConcept": {"text": "Fludarabine 30 mg/m2"},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day(-4)})
+    site.lab(3, 0.4, "10*9/L", ucum="10*9/L")
+    con = site.build()
+    episode = one(con, "SELECT infusion_date, dose, target FROM cohort.episode")
+    assert str(episode[0]) == T0 and episode[1] == pytest.approx(3.1) and episode[2] == "CD19"
+    assert one(con, "SELECT concept FROM harmonized.procedure WHERE procedure_id = 'ma2'") \
+        == "lymphodepletion"
+    assert endpoint(con, "anc_nadir") == pytest.approx(0.4)

@@ -6,7 +6,7 @@
 --                  kidney_injury_grade | coagulopathy_grade | early_infection |
 --                  late_infection | lymphodepletion_infection | febrile_neutropenia |
 --                  best_response | mrd_negative | post_event
---   resource_type  text: Observation | Condition | Procedure
+--   resource_type  text: Observation | Condition | Procedure | MedicationAdministration
 --   resource_id    text: the record's id at the site
 --   role           text: why it counts (e.g. 'peak value', 'nadir value', 'event in window',
 --                  'graded result', 'marrow assessment')
@@ -71,9 +71,11 @@ marrow AS (
     WHERE r.concept = 'mrd_flow'
 ),
 episode_records AS (
-    SELECT site, patient_key, round, 'infusion', 'Procedure', unnest(procedure_ids),
+    SELECT e.site, e.patient_key, e.round, 'infusion', p.resource_type, p.procedure_id,
            'infusion record'
-    FROM cohort.episode
+    FROM cohort.episode AS e
+    JOIN harmonized.procedure AS p
+      ON p.site = e.site AND list_contains(e.procedure_ids, p.procedure_id)
     UNION ALL
     SELECT site, patient_key, round, 'dose', 'Observation', dose_observation_id, 'dose result'
     FROM cohort.episode WHERE dose_observation_id IS NOT NULL
@@ -86,7 +88,7 @@ post AS (
       ON c.site = e.site AND c.patient_key = e.patient_key AND c.concept = 'relapse'
      AND c.problem IS NULL AND c.onset_date = e.relapse_after_date
     UNION ALL
-    SELECT e.site, e.patient_key, e.round, 'post_event', 'Procedure', x.procedure_id,
+    SELECT e.site, e.patient_key, e.round, 'post_event', x.resource_type, x.procedure_id,
            'first ' || x.concept || ' after the infusion'
     FROM cohort.episode_endpoints AS e
     JOIN harmonized.procedure AS x

@@ -5,10 +5,12 @@
 --   site, patient_key      text: the patient
 --   round                  integer: 1 = CART1, 2 = CART2, ...
 --   infusion_date          date: day 0
---   procedure_ids          text[]: the infusion Procedure ids merged into this episode
+--   procedure_ids          text[]: the infusion records (Procedure or MedicationAdministration)
+--                          merged into this episode
 --   target                 text: CAR target when the product text names it (CD19, CD19/CD22)
---   dose                   double: CAR-T cells in 10*6/kg, when recorded
---   dose_observation_id    text: the Observation the dose came from
+--   dose                   double: CAR-T cells in 10*6/kg: a dose result on the infusion day,
+--                          else the infusion's MedicationAdministration.dosage
+--   dose_observation_id    text: the Observation the dose came from (null: from the infusion)
 --   relapse_site_before    text: body sites of the last relapse before the infusion,
 --                          'marrow', 'cns', 'testis' joined with '+' (e.g. 'marrow+cns')
 --   sex                    text: from cohort.patient
@@ -19,7 +21,7 @@
 WITH infusion AS (
     SELECT site, patient_key, start_date AS infusion_date,
            list(procedure_id ORDER BY procedure_id) AS procedure_ids,
-           max(target) AS target
+           max(target) AS target, max(dose) AS recorded_dose
     FROM harmonized.procedure
     WHERE concept = 'cart_infusion' AND problem IS NULL
     GROUP BY site, patient_key, start_date
@@ -72,7 +74,7 @@ relapse AS (
     GROUP BY e.site, e.patient_key, e.round
 )
 SELECT e.site, e.patient_key, e.round, e.infusion_date, e.procedure_ids, e.target,
-       d.dose, d.dose_observation_id, nullif(r.relapse_site_before, '') AS relapse_site_before,
+       coalesce(d.dose, e.recorded_dose) AS dose, d.dose_observation_id, nullif(r.relapse_site_before, '') AS relapse_site_before,
        e.sex,
        year(e.infusion_date) - year(e.birth_date)
            - CASE WHEN strftime(e.infusion_date, '%m%d') < strftime(e.birth_date, '%m%d')

@@ -1,19 +1,35 @@
--- harmonized.procedure: Procedures mapped to study concepts (CAR-T infusion,
--- lymphodepletion, chemotherapy, HSCT). Grain: (site, procedure_id).
---   site, procedure_id  text: provenance
+-- harmonized.procedure: Procedures and MedicationAdministrations mapped to study
+-- concepts (CAR-T infusion, lymphodepletion, chemotherapy, HSCT). Some hospitals record
+-- the CAR-T infusion, with its dose, as a MedicationAdministration.
+-- Grain: (site, procedure_id).
+--   site, procedure_id  text: provenance (the Procedure or MedicationAdministration id)
+--   resource_type       text: Procedure | MedicationAdministration
 --   patient_key         text: HMAC pseudonym
 --   concept             text: cart_infusion | lymphodepletion | chemotherapy | hsct
 --   matched_by          text: the mapping rule
---   start_date          date: local day performed (performedDateTime or performedPeriod.start)
---   end_date            date: performedPeriod.end, else start_date
+--   start_date          date: local day performed (performed/effective dateTime or start)
+--   end_date            date: the period's end, else start_date
 --   target              text: CAR target from the product text (CD19, CD19/CD22, ...), else null
---   product_text        text: usedCode text as recorded
+--   product_text        text: usedCode / medication text as recorded
+--   dose                double: CAR-T dose in 10*6/kg from MedicationAdministration.dosage
 --   problem             text: why the row is unusable (status, no patient, no date)
-WITH mapped AS (
+WITH records AS (
+    SELECT site, procedure_id, 'Procedure' AS resource_type, patient_id, status, code_text,
+           coalesce(performed_datetime, performed_start) AS started, performed_end AS ended,
+           used_text, NULL::DOUBLE AS dose_value, NULL AS dose_unit
+    FROM flat.procedure
+    UNION ALL
+    SELECT site, medication_administration_id, 'MedicationAdministration', patient_id, status,
+           code_text, coalesce(effective_datetime, effective_start), effective_end, code_text,
+           CAST(dose_value AS DOUBLE), coalesce(nullif(dose_unit_code, ''), dose_unit)
+    FROM flat.medication_administration
+),
+mapped AS (
     SELECT o.*, k.patient_key, cc.concept, cc.matched_by
-    FROM flat.procedure AS o
+    FROM records AS o
     JOIN harmonized.resource_code AS rc
-      ON rc.site = o.site AND rc.resource_type = 'Procedure' AND rc.resource_id = o.procedure_id
+      ON rc.site = o.site AND rc.resource_type = o.resource_type
+     AND rc.resource_id = o.procedure_id
     JOIN harmonized.code_concept AS cc USING (signature)
     JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'procedure'
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
@@ -28,19 +44,19 @@ targets AS (
     QUALIFY row_number() OVER (PARTITION BY m.site, m.procedure_id
                                ORDER BY t.priority DESC, t.target) = 1
 )
-SELECT m.site, m.procedure_id, m.patient_key, m.concept, m.matched_by,
-       local_date(coalesce(m.performed_datetime, m.performed_start)) AS start_date,
-       coalesce(local_date(m.performed_end),
-                local_date(coalesce(m.performed_datetime, m.performed_start))) AS end_date,
+SELECT m.site, m.procedure_id, m.resource_type, m.patient_key, m.concept, m.matched_by,
+       local_date(m.started) AS start_date,
+       coalesce(local_date(m.ended), local_date(m.started)) AS end_date,
        t.target, m.used_text AS product_text,
+       m.dose_value * u.factor + u.offset AS dose,
        CASE
            WHEN m.status IN ('entered-in-error', 'not-done')
                THEN 'status ' || m.status || ': not performed'
            WHEN m.status NOT IN ('completed', 'in-progress', 'stopped') OR m.status IS NULL
                THEN 'status ' || coalesce(m.status, 'missing') || ': not known to be performed'
            WHEN m.patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
-           WHEN local_date(coalesce(m.performed_datetime, m.performed_start)) IS NULL
-               THEN 'no usable performed date'
+           WHEN local_date(m.started) IS NULL THEN 'no usable performed date'
        END AS problem
 FROM mapped AS m
 LEFT JOIN targets AS t ON t.site = m.site AND t.procedure_id = m.procedure_id
+LEFT JOIN ref.unit AS u ON u.unit_group = 'cell_dose' AND u.unit_key = unit_key(m.dose_unit)

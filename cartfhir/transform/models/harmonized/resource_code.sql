@@ -1,8 +1,9 @@
--- harmonized.resource_code: what each Observation, Condition and Procedure is coded as.
+-- harmonized.resource_code: what each Observation, Condition, Procedure and
+-- MedicationAdministration is coded as.
 -- Grain: (site, resource_type, resource_id). Mapping works on distinct code
 -- signatures (harmonized.code_concept), which are few, instead of on every row.
 --   site           text: site id
---   resource_type  text: Observation | Condition | Procedure
+--   resource_type  text: Observation | Condition | Procedure | MedicationAdministration
 --   resource_id    text: the resource's id (raw identifier; stays in the site); an
 --                  Observation.component is '<observation id>#<component index>'
 --   code_text      text: code.text as recorded
@@ -46,11 +47,22 @@ procedure AS (
     LEFT JOIN flat.procedure_coding AS c ON c.site = o.site AND c.procedure_id = o.procedure_id
     GROUP BY ALL
 ),
+medication AS (
+    SELECT o.site, 'MedicationAdministration', o.medication_administration_id, o.code_text,
+           list(struct_pack(system := c.system, code := c.code, display := c.display)
+                ORDER BY c.system, c.code, c.display)
+               FILTER (WHERE c.medication_administration_id IS NOT NULL)
+    FROM flat.medication_administration AS o
+    LEFT JOIN flat.medication_administration_coding AS c
+           ON c.site = o.site AND c.medication_administration_id = o.medication_administration_id
+    GROUP BY ALL
+),
 all_codes AS (
     SELECT * FROM observation
     UNION ALL SELECT * FROM component
     UNION ALL SELECT * FROM condition
     UNION ALL SELECT * FROM procedure
+    UNION ALL SELECT * FROM medication
 )
 SELECT site, resource_type, resource_id, code_text, coalesce(codings, []) AS codings,
        md5(concat_ws('|', site, resource_type, coalesce(code_text, ''),
