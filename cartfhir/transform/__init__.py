@@ -54,6 +54,9 @@ def transform(config: Config, progress: Progress | None = None,
     started = time.perf_counter()
     reference = load_reference(config)  # config problems surface before anything is touched
     con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
+    # Tables here are sets (every model says its grain); not keeping insertion order
+    # lets DuckDB stream large CREATE TABLE AS statements within the memory limit.
+    con.execute("SET preserve_insertion_order = false")
     try:
         run = start_run(con, command, config.config_hash)
         result = TransformResult(run_id=run.run_id, reference_hash=reference_hash(reference))

@@ -16,8 +16,11 @@ WITH signatures AS (
     FROM harmonized.resource_code
 ),
 codings AS (
-    SELECT s.signature, s.site, s.resource_type, unnest(s.codings, recursive := true)
-    FROM signatures AS s
+    SELECT s.signature, s.site, s.resource_type,
+           json_extract_string(u.coding, '$.system') AS system,
+           json_extract_string(u.coding, '$.code') AS code,
+           json_extract_string(u.coding, '$.display') AS display
+    FROM signatures AS s, unnest(s.codings) AS u(coding)
 ),
 code_matches AS (
     SELECT c.signature, m.concept, m.grade, m.priority,

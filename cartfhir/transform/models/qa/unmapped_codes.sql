@@ -17,12 +17,12 @@ WITH unmapped AS (
                         AND o.value_number IS NULL AND o.value_string IS NULL)
 ),
 codings AS (
-    SELECT site, resource_type, resource_id, code_text,
-           unnest(CASE WHEN len(codings) = 0
-                       THEN [struct_pack(system := NULL::VARCHAR, code := NULL::VARCHAR,
-                                         display := NULL::VARCHAR)]
-                       ELSE codings END, recursive := true)
-    FROM unmapped
+    SELECT u.site, u.resource_type, u.resource_id, u.code_text,
+           json_extract_string(c.coding, '$.system') AS system,
+           json_extract_string(c.coding, '$.code') AS code,
+           json_extract_string(c.coding, '$.display') AS display
+    FROM unmapped AS u,
+         unnest(CASE WHEN len(u.codings) = 0 THEN [NULL::JSON] ELSE u.codings END) AS c(coding)
 )
 SELECT site, resource_type, system, code, coalesce(display, code_text) AS display,
        count(DISTINCT resource_id) AS count
