@@ -36,8 +36,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check cartfhir tests bench
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
 	$(BIN)/python bench/land_ndjson.py
 	$(BIN)/python bench/extract_hapi.py
+	$(BIN)/python bench/transform.py
 
 clean:
 	rm -rf $(VENV) out data bench/out .pytest_cache .ruff_cache servers/hapi/target
