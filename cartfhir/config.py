@@ -343,12 +343,40 @@ class Landing(_Model):
         return value
 
 
+class ExpectationRule(_Model):
+    """One expectation a study or site adds, or a change to a built-in one's severity."""
+
+    suite: str = Field(description="suite name, e.g. cohort.episode (see cartfhir validate)")
+    type: str = Field(pattern=r"^expect_[a-z_]+$", description="a GX 1.x expectation type")
+    column: str | None = Field(default=None, description="for override: which column's rule")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="GX expectation kwargs")
+    severity: Literal["error", "warn", "off"] = "error"
+    site: str | None = Field(default=None, description="apply to this site's rows only")
+
+
+class Expectations(_Model):
+    """How cohort tables are checked before analysis (cartfhir/expectations/suites)."""
+
+    max_quarantine_share: float = Field(
+        default=0.05, ge=0, le=1, description="ceiling on qa.quarantine rows per mapped record")
+    max_unmapped_share: float = Field(
+        default=0.02, ge=0, le=1, description="ceiling on unmapped records per record")
+    max_rejected_share: float = Field(
+        default=0.01, ge=0, le=1, description="ceiling on input lines rejected at landing")
+    chunk_rows: int = Field(default=100_000, ge=1_000, le=5_000_000,
+                            description="rows per validation batch; bounds memory")
+    data_docs: bool = Field(default=True, description="also write GX Data Docs HTML")
+    add: list[ExpectationRule] = Field(default_factory=list)
+    override: list[ExpectationRule] = Field(default_factory=list)
+
+
 class Config(_Model):
     study: Study
     sites: list[Site] = Field(min_length=1)
     output: Output
     landing: Landing = Landing()
     transform: Transform = Transform()
+    expectations: Expectations = Expectations()
 
     source_file: Path | None = Field(default=None, exclude=True)
     config_hash: str = Field(default="", exclude=True)

@@ -63,3 +63,7 @@ class StrictLandingError(CartfhirError):
 
 class TransformError(CartfhirError):
     """A view or model could not be built; the message names the file and the cause."""
+
+
+class ExpectationError(CartfhirError):
+    """The data failed 'error' expectations, or a suite could not be run at all."""

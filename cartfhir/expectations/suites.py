@@ -1,0 +1,99 @@
+"""Expectation suites as data: ``suites/<schema>.<table>.json``, plus the config's changes.
+
+Each file is a GX 1.x ExpectationSuite (``name``, ``expectations`` with ``type``,
+``kwargs``, ``meta.severity``) whose ``meta`` also says which rows it checks:
+``query`` (a DuckDB SELECT, often joining what a rule needs, such as the episode's
+window) and ``chunk_by`` (the columns uniqueness is judged on, so a batch never
+splits a duplicate). Studies and sites add rules or change a rule's severity in
+the config (``expectations.add`` / ``expectations.override``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from typing import Any
+
+from cartfhir.config import Config, ExpectationRule
+from cartfhir.errors import ConfigError
+from cartfhir.expectations.gx_runner import SuiteSpec
+
+PACKAGE = "cartfhir.expectations"
+
+
+def package_suites() -> list[dict[str, Any]]:
+    """The built-in suites in file-name order (raw, flat, harmonized, cohort, qa)."""
+    folder = resources.files(PACKAGE).joinpath("suites")
+    order = {"raw": 0, "flat": 1, "harmonized": 2, "cohort": 3, "qa": 4}
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".json")),
+                   key=lambda f: (order.get(f.name.split(".")[0], 9), f.name))
+    return [json.loads(f.read_text(encoding="utf-8")) | {"_source": f"package:suites/{f.name}"}
+            for f in files]
+
+
+def _column_of(kwargs: dict[str, Any]) -> str | None:
+    if "column" in kwargs:
+        return str(kwargs["column"])
+    if "column_list" in kwargs:
+        return ",".join(kwargs["column_list"])
+    if "column_A" in kwargs:
+        return f"{kwargs['column_A']},{kwargs['column_B']}"
+    return None
+
+
+def _scoped(kwargs: dict[str, Any], site: str | None) -> dict[str, Any]:
+    """Restrict a rule to one site's rows (GX pandas row_condition)."""
+    if site is None:
+        return dict(kwargs)
+    if "row_condition" in kwargs:
+        raise ConfigError(f"expectations: a rule for site {site!r} cannot also carry its own "
+                          "row_condition; drop one of them")
+    return {**kwargs, "row_condition": {"type": "comparison", "column": {"name": "site"},
+                                         "operator": "==", "parameter": site}}
+
+
+def _apply_override(suite: dict[str, Any], rule: ExpectationRule, where: str) -> None:
+    matched = False
+    for expectation in suite["expectations"]:
+        if expectation["type"] != rule.type:
+            continue
+        if rule.column is not None and _column_of(expectation["kwargs"]) != rule.column:
+            continue
+        expectation.setdefault("meta", {})["severity"] = rule.severity
+        if rule.kwargs:
+            expectation["kwargs"].update(rule.kwargs)
+        matched = True
+    if not matched:
+        raise ConfigError(f"{where}: suite {rule.suite} has no {rule.type}"
+                          + (f" on column {rule.column}" if rule.column else "")
+                          + "; check the name with 'cartfhir validate --list'")
+
+
+def load_suites(config: Config) -> list[SuiteSpec]:
+    """Built-in suites with the config's additions and overrides applied ('off' removes)."""
+    suites = {s["name"]: copy.deepcopy(s) for s in package_suites()}
+    known_sites = {s.id for s in config.sites}
+    rules = [("override", i, r) for i, r in enumerate(config.expectations.override)]
+    rules += [("add", i, r) for i, r in enumerate(config.expectations.add)]
+    for kind, i, rule in rules:
+        where = f"expectations.{kind}[{i}]"
+        if rule.suite not in suites:
+            raise ConfigError(f"{where}.suite: unknown suite {rule.suite!r}; "
+                              f"known: {', '.join(sorted(suites))}")
+        if rule.site is not None and rule.site not in known_sites:
+            raise ConfigError(f"{where}.site: {rule.site!r} is not a configured site")
+        if kind == "override":
+            _apply_override(suites[rule.suite], rule, where)
+        else:
+            suites[rule.suite]["expectations"].append({
+                "type": rule.type, "kwargs": _scoped(rule.kwargs, rule.site),
+                "meta": {"severity": rule.severity, "added_by": where}})
+    specs = []
+    for suite in suites.values():
+        kept = [e for e in suite["expectations"] if e.get("meta", {}).get("severity") != "off"]
+        meta = suite.get("meta", {})
+        specs.append(SuiteSpec(name=suite["name"], query=meta["query"],
+                               chunk_by=tuple(meta.get("chunk_by", ())), expectations=kept,
+                               source=suite.get("_source", "")))
+    return specs
