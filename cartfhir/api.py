@@ -22,6 +22,7 @@ import pandas
 from cartfhir.config import Config, load_config
 from cartfhir.db import connect
 from cartfhir.errors import DatabaseError, UsageError
+from cartfhir.expectations import ValidationReport, load_suites, validate
 from cartfhir.extract import ExtractResult, extract
 from cartfhir.progress import Progress
 from cartfhir.synth import SynthResult, generate
@@ -29,8 +30,9 @@ from cartfhir.synth.profiles import available_profiles
 from cartfhir.transform import TransformResult, transform
 from cartfhir.transform.views import ViewResult, run_view_file
 
-__all__ = ["DemoResult", "QueryResult", "RunResult", "TransformResult", "ViewResult", "demo",
-           "extract", "generate", "load_config", "query", "run", "transform", "view"]
+__all__ = ["DemoResult", "QueryResult", "RunResult", "TransformResult", "ValidationReport",
+           "ViewResult", "demo", "extract", "generate", "load_config", "load_suites", "query",
+           "run", "transform", "validate", "view"]
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,14 @@ class RunResult:
 
     extract: ExtractResult
     transform: TransformResult | None = None
+    validation: ValidationReport | None = None
+    allow_invalid: bool = False
 
     @property
     def status(self) -> str:
+        """'invalid' when error expectations failed and that was not allowed."""
+        if self.validation is not None and not self.validation.valid and not self.allow_invalid:
+            return "invalid"
         return self.extract.status
 
 
@@ -52,15 +59,20 @@ class DemoResult:
     duckdb_path: Path
 
 
-def run(config: Config, progress: Progress | None = None, command: str = "run") -> RunResult:
-    """Run every stage that exists, in order: extract (land) -> transform -> ...
+def run(config: Config, progress: Progress | None = None, command: str = "run",
+        allow_invalid: bool = False) -> RunResult:
+    """Run every stage, in order: extract -> transform -> validate -> (analysis).
 
-    A partial extraction is still transformed (the run stays 'partial'), so what
-    did arrive can be inspected; a failed one raises before transform.
+    A partial extraction is still transformed and validated (the run stays
+    'partial'), so what did arrive can be inspected; a failed one raises. Data that
+    fails an 'error' expectation makes the run 'invalid' and stops it before
+    analysis, unless ``allow_invalid``.
     """
     landed = extract(config, progress=progress, command=command)
-    return RunResult(extract=landed,
-                     transform=transform(config, progress=progress, command=command))
+    built = transform(config, progress=progress, command=command)
+    checked = validate(config, progress=progress, command=command)
+    return RunResult(extract=landed, transform=built, validation=checked,
+                     allow_invalid=allow_invalid)
 
 
 def view(config: Config | None, view_file: Path, *, db: Path | None = None,

@@ -190,19 +190,91 @@ def view_cmd(view_file: Path, config: Path, db: Path | None, out: Path | None,
                f"({result.seconds:.1f} s)")
 
 
+def _report_validation(report: api.ValidationReport, allow_invalid: bool = False) -> None:
+    rows = []
+    for suite in dict.fromkeys(o.suite for o in report.outcomes):
+        mine = [o for o in report.outcomes if o.suite == suite]
+        errors = [o for o in mine if not o.success and o.severity == "error"]
+        warns = [o for o in mine if not o.success and o.severity == "warn"]
+        rows.append([suite, len(mine), sum(o.success for o in mine), len(errors), len(warns),
+                     "FAIL" if errors else "warn" if warns else "pass"])
+    render_rows(["suite", "expectations", "passed", "failed (error)", "failed (warn)", "result"],
+                rows, title="Validation (qa.validation_result)")
+    for o in report.failed_errors + report.failed_warnings:
+        what = o.error or (f"{o.unexpected_count} unexpected" if o.unexpected_count is not None
+                           else f"observed {o.observed_value}")
+        examples = f"; e.g. {o.unexpected_examples[:3]}" if o.unexpected_examples else ""
+        click.echo(f"{o.severity.upper()}: {o.suite} {o.expectation}"
+                   f"{f' [{o.column}]' if o.column else ''}: {what}{examples}", err=True)
+    if report.docs_index:
+        click.echo(f"Data Docs: {report.docs_index}")
+    summary = report.summary()
+    click.echo(f"validation {report.run_id}: {summary['passed']}/{summary['expectations']} "
+               f"expectations passed, {summary['failed_error']} failed (error), "
+               f"{summary['failed_warn']} failed (warn)")
+    if not report.valid:
+        if allow_invalid:
+            click.echo("WARNING: the data FAILED error expectations and --allow-invalid was "
+                       "given; anything computed from it carries that warning", err=True)
+        else:
+            click.echo("INVALID: the data failed error expectations (see above); analysis is "
+                       "not run. Fix the data or the mappings, or pass --allow-invalid", err=True)
+
+
+@cli.command("validate")
+@config_option
+@click.option("--list", "list_suites", is_flag=True,
+              help="List the suites and their expectations instead of running them.")
+def validate_cmd(config: Path, list_suites: bool) -> int:
+    """Check the landed, flat, harmonized and cohort tables with the expectation suites.
+
+    Exit code 1 when an 'error' expectation fails (or could not be evaluated).
+
+    \b
+    Example: cartfhir validate --config config.yaml
+    """
+    cfg = api.load_config(config)
+    if list_suites:
+        rows = [[s.name, i, e["type"], _rule_column(e["kwargs"]),
+                 e.get("meta", {}).get("severity", "error")]
+                for s in api.load_suites(cfg) for i, e in enumerate(s.expectations)]
+        render_rows(["suite", "index", "expectation", "column", "severity"], rows)
+        return 0
+    report = api.validate(cfg, progress=make_progress(), command=_command_line())
+    _report_validation(report)
+    return 0 if report.valid else 1
+
+
+def _rule_column(kwargs: dict) -> str:
+    if "column" in kwargs:
+        return str(kwargs["column"])
+    return ",".join(kwargs.get("column_list") or
+                    [kwargs[k] for k in ("column_A", "column_B") if k in kwargs])
+
+
 @cli.command("run")
 @config_option
-def run_cmd(config: Path) -> int:
-    """Run every stage that exists so far, in order: extract, then transform.
+@click.option("--allow-invalid", is_flag=True,
+              help="Go on to analysis even when error expectations fail (the report says so).")
+def run_cmd(config: Path, allow_invalid: bool) -> int:
+    """Run every stage in order: extract, transform, validate (then analysis).
+
+    Exit codes: 0 complete; 1 failed, or data that failed error expectations
+    (unless --allow-invalid); 3 partial extraction.
 
     \b
     Example: cartfhir run --config config.yaml
     """
     cfg = api.load_config(config)
-    result = api.run(cfg, progress=make_progress(), command=_command_line())
+    result = api.run(cfg, progress=make_progress(), command=_command_line(),
+                     allow_invalid=allow_invalid)
     _report_extract(result.extract)
     if result.transform is not None:
         _report_transform(result.transform)
+    if result.validation is not None:
+        _report_validation(result.validation, allow_invalid)
+    if result.status == "invalid":
+        return 1
     return EXIT_PARTIAL if result.status == "partial" else 0
 
 
@@ -211,7 +283,7 @@ def run_cmd(config: Path) -> int:
 @click.option("--patients", type=click.IntRange(1, 100_000), default=40, show_default=True,
               help="Synthetic patients in total.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
-def demo(config: Path, patients: int, seed: int) -> None:
+def demo(config: Path, patients: int, seed: int) -> int:
     """Generate the example cohort into the config's site folders and run the pipeline.
 
     \b
@@ -225,10 +297,13 @@ def demo(config: Path, patients: int, seed: int) -> None:
     _report_extract(result.run.extract)
     if result.run.transform is not None:
         _report_transform(result.run.transform)
+    if result.run.validation is not None:
+        _report_validation(result.run.validation)
     click.echo(f"DuckDB file: {result.duckdb_path}")
     click.echo("try: cartfhir query \"select site, round, count(*) as episodes, "
                "avg(crs_max_grade) as mean_crs_grade from cohort.episode_endpoints "
                "group by all order by all\"")
+    return 1 if result.run.status == "invalid" else 0
 
 
 @cli.command()
