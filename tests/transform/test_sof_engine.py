@@ -182,3 +182,46 @@ def test_of_type_filters_plain_primitives_and_refuses_to_guess_complex_types() -
         {"name": "n", "path": "contact.name.ofType(HumanName)", "collection": True}]}]}
     with pytest.raises(ViewDefinitionError, match="not a choice element"):
         run_view(con, complex_view, "resources")
+
+
+def test_project_observation_view_fits_in_a_small_memory_limit(tmp_path) -> None:
+    """Regression: each path step used to re-parse the whole resource, and the
+    Observation view over ~200k Observations ran out of memory at 256MB."""
+    from cartfhir.transform import views
+
+    view = next(v for v in views.project_views() if v["resource"] == "Observation"
+                and v["name"] == "observation")
+    n = 200_000
+    con = duckdb.connect(str(tmp_path / "big.duckdb"),
+                         config={"memory_limit": "256MB", "threads": 2})
+    con.execute("CREATE SCHEMA raw")
+    con.execute("""
+        CREATE TABLE raw.resources AS
+        SELECT 'site-a' AS site, 'Observation' AS resource_type, json_object(
+            'resourceType', 'Observation', 'id', 'obs-' || i::VARCHAR,
+            'meta', json_object('versionId', '1', 'lastUpdated', '2025-01-02T03:04:05Z'),
+            'status', 'final',
+            'category', json_array(json_object('coding', json_array(json_object(
+                'system', 'http://terminology.hl7.org/CodeSystem/observation-category',
+                'code', 'laboratory')))),
+            'code', json_object('coding', json_array(json_object(
+                'system', 'http://loinc.org', 'code', (1000 + i % 7)::VARCHAR || '-1',
+                'display', 'Lab test number ' || (i % 7)::VARCHAR)),
+                'text', 'Lab test number ' || (i % 7)::VARCHAR),
+            'subject', json_object('reference', 'Patient/pat-' || (i % 500)::VARCHAR),
+            'effectiveDateTime', '2025-01-02T03:04:05-05:00',
+            'issued', '2025-01-02T09:04:05Z',
+            'valueQuantity', json_object('value', i / 10, 'unit', 'mg/L',
+                                         'system', 'http://unitsofmeasure.org', 'code', 'mg/L'),
+            'referenceRange', json_array(json_object(
+                'low', json_object('value', 1, 'unit', 'mg/L', 'code', 'mg/L'),
+                'high', json_object('value', 9, 'unit', 'mg/L', 'code', 'mg/L')))
+        ) AS resource
+        FROM range(?) AS r(i)
+    """, [n])
+    rows, _ = views.materialize(con, view, "flat_observation")
+    assert rows == n
+    row = con.execute("SELECT observation_id, patient_id FROM flat_observation "
+                      "WHERE observation_id = 'obs-12'").fetchone()
+    assert row == ("obs-12", "pat-12")
+    con.close()

@@ -4,6 +4,11 @@ A FHIRPath collection is a DuckDB ``JSON[]``: path steps flatten with
 ``list_transform``, ``where`` is ``list_filter``, and so on, so DuckDB evaluates
 every path for all resources at once. Rule breaks only visible in the data call
 DuckDB's ``error()`` with a message starting with ``ERROR_MARK``.
+
+Element paths (``code.text``, ``value.ofType(Quantity).unit``) are kept as one
+JSON value instead (kind ``jv``): one ``->`` with a JSON path per chain, which
+reads the common, array-free case with a single parse and falls back to the
+list form only where an array is on the way.
 """
 
 from __future__ import annotations
@@ -11,14 +16,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cartfhir.transform.sof import fhirpath as fp
 from cartfhir.transform.sof.errors import UnsupportedFhirPath, ViewDefinitionError
 
 ERROR_MARK = "sql-on-fhir: "
 EMPTY = "[]::JSON[]"
-ITEM, COLL, BOOL = "item", "coll", "bool"
+ITEM, COLL, BOOL, JV = "item", "coll", "bool", "jv"
 INTEGER = "('BIGINT', 'UBIGINT')"
 NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -55,13 +60,19 @@ def sql_error(message: str) -> str:
 class Frag:
     """A compiled expression: ``item`` is JSON (NULL = empty), ``coll`` JSON[], ``bool`` BOOLEAN.
 
-    ``present`` marks fragments that are never empty (literals, constants,
-    counts), which lets conversions skip their NULL checks.
+    ``jv`` is one JSON value standing for a collection as ``as_list`` reads
+    it: NULL or JSON null is empty, an array is its non-null items, anything
+    else is one item. ``present`` marks fragments that are never empty
+    (literals, constants, counts), which lets conversions skip their NULL checks.
     """
 
     sql: str
     kind: str
     present: bool = False
+    # Set on the resource itself: its top-level elements are read from here.
+    fields: Fields | None = field(default=None, compare=False)
+    # For element paths: (root SQL, element names, whether root is a jv rather than an item).
+    chain: tuple[str, tuple[str, ...], bool] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -70,8 +81,38 @@ class Scope:
 
     focus: Frag
     row_index: str
-    resource: str
+    resource: Frag
     at_root: bool = False
+
+
+class Fields:
+    """The resource's top-level elements that a view reads, parsed once per resource.
+
+    Every path step on the resource itself reads one of the values that a
+    single ``json_extract(resource, ['$.a', '$.b', ...])`` call computes in the
+    query's innermost subquery, instead of re-parsing the resource per step:
+    ``<prefix>[i]`` of that list, or with ``columns`` the column
+    ``<prefix><i>`` (the list spread into columns, see ``ViewCompiler.build``).
+    """
+
+    def __init__(self, prefix: str, *, columns: bool = False) -> None:
+        self.prefix = prefix
+        self.columns = columns
+        self.names: list[str] = []
+
+    def ref(self, name: str) -> str:
+        """SQL for the element ``name`` of the resource (JSON; NULL when absent)."""
+        if name not in self.names:
+            self.names.append(name)
+        i = self.names.index(name) + 1
+        return f"{self.prefix}{i}" if self.columns else f"{self.prefix}[{i}]"
+
+    def extract_sql(self, resource_sql: str) -> str:
+        """The one ``json_extract`` call that reads every element used, or '' for none."""
+        if not self.names:
+            return ""
+        paths = ", ".join(sql_str(json_path([n])) for n in self.names)
+        return f"json_extract({resource_sql}, [{paths}])"
 
 
 @dataclass
@@ -87,9 +128,38 @@ class Names:
 
 def as_list(json_sql: str) -> str:
     """A JSON value as a collection: arrays give their items, missing/null gives nothing."""
-    return (f"CASE WHEN {json_sql} IS NULL OR json_type({json_sql}) = 'NULL' THEN {EMPTY} "
-            f"WHEN json_type({json_sql}) = 'ARRAY' THEN list_filter(({json_sql})::JSON[], "
-            f"lambda _z: json_type(_z) <> 'NULL') ELSE [{json_sql}] END")
+    # One json_type() (a simple CASE evaluates it once); the JSON[] cast turns
+    # JSON nulls into SQL NULLs, so dropping them needs no parsing.
+    return (f"CASE WHEN {json_sql} IS NULL THEN {EMPTY} ELSE CASE json_type({json_sql}) "
+            f"WHEN 'ARRAY' THEN list_filter(({json_sql})::JSON[], lambda _z: _z IS NOT NULL) "
+            f"WHEN 'NULL' THEN {EMPTY} ELSE [{json_sql}] END END")
+
+
+def array_items(json_sql: str) -> str:
+    """The non-null items of a JSON array as JSON[]."""
+    return f"list_filter(({json_sql})::JSON[], lambda _z: _z IS NOT NULL)"
+
+
+def json_path(names: Sequence[str]) -> str:
+    return "$" + "".join(f'."{n}"' for n in names)
+
+
+def jv_nonempty(x: str) -> str:
+    """BOOLEAN: the jv ``x`` holds at least one item."""
+    return (f"CASE WHEN {x} IS NULL THEN false ELSE CASE json_type({x}) "
+            f"WHEN 'ARRAY' THEN len({array_items(x)}) > 0 WHEN 'NULL' THEN false "
+            f"ELSE true END END")
+
+
+def jv_first(x: str, pos: int = 1) -> str:
+    """The first (``pos`` 1) or last (``pos`` -1) item of the jv ``x`` as an item."""
+    return (f"CASE WHEN json_type({x}) = 'ARRAY' THEN {array_items(x)}[{pos}] "
+            f"WHEN json_type({x}) <> 'NULL' THEN {x} END")
+
+
+def jv_concat(a: str, b: str) -> str:
+    return (f"CASE WHEN {b} IS NULL THEN {a} WHEN {a} IS NULL THEN {b} "
+            f"ELSE to_json(list_concat({as_list(a)}, {as_list(b)})) END")
 
 
 def json_eq(x: str, y: str) -> str:
@@ -140,6 +210,8 @@ class PathCompiler:
     def coll(self, frag: Frag) -> str:
         if frag.kind == COLL:
             return frag.sql
+        if frag.kind == JV:
+            return as_list(frag.sql)
         value = frag.sql if frag.kind == ITEM else f"to_json({frag.sql})"
         if frag.present:
             return f"[{value}]"
@@ -152,6 +224,12 @@ class PathCompiler:
         if frag.kind == BOOL:
             return f"to_json({frag.sql})"
         msg = sql_error(f"expected a single value in {self.path!r}")
+        if frag.kind == JV:
+            x = frag.sql
+            many = self.let(array_items(x), lambda c: (
+                f"CASE WHEN len({c}) > 1 THEN {msg} ELSE {c}[1] END"))
+            return (f"CASE WHEN json_type({x}) = 'ARRAY' THEN {many} "
+                    f"WHEN json_type({x}) <> 'NULL' THEN {x} END")
         return self.let(frag.sql, lambda c: f"CASE WHEN len({c}) > 1 THEN {msg} ELSE {c}[1] END")
 
     def boolean(self, frag: Frag, *, strict: bool = False) -> str:
@@ -162,6 +240,8 @@ class PathCompiler:
         """
         if frag.kind == BOOL:
             return frag.sql
+        if frag.kind == JV:
+            frag = Frag(self.item(frag), ITEM)
         other = (sql_error(f"path {self.path!r} did not return a boolean") if strict
                  else "true")
 
@@ -216,7 +296,7 @@ class PathCompiler:
         if name == "rowIndex":
             return Frag(f"to_json({scope.row_index})", ITEM, present=True)
         if name in ("resource", "rootResource"):
-            return Frag(scope.resource, ITEM)
+            return scope.resource
         if name in self.constants:
             return Frag(self.constants[name], ITEM, present=True)
         raise ViewDefinitionError(
@@ -227,11 +307,46 @@ class PathCompiler:
     def member(self, base: Frag, name: str) -> Frag:
         if not NAME_RE.match(name):
             raise self.unsupported(f"element name {name!r}")
+        if base.fields is not None:
+            ref = base.fields.ref(name)
+            return Frag(ref, JV, chain=(ref, (), True))
+        if base.kind == ITEM:
+            return self.chain(base.sql, (name,), jv=False)
+        if base.kind == JV:
+            root, names, jv = base.chain or (base.sql, (), True)
+            return self.chain(root, (*names, name), jv=jv)
+        return self.step(base, name)
+
+    def step(self, base: Frag, name: str) -> Frag:
+        """One path step in list form: the ``name`` children of every item of ``base``."""
         if base.kind == ITEM:
             return Frag(as_list(f"(({base.sql}) -> {sql_str(name)})"), COLL)
         var = self.names.fresh("_v")
         step = as_list(f"({var} -> {sql_str(name)})")
         return Frag(f"flatten(list_transform({self.coll(base)}, lambda {var}: {step}))", COLL)
+
+    def chain(self, root: str, names: tuple[str, ...], *, jv: bool) -> Frag:
+        """``root.n1.n2...`` as a jv: one JSON-path read, exact when no array is on the way.
+
+        The read gives NULL when something on the path is missing, null, not an
+        object or an array; only then is the root checked for arrays on the
+        way (the root itself too when it is a jv), and only those rows take
+        the list form, flattening as FHIRPath does.
+        """
+        fast = f"(({root}) -> {sql_str(json_path(names))})"
+        prefixes = [json_path(names[:k]) for k in range(0 if jv else 1, len(names))]
+        if not prefixes:
+            return Frag(fast, JV, chain=(root, names, jv))
+        if len(prefixes) == 1:
+            arrays = f"json_type({root}, {sql_str(prefixes[0])}) = 'ARRAY'"
+        else:
+            arrays = (f"list_contains(json_type({root}, "
+                      f"[{', '.join(map(sql_str, prefixes))}]), 'ARRAY')")
+        general = Frag(root, JV if jv else ITEM)
+        for name in names:
+            general = self.step(general, name)
+        sql = f"coalesce({fast}, CASE WHEN {arrays} THEN to_json({general.sql}) END)"
+        return Frag(sql, JV, chain=(root, names, jv))
 
     def index(self, node: fp.Index, scope: Scope) -> Frag:
         base = self.coll(self.node(node.base, scope))
@@ -282,7 +397,11 @@ class PathCompiler:
         if isinstance(base, fp.Member | fp.Identifier):
             parent = scope.focus if isinstance(base, fp.Identifier) else self.node(base.base, scope)
             choice = self.member(parent, base.name + type_name[0].upper() + type_name[1:])
-            plain = self.member(parent, base.name).sql
+            plain_frag = self.member(parent, base.name)
+            if choice.kind == JV and plain_frag.kind == JV:
+                return self.of_type_jv(choice.sql, plain_frag.sql, type_name, primitive)
+            choice = Frag(self.coll(choice), COLL)
+            plain = self.coll(plain_frag)
         elif primitive is not None:
             choice, plain = Frag(EMPTY, COLL), self.node_sql(base or fp.Variable("this"), scope)
         else:
@@ -295,6 +414,19 @@ class PathCompiler:
                             "choice element, so its type cannot be checked")
             rest = f"CASE WHEN len({plain}) > 0 THEN {msg} ELSE {EMPTY} END"
         return Frag(f"list_concat({choice.sql}, {rest})", COLL)
+
+    def of_type_jv(self, choice: str, plain: str, type_name: str, primitive: str | None) -> Frag:
+        """``of_type`` when both the choice element and the plain element are jv."""
+        if primitive is not None:
+            var = self.names.fresh("_v")
+            rest = (f"CASE WHEN json_type({plain}) IN {primitive} THEN {plain} "
+                    f"WHEN json_type({plain}) = 'ARRAY' THEN to_json(list_filter("
+                    f"{array_items(plain)}, lambda {var}: json_type({var}) IN {primitive})) END")
+            return Frag(jv_concat(choice, rest), JV)
+        msg = sql_error(f"ofType({type_name}) in {self.path!r}: the element is not a "
+                        "choice element, so its type cannot be checked")
+        return Frag(f"CASE WHEN {plain} IS NOT NULL AND {jv_nonempty(plain)} THEN {msg} "
+                    f"ELSE {choice} END", JV)
 
     def type_name(self, node: fp.Node) -> str:
         if isinstance(node, fp.Identifier):
@@ -367,12 +499,16 @@ def _exists(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) 
         base = _where(c, base, args, scope)
     if base.kind == ITEM:
         return Frag(f"(({base.sql}) IS NOT NULL)", BOOL)
+    if base.kind == JV:
+        return Frag(jv_nonempty(base.sql), BOOL)
     return Frag(f"(len({c.coll(base)}) > 0)", BOOL)
 
 
 def _empty(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     if base.kind == ITEM:
         return Frag(f"(({base.sql}) IS NULL)", BOOL)
+    if base.kind == JV:
+        return Frag(f"(NOT {jv_nonempty(base.sql)})", BOOL)
     return Frag(f"(len({c.coll(base)}) = 0)", BOOL)
 
 
@@ -386,12 +522,16 @@ def _all(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> 
 def _first(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     if base.kind == ITEM:
         return base
+    if base.kind == JV:
+        return Frag(jv_first(base.sql), ITEM)
     return Frag(f"list_slice({c.coll(base)}, 1, 1)", COLL)
 
 
 def _last(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     if base.kind == ITEM:
         return base
+    if base.kind == JV:
+        return Frag(jv_first(base.sql, -1), ITEM)
     return Frag(f"list_slice({c.coll(base)}, -1, -1)", COLL)
 
 
@@ -414,7 +554,7 @@ def _extension(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scop
     url = c.string_arg(args[0], "extension()")
     exts = c.member(base, "extension")
     var = c.names.fresh("_v")
-    return Frag(f"list_filter({exts.sql}, lambda {var}: ({var} ->> 'url') = {url})", COLL)
+    return Frag(f"list_filter({c.coll(exts)}, lambda {var}: ({var} ->> 'url') = {url})", COLL)
 
 
 def _resource_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
@@ -422,14 +562,22 @@ def _resource_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: S
 
 
 def _reference_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
-    var = c.names.fresh("_v")
-    ref = f"({var} ->> 'reference')"
     pattern = sql_str(_REFERENCE_RE)
-    cond = f"regexp_matches({ref}, {pattern})"
-    if args:
-        cond += f" AND regexp_extract({ref}, {pattern}, 1) = {sql_str(c.type_name(args[0]))}"
-    key = f"CASE WHEN {cond} THEN to_json(regexp_extract({ref}, {pattern}, 2)) END"
-    return Frag(f"list_filter(list_transform({c.coll(base)}, lambda {var}: {key}), "
+    type_name = sql_str(c.type_name(args[0])) if args else None
+
+    def key(x: str) -> str:
+        # One regex run gives both groups ('' for no match; a match has a non-empty id).
+        groups = f"regexp_extract(({x} ->> 'reference'), {pattern}, ['t', 'i'])"
+        cond = (lambda m: f"{m}.t = {type_name}") if type_name else (lambda m: f"{m}.i <> ''")
+        return c.let(groups, lambda m: f"CASE WHEN {cond(m)} THEN to_json({m}.i) END")
+
+    var = c.names.fresh("_v")
+    if base.kind == JV:  # one reference (the usual case) needs no list
+        many = (f"list_filter(list_transform({array_items(base.sql)}, lambda {var}: "
+                f"{key(var)}), lambda _z: _z IS NOT NULL)")
+        return Frag(f"CASE WHEN json_type({base.sql}) = 'ARRAY' THEN to_json({many}) "
+                    f"ELSE {key(base.sql)} END", JV)
+    return Frag(f"list_filter(list_transform({c.coll(base)}, lambda {var}: {key(var)}), "
                 "lambda _z: _z IS NOT NULL)", COLL)
 
 

@@ -2,8 +2,8 @@
 
 ``forEach``, ``forEachOrNull`` and ``repeat`` become ``CROSS JOIN LATERAL``
 unnests (so sibling selects give the spec's cross product), ``unionAll`` a
-lateral ``UNION ALL``; columns are carried as ``JSON[]`` and cast to their
-declared type only in the outermost SELECT.
+lateral ``UNION ALL``; columns are carried as JSON (one value, or a ``jv``)
+or ``JSON[]`` and cast to their declared type only in the outermost SELECT.
 """
 
 from __future__ import annotations
@@ -15,15 +15,20 @@ from typing import Any
 
 from cartfhir.transform.sof.compile import (
     BOOL,
+    COLL,
     EMPTY,
     INTEGER,
     ITEM,
+    JV,
     NAME_RE,
     NUMERIC,
+    Fields,
     Frag,
     Names,
     PathCompiler,
     Scope,
+    array_items,
+    as_list,
     sql_error,
     sql_ident,
     sql_str,
@@ -57,7 +62,8 @@ class ViewColumn:
 @dataclass
 class _Col:
     column: ViewColumn
-    sql: str  # JSON[] expression
+    sql: str  # JSON (kind item or jv) or JSON[] (kind coll) expression
+    kind: str = COLL
 
 
 @dataclass
@@ -112,47 +118,74 @@ class ViewCompiler:
     def build(self, source: str, passthrough: tuple[str, ...]) -> tuple[str, list[ViewColumn]]:
         """The SELECT over ``source`` and its view columns (passthrough columns go first).
 
-        Shape: resources of the view's type that pass every ``where`` (``_t``),
-        lateral joins for the selects, internal ``JSON[]`` columns (``_c0``...),
-        and an outer SELECT that casts each to its declared type.
+        Shape: resources of the view's type that pass every ``where``, with
+        the top-level elements the selects read parsed once (one
+        ``json_extract`` call) into columns ``_x1``, ``_x2``... as ``_t``;
+        lateral joins for the selects;
+        internal columns (``_c0``...); and an outer SELECT that casts each to
+        its declared type.
         """
         for name in passthrough:
             if not _PASSTHROUGH_RE.match(name) or name in ("resource", "resource_type"):
                 raise ViewDefinitionError(
                     f"passthrough column {name!r} is not a usable column name")
-        where = self.where_sql("_src.resource")
-        part = self.body("_t.resource")
+        # ``where`` is a plain filter on the scan (so it runs before anything
+        # else is parsed); the elements it reads are parsed once, into ``_w``.
+        where_fields = Fields("_w")
+        where_root = Frag("_src.resource", ITEM, fields=where_fields)
+        where = self.where_sql(Scope(where_root, "0", where_root, at_root=True))
+        if where and where_fields.names:
+            where = [f"list_transform([{where_fields.extract_sql('_src.resource')}], "
+                     f"lambda _w: {' AND '.join(where)})[1]"]
+        fields = Fields("_t._x", columns=True)
+        root = Frag("_t.resource", ITEM, fields=fields)
+        part = self.body(Scope(root, "0", root, at_root=True))
         columns = [c.column for c in part.cols]
         clash = set(passthrough) & {c.name for c in columns}
         if clash:
             raise ViewDefinitionError(
                 f"view columns {sorted(clash)} clash with passthrough columns")
-        keep = "".join(f"{sql_ident(p)}, " for p in passthrough)
-        filters = " AND ".join([f"_src.resource_type = {sql_str(self.resource_type)}", *where])
         inner_cols = ", ".join([*(f"_t.{sql_ident(p)}" for p in passthrough),
                                 *(f"{c.sql} AS _c{i}" for i, c in enumerate(part.cols))])
         outer_cols = ", ".join([*(sql_ident(p) for p in passthrough),
-                                *(f"{output_sql(c.column, f'_c{i}')} AS {sql_ident(c.column.name)}"
+                                *(f"{output_sql(c.column, f'_c{i}', c.kind)} "
+                                  f"AS {sql_ident(c.column.name)}"
                                   for i, c in enumerate(part.cols))])
         joins = "".join(f"\n  {j}" for j in part.joins)
+        # The whole resource is carried only when a path needs it as a value
+        # (``$this`` or ``%resource`` on their own, ``where()`` on the resource...).
+        used = " ".join([*(c.sql for c in part.cols), *part.joins])
+        carried = [sql_ident(p) for p in passthrough]
+        if "_t.resource" in used:
+            carried.append("resource")
+        filters = " AND ".join([f"_src.resource_type = {sql_str(self.resource_type)}", *where])
+        extract = fields.extract_sql("_src.resource")
+        if extract:
+            # Parsed once as a list, then spread into one column per element:
+            # a LIST column correlated into the lateral joins would make DuckDB
+            # number the rows single-threaded.
+            rows = ", ".join([*(f"_src.{c}" for c in carried), f"{extract} AS _xs"])
+            spread = [f"_xs[{i}] AS _x{i}" for i in range(1, len(fields.names) + 1)]
+            table = (f"SELECT {', '.join([*carried, *spread])} "
+                     f"FROM (SELECT {rows} FROM {source} AS _src WHERE {filters})")
+        else:
+            rows = ", ".join(f"_src.{c}" for c in carried) or "1 AS _one"
+            table = f"SELECT {rows} FROM {source} AS _src WHERE {filters}"
         sql = (f"SELECT {outer_cols}\nFROM (\n  SELECT {inner_cols}\n"
-               f"  FROM (SELECT {keep}_src.resource FROM {source} AS _src WHERE {filters}) AS _t"
-               f"{joins}\n) AS _v")
+               f"  FROM ({table}) AS _t{joins}\n) AS _v")
         return sql, columns
 
-    def where_sql(self, resource_sql: str) -> list[str]:
-        """One strict boolean condition per ``where`` entry, over the resource column."""
+    def where_sql(self, scope: Scope) -> list[str]:
+        """One strict boolean condition per ``where`` entry, over the resource."""
         conds = []
         for entry in self.view.get("where") or []:
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                 raise ViewDefinitionError(f"where entry {entry!r} needs a 'path' string")
-            scope = Scope(Frag(resource_sql, ITEM), "0", resource_sql, at_root=True)
             cond = self.paths.compile_bool(entry["path"], scope, strict=True)
             conds.append(f"coalesce({cond}, false)")
         return conds
 
-    def body(self, resource_sql: str) -> _Part:
-        scope = Scope(Frag(resource_sql, ITEM), "0", resource_sql, at_root=True)
+    def body(self, scope: Scope) -> _Part:
         part = self.select({"select": self.view["select"]}, scope)
         seen: set[str] = set()
         for col in part.cols:
@@ -240,7 +273,11 @@ class ViewCompiler:
         duck = DUCKDB_TYPES.get(fhir_type or "", "JSON")
         view_col = ViewColumn(name, fhir_type, collection,
                               f"{duck}[]" if collection else duck, column.get("description"))
-        return _Col(view_col, self.paths.coll(frag))
+        if frag.kind in (ITEM, JV):
+            return _Col(view_col, frag.sql, frag.kind)
+        if frag.kind == BOOL:
+            return _Col(view_col, self.paths.item(frag), ITEM)
+        return _Col(view_col, frag.sql, COLL)
 
     def union_all(self, branches: Any, scope: Scope, part: _Part) -> None:
         if not isinstance(branches, list) or not branches:
@@ -257,7 +294,8 @@ class ViewCompiler:
         alias = self.names.fresh("_u")
         queries = []
         for branch in parts:
-            cols = ", ".join(f"{c.sql} AS _k{i}" for i, c in enumerate(branch.cols)) or "1 AS _k"
+            cols = ", ".join(f"{_as_coll(c)} AS _k{i}"
+                             for i, c in enumerate(branch.cols)) or "1 AS _k"
             joins = " ".join(branch.joins)
             queries.append(f"SELECT {cols} FROM (SELECT 1) AS _one {joins}")
         part.joins.append(f"CROSS JOIN LATERAL ({' UNION ALL '.join(queries)}) AS {alias}")
@@ -265,21 +303,42 @@ class ViewCompiler:
             part.cols.append(_Col(col.column, f"{alias}._k{i}"))
 
 
-def output_sql(col: ViewColumn, internal: str) -> str:
-    """Turn an internal JSON[] column into the declared DuckDB type."""
+def _as_coll(col: _Col) -> str:
+    if col.kind == JV:
+        return as_list(col.sql)
+    if col.kind == ITEM:
+        return f"list_filter([{col.sql}], lambda _z: _z IS NOT NULL)"
+    return col.sql
+
+
+def output_sql(col: ViewColumn, internal: str, kind: str = COLL) -> str:
+    """Turn an internal column (JSON[], a jv or one JSON item) into the declared DuckDB type."""
     duck = DUCKDB_TYPES.get(col.type or "", "JSON")
     if col.collection:
-        return f"list_transform({internal}, lambda _z: {_convert('_z', duck, col.name)})"
+        items = _as_coll(_Col(col, internal, kind))
+        return f"list_transform({items}, lambda _z: {_convert('_z', duck, col.name)})"
+    if kind == ITEM:
+        return _convert(internal, duck, col.name)
     many = sql_error(f"column {col.name!r} returned several values: "
                      "set collection: true, or narrow the path with first()")
+    if kind == JV:
+        # An array holds 0, 1 or several items; anything else is one item, or none if null.
+        items = array_items(internal)
+        return (f"CASE WHEN json_type({internal}) = 'ARRAY' THEN CASE WHEN len({items}) > 1 "
+                f"THEN {many} ELSE {_convert(f'{items}[1]', duck, col.name)} END "
+                f"WHEN json_type({internal}) = 'NULL' THEN NULL "
+                f"ELSE {_convert(internal, duck, col.name, nullable=False)} END")
     first = f"{internal}[1]"
     return f"CASE WHEN len({internal}) > 1 THEN {many} ELSE {_convert(first, duck, col.name)} END"
 
 
-def _convert(x: str, duck: str, name: str) -> str:
+def _convert(x: str, duck: str, name: str, *, nullable: bool = True) -> str:
+    """One JSON item (NULL for none) as ``duck``; a value of the wrong kind stops the query."""
     bad = sql_error(f"column {name!r} holds a value that is not a FHIR {duck} value")
     if duck == "JSON":
         return x
+    if duck == "VARCHAR" and not nullable:
+        return f"CASE WHEN json_type({x}) = 'OBJECT' THEN {bad} ELSE ({x} ->> '$') END"
     if duck == "BOOLEAN":
         good = f"json_type({x}) = 'BOOLEAN' THEN ({x})::BOOLEAN"
     elif duck in ("INTEGER", "BIGINT"):
