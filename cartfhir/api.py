@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas
 
+from cartfhir.analyze import AnalysisResult, analyze
 from cartfhir.config import Config, load_config
 from cartfhir.db import connect
 from cartfhir.errors import DatabaseError, UsageError
@@ -30,12 +31,13 @@ from cartfhir.synth.profiles import available_profiles
 from cartfhir.transform import TransformResult, transform
 from cartfhir.transform.views import ViewResult, run_view_file
 
-__all__ = ["DemoResult", "QueryResult", "RunResult", "TransformResult", "ValidationReport",
+__all__ = ["AnalysisResult", "DemoResult", "QueryResult", "RunResult", "TransformResult",
+           "ValidationReport", "analyze",
            "ViewResult", "demo", "extract", "generate", "load_config", "load_suites", "query",
            "run", "transform", "validate", "view"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunResult:
     """What ``run`` did, stage by stage (stages arrive with their issues)."""
 
@@ -43,6 +45,7 @@ class RunResult:
     transform: TransformResult | None = None
     validation: ValidationReport | None = None
     allow_invalid: bool = False
+    analysis: AnalysisResult | None = None
 
     @property
     def status(self) -> str:
@@ -71,8 +74,16 @@ def run(config: Config, progress: Progress | None = None, command: str = "run",
     landed = extract(config, progress=progress, command=command)
     built = transform(config, progress=progress, command=command)
     checked = validate(config, progress=progress, command=command)
-    return RunResult(extract=landed, transform=built, validation=checked,
-                     allow_invalid=allow_invalid)
+    result = RunResult(extract=landed, transform=built, validation=checked,
+                       allow_invalid=allow_invalid)
+    if result.status == "invalid":
+        return result  # no analysis of data that failed error expectations
+    warning = None if checked.valid else (
+        f"the data failed {len(checked.failed_errors)} error expectations (validation run "
+        f"{checked.run_id}); analysed anyway because --allow-invalid was given")
+    result.analysis = analyze(config, progress=progress, command=command,
+                              invalid_warning=warning)
+    return result
 
 
 def view(config: Config | None, view_file: Path, *, db: Path | None = None,

@@ -252,6 +252,43 @@ def _rule_column(kwargs: dict) -> str:
                     [kwargs[k] for k in ("column_A", "column_B") if k in kwargs])
 
 
+def _report_analysis(result: api.AnalysisResult) -> None:
+    from cartfhir.analyze.stats import format_p
+
+    table = result.comparison
+    if table is not None:
+        keys = ["crs_any", "cres_any", "il17a_peak", "early_infection", "late_infection",
+                "severe_neutropenia", "mrd_negative_cr"]
+        rows = []
+        for _, r in table[(table["site"] == "all") & table["endpoint"].isin(keys)].iterrows():
+            if r["kind"] == "proportion":
+                a, b = f"{r['cart1_events']}/{r['cart1_n']}", f"{r['cart2_events']}/{r['cart2_n']}"
+            else:
+                a = "–" if r["cart1_median"] is None else f"{r['cart1_median']:.1f}"
+                b = "–" if r["cart2_median"] is None else f"{r['cart2_median']:.1f}"
+            p = None if r["p_value"] is None else float(r["p_value"])
+            rows.append([r["endpoint"], a, b, format_p(p)])
+        render_rows(["endpoint", "CART1", "CART2", "p"], rows,
+                    title="CART1 vs CART2 (all sites; analysis.comparison)")
+    if result.warning:
+        click.echo(f"WARNING: {result.warning}", err=True)
+    click.echo(f"report: {result.report}")
+
+
+@cli.command("analyze")
+@config_option
+def analyze_cmd(config: Path) -> None:
+    """Compare CART1 with CART2: analysis.* tables, report.html and CSV/JSON exports.
+
+    Runs on the cohort tables as they are; 'cartfhir run' validates them first.
+
+    \b
+    Example: cartfhir analyze --config config.yaml
+    """
+    cfg = api.load_config(config)
+    _report_analysis(api.analyze(cfg, progress=make_progress(), command=_command_line()))
+
+
 @cli.command("run")
 @config_option
 @click.option("--allow-invalid", is_flag=True,
@@ -273,6 +310,8 @@ def run_cmd(config: Path, allow_invalid: bool) -> int:
         _report_transform(result.transform)
     if result.validation is not None:
         _report_validation(result.validation, allow_invalid)
+    if result.analysis is not None:
+        _report_analysis(result.analysis)
     if result.status == "invalid":
         return 1
     return EXIT_PARTIAL if result.status == "partial" else 0
@@ -300,9 +339,11 @@ def demo(config: Path, patients: int, seed: int) -> int:
     if result.run.validation is not None:
         _report_validation(result.run.validation)
     click.echo(f"DuckDB file: {result.duckdb_path}")
-    click.echo("try: cartfhir query \"select site, round, count(*) as episodes, "
-               "avg(crs_max_grade) as mean_crs_grade from cohort.episode_endpoints "
-               "group by all order by all\"")
+    if result.run.analysis is not None:
+        _report_analysis(result.run.analysis)
+    click.echo("try: cartfhir query \"select endpoint, cart1_events, cart1_n, cart2_events, "
+               "cart2_n, p_value from analysis.comparison where site = 'all' and "
+               "kind = 'proportion'\"")
     return 1 if result.run.status == "invalid" else 0
 
 

@@ -370,6 +370,14 @@ class Expectations(_Model):
     override: list[ExpectationRule] = Field(default_factory=list)
 
 
+class Analysis(_Model):
+    """How results are shown when they leave the site."""
+
+    small_cell_k: int | None = Field(
+        default=None, ge=2, le=100,
+        description="show counts below k as '<k' in the report and exports (e.g. 5)")
+
+
 class Config(_Model):
     study: Study
     sites: list[Site] = Field(min_length=1)
@@ -377,6 +385,7 @@ class Config(_Model):
     landing: Landing = Landing()
     transform: Transform = Transform()
     expectations: Expectations = Expectations()
+    analysis: Analysis = Analysis()
 
     source_file: Path | None = Field(default=None, exclude=True)
     config_hash: str = Field(default="", exclude=True)

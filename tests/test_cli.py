@@ -14,7 +14,8 @@ import pytest
 
 from cartfhir.cli import cli, run_cli
 
-COMMANDS = ["synth", "extract", "transform", "view", "run", "demo", "query"]
+COMMANDS = ["synth", "extract", "transform", "view", "validate", "analyze", "run", "demo",
+            "query"]
 
 
 def write_config(tmp_path: Path, sites: tuple[str, ...] = ("site_a", "site_b"),

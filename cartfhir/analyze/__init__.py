@@ -1,4 +1,139 @@
-"""Analyze stage: CART1-versus-CART2 endpoint statistics, tables, figures, report.
+"""Analysis stage: CART1 versus CART2 endpoints, EFS after CART2, count dynamics, the report.
 
-Not built yet (see the analysis issue); nothing here pretends otherwise.
+``analyze(config)`` reads ``cohort.*`` and writes:
+
+- ``analysis.comparison``     one row per endpoint and site (and ``all``): counts or
+                              median/IQR/range per round, unpaired and paired tests;
+- ``analysis.efs``            per CART2 patient and EFS definition: time, event, type;
+- ``analysis.efs_summary``    Kaplan-Meier median and 95 % CI per site and definition;
+- ``analysis.efs_curve``      the Kaplan-Meier steps, for plots;
+- ``analysis.count_dynamics`` ANC, hemoglobin and platelets by round and day 0-30;
+
+plus ``<output>/report.html`` (self-contained, figures embedded) and CSV/JSON exports
+of every table in ``<output>/analysis/``. Counts below ``analysis.small_cell_k`` are
+shown as ``<k`` in the report and exports (the DuckDB tables keep the numbers).
 """
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from cartfhir.analyze.compare import comparison, endpoint_sql, load_endpoints, suppress_small_cells
+from cartfhir.analyze.efs import patient_events, summaries
+from cartfhir.analyze.report import write_report
+from cartfhir.config import Config
+from cartfhir.db import connect
+from cartfhir.errors import CartfhirError, DatabaseError
+from cartfhir.progress import NullProgress, Progress
+from cartfhir.runs import start_run
+
+ROUNDS = (1, 2)
+
+
+@dataclass
+class AnalysisResult:
+    run_id: str
+    tables: dict[str, int] = field(default_factory=dict)
+    report: Path | None = None
+    exports: list[Path] = field(default_factory=list)
+    comparison: pd.DataFrame | None = None
+    warning: str | None = None
+    seconds: float = 0.0
+
+
+def _write_table(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> int:
+    con.register("_frame", frame)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _frame")
+    finally:
+        con.unregister("_frame")
+    return len(frame)
+
+
+def analyze(config: Config, progress: Progress | None = None, command: str = "analyze",
+            invalid_warning: str | None = None) -> AnalysisResult:
+    """Compute the analysis tables, the report and the exports from cohort.*."""
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    endpoints, sections = load_endpoints()
+    con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
+    try:
+        run = start_run(con, command, config.config_hash)
+        result = AnalysisResult(run_id=run.run_id, warning=invalid_warning)
+        try:
+            with progress.task("analysis", total=4) as bar:
+                try:
+                    episodes = con.execute(endpoint_sql(endpoints, ROUNDS)).df()
+                    cart2 = con.execute(
+                        "SELECT * FROM cohort.episode_endpoints WHERE round = 2").df()
+                except duckdb.CatalogException as exc:
+                    raise DatabaseError(f"{exc}; run 'cartfhir transform' first") from None
+                con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
+                table = comparison(episodes, endpoints, ROUNDS)
+                result.tables["analysis.comparison"] = _write_table(
+                    con, "analysis.comparison", table)
+                bar.advance()
+                events = patient_events(cart2)
+                summary, curve = summaries(events)
+                result.tables["analysis.efs"] = _write_table(con, "analysis.efs", events)
+                result.tables["analysis.efs_summary"] = _write_table(
+                    con, "analysis.efs_summary", summary)
+                result.tables["analysis.efs_curve"] = _write_table(
+                    con, "analysis.efs_curve", curve)
+                bar.advance()
+                sql = resources.files("cartfhir.analyze").joinpath("dynamics.sql").read_text(
+                    "utf-8")
+                con.execute(f"CREATE OR REPLACE TABLE analysis.count_dynamics AS {sql}")
+                result.tables["analysis.count_dynamics"] = con.execute(
+                    "SELECT count(*) FROM analysis.count_dynamics").fetchone()[0]
+                bar.advance()
+                k = config.analysis.small_cell_k
+                shown = suppress_small_cells(table, k) if k else table
+                result.comparison = shown
+                out = config.output.folder
+                result.exports = _export(con, out / "analysis", shown, k)
+                result.report = write_report(con, out / "report.html", shown, endpoints,
+                                             sections, config, warning=invalid_warning)
+                bar.advance()
+            result.seconds = time.perf_counter() - started
+            run.counts = dict(result.tables)
+            run.finish("success", invalid_warning)
+        except CartfhirError as exc:
+            run.finish("failed", str(exc))
+            raise
+        except BaseException as exc:
+            run.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+    finally:
+        con.close()
+    return result
+
+
+def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
+            k: int | None) -> list[Path]:
+    """CSV and JSON of every analysis table (the comparison with small cells suppressed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    frames = {"comparison": shown}
+    for name in ("efs", "efs_summary", "count_dynamics"):
+        frames[name] = con.execute(f"SELECT * FROM analysis.{name}").df()
+    if k:  # per-patient EFS rows would reveal small cells: only summaries leave with k set
+        frames.pop("efs")
+    for name, frame in frames.items():
+        for suffix, writer in ((".csv", lambda f, p: f.to_csv(p, index=False)),
+                               (".json", lambda f, p: f.to_json(p, orient="records",
+                                                                date_format="iso",
+                                                                indent=1))):
+            path = folder / f"{name}{suffix}"
+            writer(frame, path)
+            written.append(path)
+    return written
+
+
+__all__ = ["AnalysisResult", "analyze"]

@@ -1,0 +1,119 @@
+"""CART1 versus CART2, endpoint by endpoint: the rows of ``analysis.comparison``.
+
+Endpoints are data (``endpoints.yaml``): a key, a kind and a DuckDB expression
+over ``cohort.episode_endpoints``. For each site (and ``all`` pooled) the two
+rounds are compared as the paper did (unpaired: Fisher exact, Mann-Whitney U) and
+as the design deserves (paired over patients with both rounds: exact McNemar,
+Wilcoxon signed-rank). Pure functions over a DataFrame; I/O lives in __init__.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from cartfhir.analyze import stats
+
+COLUMNS = [
+    "site", "endpoint", "kind",
+    "cart1_n", "cart1_events", "cart1_median", "cart1_q1", "cart1_q3", "cart1_min", "cart1_max",
+    "cart2_n", "cart2_events", "cart2_median", "cart2_q1", "cart2_q3", "cart2_min", "cart2_max",
+    "test", "p_value", "paired_test", "paired_p_value", "n_pairs",
+]
+POOLED = "all"
+COUNT_COLUMNS = ["cart1_n", "cart1_events", "cart2_n", "cart2_events", "n_pairs"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    key: str
+    kind: str  # proportion | continuous | ordinal
+    value: str  # DuckDB expression over one cohort.episode_endpoints row
+    label: str
+    section: str
+
+
+def load_endpoints() -> tuple[list[Endpoint], dict[str, str]]:
+    """The endpoints and the report's section titles, from endpoints.yaml."""
+    text = resources.files("cartfhir.analyze").joinpath("endpoints.yaml").read_text("utf-8")
+    data = yaml.safe_load(text)
+    return [Endpoint(**e) for e in data["endpoints"]], dict(data["sections"])
+
+
+def endpoint_sql(endpoints: list[Endpoint], rounds: tuple[int, int]) -> str:
+    """One row per episode of the two rounds, one column per endpoint."""
+    values = ",\n       ".join(f"({e.value}) AS \"{e.key}\"" for e in endpoints)
+    return (f"SELECT site, patient_key, round,\n       {values}\n"
+            f"FROM cohort.episode_endpoints WHERE round IN ({rounds[0]}, {rounds[1]})")
+
+
+def _clean(values: pd.Series) -> list[float]:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float)
+                                                                and math.isnan(v))]
+
+
+def _describe(values: pd.Series, kind: str) -> dict[str, Any]:
+    present = [v for v in values if v is not None and not pd.isna(v)]
+    if kind == "proportion":
+        return {"n": len(present), "events": int(sum(bool(v) for v in present)),
+                "median": None, "q1": None, "q3": None, "min": None, "max": None}
+    summary = stats.summarize(_clean(values))
+    return {"n": summary.n, "events": None, "median": summary.median, "q1": summary.q1,
+            "q3": summary.q3, "min": summary.min, "max": summary.max}
+
+
+def compare_endpoint(frame: pd.DataFrame, endpoint: Endpoint, site: str,
+                     rounds: tuple[int, int]) -> dict[str, Any]:
+    """One analysis.comparison row for ``frame`` (episodes of one site, or all)."""
+    first = frame[frame["round"] == rounds[0]]
+    second = frame[frame["round"] == rounds[1]]
+    a, b = _describe(first[endpoint.key], endpoint.kind), _describe(second[endpoint.key],
+                                                                     endpoint.kind)
+    both = first[["site", "patient_key", endpoint.key]].merge(
+        second[["site", "patient_key", endpoint.key]], on=["site", "patient_key"],
+        suffixes=("_1", "_2"))
+    pairs = [(x, y) for x, y in zip(both[f"{endpoint.key}_1"], both[f"{endpoint.key}_2"],
+                                    strict=True)
+             if x is not None and y is not None and not pd.isna(x) and not pd.isna(y)]
+    if endpoint.kind == "proportion":
+        test = stats.proportion_test(a["events"], a["n"], b["events"], b["n"])
+        paired = stats.paired_proportion_test([(bool(x), bool(y)) for x, y in pairs])
+    else:
+        unpaired = stats.ordinal_test if endpoint.kind == "ordinal" else stats.continuous_test
+        test = unpaired(_clean(first[endpoint.key]), _clean(second[endpoint.key]))
+        paired = stats.paired_continuous_test([(float(x), float(y)) for x, y in pairs])
+    row: dict[str, Any] = {"site": site, "endpoint": endpoint.key, "kind": endpoint.kind}
+    for prefix, d in (("cart1", a), ("cart2", b)):
+        for field in ("n", "events", "median", "q1", "q3", "min", "max"):
+            row[f"{prefix}_{field}"] = d[field]
+    row.update(test=test.name, p_value=test.p_value, paired_test=paired.name,
+               paired_p_value=paired.p_value, n_pairs=len(pairs))
+    return row
+
+
+def comparison(frame: pd.DataFrame, endpoints: list[Endpoint],
+               rounds: tuple[int, int] = (1, 2)) -> pd.DataFrame:
+    """Every endpoint by site and pooled (site 'all'), with exactly ``COLUMNS``."""
+    rows = []
+    groups = [(POOLED, frame)] + [(site, part) for site, part in frame.groupby("site", sort=True)]
+    for site, part in groups:
+        for endpoint in endpoints:
+            rows.append(compare_endpoint(part, endpoint, str(site), rounds))
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    for column in COUNT_COLUMNS:  # whole numbers, null where they do not apply
+        table[column] = table[column].astype("Int64")
+    return table
+
+
+def suppress_small_cells(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Counts below k (but above 0) shown as '<k', for anything that leaves the site."""
+    out = table.copy()
+    for column in COUNT_COLUMNS:
+        out[column] = pd.Series([stats.small_cell(int(v), k) if not pd.isna(v) else None
+                                 for v in out[column]], dtype=object, index=out.index)
+    return out
