@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/extract_hapi.py
 	$(BIN)/python bench/transform.py
 	$(BIN)/python bench/validate.py
+	$(BIN)/python bench/analyze.py
 
 clean:
 	rm -rf $(VENV) out data bench/out .pytest_cache .ruff_cache servers/hapi/target

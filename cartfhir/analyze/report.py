@@ -27,6 +27,7 @@ from cartfhir.analyze.stats import format_p  # noqa: E402
 from cartfhir.config import Config  # noqa: E402
 
 CART1, CART2 = "#1f77b4", "#d62728"
+MAX_PAIRED_LINES = 300  # per cytokine panel; a random (fixed-seed) sample beyond that
 CYTOKINES = [("il2_peak", "IL-2"), ("il4_peak", "IL-4"), ("il6_peak", "IL-6"),
              ("il10_peak", "IL-10"), ("il17a_peak", "IL-17A"), ("ifng_peak", "IFN-γ"),
              ("tnfa_peak", "TNF-α")]
@@ -115,8 +116,11 @@ def _cytokine_figure(con: duckdb.DuckDBPyConnection) -> str:
     for ax, (column, label) in zip(axes, CYTOKINES, strict=True):
         wide = data.pivot_table(index=["site", "patient_key"], columns="round", values=column)
         if {1, 2} <= set(wide.columns):
-            for _, r in wide.dropna().iterrows():
-                ax.plot([1, 2], [r[1], r[2]], color="grey", alpha=0.4, lw=0.8)
+            pairs = wide.dropna()
+            if len(pairs) > MAX_PAIRED_LINES:  # thousands of lines hide each other anyway
+                pairs = pairs.sample(MAX_PAIRED_LINES, random_state=0)
+            ax.plot([[1] * len(pairs), [2] * len(pairs)], [pairs[1], pairs[2]],
+                    color="grey", alpha=0.4, lw=0.8)
         for rnd, color in ((1, CART1), (2, CART2)):
             values = data.loc[data["round"] == rnd, column].dropna()
             ax.scatter([rnd] * len(values), values, color=color, s=10, zorder=3)
@@ -128,7 +132,8 @@ def _cytokine_figure(con: duckdb.DuckDBPyConnection) -> str:
         else:
             ax.text(1.5, 0.5, "no results", ha="center", transform=ax.get_xaxis_transform())
     axes[0].set_ylabel("peak, pg/mL (log)")
-    fig.suptitle("Cytokine peaks per patient, days 0-14 (lines join a patient's two rounds)")
+    fig.suptitle("Cytokine peaks per patient, days 0-14 (lines join a patient's two rounds; "
+                 f"at most {MAX_PAIRED_LINES} patients' lines per panel)")
     return _png(fig)
 
 
