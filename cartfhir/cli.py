@@ -339,11 +339,11 @@ def demo(config: Path, patients: int, seed: int) -> int:
     if result.run.validation is not None:
         _report_validation(result.run.validation)
     click.echo(f"DuckDB file: {result.duckdb_path}")
-    if result.run.analysis is not None:
-        _report_analysis(result.run.analysis)
     click.echo("try: cartfhir query \"select endpoint, cart1_events, cart1_n, cart2_events, "
                "cart2_n, p_value from analysis.comparison where site = 'all' and "
                "kind = 'proportion'\"")
+    if result.run.analysis is not None:
+        _report_analysis(result.run.analysis)
     return 1 if result.run.status == "invalid" else 0
 
 
