@@ -25,6 +25,8 @@ from cartfhir.db import connect
 from cartfhir.errors import DatabaseError, UsageError
 from cartfhir.expectations import ValidationReport, load_suites, validate
 from cartfhir.extract import ExtractResult, extract
+from cartfhir.multisite.package import PackageResult, export_site
+from cartfhir.multisite.pool import PoolResult, pool
 from cartfhir.progress import Progress
 from cartfhir.synth import SynthResult, generate
 from cartfhir.synth.profiles import available_profiles
@@ -32,7 +34,7 @@ from cartfhir.transform import TransformResult, transform
 from cartfhir.transform.views import ViewResult, run_view_file
 
 __all__ = ["AnalysisResult", "DemoResult", "QueryResult", "RunResult", "TransformResult",
-           "ValidationReport", "analyze",
+           "ValidationReport", "analyze", "export_site", "pool", "PackageResult", "PoolResult",
            "ViewResult", "demo", "extract", "generate", "load_config", "load_suites", "query",
            "run", "transform", "validate", "view"]
 

@@ -289,6 +289,50 @@ def analyze_cmd(config: Path) -> None:
     _report_analysis(api.analyze(cfg, progress=make_progress(), command=_command_line()))
 
 
+@cli.command("export-site")
+@config_option
+@click.option("--site", "site_id", required=True, help="The site to package.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+              help="Package folder, or a .zip file.")
+@click.option("--date-shift", type=click.IntRange(0, 3650), default=0, show_default=True,
+              help="Shift each patient's dates by a secret offset of up to N days (0: off).")
+@click.option("--force", is_flag=True,
+              help="Export even though error expectations failed (the manifest says so).")
+def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, force: bool) -> None:
+    """Write a pseudonymized site package (Parquet per table + manifest.json) for pooling.
+
+    \b
+    Example: cartfhir export-site --config config.yaml --site site_a --out site_a.zip
+    """
+    cfg = api.load_config(config)
+    result = api.export_site(cfg, site_id, out, force=force, date_shift_days=date_shift)
+    render_rows(["table", "rows"], [[t, n] for t, n in result.rows.items()],
+                title=f"Site package {result.path}")
+    if result.forced:
+        click.echo("WARNING: exported although error expectations failed (--force); the "
+                   "manifest records it", err=True)
+
+
+@cli.command("pool")
+@click.argument("packages", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=False))
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
+              help="The pooled DuckDB file (created or updated).")
+def pool_cmd(packages: tuple[Path, ...], out: Path) -> None:
+    """Verify site packages and pool them; validate and analyse the pooled data.
+
+    A newer package from a site replaces that site's rows only. Any refusal leaves
+    an existing pooled database untouched.
+
+    \b
+    Example: cartfhir pool site_a.zip site_b.zip --out pooled.duckdb
+    """
+    result = api.pool(list(packages), out)
+    click.echo(f"pooled sites: {', '.join(result.sites)} -> {result.path}")
+    if result.analysis is not None:
+        _report_analysis(result.analysis)
+
+
 @cli.command("run")
 @config_option
 @click.option("--allow-invalid", is_flag=True,
@@ -352,20 +396,126 @@ def demo(config: Path, patients: int, seed: int) -> int:
 @config_option
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="DuckDB file to query instead of the config's output.")
-@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json"]),
-              default="table", show_default=True, help="Output format on stdout.")
-def query(sql: str, config: Path, db: Path | None, fmt: str) -> None:
+@click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
+              default="table", show_default=True,
+              help="Output format (parquet needs --out).")
+@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the rows to this file (csv, json or parquet) instead of stdout.")
+def query(sql: str, config: Path, db: Path | None, fmt: str, out: Path | None) -> None:
     """Query the output DuckDB on a read-only connection.
 
     \b
     Example: cartfhir query "select site, count(*) from raw.resources group by site" -f csv
     """
     cfg: Config | None = None if db is not None else api.load_config(config)
+    if out is not None or fmt == "parquet":  # to a file: cartfhir.exports
+        _query_to_file(cfg, sql, db, fmt, out)
+        return
     result = api.query(cfg, sql, db=db)
     n = render_rows(result.columns, result.rows(), fmt=fmt)  # type: ignore[arg-type]
     if fmt == "table":
         click.echo(f"{n} row{'s' if n != 1 else ''}", err=True)
 
+
+# --- query to a file, schema, export (cartfhir.catalog, cartfhir.exports) ---
+
+def _query_to_file(cfg: Config | None, sql: str, db: Path | None, fmt: str,
+                   out: Path | None) -> None:
+    from cartfhir.exports import write_query
+
+    if out is None:
+        raise click.UsageError("--format parquet writes a file: give --out FILE")
+    if fmt == "table":
+        raise click.UsageError("--out writes csv, json or parquet: give --format too")
+    path = db if db is not None else cfg.output.duckdb  # type: ignore[union-attr]
+    written = write_query(path, sql, out, fmt,
+                          memory_limit=cfg.output.memory_limit if cfg else None)
+    click.echo(f"{written.rows} row{'s' if written.rows != 1 else ''} -> {written.path}",
+               err=True)
+
+
+@cli.command("schema")
+@click.option("--config", "-c", "config", type=click.Path(path_type=Path), default=None,
+              help="Also list tables this config's database holds that cartfhir does not "
+                   "document (e.g. views.* from 'cartfhir view').")
+@click.option("--table", "table_name", default=None, metavar="NAME",
+              help="Only this table: schema.table, or table when the name is unique.")
+@click.option("--format", "-f", "fmt",
+              type=click.Choice(["table", "csv", "json", "markdown"]), default="table",
+              show_default=True, help="Output format on stdout (markdown: the data dictionary).")
+def schema_cmd(config: Path | None, table_name: str | None, fmt: str) -> None:
+    """Describe every table cartfhir writes: grain, columns, types and meanings.
+
+    Read from the documentation next to each table's code, so it matches the code;
+    docs/data-dictionary.md is this command's markdown output.
+
+    \b
+    Example: cartfhir schema --table cohort.episode_endpoints
+    """
+    import json
+
+    from cartfhir import catalog
+
+    tables = catalog.load_catalog()
+    if config is not None:
+        tables = catalog.add_database_tables(tables, api.load_config(config).output.duckdb)
+    if table_name is not None:
+        one = catalog.find_table(tables, table_name)
+        if one is None:
+            near = [t.full_name for t in tables if table_name.split(".")[-1] in t.name]
+            raise click.BadParameter(
+                f"no table {table_name!r}" + (f"; did you mean {', '.join(near)}?" if near
+                                              else "; 'cartfhir schema' lists them all"),
+                param_hint="--table")
+        tables = [one]
+    if fmt == "markdown":
+        click.echo(catalog.render_markdown(tables), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps(catalog.as_json(tables), indent=1, ensure_ascii=False))
+    else:
+        title = None
+        if len(tables) == 1:
+            t = tables[0]
+            title = f"{t.full_name}: {t.description} Grain: {t.grain or '?'}."
+        render_rows(["table", "column", "type", "description"], catalog.column_rows(tables),
+                    fmt=fmt, title=title)  # type: ignore[arg-type]
+
+
+@cli.command("export")
+@config_option
+@click.option("--format", "-f", "fmt", type=click.Choice(["parquet", "csv"]),
+              default="parquet", show_default=True, help="File format.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder to write <schema>/<table>/site=<id>/ files into.")
+@click.option("--tables", "patterns", default="cohort.*,analysis.*", show_default=True,
+              help="Comma-separated tables or patterns (schema.table, cohort.*).")
+@click.option("--force", is_flag=True,
+              help="Write into a non-empty folder, replacing the chosen tables' folders.")
+def export_cmd(config: Path, fmt: str, out: Path, patterns: str, force: bool) -> None:
+    """Write tables as Parquet or CSV files split by site (hive-style site=<id>/ folders).
+
+    DuckDB, Spark, pandas and other engines read the folder directly, e.g.
+    read_parquet('OUT/cohort/episode/**/*.parquet', hive_partitioning=true).
+    A table without a site column is one file. The tables are written as they are
+    in the database, with no small-cell suppression: for use inside the site.
+
+    \b
+    Example: cartfhir export --config config.yaml --out out/store --tables "cohort.*"
+    """
+    from cartfhir.exports import export_tables
+
+    cfg = api.load_config(config)
+    chosen = [p.strip() for p in patterns.split(",") if p.strip()]
+    if not chosen:
+        raise click.BadParameter("name at least one table or pattern", param_hint="--tables")
+    result = export_tables(cfg.output.duckdb, out, fmt, chosen, force=force,
+                           memory_limit=cfg.output.memory_limit)
+    render_rows(["table", "site", "rows", "file"],
+                [[f.table, f.site or "", f.rows, str(f.path.relative_to(result.out))]
+                 for f in result.files],
+                title=f"Exported to {result.out}")
+    click.echo(f"{len(result.tables)} tables, {result.rows} rows, {len(result.files)} files "
+               f"({result.format}) in {result.out}", err=True)
 
 def run_cli(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (the one place errors become exit codes)."""

@@ -67,3 +67,7 @@ class TransformError(CartfhirError):
 
 class ExpectationError(CartfhirError):
     """The data failed 'error' expectations, or a suite could not be run at all."""
+
+
+class PoolError(CartfhirError):
+    """A site package cannot be exported or pooled; the message says which file and why."""

@@ -1,0 +1,211 @@
+"""Site packages: what a site sends to the coordinating center, and nothing more.
+
+``export_site(config, site_id, out)`` writes one Parquet file per harmonized and
+cohort table (that site's rows only) plus ``manifest.json``: schema version, tool
+version, config hash, the terminology files' hashes, row counts, SHA-256 of every
+file, the validation summary and the disclosure policy applied. Identifying data
+never leaves: the columns in ``POLICY[table]["null"]`` are emptied (the exact
+birth date; the birth year too when dates are shifted), record ids are replaced by
+HMACs with the site's key, and with ``date_shift_days`` every date of a patient
+moves by the same secret number of days, so intervals stay exact. A site whose
+data failed an ``error`` expectation cannot export unless forced, and the
+manifest says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from cartfhir import __version__
+from cartfhir.config import Config
+from cartfhir.db import connect
+from cartfhir.errors import PoolError
+from cartfhir.transform.identity import site_secret
+
+SCHEMA_VERSION = "cartfhir-site-package/1"
+MANIFEST = "manifest.json"
+
+# Per table: columns emptied, record-id columns pseudonymized, date/timestamp columns
+# shifted with date_shift_days. Tables without patient rows (ref.*) are copied as is.
+POLICY: dict[str, dict[str, list[str]]] = {
+    "cohort.patient": {"null": ["birth_date"], "ids": [],
+                       "dates": ["first_infusion_date", "death_date", "last_contact_date"]},
+    "cohort.episode": {"null": [], "ids": ["procedure_ids", "dose_observation_id"],
+                       "dates": ["infusion_date", "next_infusion_date", "next_hsct_date",
+                                 "death_date"]},
+    "cohort.episode_endpoints": {"null": [], "ids": [],
+                                 "dates": ["infusion_date", "post_event_date",
+                                           "relapse_after_date", "chemotherapy_after_date",
+                                           "hsct_after_date", "death_date",
+                                           "last_contact_date"]},
+    "cohort.episode_window": {"null": [], "ids": [], "dates": []},
+    "cohort.lab_daily": {"null": [], "ids": [], "dates": []},
+    "cohort.adverse_event": {"null": [], "ids": ["source_id"], "dates": []},
+    "harmonized.lab": {"null": [], "ids": ["observation_id", "part_of_procedure_id"],
+                       "dates": ["effective_date", "effective_at"]},
+    "ref.threshold": {}, "ref.window": {}, "ref.concept": {},
+}
+
+
+@dataclass(frozen=True)
+class PackageResult:
+    site: str
+    path: Path
+    rows: dict[str, int]
+    forced: bool
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _pseudonym(secret: str, kind: str, value: str) -> str:
+    return hmac.new(secret.encode(), f"{kind}/{value}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def _pseudonymize(secret: str, column: str, value: Any) -> Any:
+    """A record id (or a list of them) replaced by its HMAC; missing stays missing."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_pseudonym(secret, column, str(v)) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return _pseudonym(secret, column, str(value))
+
+
+def _validation(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """Summary of the latest validation run, or None when there was none."""
+    try:
+        row = con.execute("SELECT run_id FROM qa.validation_result "
+                          "ORDER BY validated_at DESC LIMIT 1").fetchone()
+    except duckdb.CatalogException:
+        return None
+    if row is None:
+        return None
+    counts = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE success), "
+        "count(*) FILTER (WHERE NOT success AND severity = 'error'), "
+        "count(*) FILTER (WHERE NOT success AND severity = 'warn') "
+        "FROM qa.validation_result WHERE run_id = ?", [row[0]]).fetchone()
+    return {"run_id": row[0], "expectations": counts[0], "passed": counts[1],
+            "failed_error": counts[2], "failed_warn": counts[3]}
+
+
+def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret: str,
+                  shift_days: int, target: Path) -> int:
+    policy = POLICY[table]
+    original = {c[0]: c[1] for c in con.execute(f"DESCRIBE {table}").fetchall()}
+    if "site" in original:
+        frame = con.execute(f"SELECT * FROM {table} WHERE site = ?", [site]).df()
+    else:
+        frame = con.execute(f"SELECT * FROM {table}").df()
+    for column in policy.get("null", []):
+        frame[column] = None
+    if shift_days and table == "cohort.patient":
+        frame["birth_year"] = None  # the year would reveal the shift
+    for column in policy.get("ids", []):
+        frame[column] = [_pseudonymize(secret, column, v) for v in frame[column]]
+    if shift_days and policy.get("dates") and "patient_key" in frame:
+        shifts = {k: int(_pseudonym(secret, "date-shift", k), 16) % (2 * shift_days + 1)
+                  - shift_days for k in frame["patient_key"].unique()}
+        offset = pd.to_timedelta(frame["patient_key"].map(shifts), unit="D")
+        for column in policy["dates"]:
+            frame[column] = (pd.to_datetime(frame[column]) + offset).dt.date \
+                if column != "effective_at" else frame[column] + offset
+    out = duckdb.connect()
+    try:
+        out.register("frame", frame)
+        casts = ", ".join(
+            f'CAST("{c}" AS {original[c]}) AS "{c}"' if c in original else f'"{c}"'
+            for c in frame.columns)
+        quoted = str(target).replace("'", "''")
+        out.execute(f"COPY (SELECT {casts} FROM frame) TO '{quoted}' (FORMAT parquet)")
+    finally:
+        out.close()
+    return len(frame)
+
+
+def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
+                date_shift_days: int = 0) -> PackageResult:
+    """Write the site's package to ``out`` (a folder, or a zip when it ends in .zip)."""
+    site = config.site(site_id)
+    secret = site_secret(site)
+    out = Path(out)
+    if out.exists() and (out.is_file() or any(out.iterdir())):
+        raise PoolError(f"{out} already exists; choose a new path (packages are never "
+                        "overwritten)")
+    con = connect(config.output.duckdb, read_only=True)
+    try:
+        validation = _validation(con)
+        invalid = validation is None or validation["failed_error"] > 0
+        if invalid and not force:
+            why = ("no validation has been run" if validation is None else
+                   f"{validation['failed_error']} error expectations failed in validation run "
+                   f"{validation['run_id']}")
+            raise PoolError(f"site {site_id} cannot export: {why}. Run 'cartfhir validate' and "
+                            "fix the data, or pass --force (the manifest records it)")
+        episodes = con.execute("SELECT count(*) FROM cohort.episode WHERE site = ?",
+                               [site_id]).fetchone()[0]
+        if not episodes:
+            raise PoolError(f"site {site_id} has no episodes in {config.output.duckdb}; "
+                            "run the pipeline for it first")
+        folder = Path(tempfile.mkdtemp(prefix="cartfhir-package-"))
+        tables: dict[str, dict[str, Any]] = {}
+        for table in POLICY:
+            name = f"{table}.parquet"
+            rows = _export_table(con, table, site_id, secret, date_shift_days, folder / name)
+            tables[table] = {"file": name, "rows": rows, "sha256": _sha256(folder / name)}
+        reference = con.execute(
+            "SELECT name, origin, sha256 FROM meta.reference_version WHERE run_id = "
+            "(SELECT run_id FROM meta.reference_version ORDER BY rowid DESC LIMIT 1)").fetchall()
+    finally:
+        con.close()
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "tool_version": __version__, "site": site_id,
+        "study": config.study.name, "config_hash": config.config_hash,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "reference": [{"name": n, "origin": o, "sha256": h} for n, o, h in reference],
+        "tables": tables,
+        "validation": {**(validation or {}), "forced": bool(invalid and force)},
+        "disclosure": {
+            "patient_key": "HMAC-SHA256 of site and patient id with the site's secret key",
+            "record_ids": "HMAC-SHA256 with the site's secret key",
+            "emptied_columns": {t: p["null"] + (["birth_year"] if date_shift_days and
+                                                t == "cohort.patient" else [])
+                                for t, p in POLICY.items() if p.get("null")},
+            "date_shift_days": date_shift_days,
+            "date_shift": "per patient, the same secret offset for all of a patient's dates"
+                          if date_shift_days else "none",
+        },
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    if out.suffix == ".zip":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(folder.iterdir()):
+                zf.write(path, path.name)
+        shutil.rmtree(folder)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(out))
+    return PackageResult(site_id, out, {t: v["rows"] for t, v in tables.items()},
+                         bool(invalid and force))

@@ -1,0 +1,154 @@
+"""Site packages and pooling: nothing identifying leaves, tampering is refused, pooling adds up."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cartfhir import api
+from cartfhir.errors import PoolError
+from cartfhir.synth import generate
+from tests.transform.conftest import make_config
+
+from .helpers import assert_same_comparison, identifiers, leaked, sha256, truth_comparison
+
+SITES = ["site_a", "site_c"]
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("pool")
+    generate(root / "data", patients=16, seed=41, sites=SITES)
+    config = make_config(root, SITES)
+    assert api.run(config).status == "success"
+    packages = {"site_a": api.export_site(config, "site_a", root / "pkg" / "site_a").path,
+                "site_c": api.export_site(config, "site_c", root / "pkg" / "site_c.zip",
+                                          date_shift_days=30).path}
+    return {"root": root, "config": config, "packages": packages}
+
+
+def test_no_identifier_of_the_cohort_is_in_a_package(packaged: dict, tmp_path: Path) -> None:
+    secrets = identifiers(packaged["root"] / "data")
+    assert len(secrets) > 100
+    folder = packaged["packages"]["site_a"]
+    assert not leaked(folder, secrets)
+    shutil.unpack_archive(packaged["packages"]["site_c"], tmp_path / "c")
+    assert not leaked(tmp_path / "c", secrets)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["disclosure"]["emptied_columns"]["cohort.patient"] == ["birth_date"]
+    assert manifest["validation"]["failed_error"] == 0 and not manifest["validation"]["forced"]
+    assert {t["file"] for t in manifest["tables"].values()} == {
+        p.name for p in folder.glob("*.parquet")}
+
+
+def test_date_shift_keeps_intervals(packaged: dict, tmp_path: Path) -> None:
+    shutil.unpack_archive(packaged["packages"]["site_c"], tmp_path / "c")
+    con = duckdb.connect()
+    file = tmp_path / "c" / "cohort.episode_endpoints.parquet"
+    shifted = con.execute(
+        f"SELECT patient_key, round, infusion_date, date_diff('day', infusion_date, "
+        f"last_contact_date) FROM read_parquet('{file}')").fetchall()
+    con.close()
+    con = duckdb.connect(str(packaged["config"].output.duckdb), read_only=True)
+    original = {(k, r): (d, n) for k, r, d, n in con.execute(
+        "SELECT patient_key, round, infusion_date, date_diff('day', infusion_date, "
+        "last_contact_date) FROM cohort.episode_endpoints WHERE site = 'site_c'").fetchall()}
+    con.close()
+    moved = [(original[(k, r)][0] != d) for k, r, d, _ in shifted]
+    assert any(moved)  # dates moved ...
+    assert all(original[(k, r)][1] == n for k, r, _, n in shifted)  # ... intervals did not
+
+
+def test_pooled_analysis_equals_the_analysis_of_the_combined_truth(packaged: dict,
+                                                                    tmp_path: Path) -> None:
+    out = tmp_path / "pooled.duckdb"
+    result = api.pool(list(packaged["packages"].values()), out)
+    assert result.sites == SITES
+    assert all(o.success for o in result.validation), [
+        (o.suite, o.expectation, o.column) for o in result.validation if not o.success]
+    con = duckdb.connect(str(out), read_only=True)
+    pooled = con.execute("SELECT * FROM analysis.comparison").df()
+    thresholds = con.execute("SELECT * FROM ref.threshold").df()
+    sites = {r[0] for r in con.execute("SELECT DISTINCT site FROM analysis.comparison").fetchall()}
+    heterogeneity = con.execute("SELECT count(*) FROM analysis.heterogeneity").fetchone()[0]
+    con.close()
+    assert sites == {"all", *SITES} and heterogeneity > 0
+    truth = truth_comparison([packaged["root"] / "data" / "truth" / "episodes.csv"], thresholds)
+    assert_same_comparison(pooled, truth)
+
+
+def _pool_refuses(packages: list[Path], out: Path, match: str) -> None:
+    before = sha256(out)
+    with pytest.raises(PoolError, match=match):
+        api.pool(packages, out, analyse=False)
+    assert sha256(out) == before  # the existing pooled database is untouched
+
+
+def test_tampered_packages_are_refused_and_the_pool_is_untouched(packaged: dict,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "pooled.duckdb"
+    api.pool([packaged["packages"]["site_a"]], out, analyse=False)
+    changed = tmp_path / "changed"
+    shutil.copytree(packaged["packages"]["site_a"], changed)
+    parquet = changed / "cohort.episode_endpoints.parquet"
+    parquet.write_bytes(parquet.read_bytes()[:-20] + b"x" * 20)
+    _pool_refuses([changed], out, "does not match its SHA-256")
+
+    missing = tmp_path / "missing"
+    shutil.copytree(packaged["packages"]["site_a"], missing)
+    (missing / "harmonized.lab.parquet").unlink()
+    _pool_refuses([missing], out, "harmonized.lab.parquet .* is missing")
+
+    version = tmp_path / "version"
+    shutil.copytree(packaged["packages"]["site_a"], version)
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest["schema_version"] = "cartfhir-site-package/0"
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    _pool_refuses([version], out, "schema version")
+
+    twin = tmp_path / "twin"
+    shutil.copytree(packaged["packages"]["site_a"], twin)
+    _pool_refuses([packaged["packages"]["site_a"], twin], out, "given twice")
+    manifest = json.loads((twin / "manifest.json").read_text())
+    manifest["created"] = "2099-01-01T00:00:00+00:00"
+    (twin / "manifest.json").write_text(json.dumps(manifest))
+    _pool_refuses([packaged["packages"]["site_a"], twin], out, "both claim site 'site_a'")
+
+
+def test_a_newer_package_replaces_only_its_site(packaged: dict, tmp_path: Path) -> None:
+    out = tmp_path / "pooled.duckdb"
+    api.pool(list(packaged["packages"].values()), out, analyse=False)
+    con = duckdb.connect(str(out), read_only=True)
+    before = dict(con.execute("SELECT site, count(*) FROM harmonized.lab GROUP BY site")
+                  .fetchall())
+    con.close()
+    time.sleep(1.1)  # a later 'created' second
+    newer = api.export_site(packaged["config"], "site_a", tmp_path / "site_a_v2").path
+    api.pool([newer], out, analyse=False)
+    con = duckdb.connect(str(out), read_only=True)
+    after = dict(con.execute("SELECT site, count(*) FROM harmonized.lab GROUP BY site")
+                 .fetchall())
+    sources = dict(con.execute("SELECT site, source FROM meta.pool_package").fetchall())
+    con.close()
+    assert after == before and sources["site_a"] == str(newer)
+    _pool_refuses([packaged["packages"]["site_a"]], out, "newer package")
+
+
+def test_export_refuses_invalid_data_unless_forced(packaged: dict, tmp_path: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(packaged["root"], root, ignore=shutil.ignore_patterns("pkg"))
+    config = make_config(root, SITES)
+    con = duckdb.connect(str(config.output.duckdb))
+    con.execute("UPDATE qa.validation_result SET success = false WHERE expectation_index = 0 "
+                "AND suite = 'cohort.episode'")
+    con.close()
+    with pytest.raises(PoolError, match="error expectations failed"):
+        api.export_site(config, "site_a", tmp_path / "refused")
+    forced = api.export_site(config, "site_a", tmp_path / "forced", force=True)
+    manifest = json.loads((forced.path / "manifest.json").read_text())
+    assert forced.forced and manifest["validation"]["forced"] is True
