@@ -1,0 +1,195 @@
+"""Tables and query results to Parquet or CSV files that any engine can read directly.
+
+``export_tables`` writes chosen tables to ``<out>/<schema>/<table>/``, split by site
+into hive-style ``site=<id>/`` folders (a table without a ``site`` column is one file);
+``write_query`` writes one query's rows to a file. Both read the database on a
+read-only connection, refuse to overwrite unless told to, and return what they wrote.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from cartfhir.db import connect
+from cartfhir.errors import DatabaseError, UsageError
+from cartfhir.render import render_rows
+
+DEFAULT_TABLES = ("cohort.*", "analysis.*")
+TABLE_FORMATS = ("parquet", "csv")
+QUERY_FORMATS = ("parquet", "csv", "json")
+PARTITION_COLUMN = "site"
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One file written: the table it holds (part of), its site partition, and its rows."""
+
+    table: str
+    path: Path
+    rows: int
+    site: str | None = None
+
+
+@dataclass
+class ExportResult:
+    """What ``export_tables`` wrote: rows per table and every file."""
+
+    out: Path
+    format: str
+    tables: dict[str, int] = field(default_factory=dict)
+    files: list[ExportedFile] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(self.tables.values())
+
+
+def _quote_path(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _copy_options(fmt: str, partition: bool = False) -> str:
+    options = ["FORMAT parquet"] if fmt == "parquet" else ["FORMAT csv", "HEADER true"]
+    if partition:
+        options.append(f"PARTITION_BY ({PARTITION_COLUMN})")
+    return ", ".join(options)
+
+
+def database_tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
+    """Every table of the database as 'schema.table' -> its columns, in order."""
+    tables: dict[str, list[str]] = {}
+    for table, column in con.execute(
+            "SELECT table_schema || '.' || table_name, column_name "
+            "FROM information_schema.columns WHERE table_catalog = current_database() "
+            "ORDER BY table_schema, table_name, ordinal_position").fetchall():
+        tables.setdefault(table, []).append(column)
+    return tables
+
+
+def select_tables(available: list[str], patterns: list[str]) -> list[str]:
+    """The tables matching any of the glob patterns ('cohort.*'); each pattern must match."""
+    chosen = []
+    for pattern in patterns:
+        matched = [t for t in sorted(available) if fnmatch.fnmatchcase(t, pattern)]
+        if not matched:
+            schemas = sorted({t.split(".", 1)[0] for t in available})
+            raise UsageError(f"--tables: {pattern!r} matches no table in the database (its "
+                             f"schemas: {', '.join(schemas) or 'none'}); 'cartfhir schema' "
+                             "lists the tables, and the stage that builds one must run first")
+        chosen += [t for t in matched if t not in chosen]
+    return chosen
+
+
+def _check_out_folder(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; --out must name a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UsageError(f"{out} is not empty; choose another folder, or pass --force to "
+                         "replace the exported tables in it")
+
+
+def _file_rows(con: duckdb.DuckDBPyConnection, folder: Path, fmt: str) -> dict[Path, int]:
+    """Rows per written file, read back from the files themselves."""
+    pattern = _quote_path(folder / "**" / f"*.{fmt}")
+    if fmt == "parquet":
+        sql = f"SELECT file_name, num_rows FROM parquet_file_metadata({pattern})"
+    else:
+        sql = (f"SELECT filename, count(*) FROM read_csv({pattern}, filename = true, "
+               "hive_partitioning = false, all_varchar = true) GROUP BY ALL")
+    counts = {Path(name).absolute(): int(n) for name, n in con.execute(sql).fetchall()}
+    for path in folder.rglob(f"*.{fmt}"):  # a CSV holding only its header has no rows
+        counts.setdefault(path, 0)
+    return counts
+
+
+def _site_of(path: Path, folder: Path) -> str | None:
+    for part in path.relative_to(folder).parts[:-1]:
+        if part.startswith(f"{PARTITION_COLUMN}="):
+            return part.split("=", 1)[1]
+    return None
+
+
+def export_tables(db: Path, out: Path, fmt: str = "parquet",
+                  patterns: list[str] | tuple[str, ...] = DEFAULT_TABLES, *,
+                  force: bool = False, memory_limit: str | None = None) -> ExportResult:
+    """Write each chosen table to ``out/<schema>/<table>/``, by site where it has a site column.
+
+    Refuses a non-empty ``out`` unless ``force``; then only the folders of the tables
+    being written are replaced, nothing else in ``out``.
+    """
+    if fmt not in TABLE_FORMATS:
+        raise UsageError(f"format must be one of {', '.join(TABLE_FORMATS)}, not {fmt!r}")
+    out = Path(out).absolute()
+    _check_out_folder(out, force)
+    con = connect(db, read_only=True, memory_limit=memory_limit)
+    try:
+        available = database_tables(con)
+        chosen = select_tables(list(available), list(patterns))
+        result = ExportResult(out=out, format=fmt)
+        for table in chosen:
+            schema, name = table.split(".", 1)
+            folder = out / schema / name
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            partition = PARTITION_COLUMN in available[table]
+            target = folder if partition else folder / f"{name}.{fmt}"
+            try:
+                written = con.execute(
+                    f"COPY (SELECT * FROM {_ident(schema)}.{_ident(name)}) TO "
+                    f"{_quote_path(target)} ({_copy_options(fmt, partition)})").fetchone()[0]
+            except duckdb.Error as exc:
+                raise DatabaseError(f"exporting {table} to {folder} failed: {exc}") from None
+            result.tables[table] = int(written)
+            result.files += [ExportedFile(table, path, rows, _site_of(path, folder))
+                             for path, rows in sorted(_file_rows(con, folder, fmt).items())]
+        return result
+    finally:
+        con.close()
+
+
+def write_query(db: Path, sql: str, out: Path, fmt: str, *,
+                memory_limit: str | None = None) -> ExportedFile:
+    """Write the rows of one query to ``out`` as Parquet, CSV or JSON; return rows written.
+
+    CSV and JSON look exactly like ``cartfhir query``'s stdout; Parquet keeps DuckDB's types.
+    """
+    if fmt not in QUERY_FORMATS:
+        raise UsageError(f"--out writes {', '.join(QUERY_FORMATS)}, not {fmt!r}")
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; --out must name a file")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    con = connect(db, read_only=True, memory_limit=memory_limit)
+    try:
+        if fmt == "parquet":
+            select = sql.strip().rstrip(";")
+            rows = con.execute(f"COPY ({select}) TO {_quote_path(out)} "
+                               f"({_copy_options(fmt)})").fetchone()[0]
+        else:
+            con.execute(sql)
+            columns = [d[0] for d in con.description] if con.description else []
+            with out.open("w", encoding="utf-8", newline="") as fh:
+                rows = render_rows(columns, _stream(con), fmt=fmt, out=fh)  # type: ignore[arg-type]
+    except duckdb.Error as exc:
+        raise DatabaseError(f"query failed on {db}: {exc}") from None
+    finally:
+        con.close()
+    return ExportedFile("query", out, int(rows))
+
+
+def _stream(con: duckdb.DuckDBPyConnection, batch: int = 10_000):
+    while chunk := con.fetchmany(batch):
+        yield from chunk
+
+
+__all__ = ["DEFAULT_TABLES", "ExportResult", "ExportedFile", "database_tables", "export_tables",
+           "select_tables", "write_query"]
