@@ -79,12 +79,17 @@ def _csv_rows(text: str, origin: str, required: tuple[str, ...]) -> list[dict[st
 
 
 def _number(value: str, origin: str, column: str) -> float | None:
+    """A number, or an exact ratio 'a/b' (1/0.06206 is not any short decimal)."""
     if value in ("", None):
         return None
     try:
+        if "/" in value:
+            numerator, denominator = value.split("/")
+            return float(numerator) / float(denominator)
         return float(value)
-    except ValueError:
-        raise ConfigError(f"{origin}: column {column} must be a number, not {value!r}") from None
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"{origin}: column {column} must be a number or a ratio a/b, "
+                          f"not {value!r}") from None
 
 
 def _check_pattern(pattern: str, origin: str) -> None:

@@ -20,7 +20,11 @@ def truth_comparison(truth_files: list[Path], thresholds: pd.DataFrame) -> pd.Da
     con.register("thresholds", thresholds)
     con.execute("CREATE TABLE ref.threshold AS SELECT * FROM thresholds")
     files = ", ".join(f"'{f}'" for f in truth_files)
-    casts = ", ".join(f"TRY_CAST(nullif({c}, '') AS {t}) AS {c}" for c, t in _types().items())
+    # The truth divides by the site's factor (5.199999999999999); the pipeline rounds to
+    # 9 decimals, so the truth does too, or float noise would change ties and p-values.
+    casts = ", ".join(
+        (f"round(TRY_CAST(nullif({c}, '') AS DOUBLE), 9) AS {c}" if t == "DOUBLE" else
+         f"TRY_CAST(nullif({c}, '') AS {t}) AS {c}") for c, t in _types().items())
     con.execute(f"CREATE TABLE cohort.episode_endpoints AS SELECT * REPLACE "
                 f"(CAST(round AS INTEGER) AS round, {casts}), patient_id AS patient_key "
                 f"FROM read_csv([{files}], header = true, all_varchar = true)")

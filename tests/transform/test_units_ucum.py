@@ -17,6 +17,14 @@ ucumvert = pytest.importorskip("ucumvert")
 FOLDER = resources.files("cartfhir.transform").joinpath("terminology")
 
 
+def _number(text: str) -> float:
+    """The table's numbers may be exact ratios ('5/9')."""
+    if "/" in text:
+        numerator, denominator = text.split("/")
+        return float(numerator) / float(denominator)
+    return float(text)
+
+
 def _rows(name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(FOLDER.joinpath(name).read_text(encoding="utf-8").splitlines()))
 
@@ -35,18 +43,18 @@ def test_every_unit_group_has_its_canonical_unit_with_factor_one() -> None:
     for group, canonical in CANONICAL.items():
         rows = [r for r in UNITS if r["unit_group"] == group and r["unit"] == canonical]
         assert rows, f"{group}: canonical unit {canonical} missing from units.csv"
-        assert float(rows[0]["factor"]) == 1 and float(rows[0]["offset"]) == 0
+        assert _number(rows[0]["factor"]) == 1 and _number(rows[0]["offset"]) == 0
 
 
 @pytest.mark.parametrize("row", UNITS, ids=lambda r: f"{r['unit_group']}:{r['unit']}")
 def test_conversion_agrees_with_ucum(row: dict[str, str], ureg) -> None:
     canonical = CANONICAL[row["unit_group"]]
     if canonical == "1":  # grades are dimensionless counts; nothing to convert
-        assert float(row["factor"]) == 1
+        assert _number(row["factor"]) == 1
         return
     source = ureg.from_ucum(row["ucum"])
     target = ureg.from_ucum(canonical)
-    factor, offset = float(row["factor"]), float(row["offset"])
+    factor, offset = _number(row["factor"]), _number(row["offset"])
     for value in (0.0, 1.0, 37.5):
         # Offset units (Cel, [degF]) cannot be multiplied, so keep plain magnitudes plain.
         quantity = ureg.Quantity(value * source.magnitude, source.units)

@@ -13,7 +13,7 @@
 --   unexpected_examples text: up to 5 offending values (JSON)
 --   error              text: the exception GX raised while evaluating it (then success is false)
 --   kwargs             text: the expectation's arguments (JSON)
---   validated_at       timestamptz
+--   validated_at       timestamptz: when the result was stored
 CREATE SCHEMA IF NOT EXISTS qa;
 CREATE TABLE IF NOT EXISTS qa.validation_result (
     run_id              VARCHAR NOT NULL,

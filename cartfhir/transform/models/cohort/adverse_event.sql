@@ -2,7 +2,8 @@
 -- neutropenia placed on its episode's day axis. Grain: (site, patient_key, round,
 -- source_id, event). CRS and ICANS come from Conditions and from grade assessment
 -- Observations; infections and febrile neutropenia from Conditions.
---   site, patient_key, round  the episode
+--   site, patient_key  text: the episode's site and patient
+--   round          integer: the episode's round
 --   event          text: crs | icans | sepsis | pneumonia | bacteremia | infection |
 --                  febrile_neutropenia
 --   category       text: crs | icans | infection | febrile_neutropenia

@@ -1,6 +1,7 @@
 -- cohort.endpoint_provenance: which records each endpoint of cohort.episode_endpoints
 -- came from. Grain: (site, patient_key, round, endpoint, resource_type, resource_id).
---   site, patient_key, round  the episode
+--   site, patient_key  text: the episode's site and patient
+--   round          integer: the episode's round
 --   endpoint       text: infusion | dose | crs | cres | <cytokine>_peak | anc_nadir |
 --                  platelet_nadir | hemoglobin_nadir | liver_injury_grade |
 --                  kidney_injury_grade | coagulopathy_grade | early_infection |

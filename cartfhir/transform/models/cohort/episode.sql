@@ -80,8 +80,8 @@ SELECT e.site, e.patient_key, e.round, e.infusion_date, e.procedure_ids, e.targe
            - CASE WHEN strftime(e.infusion_date, '%m%d') < strftime(e.birth_date, '%m%d')
                   THEN 1 ELSE 0 END AS age_years,
        e.next_infusion_date, e.next_hsct_date, e.death_date, e.limit_day,
-       least(e.limit_day, (SELECT value FROM ref.threshold WHERE name = 'horizon_days'))
-           AS window_end_day
+       CAST(least(e.limit_day, (SELECT value FROM ref.threshold WHERE name = 'horizon_days'))
+            AS INTEGER) AS window_end_day
 FROM limited AS e
 LEFT JOIN dose AS d USING (site, patient_key, round)
 LEFT JOIN relapse AS r USING (site, patient_key, round)

@@ -18,7 +18,8 @@
 --   kidney_injury_grade            integer: creatinine, against ULN and the baseline
 --   coagulopathy_grade             integer: fibrinogen decreased
 --   organ_injury_any               boolean: some organ grade >= organ_injury_min_grade
---   early_infection, late_infection, lymphodepletion_infection  boolean
+--   early_infection, late_infection, lymphodepletion_infection  boolean: an infection
+--                                  record with onset in that window
 --   early_infection_n, late_infection_n  integer: infection records in the window
 --   febrile_neutropenia            boolean: a febrile neutropenia record in its window
 --   best_response                  text: CR | CRi | NR (null: no marrow assessment)
@@ -27,7 +28,8 @@
 --   post_event_type                text: first event after the infusion (round
 --                                  post_event_round only): death | hsct | relapse |
 --                                  chemotherapy | none
---   post_event_date, relapse_after_date, chemotherapy_after_date, hsct_after_date  date
+--   post_event_date, relapse_after_date, chemotherapy_after_date, hsct_after_date  date:
+--                                  day of the first such event after the infusion
 --   death_date, last_contact_date  date: from cohort.patient
 WITH p AS (
     SELECT max(value) FILTER (WHERE name = 'severe_min_grade') AS severe_min_grade,

@@ -5,7 +5,8 @@
 -- priority wins; several concepts at that priority are ambiguous unless a
 -- ref.concept_combination joins them (neutropenia + fever = febrile neutropenia).
 --   signature      text: see harmonized.resource_code
---   site, resource_type, code_text, codings: the signature's parts
+--   site, resource_type, code_text  text: the signature's parts
+--   codings        json[]: the signature's codings
 --   concept        text: the study concept (null when unmapped, ambiguous or excluded)
 --   grade          integer: a grade the code itself carries (D89.833 -> 3), else null
 --   status         text: mapped | unmapped | ambiguous | excluded

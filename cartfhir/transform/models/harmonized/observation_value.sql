@@ -85,7 +85,8 @@ valued AS (
 ),
 converted AS (
     SELECT v.*, u.factor, u.offset,
-           v.value_original * u.factor + u.offset AS value,
+           -- Rounded to 9 decimals: 0.0052 ng/mL is 5.2 pg/mL, not 5.199999999999999.
+           round(v.value_original * u.factor + u.offset, 9) AS value,
            rl.factor * v.reference_low + rl.offset AS reference_low_canonical,
            rh.factor * v.reference_high + rh.offset AS reference_high_canonical
     FROM valued AS v

@@ -1,7 +1,7 @@
 -- qa.unmapped_codes: codes no concept map or text pattern recognised, with how often
 -- they occur, so a data engineer sees what to map next. Grain: (site, resource_type,
 -- system, code, display). A resource with several codings lists each of them.
---   site, resource_type  text
+--   site, resource_type  text: where the code was seen
 --   system, code         text: the coding (null for a resource coded by text only)
 --   display              text: the coding's display, else code.text
 --   count                bigint: resources carrying it

@@ -1,0 +1,68 @@
+"""End to end across two sites: one pulled by REST from HAPI, one from NDJSON; then pooled.
+
+Each site extracts, transforms, validates and exports its package on its own; the
+coordinating center pools both, and the pooled analysis equals the analysis of the
+two sites' combined ground truth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from cartfhir import api
+from cartfhir.config import parse_config
+from cartfhir.synth import generate
+from tests.integration import hapi
+from tests.multisite.helpers import assert_same_comparison, truth_comparison
+
+pytestmark = pytest.mark.integration
+
+
+def site_config(root: Path, site: str, source: dict) -> object:
+    (root / "secrets").mkdir(parents=True, exist_ok=True)
+    (root / "secrets" / f"{site}.key").write_text(f"integration-secret-for-{site}-0123456789")
+    return parse_config({"study": {"name": "pooled-e2e"},
+                         "sites": [{"id": site, "source": source,
+                                    "pseudonym_key": {"file": f"secrets/{site}.key"}}],
+                         "output": {"duckdb": "out/site.duckdb"},
+                         "landing": {"workers": 0}}, base_dir=root)
+
+
+def test_two_sites_rest_and_ndjson_pool_to_the_combined_truth(
+        hapi_base_url: str, tmp_path: Path) -> None:
+    hapi.reset(hapi_base_url)
+    generate(tmp_path / "a", patients=6, seed=51, sites=["site_a"], bundles=True)
+    hapi.load_bundles(hapi_base_url, tmp_path / "a" / "site_a")
+    ids = [e["resource"]["id"] for b in sorted((tmp_path / "a" / "site_a" / "bundles")
+                                               .glob("*.json"))
+           for e in orjson.loads(b.read_bytes())["entry"]
+           if e["resource"]["resourceType"] == "Patient"]
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    rest = site_config(tmp_path / "hospital_a", "site_a", {
+        "kind": "fhir", "base_url": hapi_base_url,
+        "cohort": {"patient_ids_file": str(tmp_path / "ids.txt")}, "patients_per_query": 3})
+    generate(tmp_path / "c", patients=6, seed=52, sites=["site_c"])
+    files = site_config(tmp_path / "hospital_c", "site_c",
+                        {"kind": "ndjson", "path": str(tmp_path / "c" / "site_c")})
+
+    packages = []
+    for config, site in ((rest, "site_a"), (files, "site_c")):
+        result = api.run(config)
+        assert result.status == "success", (site, result.status, [
+            (o.suite, o.column, o.error) for o in result.validation.failed_errors])
+        packages.append(api.export_site(config, site, tmp_path / f"{site}.zip").path)
+
+    out = tmp_path / "center" / "pooled.duckdb"
+    pooled = api.pool(packages, out)
+    assert pooled.sites == ["site_a", "site_c"]
+    con = duckdb.connect(str(out), read_only=True)
+    table = con.execute("SELECT * FROM analysis.comparison").df()
+    thresholds = con.execute("SELECT * FROM ref.threshold").df()
+    con.close()
+    truth = truth_comparison([tmp_path / "a" / "truth" / "episodes.csv",
+                              tmp_path / "c" / "truth" / "episodes.csv"], thresholds)
+    assert_same_comparison(table, truth)
