@@ -12,6 +12,7 @@ import hashlib
 import hmac
 
 import duckdb
+import pandas as pd
 
 from cartfhir.config import Site
 from cartfhir.errors import ConfigError
@@ -60,7 +61,12 @@ def write_patient_keys(con: duckdb.DuckDBPyConnection, sites: list[Site]) -> int
         if not ids:
             continue
         secret = site_secret(site)
-        con.executemany("INSERT INTO raw.patient_key VALUES (?, ?, ?)",
-                        [[site.id, pid, patient_key(secret, site.id, pid)] for pid in ids])
+        keys = pd.DataFrame({"site": site.id, "patient_id": ids,
+                             "patient_key": [patient_key(secret, site.id, pid) for pid in ids]})
+        con.register("_patient_keys", keys)  # one set-based insert, not one per patient
+        try:
+            con.execute("INSERT INTO raw.patient_key SELECT * FROM _patient_keys")
+        finally:
+            con.unregister("_patient_keys")
         total += len(ids)
     return total

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import yaml
 
 from cartfhir.config import Config
@@ -302,10 +303,14 @@ def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id
         if rows:
             names = [c.split()[0] for c in columns.split(", ")]
             keys = [n.strip('"') for n in names]
-            con.executemany(
-                f"INSERT INTO ref.{table} ({', '.join(names)}) VALUES "
-                f"({', '.join('?' for _ in names)})",
-                [[row.get(k) for k in keys] for row in rows])
+            frame = pd.DataFrame([[row.get(k) for k in keys] for row in rows], columns=keys,
+                                 dtype=object)
+            con.register("_ref_rows", frame)  # one insert per table, not one per row
+            try:
+                con.execute(f"INSERT INTO ref.{table} ({', '.join(names)}) SELECT "
+                            + ", ".join(f'"{k}"' for k in keys) + " FROM _ref_rows")
+            finally:
+                con.unregister("_ref_rows")
     con.execute("ALTER TABLE ref.unit ADD COLUMN unit_key VARCHAR")
     con.execute("UPDATE ref.unit SET unit_key = unit_key(unit)")
     # Spellings of one unit ('10*9/L', '10^9/L') share a key; they must agree on the factor.
