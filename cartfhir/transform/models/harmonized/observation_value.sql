@@ -83,6 +83,23 @@ valued AS (
            END AS unit_original
     FROM qualified
 ),
+spellings AS (
+    -- Unit strings are few; turn each distinct one into a conversion once, not per row.
+    SELECT DISTINCT unit_group, unit FROM (
+        SELECT unit_group, unit_original AS unit FROM valued
+        UNION ALL
+        SELECT unit_group, coalesce(nullif(reference_low_unit_code, ''),
+                                    nullif(reference_low_unit, ''), unit_original) FROM valued
+        UNION ALL
+        SELECT unit_group, coalesce(nullif(reference_high_unit_code, ''),
+                                    nullif(reference_high_unit, ''), unit_original) FROM valued)
+    WHERE unit IS NOT NULL
+),
+conversion AS (
+    SELECT s.unit_group, s.unit, u.factor, u.offset
+    FROM spellings AS s
+    JOIN ref.unit AS u ON u.unit_group = s.unit_group AND u.unit_key = unit_key(s.unit)
+),
 converted AS (
     SELECT v.*, u.factor, u.offset,
            -- Rounded to 9 decimals: 0.0052 ng/mL is 5.2 pg/mL, not 5.199999999999999.
@@ -90,11 +107,12 @@ converted AS (
            rl.factor * v.reference_low + rl.offset AS reference_low_canonical,
            rh.factor * v.reference_high + rh.offset AS reference_high_canonical
     FROM valued AS v
-    LEFT JOIN ref.unit AS u ON u.unit_group = v.unit_group AND u.unit_key = unit_key(v.unit_original)
-    LEFT JOIN ref.unit AS rl ON rl.unit_group = v.unit_group AND rl.unit_key = unit_key(
-        coalesce(nullif(v.reference_low_unit_code, ''), nullif(v.reference_low_unit, ''), v.unit_original))
-    LEFT JOIN ref.unit AS rh ON rh.unit_group = v.unit_group AND rh.unit_key = unit_key(
-        coalesce(nullif(v.reference_high_unit_code, ''), nullif(v.reference_high_unit, ''), v.unit_original))
+    LEFT JOIN conversion AS u ON u.unit_group = v.unit_group AND u.unit = v.unit_original
+    LEFT JOIN conversion AS rl ON rl.unit_group = v.unit_group AND rl.unit = coalesce(
+        nullif(v.reference_low_unit_code, ''), nullif(v.reference_low_unit, ''), v.unit_original)
+    LEFT JOIN conversion AS rh ON rh.unit_group = v.unit_group AND rh.unit = coalesce(
+        nullif(v.reference_high_unit_code, ''), nullif(v.reference_high_unit, ''),
+        v.unit_original)
 ),
 judged AS (
     SELECT *,
