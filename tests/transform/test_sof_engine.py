@@ -225,3 +225,32 @@ def test_project_observation_view_fits_in_a_small_memory_limit(tmp_path) -> None
                       "WHERE observation_id = 'obs-12'").fetchone()
     assert row == ("obs-12", "pat-12")
     con.close()
+
+
+def test_fast_paths_keep_fhirpath_semantics_on_odd_shapes() -> None:
+    """join() over nested arrays and getReferenceKey() read odd JSON shapes as FHIRPath does."""
+    shapes = [
+        ([{"coding": [{"code": "a"}, {"code": "b"}]}, {"coding": [{"code": "c"}]}],
+         "Patient/p1", "a,b,c", "p1"),
+        ({"coding": {"code": "x"}}, "http://h/fhir/Patient/p2/_history/3", "x", "p2"),
+        ([None, {"text": "t"}, {"coding": [None, {"code": None}, {"code": "y"}]}],
+         "Group/g1", "y", None),
+        (None, "Patient/", "", None),
+        ([{"coding": [{"code": ["p", "q"]}]}, "s"], "Patient/a/b", "p,q", None),
+        ([], "xPatient/p3", "", None),
+        ([{"coding": [{"code": "z"}]}], "Patient/Patient", "z", "Patient"),
+    ]
+    resources = []
+    for i, (category, reference, _, _) in enumerate(shapes):
+        obs = {"resourceType": "Observation", "id": f"o{i}", "subject": {"reference": reference}}
+        if category is not None:
+            obs["category"] = category
+        resources.append(obs)
+    view = {"resourceType": "ViewDefinition", "resource": "Observation", "select": [{"column": [
+        {"name": "id", "path": "getResourceKey()"},
+        {"name": "category", "path": "category.coding.code.join(',')", "type": "string"},
+        {"name": "patient_id", "path": "subject.getReferenceKey(Patient)", "type": "string"},
+    ]}]}
+    rows = {r["id"]: r for r in run_view(_db(resources), view, "resources")}
+    for i, (_, _, category, patient) in enumerate(shapes):
+        assert (rows[f"o{i}"]["category"], rows[f"o{i}"]["patient_id"]) == (category, patient)

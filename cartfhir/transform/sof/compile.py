@@ -29,6 +29,7 @@ NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # A reference's type and id: "Patient/1", ".../fhir/Patient/1/_history/2".
 _REFERENCE_RE = r"(?:^|/)([A-Za-z]+)/([A-Za-z0-9.-]{1,64})(?:/_history/[A-Za-z0-9.-]{1,64})?$"
+_ID_RE = "[A-Za-z0-9.-]{1,64}"
 # FHIR primitive types and the JSON types their values have, for ofType() checks.
 _STRING = "('VARCHAR')"
 PRIMITIVE_JSON_TYPES: dict[str, str] = {
@@ -39,6 +40,16 @@ PRIMITIVE_JSON_TYPES: dict[str, str] = {
                             "time")},
 }
 
+
+
+# Elements read as arrays by ``PathCompiler.wildcard`` (a guess, checked per row).
+_REPEATING = frozenset({
+    "address", "basedOn", "category", "coding", "component", "contact", "dosage",
+    "extension", "given", "identifier", "interpretation", "line", "name", "note",
+    "partOf", "performer", "reasonCode", "reasonReference", "referenceRange", "telecom",
+})
+_NOT_ARRAY = "['OBJECT', 'VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN']"
+_NOT_ARRAY_IN = "('OBJECT', 'VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN')"
 
 
 def sql_str(text: str) -> str:
@@ -73,6 +84,9 @@ class Frag:
     fields: Fields | None = field(default=None, compare=False)
     # For element paths: (root SQL, element names, whether root is a jv rather than an item).
     chain: tuple[str, tuple[str, ...], bool] | None = field(default=None, compare=False)
+    # For chains behind a check (complex ``ofType``): (condition, error() SQL); the
+    # chain is read from its root as usual and the check wraps the result.
+    guard: tuple[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -98,20 +112,21 @@ class Fields:
     def __init__(self, prefix: str, *, columns: bool = False) -> None:
         self.prefix = prefix
         self.columns = columns
-        self.names: list[str] = []
+        # Element paths read: a top-level name, or a longer path (a chain's fast read).
+        self.names: list[tuple[str, ...]] = []
 
-    def ref(self, name: str) -> str:
-        """SQL for the element ``name`` of the resource (JSON; NULL when absent)."""
-        if name not in self.names:
-            self.names.append(name)
-        i = self.names.index(name) + 1
+    def ref(self, *names: str) -> str:
+        """SQL for the element at ``names`` (JSON; NULL when absent or not reached)."""
+        if names not in self.names:
+            self.names.append(names)
+        i = self.names.index(names) + 1
         return f"{self.prefix}{i}" if self.columns else f"{self.prefix}[{i}]"
 
     def extract_sql(self, resource_sql: str) -> str:
         """The one ``json_extract`` call that reads every element used, or '' for none."""
         if not self.names:
             return ""
-        paths = ", ".join(sql_str(json_path([n])) for n in self.names)
+        paths = ", ".join(sql_str(json_path(n)) for n in self.names)
         return f"json_extract({resource_sql}, [{paths}])"
 
 
@@ -130,9 +145,10 @@ def as_list(json_sql: str) -> str:
     """A JSON value as a collection: arrays give their items, missing/null gives nothing."""
     # One json_type() (a simple CASE evaluates it once); the JSON[] cast turns
     # JSON nulls into SQL NULLs, so dropping them needs no parsing.
-    return (f"CASE WHEN {json_sql} IS NULL THEN {EMPTY} ELSE CASE json_type({json_sql}) "
+    # (A SQL NULL counts as a JSON null, so the value is written out only three times.)
+    return (f"CASE coalesce(json_type({json_sql}), 'NULL') "
             f"WHEN 'ARRAY' THEN list_filter(({json_sql})::JSON[], lambda _z: _z IS NOT NULL) "
-            f"WHEN 'NULL' THEN {EMPTY} ELSE [{json_sql}] END END")
+            f"WHEN 'NULL' THEN {EMPTY} ELSE [{json_sql}] END")
 
 
 def array_items(json_sql: str) -> str:
@@ -146,15 +162,15 @@ def json_path(names: Sequence[str]) -> str:
 
 def jv_nonempty(x: str) -> str:
     """BOOLEAN: the jv ``x`` holds at least one item."""
-    return (f"CASE WHEN {x} IS NULL THEN false ELSE CASE json_type({x}) "
+    return (f"CASE coalesce(json_type({x}), 'NULL') "
             f"WHEN 'ARRAY' THEN len({array_items(x)}) > 0 WHEN 'NULL' THEN false "
-            f"ELSE true END END")
+            f"ELSE true END")
 
 
 def jv_first(x: str, pos: int = 1) -> str:
     """The first (``pos`` 1) or last (``pos`` -1) item of the jv ``x`` as an item."""
-    return (f"CASE WHEN json_type({x}) = 'ARRAY' THEN {array_items(x)}[{pos}] "
-            f"WHEN json_type({x}) <> 'NULL' THEN {x} END")
+    return (f"CASE json_type({x}) WHEN 'ARRAY' THEN {array_items(x)}[{pos}] "
+            f"WHEN 'NULL' THEN NULL ELSE {x} END")
 
 
 def jv_concat(a: str, b: str) -> str:
@@ -178,6 +194,8 @@ class PathCompiler:
         self.constants = constants
         self.resource_type = resource_type
         self.path = ""
+        # Resource field SQL -> its fields and element name.
+        self.field_names: dict[str, tuple[Fields, str]] = {}
 
     # -- entry points -------------------------------------------------------------------
 
@@ -309,12 +327,18 @@ class PathCompiler:
             raise self.unsupported(f"element name {name!r}")
         if base.fields is not None:
             ref = base.fields.ref(name)
+            self.field_names[ref] = (base.fields, name)
             return Frag(ref, JV, chain=(ref, (), True))
         if base.kind == ITEM:
             return self.chain(base.sql, (name,), jv=False)
         if base.kind == JV:
             root, names, jv = base.chain or (base.sql, (), True)
-            return self.chain(root, (*names, name), jv=jv)
+            frag = self.chain(root, (*names, name), jv=jv)
+            if base.guard is None:
+                return frag
+            cond, msg = base.guard
+            return Frag(f"CASE WHEN {cond} THEN {msg} ELSE {frag.sql} END", JV,
+                        chain=frag.chain, guard=base.guard)
         return self.step(base, name)
 
     def step(self, base: Frag, name: str) -> Frag:
@@ -334,6 +358,10 @@ class PathCompiler:
         the list form, flattening as FHIRPath does.
         """
         fast = f"(({root}) -> {sql_str(json_path(names))})"
+        if jv and names and root in self.field_names:
+            # Read by the resource's one json_extract call, not by parsing the root again.
+            fields, top = self.field_names[root]
+            fast = fields.ref(top, *names)
         prefixes = [json_path(names[:k]) for k in range(0 if jv else 1, len(names))]
         if not prefixes:
             return Frag(fast, JV, chain=(root, names, jv))
@@ -347,6 +375,57 @@ class PathCompiler:
             general = self.step(general, name)
         sql = f"coalesce({fast}, CASE WHEN {arrays} THEN to_json({general.sql}) END)"
         return Frag(sql, JV, chain=(root, names, jv))
+
+    def wildcard(self, frag: Frag) -> tuple[str, str, str] | None:
+        """A chain jv read with one wildcard JSON path: (root, path, exactness check).
+
+        Elements that usually repeat in FHIR (``_REPEATING``) are read as
+        arrays (``[*]``), the others as objects, so ``category.coding.code``
+        becomes ``$[*]."coding"[*]."code"`` on ``category``. The read is exact
+        (the flattened collection, plus JSON nulls) when the data has that
+        shape: no non-array where ``[*]`` is used and no array where it is
+        not (the check is false otherwise, and for a NULL root).
+        """
+        if frag.kind != JV or frag.chain is None or frag.guard is not None:
+            return None
+        root, names, jv = frag.chain
+        if not names and not jv:
+            return None
+        levels: list[tuple[str, bool]] = []  # (path to the level's values, read as array)
+        if jv:
+            if root not in self.field_names:
+                return None
+            name = self.field_names[root][1]
+            levels.append(("$", name in _REPEATING))
+        path = "$"
+        for name in names:
+            if levels and levels[-1][1]:
+                path += "[*]"
+            path += f'."{name}"'
+            levels.append((path, name in _REPEATING))
+        if levels[-1][1]:
+            path += "[*]"
+        checks = []
+        for i, (at, array) in enumerate(levels):
+            # Only an object where [*] reads (or, at the end, anything but an
+            # array) and an array where it does not change the result: other
+            # values give no items both ways.
+            if array and i < len(levels) - 1:
+                bad = "'OBJECT'"
+            elif array:
+                bad = _NOT_ARRAY
+            else:
+                bad = "'ARRAY'"
+            types = f"json_type({root}, {sql_str(at)})"
+            if "[*]" not in at:
+                checks.append(f"coalesce({types}, 'NULL') "
+                              f"{'NOT IN' if bad == _NOT_ARRAY else '<>'} "
+                              f"{_NOT_ARRAY_IN if bad == _NOT_ARRAY else bad}")
+            elif bad == _NOT_ARRAY:
+                checks.append(f"NOT list_has_any({types}, {bad})")
+            else:
+                checks.append(f"NOT list_contains({types}, {bad})")
+        return root, path, " AND ".join(checks)
 
     def index(self, node: fp.Index, scope: Scope) -> Frag:
         base = self.coll(self.node(node.base, scope))
@@ -399,7 +478,7 @@ class PathCompiler:
             choice = self.member(parent, base.name + type_name[0].upper() + type_name[1:])
             plain_frag = self.member(parent, base.name)
             if choice.kind == JV and plain_frag.kind == JV:
-                return self.of_type_jv(choice.sql, plain_frag.sql, type_name, primitive)
+                return self.of_type_jv(choice, plain_frag.sql, type_name, primitive)
             choice = Frag(self.coll(choice), COLL)
             plain = self.coll(plain_frag)
         elif primitive is not None:
@@ -415,8 +494,10 @@ class PathCompiler:
             rest = f"CASE WHEN len({plain}) > 0 THEN {msg} ELSE {EMPTY} END"
         return Frag(f"list_concat({choice.sql}, {rest})", COLL)
 
-    def of_type_jv(self, choice: str, plain: str, type_name: str, primitive: str | None) -> Frag:
+    def of_type_jv(self, choice_frag: Frag, plain: str, type_name: str,
+                   primitive: str | None) -> Frag:
         """``of_type`` when both the choice element and the plain element are jv."""
+        choice = choice_frag.sql
         if primitive is not None:
             var = self.names.fresh("_v")
             rest = (f"CASE WHEN json_type({plain}) IN {primitive} THEN {plain} "
@@ -425,8 +506,10 @@ class PathCompiler:
             return Frag(jv_concat(choice, rest), JV)
         msg = sql_error(f"ofType({type_name}) in {self.path!r}: the element is not a "
                         "choice element, so its type cannot be checked")
-        return Frag(f"CASE WHEN {plain} IS NOT NULL AND {jv_nonempty(plain)} THEN {msg} "
-                    f"ELSE {choice} END", JV)
+        cond = f"{plain} IS NOT NULL AND {jv_nonempty(plain)}"
+        chain = choice_frag.chain if choice_frag.guard is None else None
+        return Frag(f"CASE WHEN {cond} THEN {msg} ELSE {choice} END", JV, chain=chain,
+                    guard=(cond, msg) if chain is not None else None)
 
     def type_name(self, node: fp.Node) -> str:
         if isinstance(node, fp.Identifier):
@@ -546,6 +629,16 @@ def _not(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> 
 def _join(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     sep = c.string_arg(args[0], "join()") if args else "''"
     var = c.names.fresh("_v")
+    wild = c.wildcard(base)
+    if wild is not None:
+        # One wildcard read for rows of the expected shape (JSON nulls read as
+        # NULL, which array_to_string skips); a missing root joins nothing.
+        root, path, ok = wild
+        general = (f"array_to_string(list_transform({c.coll(base)}, "
+                   f"lambda {var}: ({var} ->> '$')), {sep})")
+        return Frag(f"to_json(CASE WHEN {root} IS NULL THEN '' WHEN {ok} THEN array_to_string("
+                    f"json_extract_string({root}, {sql_str(path)}), {sep}) "
+                    f"ELSE {general} END)", ITEM)
     return Frag(f"to_json(array_to_string(list_transform({c.coll(base)}, "
                 f"lambda {var}: ({var} ->> '$')), {sep}))", ITEM)
 
@@ -566,6 +659,18 @@ def _reference_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: 
     type_name = sql_str(c.type_name(args[0])) if args else None
 
     def key(x: str) -> str:
+        ref = f"({x} ->> 'reference')"
+        if type_name is not None and re.fullmatch("[A-Za-z]+", type_name[1:-1]):
+            # The type is fixed by the match's start (letters up to a '/'), so a
+            # pattern with the type written in finds the same id; '' = no match.
+            # The usual "Type/id" needs only a prefix test and a check of the id.
+            typed = sql_str(_REFERENCE_RE.replace("([A-Za-z]+)", type_name[1:-1], 1))
+            prefix = sql_str(type_name[1:-1] + "/")
+            start = len(type_name[1:-1]) + 2
+            plain = (f"starts_with({ref}, {prefix}) AND regexp_full_match(substr({ref}, "
+                     f"{start}), {sql_str(_ID_RE)})")
+            return (f"to_json(CASE WHEN {plain} THEN substr({ref}, {start}) "
+                    f"ELSE nullif(regexp_extract({ref}, {typed}, 1), '') END)")
         # One regex run gives both groups ('' for no match; a match has a non-empty id).
         groups = f"regexp_extract(({x} ->> 'reference'), {pattern}, ['t', 'i'])"
         cond = (lambda m: f"{m}.t = {type_name}") if type_name else (lambda m: f"{m}.i <> ''")
