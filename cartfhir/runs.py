@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,6 +18,7 @@ import duckdb
 
 from cartfhir import __version__
 from cartfhir.db import apply_ddl
+from cartfhir.errors import CartfhirError
 
 RunStatus = Literal["running", "success", "partial", "failed"]
 
@@ -40,6 +43,23 @@ class Run:
             [datetime.now(UTC), status, json.dumps(self.counts, sort_keys=True), message,
              self.run_id],
         )
+
+
+@contextmanager
+def failed_on_error(run: Run) -> Iterator[Run]:
+    """Finish ``run`` as failed, with the reason, when the block raises; then re-raise.
+
+    Stages close their own run on success (with their counts and status); this is
+    the one place that records how a run ended when it did not get that far.
+    """
+    try:
+        yield run
+    except CartfhirError as exc:
+        run.finish("failed", str(exc))
+        raise
+    except BaseException as exc:
+        run.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def start_run(con: duckdb.DuckDBPyConnection, command: str, config_hash: str | None) -> Run:

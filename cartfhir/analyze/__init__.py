@@ -29,9 +29,9 @@ from cartfhir.analyze.efs import patient_events, summaries
 from cartfhir.analyze.report import write_report
 from cartfhir.config import Config
 from cartfhir.db import connect
-from cartfhir.errors import CartfhirError, DatabaseError
+from cartfhir.errors import DatabaseError
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import start_run
+from cartfhir.runs import failed_on_error, start_run
 
 ROUNDS = (1, 2)
 
@@ -66,7 +66,7 @@ def analyze(config: Config, progress: Progress | None = None, command: str = "an
     try:
         run = start_run(con, command, config.config_hash)
         result = AnalysisResult(run_id=run.run_id, warning=invalid_warning)
-        try:
+        with failed_on_error(run):
             with progress.task("analysis", total=4) as bar:
                 try:
                     episodes = con.execute(endpoint_sql(endpoints, ROUNDS)).df()
@@ -104,12 +104,6 @@ def analyze(config: Config, progress: Progress | None = None, command: str = "an
             result.seconds = time.perf_counter() - started
             run.counts = dict(result.tables)
             run.finish("success", invalid_warning)
-        except CartfhirError as exc:
-            run.finish("failed", str(exc))
-            raise
-        except BaseException as exc:
-            run.finish("failed", f"{type(exc).__name__}: {exc}")
-            raise
     finally:
         con.close()
     return result

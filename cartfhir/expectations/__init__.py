@@ -21,11 +21,11 @@ import duckdb
 
 from cartfhir.config import Config
 from cartfhir.db import apply_ddl, connect
-from cartfhir.errors import CartfhirError, ExpectationError
+from cartfhir.errors import ExpectationError
 from cartfhir.expectations.gx_runner import DocsSite, Outcome, SuiteSpec, validate_suite
 from cartfhir.expectations.suites import load_suites
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import start_run
+from cartfhir.runs import failed_on_error, start_run
 
 
 @dataclass
@@ -113,7 +113,7 @@ def validate(config: Config, progress: Progress | None = None,
         _require_tables(con)
         run = start_run(con, command, config.config_hash)
         report = ValidationReport(run_id=run.run_id)
-        try:
+        with failed_on_error(run):
             _inputs(con, config)
             docs = DocsSite(config.output.folder / "gx") if config.expectations.data_docs \
                 else None
@@ -133,12 +133,6 @@ def validate(config: Config, progress: Progress | None = None,
             run.finish("success" if report.valid else "failed",
                        None if report.valid else
                        f"{len(report.failed_errors)} error expectations failed")
-        except CartfhirError as exc:
-            run.finish("failed", str(exc))
-            raise
-        except BaseException as exc:
-            run.finish("failed", f"{type(exc).__name__}: {exc}")
-            raise
     finally:
         con.close()
     return report

@@ -20,9 +20,8 @@ from typing import Any
 
 from cartfhir.config import Config
 from cartfhir.db import connect
-from cartfhir.errors import CartfhirError
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import start_run
+from cartfhir.runs import failed_on_error, start_run
 from cartfhir.transform.identity import write_patient_keys
 from cartfhir.transform.models import build_model, create_macros, load_models
 from cartfhir.transform.reference import load_reference, reference_hash, write_reference
@@ -60,7 +59,7 @@ def transform(config: Config, progress: Progress | None = None,
     try:
         run = start_run(con, command, config.config_hash)
         result = TransformResult(run_id=run.run_id, reference_hash=reference_hash(reference))
-        try:
+        with failed_on_error(run):
             models = load_models()
             with progress.task("transform", total=len(models) + 2) as bar:
                 create_macros(con)
@@ -80,12 +79,6 @@ def transform(config: Config, progress: Progress | None = None,
             result.seconds = time.perf_counter() - started
             run.counts = result.summary()
             run.finish("success")
-        except CartfhirError as exc:
-            run.finish("failed", str(exc))
-            raise
-        except BaseException as exc:
-            run.finish("failed", f"{type(exc).__name__}: {exc}")
-            raise
     finally:
         con.close()
     return result
