@@ -17,6 +17,7 @@ import click
 from cartfhir import __version__, api
 from cartfhir.config import DEFAULT_CONFIG, Config
 from cartfhir.errors import CartfhirError
+from cartfhir.expectations.gx_runner import expectation_column
 from cartfhir.extract.checks import parse_instant
 from cartfhir.logs import configure
 from cartfhir.progress import make_progress
@@ -235,7 +236,7 @@ def validate_cmd(config: Path, list_suites: bool) -> int:
     """
     cfg = api.load_config(config)
     if list_suites:
-        rows = [[s.name, i, e["type"], _rule_column(e["kwargs"]),
+        rows = [[s.name, i, e["type"], expectation_column(e["kwargs"]) or "",
                  e.get("meta", {}).get("severity", "error")]
                 for s in api.load_suites(cfg) for i, e in enumerate(s.expectations)]
         render_rows(["suite", "index", "expectation", "column", "severity"], rows)
@@ -243,13 +244,6 @@ def validate_cmd(config: Path, list_suites: bool) -> int:
     report = api.validate(cfg, progress=make_progress(), command=_command_line())
     _report_validation(report)
     return 0 if report.valid else 1
-
-
-def _rule_column(kwargs: dict) -> str:
-    if "column" in kwargs:
-        return str(kwargs["column"])
-    return ",".join(kwargs.get("column_list") or
-                    [kwargs[k] for k in ("column_A", "column_B") if k in kwargs])
 
 
 def _report_analysis(result: api.AnalysisResult) -> None:

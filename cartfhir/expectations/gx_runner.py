@@ -521,7 +521,7 @@ class _Tally:
         return Outcome(
             suite=self.suite,
             expectation=self.kind,
-            column=_column(self.kwargs),
+            column=expectation_column(self.kwargs),
             severity=self.severity,
             success=success,
             observed_value=(None if self.observed is None
@@ -561,7 +561,8 @@ def _raised(info: Any) -> str | None:
     return "; ".join(dict.fromkeys(messages)) or None
 
 
-def _column(kwargs: dict) -> str | None:
+def expectation_column(kwargs: dict) -> str | None:
+    """The column(s) an expectation checks: 'a', or 'a,b' for pairs and compounds."""
     if "column" in kwargs:
         return str(kwargs["column"])
     if "column_A" in kwargs and "column_B" in kwargs:

@@ -17,7 +17,7 @@ from typing import Any
 
 from cartfhir.config import Config, ExpectationRule
 from cartfhir.errors import ConfigError
-from cartfhir.expectations.gx_runner import SuiteSpec
+from cartfhir.expectations.gx_runner import SuiteSpec, expectation_column
 
 PACKAGE = "cartfhir.expectations"
 
@@ -30,16 +30,6 @@ def package_suites() -> list[dict[str, Any]]:
                    key=lambda f: (order.get(f.name.split(".")[0], 9), f.name))
     return [json.loads(f.read_text(encoding="utf-8")) | {"_source": f"package:suites/{f.name}"}
             for f in files]
-
-
-def _column_of(kwargs: dict[str, Any]) -> str | None:
-    if "column" in kwargs:
-        return str(kwargs["column"])
-    if "column_list" in kwargs:
-        return ",".join(kwargs["column_list"])
-    if "column_A" in kwargs:
-        return f"{kwargs['column_A']},{kwargs['column_B']}"
-    return None
 
 
 def _scoped(kwargs: dict[str, Any], site: str | None) -> dict[str, Any]:
@@ -58,7 +48,7 @@ def _apply_override(suite: dict[str, Any], rule: ExpectationRule, where: str) ->
     for expectation in suite["expectations"]:
         if expectation["type"] != rule.type:
             continue
-        if rule.column is not None and _column_of(expectation["kwargs"]) != rule.column:
+        if rule.column is not None and expectation_column(expectation["kwargs"]) != rule.column:
             continue
         expectation.setdefault("meta", {})["severity"] = rule.severity
         if rule.kwargs:
@@ -89,11 +79,15 @@ def load_suites(config: Config) -> list[SuiteSpec]:
             suites[rule.suite]["expectations"].append({
                 "type": rule.type, "kwargs": _scoped(rule.kwargs, rule.site),
                 "meta": {"severity": rule.severity, "added_by": where}})
-    specs = []
     for suite in suites.values():
-        kept = [e for e in suite["expectations"] if e.get("meta", {}).get("severity") != "off"]
-        meta = suite.get("meta", {})
-        specs.append(SuiteSpec(name=suite["name"], query=meta["query"],
-                               chunk_by=tuple(meta.get("chunk_by", ())), expectations=kept,
-                               source=suite.get("_source", "")))
-    return specs
+        suite["expectations"] = [e for e in suite["expectations"]
+                                 if e.get("meta", {}).get("severity") != "off"]
+    return [suite_spec(suite) for suite in suites.values()]
+
+
+def suite_spec(suite: dict[str, Any]) -> SuiteSpec:
+    """The runnable form of a suite file: its rows (``meta.query``) and its expectations."""
+    meta = suite.get("meta", {})
+    return SuiteSpec(name=suite["name"], query=meta["query"],
+                     chunk_by=tuple(meta.get("chunk_by", ())),
+                     expectations=suite["expectations"], source=suite.get("_source", ""))

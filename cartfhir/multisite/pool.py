@@ -30,8 +30,8 @@ from cartfhir.analyze import analyze
 from cartfhir.config import Config, parse_config
 from cartfhir.errors import PoolError
 from cartfhir.expectations import store
-from cartfhir.expectations.gx_runner import SuiteSpec, validate_suite
-from cartfhir.expectations.suites import package_suites
+from cartfhir.expectations.gx_runner import validate_suite
+from cartfhir.expectations.suites import package_suites, suite_spec
 from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, _sha256
 
 POOLED_SUITES = ("harmonized.lab", "cohort.patient", "cohort.episode",
@@ -231,10 +231,7 @@ def pool(sources: list[Path], out: Path, *, analyse: bool = True) -> PoolResult:
                 outcomes = []
                 for suite in package_suites():
                     if suite["name"] in POOLED_SUITES:
-                        spec = SuiteSpec(name=suite["name"], query=suite["meta"]["query"],
-                                         chunk_by=tuple(suite["meta"].get("chunk_by", ())),
-                                         expectations=suite["expectations"])
-                        outcomes += validate_suite(con, spec)
+                        outcomes += validate_suite(con, suite_spec(suite))
                 con.execute("CREATE SCHEMA IF NOT EXISTS qa")
                 store(con, "pool", outcomes)
             finally:
