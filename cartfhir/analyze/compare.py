@@ -9,7 +9,6 @@ Wilcoxon signed-rank). Pure functions over a DataFrame; I/O lives in __init__.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -52,17 +51,12 @@ def endpoint_sql(endpoints: list[Endpoint], rounds: tuple[int, int]) -> str:
             f"FROM cohort.episode_endpoints WHERE round IN ({rounds[0]}, {rounds[1]})")
 
 
-def _clean(values: pd.Series) -> list[float]:
-    return [float(v) for v in values if v is not None and not (isinstance(v, float)
-                                                                and math.isnan(v))]
-
-
 def _describe(values: pd.Series, kind: str) -> dict[str, Any]:
-    present = [v for v in values if v is not None and not pd.isna(v)]
     if kind == "proportion":
-        return {"n": len(present), "events": int(sum(bool(v) for v in present)),
-                "median": None, "q1": None, "q3": None, "min": None, "max": None}
-    summary = stats.summarize(_clean(values))
+        events, n = stats.count_events(values)
+        return {"n": n, "events": events, "median": None, "q1": None, "q3": None,
+                "min": None, "max": None}
+    summary = stats.summarize(values)
     return {"n": summary.n, "events": None, "median": summary.median, "q1": summary.q1,
             "q3": summary.q3, "min": summary.min, "max": summary.max}
 
@@ -85,7 +79,7 @@ def compare_endpoint(frame: pd.DataFrame, endpoint: Endpoint, site: str,
         paired = stats.paired_proportion_test([(bool(x), bool(y)) for x, y in pairs])
     else:
         unpaired = stats.ordinal_test if endpoint.kind == "ordinal" else stats.continuous_test
-        test = unpaired(_clean(first[endpoint.key]), _clean(second[endpoint.key]))
+        test = unpaired(first[endpoint.key], second[endpoint.key])  # missing values dropped
         paired = stats.paired_continuous_test([(float(x), float(y)) for x, y in pairs])
     row: dict[str, Any] = {"site": site, "endpoint": endpoint.key, "kind": endpoint.kind}
     for prefix, d in (("cart1", a), ("cart2", b)):
