@@ -7,8 +7,11 @@ stage can be run first.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -50,3 +53,23 @@ def apply_ddl(con: duckdb.DuckDBPyConnection, package: str, *names: str) -> None
     for name in names:
         sql = folder.joinpath(f"{name}.sql").read_text(encoding="utf-8")
         con.execute(sql)
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, frame: Any) -> Iterator[str]:
+    """Make a DataFrame visible to SQL as ``name`` for the block, and only for it.
+
+    Set-based inserts from Python go through here instead of row-by-row executemany.
+    """
+    con.register(name, frame)
+    try:
+        yield name
+    finally:
+        con.unregister(name)
+
+
+def write_frame(con: duckdb.DuckDBPyConnection, table: str, frame: Any) -> int:
+    """CREATE OR REPLACE ``table`` with the rows of ``frame``; return how many."""
+    with registered(con, "_write_frame", frame):
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _write_frame")
+    return len(frame)

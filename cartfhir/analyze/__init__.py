@@ -28,7 +28,7 @@ from cartfhir.analyze.compare import comparison, endpoint_sql, load_endpoints, s
 from cartfhir.analyze.efs import patient_events, summaries
 from cartfhir.analyze.report import write_report
 from cartfhir.config import Config
-from cartfhir.db import connect
+from cartfhir.db import connect, write_frame
 from cartfhir.errors import DatabaseError
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import failed_on_error, start_run
@@ -45,15 +45,6 @@ class AnalysisResult:
     comparison: pd.DataFrame | None = None
     warning: str | None = None
     seconds: float = 0.0
-
-
-def _write_table(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> int:
-    con.register("_frame", frame)
-    try:
-        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _frame")
-    finally:
-        con.unregister("_frame")
-    return len(frame)
 
 
 def analyze(config: Config, progress: Progress | None = None, command: str = "analyze",
@@ -76,15 +67,15 @@ def analyze(config: Config, progress: Progress | None = None, command: str = "an
                     raise DatabaseError(f"{exc}; run 'cartfhir transform' first") from None
                 con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
                 table = comparison(episodes, endpoints, ROUNDS)
-                result.tables["analysis.comparison"] = _write_table(
+                result.tables["analysis.comparison"] = write_frame(
                     con, "analysis.comparison", table)
                 bar.advance()
                 events = patient_events(cart2)
                 summary, curve = summaries(events)
-                result.tables["analysis.efs"] = _write_table(con, "analysis.efs", events)
-                result.tables["analysis.efs_summary"] = _write_table(
+                result.tables["analysis.efs"] = write_frame(con, "analysis.efs", events)
+                result.tables["analysis.efs_summary"] = write_frame(
                     con, "analysis.efs_summary", summary)
-                result.tables["analysis.efs_curve"] = _write_table(
+                result.tables["analysis.efs_curve"] = write_frame(
                     con, "analysis.efs_curve", curve)
                 bar.advance()
                 sql = resources.files("cartfhir.analyze").joinpath("dynamics.sql").read_text(

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import duckdb
 import pandas as pd
 
+from cartfhir.db import registered
 from cartfhir.errors import CartfhirError, DatabaseError
 from cartfhir.extract import ndjson
 from cartfhir.extract.checks import Rejected, Validation, check_line, epoch_us
@@ -233,11 +234,8 @@ class _BatchWriter:
             if not keys:
                 return {}
         keys_frame = _frame({"resource_type": [k[0] for k in keys], "id": [k[1] for k in keys]})
-        self.con.register("_landing_keys", keys_frame)
-        try:
+        with registered(self.con, "_landing_keys", keys_frame):
             found = self.con.execute(self._lookup, {"site": self.site}).fetchall()
-        finally:
-            self.con.unregister("_landing_keys")
         return {(rt, rid): Version(vid, lu, h) for rt, rid, vid, lu, h in found}
 
     def _write(self, rows: list[_Row], rejects: list[_Reject]) -> Counter[tuple[str, str]]:
@@ -300,11 +298,8 @@ class _BatchWriter:
         return counts
 
     def _run(self, sql: str, name: str, frame: pd.DataFrame) -> None:
-        self.con.register(name, frame)
-        try:
+        with registered(self.con, name, frame):
             self.con.execute(sql, {"site": self.site, "run_id": self.run_id})
-        finally:
-            self.con.unregister(name)
 
 
 class Landable(NamedTuple):

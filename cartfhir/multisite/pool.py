@@ -28,6 +28,7 @@ import pandas as pd
 
 from cartfhir.analyze import analyze
 from cartfhir.config import Config, parse_config
+from cartfhir.db import write_frame
 from cartfhir.errors import PoolError
 from cartfhir.expectations import store
 from cartfhir.expectations.gx_runner import validate_suite
@@ -243,8 +244,7 @@ def pool(sources: list[Path], out: Path, *, analyse: bool = True) -> PoolResult:
             result.analysis = analyze(config, command="pool", invalid_warning=warning)
             con = duckdb.connect(str(building))
             try:
-                con.register("_h", heterogeneity(con))
-                con.execute("CREATE OR REPLACE TABLE analysis.heterogeneity AS SELECT * FROM _h")
+                write_frame(con, "analysis.heterogeneity", heterogeneity(con))
             finally:
                 con.close()
         out.parent.mkdir(parents=True, exist_ok=True)

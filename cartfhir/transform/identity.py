@@ -15,6 +15,7 @@ import duckdb
 import pandas as pd
 
 from cartfhir.config import Site
+from cartfhir.db import registered
 from cartfhir.errors import ConfigError
 
 MIN_KEY_LENGTH = 16
@@ -63,10 +64,7 @@ def write_patient_keys(con: duckdb.DuckDBPyConnection, sites: list[Site]) -> int
         secret = site_secret(site)
         keys = pd.DataFrame({"site": site.id, "patient_id": ids,
                              "patient_key": [patient_key(secret, site.id, pid) for pid in ids]})
-        con.register("_patient_keys", keys)  # one set-based insert, not one per patient
-        try:
+        with registered(con, "_patient_keys", keys):  # one insert, not one per patient
             con.execute("INSERT INTO raw.patient_key SELECT * FROM _patient_keys")
-        finally:
-            con.unregister("_patient_keys")
         total += len(ids)
     return total

@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from cartfhir.config import Config
+from cartfhir.db import registered
 from cartfhir.errors import ConfigError
 
 PACKAGE = "cartfhir.transform"
@@ -305,12 +306,9 @@ def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id
             keys = [n.strip('"') for n in names]
             frame = pd.DataFrame([[row.get(k) for k in keys] for row in rows], columns=keys,
                                  dtype=object)
-            con.register("_ref_rows", frame)  # one insert per table, not one per row
-            try:
+            with registered(con, "_ref_rows", frame):  # one insert per table, not per row
                 con.execute(f"INSERT INTO ref.{table} ({', '.join(names)}) SELECT "
                             + ", ".join(f'"{k}"' for k in keys) + " FROM _ref_rows")
-            finally:
-                con.unregister("_ref_rows")
     con.execute("ALTER TABLE ref.unit ADD COLUMN unit_key VARCHAR")
     con.execute("UPDATE ref.unit SET unit_key = unit_key(unit)")
     # Spellings of one unit ('10*9/L', '10^9/L') share a key; they must agree on the factor.
