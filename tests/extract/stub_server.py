@@ -193,12 +193,24 @@ class FakeFhir:
         return json_response(self._manifest)
 
 
-class _UrlOnly:
-    """What FakeFhir reads of a request (its URL), for serving it over real HTTP."""
+class FakeRequest:
+    """What FakeFhir reads of a request (URL and headers), for serving it over real HTTP."""
 
     def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.url = url
         self.headers = headers
+
+
+def answer(handler: Any, fake: Callable[[Any], tuple[int, dict[str, str], bytes]],
+           url: str) -> None:
+    """Ask ``fake`` about ``url``; write its (status, headers, body) to an http.server handler."""
+    status, headers, body = fake(FakeRequest(url, dict(handler.headers.items())))
+    handler.send_response(status)
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def serve(fake: FakeFhir, tls: ssl.SSLContext | None = None):
@@ -217,15 +229,8 @@ def serve(fake: FakeFhir, tls: ssl.SSLContext | None = None):
                 import time
 
                 time.sleep(fake.delay)
-            result = fake(_UrlOnly(url, dict(self.headers)))  # type: ignore[arg-type]
-            status, headers, body = result
             fake.served += 1
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer(self, fake, url)
 
         def log_message(self, *args: Any) -> None:
             pass

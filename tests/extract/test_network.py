@@ -29,7 +29,7 @@ from cartfhir.errors import FhirServerError
 from cartfhir.extract.http import FhirClient
 from cartfhir.synth import generate
 
-from .stub_server import FakeFhir, serve
+from .stub_server import FakeFhir, answer, serve
 from .tls_certs import Pki, make_pki
 from .token_server import TokenServer
 
@@ -130,13 +130,7 @@ class ForwardProxy:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 proxy.seen.append(self.path)  # absolute URI: that is how proxies are asked
-                status, headers, body = fake(_Request(self.path, dict(self.headers.items())))
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, fake, self.path)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -144,11 +138,6 @@ class ForwardProxy:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-
-class _Request:
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
-        self.url, self.headers = url, headers
 
 
 def test_proxy_from_the_environment_is_used(cohort: list[dict],

@@ -19,6 +19,8 @@ from urllib.parse import parse_qs
 
 import jwt
 
+from .stub_server import answer
+
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -124,14 +126,6 @@ class TokenServer:
         return 200, answer, seen
 
 
-@dataclass
-class _Request:
-    """The URL and headers a FakeFhir reads from a request."""
-
-    url: str
-    headers: dict[str, str]
-
-
 def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
@@ -152,14 +146,7 @@ def _handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
                 self._send(401, {"resourceType": "OperationOutcome", "issue": [
                     {"severity": "error", "code": "login", "diagnostics": "no valid token"}]})
                 return
-            status, headers, body = server.fhir(_Request(server.origin + self.path,
-                                                         dict(self.headers.items())))
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            answer(self, server.fhir, server.origin + self.path)
 
         def do_GET(self) -> None:
             if self.path != "/fhir/.well-known/smart-configuration":
