@@ -13,14 +13,12 @@
 --   body_sites          text[]: marrow / cns / testis, from bodySite codes or text
 --   problem             text: why the row is unusable (retracted, no patient, no date)
 WITH mapped AS (
-    SELECT o.*, k.patient_key, cc.concept AS mapped_concept, cc.grade AS code_grade, cc.matched_by
+    SELECT o.*, k.patient_key, m.concept AS mapped_concept, m.grade AS code_grade, m.matched_by
     FROM flat.condition AS o
-    JOIN harmonized.resource_code AS rc
-      ON rc.site = o.site AND rc.resource_type = 'Condition' AND rc.resource_id = o.condition_id
-    JOIN harmonized.code_concept AS cc USING (signature)
-    JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'condition'
+    JOIN harmonized.record_concept AS m
+      ON m.site = o.site AND m.resource_type = 'Condition' AND m.resource_id = o.condition_id
+     AND m.kind = 'condition'
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
-    WHERE cc.status = 'mapped'
 ),
 classified AS (
     SELECT *,

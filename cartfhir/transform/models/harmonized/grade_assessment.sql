@@ -7,14 +7,12 @@
 --   grade                 integer: 0-5, from valueInteger, a coded value or text ('2级', 'Grade 2')
 --   problem               text: why the row is unusable, null when usable
 WITH mapped AS (
-    SELECT o.*, k.patient_key, cc.concept AS assessment
+    SELECT o.*, k.patient_key, m.concept AS assessment
     FROM flat.observation AS o
-    JOIN harmonized.resource_code AS rc
-      ON rc.site = o.site AND rc.resource_type = 'Observation' AND rc.resource_id = o.observation_id
-    JOIN harmonized.code_concept AS cc USING (signature)
-    JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'assessment'
+    JOIN harmonized.record_concept AS m
+      ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
+     AND m.kind = 'assessment'
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
-    WHERE cc.status = 'mapped'
 ),
 graded AS (
     SELECT *,

@@ -39,15 +39,14 @@ WITH records AS (
     JOIN flat.observation AS o ON o.site = c.site AND o.observation_id = c.observation_id
 ),
 mapped AS (
-    SELECT o.*, k.patient_key, cc.concept, cc.matched_by,
+    SELECT o.*, k.patient_key, m.concept, m.matched_by,
            c.unit_group, c.canonical_unit, c.plausible_min, c.plausible_max
     FROM records AS o
-    JOIN harmonized.resource_code AS rc
-      ON rc.site = o.site AND rc.resource_type = 'Observation' AND rc.resource_id = o.observation_id
-    JOIN harmonized.code_concept AS cc USING (signature)
-    JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'observation'
+    JOIN harmonized.record_concept AS m
+      ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
+     AND m.kind = 'observation'
+    JOIN ref.concept AS c ON c.concept = m.concept
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
-    WHERE cc.status = 'mapped'
 ),
 parsed AS (
     SELECT *,

@@ -25,15 +25,12 @@ WITH records AS (
     FROM flat.medication_administration
 ),
 mapped AS (
-    SELECT o.*, k.patient_key, cc.concept, cc.matched_by
+    SELECT o.*, k.patient_key, m.concept, m.matched_by
     FROM records AS o
-    JOIN harmonized.resource_code AS rc
-      ON rc.site = o.site AND rc.resource_type = o.resource_type
-     AND rc.resource_id = o.procedure_id
-    JOIN harmonized.code_concept AS cc USING (signature)
-    JOIN ref.concept AS c ON c.concept = cc.concept AND c.kind = 'procedure'
+    JOIN harmonized.record_concept AS m
+      ON m.site = o.site AND m.resource_type = o.resource_type AND m.resource_id = o.procedure_id
+     AND m.kind = 'procedure'
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
-    WHERE cc.status = 'mapped'
 ),
 targets AS (
     SELECT m.site, m.procedure_id, t.target
