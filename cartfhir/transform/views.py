@@ -106,8 +106,9 @@ def run_view_file(db: Path, view_file: Path, *, out: Path | None = None,
             options = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
             quoted = str(out).replace("'", "''")
             try:
-                con.execute(f"COPY ({compiled.sql}) TO '{quoted}' ({options})")
-                rows = con.execute(f"SELECT count(*) FROM ({compiled.sql})").fetchone()[0]
+                # COPY answers with the rows it wrote: the view runs once, not twice.
+                rows = con.execute(f"COPY ({compiled.sql}) TO '{quoted}' ({options})"
+                                   ).fetchone()[0]
             except duckdb.Error as exc:
                 raise TransformError(f"view {view.get('name', '?')} failed: {exc}") from None
         finally:
