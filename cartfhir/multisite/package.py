@@ -15,7 +15,6 @@ manifest says so.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 import shutil
@@ -34,7 +33,7 @@ from cartfhir import __version__
 from cartfhir.config import Config
 from cartfhir.db import connect
 from cartfhir.errors import PoolError
-from cartfhir.transform.identity import site_secret
+from cartfhir.transform.identity import keyed_hash, site_secret
 
 SCHEMA_VERSION = "cartfhir-site-package/1"
 MANIFEST = "manifest.json"
@@ -69,7 +68,7 @@ class PackageResult:
     forced: bool
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -78,7 +77,7 @@ def _sha256(path: Path) -> str:
 
 
 def _pseudonym(secret: str, kind: str, value: str) -> str:
-    return hmac.new(secret.encode(), f"{kind}/{value}".encode(), hashlib.sha256).hexdigest()[:32]
+    return keyed_hash(secret, kind, value)[:32]
 
 
 def _pseudonymize(secret: str, column: str, value: Any) -> Any:
@@ -173,7 +172,7 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
         for table in POLICY:
             name = f"{table}.parquet"
             rows = _export_table(con, table, site_id, secret, date_shift_days, folder / name)
-            tables[table] = {"file": name, "rows": rows, "sha256": _sha256(folder / name)}
+            tables[table] = {"file": name, "rows": rows, "sha256": file_sha256(folder / name)}
         reference = con.execute(
             "SELECT name, origin, sha256 FROM meta.reference_version WHERE run_id = "
             "(SELECT run_id FROM meta.reference_version ORDER BY rowid DESC LIMIT 1)").fetchall()

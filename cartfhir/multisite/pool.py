@@ -33,7 +33,7 @@ from cartfhir.errors import PoolError
 from cartfhir.expectations import store
 from cartfhir.expectations.gx_runner import validate_suite
 from cartfhir.expectations.suites import package_suites, suite_spec
-from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, _sha256
+from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, file_sha256
 
 POOLED_SUITES = ("harmonized.lab", "cohort.patient", "cohort.episode",
                  "cohort.episode_endpoints", "cohort.lab_daily", "cohort.adverse_event")
@@ -99,7 +99,7 @@ def verify(source: Path, work: Path) -> Package:
         file = folder / entry["file"]
         if not file.exists():
             raise PoolError(f"{source}: {entry['file']} ({table}) is missing from the package")
-        if _sha256(file) != entry["sha256"]:
+        if file_sha256(file) != entry["sha256"]:
             raise PoolError(f"{source}: {entry['file']} ({table}) does not match its SHA-256 "
                             "in the manifest: it was changed or damaged after export")
     return Package(Path(source), folder, manifest, hashlib.sha256(raw).hexdigest())

@@ -23,10 +23,15 @@ TABLES_WITH_PATIENTS = ("patient", "observation", "condition", "procedure",
                         "medication_administration")
 
 
-def patient_key(secret: str, site: str, patient_id: str) -> str:
-    """The pseudonym of one patient: hex HMAC-SHA256 over 'site/patient_id'."""
-    return hmac.new(secret.encode("utf-8"), f"{site}/{patient_id}".encode(),
+def keyed_hash(secret: str, namespace: str, value: str) -> str:
+    """Hex HMAC-SHA256 of 'namespace/value' with a site's secret: every pseudonym is one."""
+    return hmac.new(secret.encode("utf-8"), f"{namespace}/{value}".encode(),
                     hashlib.sha256).hexdigest()
+
+
+def patient_key(secret: str, site: str, patient_id: str) -> str:
+    """The pseudonym of one patient: the keyed hash of 'site/patient_id'."""
+    return keyed_hash(secret, site, patient_id)
 
 
 def site_secret(site: Site) -> str:
