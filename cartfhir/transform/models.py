@@ -8,6 +8,7 @@ naming the file, so nothing half-built is mistaken for a result.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +20,7 @@ import yaml
 from cartfhir.errors import TransformError
 
 PACKAGE = "cartfhir.transform"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def create_macros(con: duckdb.DuckDBPyConnection) -> None:
 def build_model(con: duckdb.DuckDBPyConnection, model: Model) -> tuple[int, float]:
     """Materialize one model; return (rows, seconds)."""
     started = time.perf_counter()
+    log.info("building %s", model.name, extra={"table": model.name})
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {model.schema}")
     try:
         con.execute(f"CREATE OR REPLACE TABLE {model.name} AS\n{model.sql}")

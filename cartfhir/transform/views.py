@@ -8,6 +8,7 @@ runs any analyst's ViewDefinition (``cartfhir view FILE.json``).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from cartfhir.transform.sof import ERROR_MARK, compile_view
 
 PACKAGE = "cartfhir.transform"
 RAW = "raw.resources"
+log = logging.getLogger(__name__)
 
 
 def project_views() -> list[dict[str, Any]]:
@@ -68,8 +70,12 @@ def build_flat(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, float]]:
     if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
                        "AND table_name = 'resources'").fetchone()[0]:
         raise TransformError("raw.resources does not exist: run 'cartfhir extract' first")
-    return {f"flat.{v['name']}": materialize(con, v, f"flat.{v['name']}")
-            for v in project_views()}
+    built = {}
+    for view in project_views():
+        table = f"flat.{view['name']}"
+        log.info("building %s", table, extra={"table": table})
+        built[table] = materialize(con, view, table)
+    return built
 
 
 @dataclass(frozen=True)
