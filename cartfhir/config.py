@@ -224,6 +224,11 @@ class FhirSource(_Model):
     resources: list[ResourceQuery] = Field(default_factory=lambda: list(DEFAULT_RESOURCES))
     patients_per_query: int = Field(default=50, ge=1, le=500)
     page_size: int = Field(default=200, ge=1, le=5000)
+    max_pages: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="most pages followed per search; default: what Bundle.total and the page "
+        "size need plus slack (10,000 when the server gives no total). Beyond it the search "
+        "stops and the run is partial")
 
 
 class BulkSource(_Model):
@@ -333,6 +338,17 @@ class Landing(_Model):
         default="auto",
         description="processes that check lines in parallel; auto: by input size and CPUs; "
         "0: check in the main process",
+    )
+    # Caps on hostile input, for folders and bulk downloads alike.
+    max_line_bytes: int = Field(
+        default=64 * 2**20, ge=1024, le=2**31,
+        description="longest NDJSON line landed (64 MiB: far above real resources, "
+        "attachments included); a longer line becomes one raw.rejected row keeping its start",
+    )
+    max_decompressed_bytes: int = Field(
+        default=8 * 2**30, ge=1024,
+        description="most NDJSON bytes read from one file after decompression (8 GiB), so "
+        "a gzip bomb cannot fill memory or disk; past it the file is cut and the run is partial",
     )
 
     @field_validator("workers")

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 USER_AGENT = f"cartfhir/{__version__} (FHIR cohort extraction; python-requests)"
 # Transient answers worth another try; everything else 4xx/5xx is final.
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Redirects are followed here, not by requests, so each hop passes the same host check
+# as a next link; 303 turns the request into a GET, the others keep the method.
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 BACKOFF_BASE = 1.0  # seconds before the first retry (before jitter)
 BACKOFF_MAX = 60.0
 TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
@@ -118,6 +122,7 @@ class JsonBody:
     data: dict[str, Any]
     status: int
     date: str | None
+    url: str = ""  # the URL that answered, after redirects (not masked)
 
 
 class _SiteSession(requests.Session):
@@ -197,11 +202,11 @@ class FhirClient:
                 safe=",|:/*")
         return url
 
-    def check_url(self, url: str) -> None:
+    def check_url(self, url: str, via: str = "pointed to") -> None:
         """Refuse a URL on another scheme, host or port than the server's (token safety)."""
         if origin(url) not in self._origins:
             raise FhirServerError(
-                f"the server pointed to {mask_url(url)}, which is not on {mask_url(self.base_url)} "
+                f"the server {via} {mask_url(url)}, which is not on {mask_url(self.base_url)} "
                 "(different scheme, host or port); refusing to send credentials there. If that "
                 "host is legitimate, add it to http.allowed_hosts",
                 url=mask_url(url))
@@ -210,9 +215,13 @@ class FhirClient:
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None,
                 stream: bool = False, auth: bool = True,
                 ok: Callable[[requests.Response], bool] | None = None) -> requests.Response:
-        """Send with retries; return a response whose status is acceptable (``ok``, or 2xx)."""
+        """Send with retries; return a response whose status is acceptable (``ok``, or 2xx).
+
+        Redirects are followed here (at most ``MAX_REDIRECTS``), each target checked like a
+        next link; the returned response's ``url`` is the URL that finally answered.
+        """
         self.check_url(url)
-        attempt, refreshed = 0, False
+        attempt, refreshed, hops = 0, False, 0
         while True:
             send_headers = dict(headers or {})
             if auth:
@@ -220,7 +229,8 @@ class FhirClient:
             started = time.monotonic()
             try:
                 response = self.session.request(method, url, headers=send_headers,
-                                                timeout=self.http.timeout, stream=stream)
+                                                timeout=self.http.timeout, stream=stream,
+                                                allow_redirects=False)
             except requests.exceptions.SSLError as exc:  # retrying cannot fix a certificate
                 self.stats.add(requests=1)
                 raise FhirServerError(
@@ -235,6 +245,20 @@ class FhirClient:
             self.stats.add(requests=1)
             log.debug("%s %s -> %s (%.2f s)", method, mask_url(url), response.status_code,
                       time.monotonic() - started)
+            if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
+                target = urljoin(url, response.headers["Location"])
+                response.close()
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    raise FhirServerError(
+                        f"{method} {mask_url(url)} was redirected more than {MAX_REDIRECTS} "
+                        "times; the server is misconfigured", status=response.status_code,
+                        url=mask_url(url))
+                self.check_url(target, via=f"redirected {mask_url(url)} to")
+                log.info("%s %s redirected to %s", method, mask_url(url), mask_url(target))
+                method = "GET" if response.status_code == 303 else method
+                url = target
+                continue
             if response.status_code == 401 and auth and not refreshed:
                 refreshed = True  # one token refresh, then the 401 is final
                 self.auth.invalidate()
@@ -269,7 +293,7 @@ class FhirClient:
                 raise FhirServerError(f"{mask_url(url)} answered with JSON that is not an object",
                                       status=response.status_code, url=mask_url(url))
             return JsonBody(data=data, status=response.status_code,
-                            date=response.headers.get("Date"))
+                            date=response.headers.get("Date"), url=response.url or url)
 
     def _retry(self, url: str, attempt: int, why: str, retry_after: float | None) -> int:
         """Sleep before the next try, or raise once tries or the budget run out."""

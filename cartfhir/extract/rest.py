@@ -28,7 +28,7 @@ from cartfhir.extract import state
 from cartfhir.extract.http import FhirClient, mask_url
 from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import RawLine
-from cartfhir.extract.paging import PagingExpired, SearchTally, search_pages
+from cartfhir.extract.paging import Page, PagingExpired, SearchTally, search_pages
 from cartfhir.progress import NullProgress, Progress, type_bars
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,9 @@ def capability(client: FhirClient) -> tuple[str | None, str | None, str | None]:
     return software.get("name"), software.get("version"), body.get("fhirVersion")
 
 
-def _reference_id(reference: str | None) -> str | None:
+def _reference_id(reference: Any) -> str | None:
+    if not isinstance(reference, str):
+        return None
     if reference and reference.startswith("Patient/"):
         return reference.split("/", 2)[1]
     if reference and "/Patient/" in reference:  # absolute reference
@@ -105,9 +107,10 @@ def find_cohort(client: FhirClient, source: FhirSource, page_size: int,
     elif cohort.group_id is not None:
         url = client.url(f"Group/{cohort.group_id}")
         group = client.get_json(url).data
-        for member in group.get("member") or []:
-            pid = _reference_id((member.get("entity") or {}).get("reference"))
-            if pid and not member.get("inactive"):
+        members = group.get("member") or []
+        for member in members if isinstance(members, list) else []:
+            pid = _reference_id(_field(_field(member, "entity"), "reference"))
+            if pid and not _field(member, "inactive"):
                 ids.add(pid)
         report.requests.append(state.RequestRecord("Group", "Group", mask_url(url), None, 1,
                                                    len(ids), 0, None, 0, "complete", None, 0.0))
@@ -117,17 +120,28 @@ def find_cohort(client: FhirClient, source: FhirSource, page_size: int,
             url = client.url(f"{rtype}?{query}", {"_count": page_size})
             tally = SearchTally(url=mask_url(url))
             started = time.monotonic()
-            for page in search_pages(client, url, tally):
+            for page in search_pages(client, url, tally, resource_type=rtype,
+                                     page_size=page_size, max_pages=source.max_pages):
                 for resource in page.resources:
                     if resource.get("resourceType") == "Patient":
-                        ids.add(str(resource.get("id")))
+                        if isinstance(resource.get("id"), str):
+                            ids.add(resource["id"])
                     else:
                         for name in ("subject", "patient"):
-                            pid = _reference_id((resource.get(name) or {}).get("reference"))
+                            pid = _reference_id(_field(resource.get(name), "reference"))
                             if pid:
                                 ids.add(pid)
-            _record(report, search, rtype, tally, None, time.monotonic() - started, None)
+            status, message = judge(tally)
+            if status != "complete":
+                report.problems.append(f"cohort search {search}: {message}")
+            _record(report, search, rtype, tally, None, time.monotonic() - started, message,
+                    status)
     return sorted(ids)
+
+
+def _field(value: Any, name: str) -> Any:
+    """``value[name]`` when ``value`` is an object, else None (servers send odd shapes)."""
+    return value.get(name) if isinstance(value, dict) else None
 
 
 def plan(source: FhirSource, patients: Sequence[str], known: set[str],
@@ -179,7 +193,8 @@ def put_unless_stopped(out: queue.Queue, item: Any, stop: threading.Event) -> bo
     return False
 
 
-def _run_task(client: FhirClient, task: Task, out: queue.Queue, stop: threading.Event) -> None:
+def _run_task(client: FhirClient, task: Task, out: queue.Queue, stop: threading.Event,
+              max_pages: int | None = None) -> None:
     if stop.is_set():
         return
     started = time.monotonic()
@@ -189,7 +204,9 @@ def _run_task(client: FhirClient, task: Task, out: queue.Queue, stop: threading.
     for attempt in range(PAGING_RESTARTS + 1):
         tally = SearchTally(url=mask_url(url))
         try:
-            for page in search_pages(client, url, tally):
+            for page in search_pages(client, url, tally, resource_type=task.query.type,
+                                     page_size=task.params.get("_count"),
+                                     max_pages=max_pages):
                 if not put_unless_stopped(out, page, stop):
                     return
             error = None
@@ -203,9 +220,12 @@ def _run_task(client: FhirClient, task: Task, out: queue.Queue, stop: threading.
     put_unless_stopped(out, _Done(task, tally, time.monotonic() - started, error), stop)
 
 
-def _lines(page: Any) -> Iterator[RawLine]:
+def _lines(page: Page) -> Iterator[RawLine]:
+    """The page's resources as lines to land, then its unusable entries as rejected lines."""
     for n, resource in enumerate(page.resources, start=1):
         yield RawLine(page.url, n, orjson.dumps(resource))
+    for n, (reason, raw) in enumerate(page.rejects, start=len(page.resources) + 1):
+        yield RawLine(page.url, n, raw, error=reason)
 
 
 def pull_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
@@ -242,6 +262,8 @@ def pull_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
                 state.advance(con, site.id, key, query.type, mark, run_id)
         if not failed_keys:
             state.remember_patients(con, site.id, patients, run_id)
+        if report.problems:  # a cohort search may have come back incomplete too
+            report.status = "partial"
     finally:
         close_report(con, run_id, site.id, report, client)
     return report
@@ -273,7 +295,7 @@ def _pull(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, client: FhirC
         Lander(con, site.id, run_id, validation=validation, batch_size=batch_size) as lander,
     ):
         for task in tasks:
-            pool.submit(_run_task, client, task, out, stop)
+            pool.submit(_run_task, client, task, out, stop, source.max_pages)
         try:
             while pending:
                 item = out.get()
@@ -282,6 +304,8 @@ def _pull(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, client: FhirC
                     bars[item.task.query.type].advance(1)
                     lander.commit()  # a finished search is kept even if the run dies later
                     status, message = _judge(item)
+                    for warning in item.tally.warnings:
+                        log.warning("site %s %s: %s", site.id, item.task.query_key, warning)
                     if status != "complete":
                         failed.add(item.task.query_key)
                         report.problems.append(f"{item.task.query_key}: {message}")
@@ -309,14 +333,18 @@ def _pull(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, client: FhirC
 def _judge(done: _Done) -> tuple[str, str | None]:
     if done.error is not None:
         return "failed", str(done.error)
-    if done.tally.shortfall:
-        return "partial", (f"the server announced {done.tally.total} matches but sent "
-                           f"{done.tally.matched} ({done.tally.shortfall} missing)")
-    return "complete", "; ".join(done.tally.warnings) or None
+    return judge(done.tally)
+
+
+def judge(tally: SearchTally) -> tuple[str, str | None]:
+    """(complete | partial, message): what is missing first, then the server's warnings."""
+    why = tally.incomplete()
+    message = "; ".join(why + tally.warnings) or None
+    return ("partial" if why else "complete"), message
 
 
 def _record(report: SiteReport, key: str, rtype: str, tally: SearchTally, patients: int | None,
             seconds: float, message: str | None, status: str = "complete") -> None:
     report.requests.append(state.RequestRecord(
         key, rtype, tally.url, patients, tally.pages, tally.matched, tally.included, tally.total,
-        tally.shortfall, status, message, seconds))
+        tally.shortfall, status, message, seconds, tally.final_url))

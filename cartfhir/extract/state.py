@@ -73,6 +73,12 @@ def remember_patients(con: duckdb.DuckDBPyConnection, site: str, patients: Itera
                     [[site, p, run_id] for p in patients])
 
 
+# meta.extract_request's columns in the order record_requests fills them.
+REQUEST_COLUMNS = ("run_id", "site", "seq", "query_key", "resource_type", "url", "patients",
+                   "pages", "matched", "included", "total", "shortfall", "status", "message",
+                   "seconds", "server_software", "server_version", "fhir_version", "final_url")
+
+
 @dataclass
 class RequestRecord:
     query_key: str
@@ -87,6 +93,7 @@ class RequestRecord:
     status: str
     message: str | None
     seconds: float
+    final_url: str | None = None  # masked; after redirects, when known
 
 
 def record_requests(con: duckdb.DuckDBPyConnection, run_id: str, site: str,
@@ -94,7 +101,7 @@ def record_requests(con: duckdb.DuckDBPyConnection, run_id: str, site: str,
                                                                 str | None]) -> None:
     rows = [[run_id, site, i, r.query_key, r.resource_type, r.url, r.patients, r.pages,
              r.matched, r.included, r.total, r.shortfall, r.status, r.message, r.seconds,
-             *server] for i, r in enumerate(records)]
+             *server, r.final_url] for i, r in enumerate(records)]
     if rows:
-        con.executemany("INSERT INTO meta.extract_request VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        con.executemany(f"INSERT INTO meta.extract_request ({', '.join(REQUEST_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})", rows)

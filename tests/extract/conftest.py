@@ -10,6 +10,9 @@ import pytest
 
 from cartfhir.extract import create_tables
 
+from .cli_site import patient
+from .stub_server import FakeFhir, serve
+
 
 @pytest.fixture()
 def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -18,3 +21,15 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     create_tables(con)
     yield con
     con.close()
+
+
+@pytest.fixture()
+def hostile() -> Iterator[FakeFhir]:
+    """Patients p1..p3 served over real HTTP on loopback (``fake.base`` is the URL).
+
+    Tests add ``fake.faults`` to make the server lie or misbehave.
+    """
+    fake = FakeFhir(resources=[patient("p1"), patient("p2"), patient("p3")])
+    server = serve(fake)
+    yield fake
+    server.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -13,7 +14,8 @@ from cartfhir.config import BearerAuth, Http, NoAuth, SecretRef
 from cartfhir.errors import AuthError, FhirServerError
 from cartfhir.extract.http import FhirClient, mask_url, parse_retry_after
 
-from .stub_server import StubAdapter, json_response, outcome
+from .cli_site import extract, patient, searching
+from .stub_server import FakeFhir, StubAdapter, json_response, outcome, serve
 
 BASE = "http://fhir.test/fhir"
 OK = json_response({"resourceType": "Bundle", "type": "searchset"})
@@ -145,3 +147,44 @@ def test_a_body_cut_short_in_transit_is_retried() -> None:
     c, slept = client(sequence(cut, OK))
     assert c.get_json(c.url("Patient")).data["resourceType"] == "Bundle"
     assert len(slept) == 1 and c.stats.retries == 1
+
+
+# ---- redirects, met through `cartfhir extract` --------------------------------------------
+
+@pytest.fixture()
+def elsewhere():
+    """A second server on another port, with the same patients (a redirect target)."""
+    fake = FakeFhir(resources=[patient("p1"), patient("p2"), patient("p3")])
+    server = serve(fake)
+    yield fake
+    server.shutdown()
+
+
+def redirect_searches(hostile, elsewhere):
+    def redirect(request):
+        if searching("Patient", request) is None:
+            return None
+        query = urlsplit(request.url).query
+        return 302, {"Location": f"{elsewhere.base}/Patient?{query}"}, b""
+    hostile.faults.append(redirect)
+
+
+def test_a_redirect_to_another_host_is_refused(tmp_path, capsys, hostile, elsewhere) -> None:
+    redirect_searches(hostile, elsewhere)
+    result = extract(tmp_path, capsys, hostile.base)
+    assert result.code == 1, result.err
+    assert "redirected" in result.err and "http.allowed_hosts" in result.err
+    assert elsewhere.served == 0  # nothing was asked of the other host, no token went there
+    assert result.run_row()[0] == "failed"
+
+
+def test_a_redirect_to_an_allowed_host_is_followed_and_recorded(tmp_path, capsys, hostile,
+                                                                elsewhere) -> None:
+    redirect_searches(hostile, elsewhere)
+    port = urlsplit(elsewhere.base).port
+    result = extract(tmp_path, capsys, hostile.base,
+                     source=f", http: {{allowed_hosts: ['127.0.0.1:{port}']}}")
+    assert result.code == 0, result.err
+    assert len(result.rows("select * from raw.resources")) == 3
+    rows = result.rows("select url, final_url from meta.extract_request")
+    assert rows and all(f":{port}/" in final and f":{port}/" not in url for url, final in rows)
