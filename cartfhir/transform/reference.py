@@ -233,6 +233,8 @@ def load_reference(config: Config) -> Reference:
                                ("concept", "pattern", "value", "comparator")),
         "grade_cut": ("terminology/grade_cuts.csv", ("concept", "basis", "direction", "bound",
                                                      "grade")),
+        # Notes for humans on why an unmapped code is out of the study; never used to map.
+        "scope_note": ("terminology/scope_notes.csv", ("system", "rank", "pattern", "note")),
     }
     for table, (name, columns) in simple.items():
         path = config.transform.grade_cuts if table == "grade_cut" else None
@@ -242,6 +244,13 @@ def load_reference(config: Config) -> Reference:
             if "pattern" in r:
                 _check_pattern(r["pattern"], origin)
         tables[table] = rows
+
+    # Standard code systems (with their OID aliases): a coding in one of them is
+    # authoritative, so a record no map knows is unmapped, never matched by its text.
+    text, origin = read("terminology/code_systems.csv")
+    tables["code_system"] = [
+        {"system": r["system"], "canonical": r["canonical"] or r["system"], "name": r["name"]}
+        for r in _csv_rows(text, origin, ("system", "canonical", "name"))]
 
     text, origin = read("terminology/combinations.csv")
     tables["concept_combination"] = [
@@ -290,6 +299,8 @@ REF_DDL = {
     "qualitative_result": "concept VARCHAR, pattern VARCHAR, value DOUBLE, comparator VARCHAR",
     "grade_cut": "concept VARCHAR, basis VARCHAR, direction VARCHAR, bound DOUBLE, grade INTEGER",
     "concept_combination": "concept VARCHAR, requires VARCHAR[]",
+    "code_system": "system VARCHAR, canonical VARCHAR, name VARCHAR",
+    "scope_note": "system VARCHAR, rank INTEGER, pattern VARCHAR, note VARCHAR",
     "window": "name VARCHAR, lo INTEGER, hi INTEGER",
     "threshold": "name VARCHAR, value DOUBLE",
 }

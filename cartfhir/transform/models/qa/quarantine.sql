@@ -21,7 +21,8 @@ condition AS (
     FROM harmonized.condition WHERE problem IS NOT NULL
 ),
 procedure AS (
-    SELECT site, 'Procedure', procedure_id, concept, problem, NULL::DOUBLE, NULL
+    -- Procedure or MedicationAdministration, as in harmonized.resource_code.
+    SELECT site, resource_type, procedure_id, concept, problem, NULL::DOUBLE, NULL
     FROM harmonized.procedure WHERE problem IS NOT NULL
 ),
 mapping AS (

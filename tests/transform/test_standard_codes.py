@@ -1,0 +1,159 @@
+"""A coding in a standard system is authoritative: never guessed from its display text.
+
+A broad hospital export (vitals, panels, urinalysis, claims) is landed next to a
+CAR-T site through the CLI. LOINC codes that name a study analyte in their text
+but are not in a map (HbA1c, MPV, urine bilirubin, stool hemoglobin...) must be
+inventoried as unmapped, with a note saying why they are out of scope, and must
+neither reach harmonized.lab nor fail the site's completeness expectations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+from click.testing import CliRunner
+
+from cartfhir.cli import cli
+from cartfhir.synth import generate
+
+from .broad_hospital import LOOK_ALIKES, broad_resources
+from .test_harmonize import LOCAL, Site, one
+
+SITE = "site_a"
+
+
+def _config(root: Path) -> Path:
+    (root / "secrets").mkdir(exist_ok=True)
+    (root / "secrets" / f"{SITE}.key").write_text("0123456789abcdef0123456789abcdef\n")
+    path = root / "config.yaml"
+    path.write_text("study: {name: broad}\nsites:\n"
+                    f"  - {{id: {SITE}, source: {{kind: ndjson, path: data/{SITE}}}, "
+                    f"pseudonym_key: {{file: secrets/{SITE}.key}}}}\n"
+                    "output: {duckdb: out/broad.duckdb}\nlanding: {workers: 0}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def broad_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A small CAR-T site plus a few hundred broad resources, run through 'cartfhir run'."""
+    root = tmp_path_factory.mktemp("broad")
+    generate(root / "data", patients=2, seed=5, sites=[SITE])
+    resources = broad_resources(patients=3, visits=2)
+    assert len(resources) > 250
+    (root / "data" / SITE / "broad.ndjson").write_text(
+        "\n".join(json.dumps(r) for r in resources) + "\n")
+    result = CliRunner().invoke(cli, ["run", "--config", str(_config(root))])
+    return root, result
+
+
+def _db(root: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(root / "out" / "broad.duckdb"), read_only=True)
+
+
+def test_look_alike_loinc_codes_never_become_study_labs(broad_site) -> None:
+    root, _ = broad_site
+    con = _db(root)
+    leaked = con.execute(
+        "SELECT DISTINCT json_extract_string(r.codings[1], '$.code') AS code, l.concept "
+        "FROM harmonized.lab AS l JOIN harmonized.resource_code AS r "
+        "ON r.site = l.site AND r.resource_type = 'Observation' "
+        "AND r.resource_id = l.observation_id WHERE l.observation_id LIKE 'broad-%'"
+    ).fetchall()
+    assert not [row for row in leaked if row[0] in LOOK_ALIKES], leaked
+    # The broad hospital's real study codes (718-7, 777-3, 6690-2, 8310-5...) still map.
+    assert {row[0] for row in leaked} == {"6690-2", "718-7", "777-3", "38483-4", "8310-5"}
+    quarantined = con.execute("SELECT count(*) FROM qa.quarantine "
+                              "WHERE resource_id LIKE 'broad-%'").fetchone()[0]
+    assert quarantined == 0
+
+
+def test_look_alikes_are_inventoried_with_an_out_of_scope_note(broad_site) -> None:
+    root, _ = broad_site
+    con = _db(root)
+    rows = {code: (count, note) for code, count, note in con.execute(
+        "SELECT code, count, scope_note FROM qa.unmapped_codes "
+        "WHERE system = 'http://loinc.org'").fetchall()}
+    assert LOOK_ALIKES <= set(rows), LOOK_ALIKES - set(rows)
+    assert rows["5770-3"] == (6, "out of study scope: urine specimen; test strip screen")
+    assert "stool specimen" in rows["58453-2"][1] and "stool specimen" in rows["2335-8"][1]
+    assert "urine specimen" in rows["5794-3"][1] and "urine specimen" in rows["5799-2"][1]
+    assert "ratio" in rows["14959-1"][1] and "ratio" in rows["4548-4"][1]
+    assert "cell index" in rows["32623-1"][1] and "cell index" in rows["32207-3"][1]
+    assert "vital sign" in rows["8867-4"][1]
+    assert rows["2339-0"][1] is None  # glucose: simply not a study analyte, nothing to say
+
+
+def test_broad_data_does_not_fail_the_sites_completeness(broad_site) -> None:
+    root, result = broad_site
+    assert result.exit_code == 0, result.output
+    con = _db(root)
+    failed = con.execute("SELECT suite, column_name, observed_value FROM qa.validation_result "
+                         "WHERE NOT success AND severity = 'error'").fetchall()
+    assert failed == []
+
+
+# ---- precedence on hand-made records ---------------------------------------------------------
+def test_text_patterns_still_map_records_with_only_local_codes_or_text(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    local = site.lab(3, 0.4, "10*9/L", system=LOCAL, code="NEU", display="Neutrophils abs")
+    text_only = site.lab(4, 9.5, "g/dL", system="", code="", text="Hemoglobin")
+    site.resources[-1]["code"] = {"text": "Hemoglobin"}
+    con = site.build()
+    concepts = dict(con.execute("SELECT observation_id, concept FROM harmonized.lab").fetchall())
+    assert concepts == {local: "anc", text_only: "hemoglobin"}
+
+
+def test_an_unmapped_standard_code_is_not_rescued_by_a_local_coding_text(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    both = site.lab(3, 5.8, "%", code="4548-4", display="Hemoglobin A1c/Hemoglobin.total in Blood")
+    site.resources[-1]["code"]["coding"].append(
+        {"system": LOCAL, "code": "HBA1C", "display": "Hemoglobin A1c"})
+    con = site.build()
+    assert one(con, "SELECT count(*) FROM harmonized.observation_value") == 0
+    codes = {r[0] for r in con.execute("SELECT code FROM qa.unmapped_codes").fetchall()}
+    assert codes == {"4548-4", "HBA1C"} and both
+
+
+def test_an_explicit_map_of_any_coding_wins_over_an_unmapped_standard_one(
+        tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 0.6, "10*9/L", code="26444-0", display="Basophils [#/volume] in Blood")
+    site.resources[-1]["code"]["coding"].append({"system": LOCAL, "code": "ANC-X"})
+    (tmp_path / "map.csv").write_text(
+        "resource_type,system,code,concept\nObservation," + LOCAL + ",ANC-X,anc\n")
+    con = site.build(site_x={"concept_maps": ["map.csv"]})
+    assert one(con, "SELECT concept, matched_by FROM harmonized.code_concept "
+                    "WHERE status = 'mapped' AND resource_type = 'Observation'") \
+        == ("anc", f"code {LOCAL}|ANC-X")
+
+
+def test_a_loinc_code_sent_under_its_oid_is_still_loinc(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 0.6, "10*9/L", system="urn:oid:2.16.840.1.113883.6.1", code="751-8")
+    site.lab(4, 5.8, "%", system="urn:oid:2.16.840.1.113883.6.1", code="4548-4",
+             display="Hemoglobin A1c/Hemoglobin.total in Blood")
+    con = site.build()
+    assert one(con, "SELECT concept FROM harmonized.lab") == "anc"
+    assert one(con, "SELECT code FROM qa.unmapped_codes") == "4548-4"
+
+
+def test_a_mapped_standard_code_is_still_refined_by_its_text(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.procedure("Lymphodepleting chemotherapy (fludarabine + cyclophosphamide)", -4,
+                   coding={"system": "http://www.cms.gov/Medicare/Coding/ICD10",
+                           "code": "3E04305"})
+    site.procedure("Chemotherapy course", -40,
+                   coding={"system": "http://www.cms.gov/Medicare/Coding/ICD10",
+                           "code": "3E04305"})
+    con = site.build()
+    concepts = sorted(r[0] for r in con.execute(
+        "SELECT concept FROM harmonized.procedure WHERE concept <> 'cart_infusion'").fetchall())
+    assert concepts == ["chemotherapy", "lymphodepletion"]
