@@ -78,7 +78,8 @@ URINALYSIS = [
 LOOK_ALIKES = {"4548-4", "32623-1", "32207-3", "5770-3", "58453-2", "2335-8", "5794-3",
                "5799-2", "14959-1", "21000-5", "786-4", "785-6"}
 CONDITIONS = [
-    ("444814009", "Viral sinusitis (disorder)"), ("195662009", "Acute viral pharyngitis (disorder)"),
+    ("444814009", "Viral sinusitis (disorder)"),
+    ("195662009", "Acute viral pharyngitis (disorder)"),
     ("59621000", "Essential hypertension (disorder)"), ("15777000", "Prediabetes"),
     ("162864005", "Body mass index 30+ - obesity (finding)"),
     ("10509002", "Acute bronchitis (disorder)"),
@@ -118,7 +119,8 @@ class _Hospital:
             "encounter": {"reference": f"Encounter/{encounter}"},
             "effectiveDateTime": when, "issued": when[:19] + ".000-05:00"}
         if value is None:
-            resource["valueCodeableConcept"] = _coded(SNOMED, "260385009", "Negative (qualifier value)")
+            resource["valueCodeableConcept"] = _coded(SNOMED, "260385009",
+                                                      "Negative (qualifier value)")
         else:
             jitter = 1 + self.rng.uniform(-0.05, 0.05) if value else 1
             resource["valueQuantity"] = {"value": round(value * jitter, 3), "unit": unit,
