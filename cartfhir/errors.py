@@ -65,6 +65,10 @@ class TransformError(CartfhirError):
     """A view or model could not be built; the message names the file and the cause."""
 
 
+class IncompleteTransformError(TransformError):
+    """The latest transform was interrupted or failed, so its tables are not from the raw data."""
+
+
 class ExpectationError(CartfhirError):
     """The data failed 'error' expectations, or a suite could not be run at all."""
 

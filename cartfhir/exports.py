@@ -18,6 +18,7 @@ import duckdb
 from cartfhir.db import connect
 from cartfhir.errors import DatabaseError, UsageError
 from cartfhir.render import render_rows
+from cartfhir.runs import require_complete_transform
 
 DEFAULT_TABLES = ("cohort.*", "analysis.*")
 TABLE_FORMATS = ("parquet", "csv")
@@ -132,6 +133,7 @@ def export_tables(db: Path, out: Path, fmt: str = "parquet",
     _check_out_folder(out, force)
     con = connect(db, read_only=True, memory_limit=memory_limit)
     try:
+        require_complete_transform(con)
         available = database_tables(con)
         chosen = select_tables(list(available), list(patterns))
         result = ExportResult(out=out, format=fmt)

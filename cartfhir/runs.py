@@ -1,7 +1,9 @@
 """The run manifest: one ``meta.runs`` row per command, written at start and end.
 
-A run that dies mid-way keeps status ``running`` with no ``finished`` time,
-which is the honest record of what happened.
+A run whose process dies keeps status ``running`` with no ``finished`` time until
+the next command opens the database for writing; DuckDB allows one writer, so that
+command knows the run is dead and marks it ``interrupted``. Stages that read the
+transform's tables ask ``require_complete_transform`` first.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import duckdb
 
 from cartfhir import __version__
 from cartfhir.db import apply_ddl
-from cartfhir.errors import CartfhirError
+from cartfhir.errors import CartfhirError, IncompleteTransformError
 
-RunStatus = Literal["running", "success", "partial", "failed"]
+RunStatus = Literal["running", "success", "partial", "failed", "interrupted"]
+Stage = Literal["extract", "transform", "validate", "analyze"]
 
 
 def new_run_id() -> str:
@@ -62,12 +65,59 @@ def failed_on_error(run: Run) -> Iterator[Run]:
         raise
 
 
-def start_run(con: duckdb.DuckDBPyConnection, command: str, config_hash: str | None) -> Run:
+def start_run(con: duckdb.DuckDBPyConnection, command: str, config_hash: str | None,
+              stage: Stage | None = None) -> Run:
+    """Record a new run on ``con``, a write connection; first mark dead runs interrupted."""
     apply_ddl(con, "cartfhir.sql", "meta_runs")
     run_id = new_run_id()
+    mark_interrupted(con, run_id)
     con.execute(
-        "INSERT INTO meta.runs (run_id, started, status, command, config_hash, tool_version) "
-        "VALUES (?, ?, 'running', ?, ?, ?)",
-        [run_id, datetime.now(UTC), command, config_hash, __version__],
+        "INSERT INTO meta.runs (run_id, started, status, command, config_hash, tool_version, "
+        "stage) VALUES (?, ?, 'running', ?, ?, ?, ?)",
+        [run_id, datetime.now(UTC), command, config_hash, __version__, stage],
     )
     return Run(con=con, run_id=run_id, command=command)
+
+
+def mark_interrupted(con: duckdb.DuckDBPyConnection, noticed_by: str) -> list[str]:
+    """Mark every run still ``running`` as ``interrupted``; return their ids.
+
+    Only called holding the write connection: DuckDB lets one process write, and
+    runs end (success, partial or failed) before their command lets go of it, so a
+    ``running`` row here belongs to a process that was killed or crashed.
+    """
+    rows = con.execute(
+        "UPDATE meta.runs SET status = 'interrupted', message = concat_ws('; ', message, "
+        "'interrupted: the process ended before the run finished (killed or crashed); "
+        "noticed by run ' || ?) WHERE status = 'running' RETURNING run_id",
+        [noticed_by]).fetchall()
+    return [r[0] for r in rows]
+
+
+def require_complete_transform(con: duckdb.DuckDBPyConnection) -> None:
+    """Refuse when the latest transform did not succeed: its stage's tables are stale.
+
+    A transform is all-or-nothing, so after an interrupted or failed one the tables
+    are still those of the last complete transform, consistent but older than the
+    raw data; anything validated, analysed or exported from them would silently
+    disagree with what was extracted. A database with no transform recorded (a
+    pooled one, or one from before runs had a stage) has nothing to refuse.
+    """
+    try:
+        latest = con.execute(
+            "SELECT run_id, status, message FROM meta.runs WHERE stage = 'transform' "
+            "ORDER BY started DESC LIMIT 1").fetchone()
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return
+    if latest is None or latest[1] == "success":
+        return
+    run_id, status, message = latest
+    complete = con.execute(
+        "SELECT run_id FROM meta.runs WHERE stage = 'transform' AND status = 'success' "
+        "ORDER BY started DESC LIMIT 1").fetchone()
+    what = (f"transform run {run_id} failed ({message})" if status == "failed" else
+            f"transform run {run_id} was interrupted before it finished")
+    tables = (f"the tables are still those from transform run {complete[0]}, older than the "
+              "raw data" if complete else "there are no complete transform tables")
+    raise IncompleteTransformError(f"{what}; {tables}. Re-run 'cartfhir transform' (or "
+                                   "'cartfhir run') before validating, analysing or exporting")

@@ -31,7 +31,7 @@ from cartfhir.config import Config
 from cartfhir.db import connect, write_frame
 from cartfhir.errors import DatabaseError
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import failed_on_error, start_run
+from cartfhir.runs import failed_on_error, require_complete_transform, start_run
 
 ROUNDS = (1, 2)
 
@@ -55,9 +55,10 @@ def analyze(config: Config, progress: Progress | None = None, command: str = "an
     endpoints, sections = load_endpoints()
     con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
     try:
-        run = start_run(con, command, config.config_hash)
+        run = start_run(con, command, config.config_hash, stage="analyze")
         result = AnalysisResult(run_id=run.run_id, warning=invalid_warning)
         with failed_on_error(run):
+            require_complete_transform(con)
             with progress.task("analysis", total=4) as bar:
                 try:
                     episodes = con.execute(endpoint_sql(endpoints, ROUNDS)).df()

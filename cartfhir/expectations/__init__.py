@@ -25,7 +25,7 @@ from cartfhir.errors import ExpectationError
 from cartfhir.expectations.gx_runner import DocsSite, Outcome, SuiteSpec, validate_suite
 from cartfhir.expectations.suites import load_suites
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import failed_on_error, start_run
+from cartfhir.runs import failed_on_error, require_complete_transform, start_run
 
 
 @dataclass
@@ -111,9 +111,10 @@ def validate(config: Config, progress: Progress | None = None,
     con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
     try:
         _require_tables(con)
-        run = start_run(con, command, config.config_hash)
+        run = start_run(con, command, config.config_hash, stage="validate")
         report = ValidationReport(run_id=run.run_id)
         with failed_on_error(run):
+            require_complete_transform(con)
             _inputs(con, config)
             docs = DocsSite(config.output.folder / "gx") if config.expectations.data_docs \
                 else None

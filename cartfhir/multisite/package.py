@@ -33,6 +33,7 @@ from cartfhir import __version__
 from cartfhir.config import Config
 from cartfhir.db import connect
 from cartfhir.errors import PoolError
+from cartfhir.runs import require_complete_transform
 from cartfhir.transform.identity import keyed_hash, site_secret
 
 SCHEMA_VERSION = "cartfhir-site-package/1"
@@ -154,6 +155,7 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
                         "overwritten)")
     con = connect(config.output.duckdb, read_only=True)
     try:
+        require_complete_transform(con)
         validation = _validation(con)
         invalid = validation is None or validation["failed_error"] > 0
         if invalid and not force:

@@ -10,16 +10,34 @@
 
 Everything is rebuilt from raw each time, so a transform after an incremental
 extraction gives exactly the tables of a full rebuild.
+
+The rebuild is all-or-nothing: it is one DuckDB transaction, and the run is marked
+``success`` inside it. A transform that fails is rolled back; one that is killed
+leaves a WAL without a commit record, which DuckDB discards when the file is next
+opened. Either way every ref, flat, harmonized, cohort and qa table (and
+``raw.patient_key``, ``meta.reference_version``) is exactly what the last complete
+transform left, and the run is recorded as failed or, by the next command, as
+interrupted. One transaction rather than staging schemas swapped at the end: the
+models name each other by schema (``harmonized.lab`` in ``cohort/*.sql``), so
+staging would mean rewriting every model's SQL, while DuckDB writes a large
+transaction's new row groups to the database file as it goes (measured with
+bench/transform.py: peak RSS within the memory limit either way), and the old
+tables' blocks are freed only at commit.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
+
 from cartfhir.config import Config
 from cartfhir.db import connect
+from cartfhir.errors import DatabaseError
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import failed_on_error, start_run
 from cartfhir.transform.identity import write_patient_keys
@@ -57,9 +75,9 @@ def transform(config: Config, progress: Progress | None = None,
     # lets DuckDB stream large CREATE TABLE AS statements within the memory limit.
     con.execute("SET preserve_insertion_order = false")
     try:
-        run = start_run(con, command, config.config_hash)
+        run = start_run(con, command, config.config_hash, stage="transform")
         result = TransformResult(run_id=run.run_id, reference_hash=reference_hash(reference))
-        with failed_on_error(run):
+        with failed_on_error(run), all_or_nothing(con):
             models = load_models()
             with progress.task("transform", total=len(models) + 2) as bar:
                 create_macros(con)
@@ -82,6 +100,24 @@ def transform(config: Config, progress: Progress | None = None,
     finally:
         con.close()
     return result
+
+
+@contextmanager
+def all_or_nothing(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run the block in one transaction: committed if it ends, rolled back if it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):  # a fatal DuckDB error has already ended it
+            con.execute("ROLLBACK")
+        raise
+    try:
+        con.execute("COMMIT")
+    except duckdb.Error as exc:  # e.g. the disk filled while writing the WAL
+        raise DatabaseError(f"the transform could not be committed ({exc}); the tables are "
+                            "unchanged. Free space if needed and run 'cartfhir transform' "
+                            "again") from None
 
 
 __all__ = ["TransformResult", "transform"]
