@@ -219,6 +219,13 @@ REF_DOCS: dict[str, tuple[str, str, dict[str, str]]] = {
                    "direction": "below | above"}),
     "concept_combination": ("(concept)", "Concepts one record makes by carrying all of "
                             "several codes (neutropenia + fever = febrile neutropenia).", {}),
+    "code_system": ("(system)", "Standard code systems (terminology/code_systems.csv): a "
+                    "coding in one is authoritative, never matched by its text.",
+                    {"canonical": "the URI maps use (an OID's URI; else the system itself)"}),
+    "scope_note": ("(system, pattern)", "Why an unmapped code is out of the study's scope, "
+                   "from its LOINC name (terminology/scope_notes.csv); never used to map.",
+                   {"pattern": "lower-case regular expression on the display",
+                    "rank": "order of the notes when several apply"}),
     "window": ("(name)", "Study windows in inclusive day offsets from the infusion "
                "(study_defaults.yaml, config transform.windows).", {}),
     "threshold": ("(name)", "Study thresholds (study_defaults.yaml, config "

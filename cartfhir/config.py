@@ -374,9 +374,12 @@ class Expectations(_Model):
     """How cohort tables are checked before analysis (cartfhir/expectations/suites)."""
 
     max_quarantine_share: float = Field(
-        default=0.05, ge=0, le=1, description="ceiling on qa.quarantine rows per mapped record")
+        default=0.05, ge=0, le=1,
+        description="ceiling on quarantined study records per study record (mapped or ambiguous)")
     max_unmapped_share: float = Field(
-        default=0.02, ge=0, le=1, description="ceiling on unmapped records per record")
+        default=0.02, ge=0, le=1,
+        description="ceiling on unmapped local-code or text-only records per study-relevant "
+                    "record (standard codes no map knows are out of scope, not counted)")
     max_rejected_share: float = Field(
         default=0.01, ge=0, le=1, description="ceiling on input lines rejected at landing")
     chunk_rows: int = Field(default=100_000, ge=1_000, le=5_000_000,
