@@ -7,7 +7,11 @@ with at most ``max_downloads`` connections, with the token sent only when the
 manifest says ``requiresAccessToken``. Error files go to ``raw.export_error``,
 ``deleted`` entries are applied (the removed versions kept in ``raw.deleted``).
 The status URL is stored in ``meta.bulk_job`` before polling, so a crashed run
-resumes that job; an interrupt cancels it with DELETE.
+resumes that job; an interrupt cancels it with DELETE. The manifest is checked
+field by field (``parse_manifest``); a job that fails in any way is marked
+``failed`` and DELETEd, so the next run kicks off afresh instead of resuming it.
+The status URL is stored with secret-looking query values masked: a job whose URL
+carried a token cannot be resumed after a crash and is ``abandoned`` instead.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from cartfhir.config import BulkSource, Site
 from cartfhir.db import apply_ddl
 from cartfhir.errors import CartfhirError, FhirServerError
 from cartfhir.extract import state
-from cartfhir.extract.http import FhirClient, mask_url, parse_retry_after
+from cartfhir.extract.http import MASK, FhirClient, mask_url, parse_retry_after
 from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import RawLine
 from cartfhir.extract.rest import SiteReport, capability, close_report, put_unless_stopped
 from cartfhir.progress import NullProgress, Progress, type_bars
+from cartfhir.redact import redact
 
 log = logging.getLogger(__name__)
 SQL_PACKAGE = "cartfhir.extract.sql"
@@ -90,7 +95,7 @@ def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
     key = export_key(source)
     try:
         report.server = capability(client)
-        status_url = _resume(con, site.id, full)
+        status_url = _resume(con, client, site.id, full)
         if status_url is None:
             mark = since or (None if full else state.watermark(con, site.id, key, "*"))
             status_url = _kickoff(con, client, source, site.id, run_id,
@@ -107,10 +112,10 @@ def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
             raise
         except ExportNotReady:
             raise
-        except FhirServerError:
-            _finish_job(con, status_url, "failed")
+        except Exception:  # never resume a job that broke us: the next run starts afresh
+            _fail(con, client, status_url)
             raise
-        transaction_time = manifest.get("transactionTime")
+        transaction_time = manifest.transaction_time
         _finish_job(con, status_url, "downloaded", transaction_time)
         if report.status == "complete" and transaction_time:
             state.advance(con, site.id, key, "*", transaction_time, run_id)
@@ -120,13 +125,22 @@ def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
     return report
 
 
-def _resume(con: duckdb.DuckDBPyConnection, site: str, full: bool) -> str | None:
+def _resume(con: duckdb.DuckDBPyConnection, client: FhirClient, site: str,
+            full: bool) -> str | None:
+    """The status URL of the site's job still running, if it can and should be resumed."""
     row = con.execute("SELECT status_url FROM meta.bulk_job WHERE site = ? AND status = 'running' "
                       "ORDER BY started DESC LIMIT 1", [site]).fetchone()
-    if row and full:
+    if row is None:
+        return None
+    if full:
         _finish_job(con, row[0], "cancelled")
         return None
-    return row[0] if row else None
+    if MASK in row[0]:  # its secret was never stored, so it cannot be polled again
+        log.warning("site %s: bulk export %s cannot be resumed: its status URL carried a "
+                    "secret, which is not stored; starting a new export", site, row[0])
+        _finish_job(con, row[0], "abandoned")
+        return None
+    return row[0]
 
 
 def _kickoff(con: duckdb.DuckDBPyConnection, client: FhirClient, source: BulkSource, site: str,
@@ -146,9 +160,10 @@ def _kickoff(con: duckdb.DuckDBPyConnection, client: FhirClient, source: BulkSou
                               "Content-Location header", status=202, url=mask_url(url))
     client.check_url(status_url)
     # A server may reuse a status URL once a job is over; the new job takes the row.
+    # Stored masked: a token in the status URL must not rest in the file (see _resume).
     con.execute("INSERT OR REPLACE INTO meta.bulk_job VALUES "
                 "(?, ?, ?, ?, 'running', ?, ?, NULL, NULL)",
-                [site, status_url, mask_url(url), since, run_id, datetime.now(UTC)])
+                [site, mask_url(status_url), mask_url(url), since, run_id, datetime.now(UTC)])
     log.info("site %s: bulk export started (%s)", site, mask_url(status_url))
     return status_url
 
@@ -157,7 +172,81 @@ class ExportNotReady(FhirServerError):
     """The export did not finish within max_wait; its job stays 'running' to be resumed."""
 
 
-def _poll(client: FhirClient, status_url: str, max_wait: float, sleep) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ManifestFile:
+    """One file the manifest lists: where it is, its resource type, its announced count."""
+
+    url: str
+    type: str
+    count: int | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A completed export's manifest, every field checked."""
+
+    transaction_time: str | None
+    requires_token: bool
+    output: list[ManifestFile]
+    error: list[ManifestFile]
+    deleted: list[ManifestFile]
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def parse_manifest(data: Any, where: str) -> Manifest:
+    """Check a manifest field by field; FhirServerError naming the first bad field.
+
+    ``where`` is the (masked) status URL, for the message.
+    """
+    def bad(what: str) -> FhirServerError:
+        return FhirServerError(f"bulk manifest at {where}: {what}; the server's export is "
+                               "malformed, nothing of it was landed", url=where)
+
+    if not isinstance(data, dict):
+        raise bad(f"it is {_kind(data)}, not a JSON object")
+    if "output" not in data:
+        raise bad("it has no 'output'")
+    parts: dict[str, list[ManifestFile]] = {}
+    for part, default_type in (("output", "?"), ("error", "OperationOutcome"),
+                               ("deleted", "Bundle")):
+        items = data.get(part) or []
+        if not isinstance(items, list):
+            raise bad(f"'{part}' is {_kind(items)}, not an array")
+        files = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise bad(f"{part}[{i}] is {_kind(item)}, not an object")
+            url = item.get("url")
+            if not isinstance(url, str) or not url:
+                raise bad(f"{part}[{i}].url is {'missing' if url is None else _kind(url)}, "
+                          "not a URL")
+            rtype = item.get("type")
+            count = item.get("count")
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                      or count < 0):
+                raise bad(f"{part}[{i}].count is {_kind(count)}, not a count")
+            files.append(ManifestFile(url, rtype if isinstance(rtype, str) and rtype
+                                      else default_type, count))
+        parts[part] = files
+    transaction_time = data.get("transactionTime")
+    if transaction_time is not None:
+        try:
+            state.parse_instant(transaction_time if isinstance(transaction_time, str) else "")
+        except ValueError:
+            raise bad(f"'transactionTime' {str(transaction_time)[:40]!r} is not an instant"
+                      ) from None
+    requires_token = data.get("requiresAccessToken", False)
+    if not isinstance(requires_token, bool):
+        raise bad(f"'requiresAccessToken' is {_kind(requires_token)}, not true or false")
+    return Manifest(transaction_time, requires_token, parts["output"], parts["error"],
+                    parts["deleted"])
+
+
+def _poll(client: FhirClient, status_url: str, max_wait: float, sleep) -> Manifest:
     waited = 0.0
     wait = POLL_FIRST
     while True:
@@ -165,14 +254,11 @@ def _poll(client: FhirClient, status_url: str, max_wait: float, sleep) -> dict[s
                                   ok=lambda r: r.status_code in (200, 202))
         if response.status_code == 200:
             try:
-                manifest = orjson.loads(response.content)
+                data = orjson.loads(response.content)
             except orjson.JSONDecodeError as exc:
                 raise FhirServerError(f"bulk manifest at {mask_url(status_url)} is not JSON: {exc}",
                                       url=mask_url(status_url)) from None
-            if not isinstance(manifest, dict) or "output" not in manifest:
-                raise FhirServerError(f"bulk manifest at {mask_url(status_url)} has no 'output'",
-                                      url=mask_url(status_url))
-            return manifest
+            return parse_manifest(data, mask_url(status_url))
         progress_note = response.headers.get("X-Progress")
         if progress_note:
             log.info("bulk export: %s", progress_note)
@@ -219,13 +305,12 @@ def _download(client: FhirClient, url: str, kind: str, resource_type: str,
 
 
 def _land(con: duckdb.DuckDBPyConnection, client: FhirClient, site: Site, run_id: str,
-          manifest: dict[str, Any], report: SiteReport, validation: str, batch_size: int,
+          manifest: Manifest, report: SiteReport, validation: str, batch_size: int,
           progress: Progress, max_downloads: int) -> None:
-    with_token = bool(manifest.get("requiresAccessToken"))
-    files = [(o["url"], "output", o.get("type", "?"), o.get("count"))
-             for o in manifest.get("output") or []]
-    files += [(o["url"], "error", o.get("type", "OperationOutcome"), o.get("count"))
-              for o in manifest.get("error") or []]
+    with_token = manifest.requires_token
+    files = [(f.url, kind, f.type, f.count)
+             for kind, part in (("output", manifest.output), ("error", manifest.error))
+             for f in part]
     out: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
     stop = threading.Event()
     pool = ThreadPoolExecutor(max_workers=max_downloads, thread_name_prefix=f"bulk-{site.id}")
@@ -260,8 +345,7 @@ def _land(con: duckdb.DuckDBPyConnection, client: FhirClient, site: Site, run_id
             pool.shutdown(wait=True, cancel_futures=True)
     report.counts = lander.counts
     _store_errors(con, site.id, run_id, errors, report)
-    _apply_deleted(con, client, site.id, run_id, manifest.get("deleted") or [], report,
-                   with_token)
+    _apply_deleted(con, client, site.id, run_id, manifest.deleted, report, with_token)
 
 
 def _judge_file(done: _FileDone, report: SiteReport) -> None:
@@ -287,16 +371,19 @@ def _store_errors(con: duckdb.DuckDBPyConnection, site: str, run_id: str,
         try:
             outcome = orjson.loads(raw)
         except orjson.JSONDecodeError:
+            outcome = None
+        if not isinstance(outcome, dict):  # kept as the server sent it, as diagnostics
             outcome = {"resourceType": "OperationOutcome", "issue": [
                 {"severity": "error", "code": "invalid",
                  "diagnostics": raw[:500].decode("utf-8", "replace")}]}
-        issues = outcome.get("issue") or []
+        issues = outcome.get("issue")
+        issues = [i for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []
         severities = [i.get("severity", "error") for i in issues]
         worst = next((s for s in ("fatal", "error", "warning", "information") if s in severities),
                      None)
-        text = "; ".join(str(i.get("diagnostics") or i.get("code")) for i in issues)
+        text = redact("; ".join(str(i.get("diagnostics") or i.get("code")) for i in issues))
         rows.append([site, run_id, url, line_no, worst, text,
-                     orjson.dumps(outcome).decode()])
+                     redact(orjson.dumps(outcome).decode())])
         if worst in ("fatal", "error"):
             report.status = "partial"
             report.problems.append(f"server export error: {text}")
@@ -305,25 +392,47 @@ def _store_errors(con: duckdb.DuckDBPyConnection, site: str, run_id: str,
 
 
 def _apply_deleted(con: duckdb.DuckDBPyConnection, client: FhirClient, site: str, run_id: str,
-                   deleted: list[dict[str, Any]], report: SiteReport, with_token: bool) -> None:
-    """Remove resources the server deleted, keeping what was stored in raw.deleted."""
+                   deleted: list[ManifestFile], report: SiteReport, with_token: bool) -> None:
+    """Remove resources the server deleted, keeping what was stored in raw.deleted.
+
+    A file that cannot be fetched or read, or an entry that does not name a resource,
+    makes the run partial with the file, line and field named; the rest is applied.
+    """
+    def problem(text: str) -> None:
+        report.status = "partial"
+        report.problems.append(text)
+
     for item in deleted:
+        where = f"deleted file {mask_url(item.url)}"
         try:
-            bundle_lines = client.request("GET", item["url"],
-                                          auth=with_token).content.splitlines()
-        except CartfhirError as exc:
-            report.status = "partial"
-            report.problems.append(f"deleted file {mask_url(item['url'])} failed: {exc}")
+            client.check_url(item.url)
+            body = client.request("GET", item.url, auth=with_token).content
+        except (CartfhirError, requests.RequestException) as exc:
+            problem(f"{where} failed: {exc}")
             continue
-        for raw in bundle_lines:
+        for line_no, raw in enumerate(body.splitlines(), start=1):
             if not raw.strip():
                 continue
-            bundle = orjson.loads(raw)
-            for entry in bundle.get("entry") or []:
-                request = entry.get("request") or {}
-                if request.get("method") != "DELETE" or "/" not in request.get("url", ""):
+            try:
+                bundle = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                problem(f"{where} line {line_no} is not JSON ({exc}); its deletions were not "
+                        "applied")
+                continue
+            entries = bundle.get("entry") if isinstance(bundle, dict) else None
+            if not isinstance(entries, list):
+                problem(f"{where} line {line_no} is not a Bundle with an 'entry' array; its "
+                        "deletions were not applied")
+                continue
+            for i, entry in enumerate(entries):
+                request = entry.get("request") if isinstance(entry, dict) else None
+                method = request.get("method") if isinstance(request, dict) else None
+                ref = request.get("url") if isinstance(request, dict) else None
+                if method != "DELETE" or not isinstance(ref, str) or "/" not in ref:
+                    problem(f"{where} line {line_no}: Bundle.entry[{i}].request is not a DELETE "
+                            "of 'Type/id'; not applied")
                     continue
-                rtype, rid = request["url"].split("/")[-2:]
+                rtype, rid = ref.split("/")[-2:]
                 con.execute(
                     "INSERT INTO raw.deleted SELECT ?, ?, ?, ?, (SELECT resource FROM "
                     "raw.resources WHERE site = ? AND resource_type = ? AND id = ?)",
@@ -334,8 +443,21 @@ def _apply_deleted(con: duckdb.DuckDBPyConnection, client: FhirClient, site: str
 
 def _finish_job(con: duckdb.DuckDBPyConnection, status_url: str, status: str,
                 transaction_time: str | None = None) -> None:
+    """Close the job's row (found by its masked status URL, as stored)."""
     con.execute("UPDATE meta.bulk_job SET status = ?, finished = ?, transaction_time = ? "
-                "WHERE status_url = ?", [status, datetime.now(UTC), transaction_time, status_url])
+                "WHERE status_url = ?",
+                [status, datetime.now(UTC), transaction_time, mask_url(status_url)])
+
+
+def _fail(con: duckdb.DuckDBPyConnection, client: FhirClient, status_url: str) -> None:
+    """Mark the job failed (so no later run resumes it) and tell the server to drop it."""
+    log.warning("bulk export %s failed; marked failed, the next run starts a new export",
+                mask_url(status_url))
+    try:
+        _finish_job(con, status_url, "failed")
+    except duckdb.Error as exc:  # the original error says more; keep it
+        log.error("could not mark bulk export %s failed: %s", mask_url(status_url), exc)
+    _delete_quietly(client, status_url)
 
 
 def _cancel(con: duckdb.DuckDBPyConnection, client: FhirClient, status_url: str) -> None:

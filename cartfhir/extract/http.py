@@ -13,13 +13,12 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import orjson
 import requests
@@ -29,6 +28,9 @@ from cartfhir import __version__
 from cartfhir.config import AuthConfig, Http, Tls
 from cartfhir.errors import AuthError, FhirServerError
 from cartfhir.extract.auth import Authenticator, make_authenticator
+from cartfhir.redact import MASK, mask_url, register_url
+
+__all__ = ["MASK", "FhirClient", "JsonBody", "mask_url", "outcome_text", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +46,6 @@ BACKOFF_MAX = 60.0
 TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError)
-SECRET_PARAM = re.compile(r"(token|secret|password|passwd|key|code|signature|sig|auth)", re.I)
-
-
-def mask_url(url: str) -> str:
-    """The URL with credentials and secret-looking query values replaced by ***."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = urlencode(
-        [(k, "***" if SECRET_PARAM.search(k) else v)
-         for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe=",|:/*",
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
 def outcome_text(body: bytes) -> str | None:
     """Diagnostics of an OperationOutcome body (or None when it is not one)."""
     try:
@@ -221,6 +206,7 @@ class FhirClient:
         next link; the returned response's ``url`` is the URL that finally answered.
         """
         self.check_url(url)
+        register_url(url)  # a token in the URL is a secret from now on
         attempt, refreshed, hops = 0, False, 0
         while True:
             send_headers = dict(headers or {})
@@ -258,6 +244,7 @@ class FhirClient:
                 log.info("%s %s redirected to %s", method, mask_url(url), mask_url(target))
                 method = "GET" if response.status_code == 303 else method
                 url = target
+                register_url(url)
                 continue
             if response.status_code == 401 and auth and not refreshed:
                 refreshed = True  # one token refresh, then the 401 is final

@@ -196,15 +196,16 @@ class FakeFhir:
 class FakeRequest:
     """What FakeFhir reads of a request (URL and headers), for serving it over real HTTP."""
 
-    def __init__(self, url: str, headers: dict[str, str]) -> None:
+    def __init__(self, url: str, headers: dict[str, str], method: str = "GET") -> None:
         self.url = url
         self.headers = headers
+        self.method = method
 
 
 def answer(handler: Any, fake: Callable[[Any], tuple[int, dict[str, str], bytes]],
-           url: str) -> None:
+           url: str, method: str = "GET") -> None:
     """Ask ``fake`` about ``url``; write its (status, headers, body) to an http.server handler."""
-    status, headers, body = fake(FakeRequest(url, dict(handler.headers.items())))
+    status, headers, body = fake(FakeRequest(url, dict(handler.headers.items()), method))
     handler.send_response(status)
     for key, value in headers.items():
         handler.send_header(key, value)
@@ -231,6 +232,11 @@ def serve(fake: FakeFhir, tls: ssl.SSLContext | None = None):
                 time.sleep(fake.delay)
             fake.served += 1
             answer(self, fake, url)
+
+        def do_DELETE(self) -> None:  # noqa: N802 (bulk jobs are cancelled with DELETE)
+            fake.served += 1
+            answer(self, fake, f"http://127.0.0.1:{self.server.server_address[1]}{self.path}",
+                   "DELETE")
 
         def log_message(self, *args: Any) -> None:
             pass

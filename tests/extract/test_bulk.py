@@ -14,6 +14,7 @@ from cartfhir.extract.http import FhirClient
 from cartfhir.runs import start_run
 from cartfhir.synth import generate
 
+from .cli_site import extract
 from .recording import RecordingProgress
 from .stub_server import FakeFhir, StubAdapter
 
@@ -169,3 +170,69 @@ def test_progress_has_one_bar_per_resource_type(con, tmp_path: Path,
     types = sorted({r["resourceType"] for r in cohort})
     assert [d for d, _, _ in progress.tasks] == [f"site_c {t} files" for t in types]
     assert all(progress.done[d] == total for d, total, _ in progress.tasks)
+
+
+# ---- malformed manifests and files, met through `cartfhir extract` ------------------------
+
+def corrupt_manifest(fake: FakeFhir, change) -> None:
+    """Let ``change`` edit every manifest the server hands out (and its files)."""
+    original = fake._kickoff
+    fake.export_polls = 0
+
+    def kickoff(query, request):
+        answer = original(query, request)
+        change(fake._manifest)
+        return answer
+
+    fake._kickoff = kickoff  # type: ignore[method-assign]
+
+
+def drop_first_url(manifest: dict) -> None:
+    del manifest["output"][0]["url"]
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (drop_first_url, "output[0].url"),
+    (lambda m: m["output"].insert(0, 1), "output[0]"),
+    (lambda m: m.update(output="Patient.ndjson"), "'output'"),
+    (lambda m: m.update(deleted=[{"type": "Bundle", "url": 7}]), "deleted[0].url"),
+], ids=["output-without-url", "output-not-object", "output-not-list", "deleted-url-number"])
+def test_a_malformed_manifest_fails_and_the_next_run_starts_afresh(tmp_path, capsys, hostile,
+                                                                   change, field) -> None:
+    corrupt_manifest(hostile, change)
+    first = extract(tmp_path, capsys, hostile.base, kind="bulk")
+    assert first.code == 1, first.err
+    assert "internal error" not in first.err and field in first.err
+    assert first.run_row()[0] == "failed" and field in first.run_row()[1]
+    assert first.rows("select status from meta.bulk_job") == [("failed",)]
+    assert hostile.deleted_status  # the server was told it can drop the job
+
+    second = extract(tmp_path, capsys, hostile.base, kind="bulk")
+    assert second.code == 1 and field in second.err
+    assert len(hostile.export_kickoffs) == 2  # a new export, not the failed one resumed
+    assert second.rows("select status from meta.bulk_job") == [("failed",), ("failed",)]
+
+
+def test_a_deleted_file_that_is_not_json_is_partial(tmp_path, capsys, hostile) -> None:
+    hostile.export_deleted = ["Patient/p1"]
+
+    def broken_deleted(manifest: dict) -> None:
+        hostile._export_files["deleted.ndjson"] = b'{"resourceType": "Bundle", "entry": [\n'
+
+    corrupt_manifest(hostile, broken_deleted)
+    result = extract(tmp_path, capsys, hostile.base, kind="bulk")
+    assert result.code == 3, result.err
+    assert "internal error" not in result.err
+    message = result.run_row()[1]
+    assert "deleted file" in message and "line 1 is not JSON" in message
+    assert len(result.rows("select * from raw.resources")) == 3  # the output still landed
+    assert result.rows("select status from meta.bulk_job") == [("downloaded",)]
+
+
+def test_an_error_file_line_that_is_not_an_object_is_kept(tmp_path, capsys, hostile) -> None:
+    hostile.export_errors = [1]  # type: ignore[list-item]
+    hostile.export_polls = 0
+    result = extract(tmp_path, capsys, hostile.base, kind="bulk")
+    assert "internal error" not in result.err
+    assert result.code == 3, result.err
+    assert result.rows("select text from raw.export_error") == [("1",)]
