@@ -2,13 +2,15 @@
 
 ``check_line`` returns ``Accepted`` (the parsed resource and its identity and
 version) or ``Rejected`` (a reason a data engineer can act on). It never raises
-for bad input. 'structural' checks JSON, resourceType, id and meta; 'full' also
-validates against the fhir.resources R4B model.
+for bad input. 'structural' checks JSON (no duplicate keys, at most ``MAX_DEPTH``
+levels), resourceType, id and meta; 'full' also validates against the
+fhir.resources R4B model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -33,6 +35,12 @@ INSTANT_PATTERN = re.compile(
 # Abstract bases: valid model classes, but never the type of a real resource.
 _ABSTRACT = frozenset({"Resource", "DomainResource"})
 _MAX_ERRORS_SHOWN = 3
+# Deepest nesting of JSON objects and arrays a line may have. Real resources
+# stay far below it (a QuestionnaireResponse nested ten items deep is about 45
+# levels); past it the libraries fail instead of answering: orjson cannot
+# write (hash) beyond 254 levels, and model validation recurses per level.
+MAX_DEPTH = 100
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels of JSON objects and arrays"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
@@ -107,6 +115,69 @@ def epoch_us(moment: datetime) -> int:
 
 
 
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a parsed value ({} is 1), without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
+    return deepest
+
+
+def _too_deep(raw: bytes | str, resource: Any) -> bool:
+    # Every level opens a bracket, so a line with few brackets cannot be too
+    # deep: this count (in C) spares nearly every line the walk.
+    opened = raw.count(b"{" if isinstance(raw, bytes) else "{") + raw.count(
+        b"[" if isinstance(raw, bytes) else "[")
+    return opened > MAX_DEPTH and json_depth(resource) > MAX_DEPTH
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+def duplicate_key(raw: bytes | str, written: bytes) -> str | None:
+    """A key that some object of the line ``raw`` names twice, or None.
+
+    orjson (like most parsers) silently keeps the last of two equal keys, so
+    the stored text and the parsed resource would disagree. ``written`` is
+    orjson's compact output of what it parsed from ``raw``. Fast path: each key
+    is followed by one ':' outside strings, and ``written`` has every ':' of
+    the input once, except those dropped with a repeated key and those written
+    as the escape \\u003a. So with no such escape, equal counts of ':' prove
+    there is no duplicate; otherwise the line is parsed again, slowly, by a
+    parser that reports every pair.
+    """
+    text = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+    if b"\\u003" not in text and text.count(b":") == written.count(b":"):
+        return None  # the usual case: no escaped colon, no key lost
+    try:
+        json.loads(text, object_pairs_hook=_refuse_duplicates)
+    except _DuplicateKey as found:
+        return str(found.args[0])
+    return None
+
+
 def _validation_errors(model: type[FHIRAbstractModel], resource: dict[str, Any]) -> str | None:
     try:
         model.model_validate(resource)
@@ -122,7 +193,24 @@ def _validation_errors(model: type[FHIRAbstractModel], resource: dict[str, Any])
     except (ValueError, TypeError) as exc:
         # fhir.resources raises plain errors from a few of its own validators.
         return f"fails FHIR R4B validation: {exc}"
+    except RecursionError:  # MAX_DEPTH keeps this away; a small stack could still meet it
+        return "fails FHIR R4B validation: nested too deeply to validate"
     return None
+
+
+def _known_type(value: Any) -> str | None:
+    """``value`` when it names a resource type (to file a rejection under), else None."""
+    return value if isinstance(value, str) and resource_model(value) is not None else None
+
+
+_TYPE_NEAR_START = re.compile(rb'^\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+
+
+def _peek_type(raw: bytes | str) -> str | None:
+    """The resourceType of a line too deep to parse, when it comes first (as usual)."""
+    text = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+    found = _TYPE_NEAR_START.match(text[:200])
+    return _known_type(found.group(1).decode()) if found else None
 
 
 def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | Rejected:
@@ -130,11 +218,21 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
     try:
         resource = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson stops at 1024 levels
+            return Rejected(TOO_DEEP, _peek_type(raw))
         return Rejected(f"not valid JSON: {exc}")
     if not isinstance(resource, dict):
         return Rejected(f"not a JSON object (got {_kind(resource)})")
 
     resource_type = resource.get("resourceType")
+    if _too_deep(raw, resource):
+        return Rejected(TOO_DEEP, _known_type(resource_type))
+    # Sorted keys: the canonical form the content hash is taken of.
+    canonical = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    repeated = duplicate_key(raw, canonical)
+    if repeated is not None:
+        return Rejected(f"JSON object has the key {_show(repeated)} twice "
+                        "(which value counts is ambiguous)", _known_type(resource_type))
     if resource_type is None:
         return Rejected("missing resourceType")
     if not isinstance(resource_type, str):
@@ -185,7 +283,6 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
             return Rejected(problem, resource_type)
 
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    canonical = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
     return Accepted(
         resource=resource,
         resource_type=resource_type,

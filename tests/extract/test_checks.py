@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 
-from cartfhir.extract.checks import Accepted, Rejected, check_line, parse_instant
+from cartfhir.extract.checks import (
+    MAX_DEPTH,
+    Accepted,
+    Rejected,
+    check_line,
+    duplicate_key,
+    json_depth,
+    parse_instant,
+    resource_model,
+)
 
 
 def line(**resource: object) -> bytes:
@@ -153,3 +163,85 @@ def test_content_hash_ignores_key_order_and_whitespace_but_not_values() -> None:
 )
 def test_parse_instant(text: str, expected: datetime | None) -> None:
     assert parse_instant(text) == expected
+
+
+# --- hostile structure: nesting and duplicate keys -------------------------------
+
+
+def nested_extensions(levels: int) -> bytes:
+    """A Patient whose extension nests ``levels`` deep (two JSON levels each)."""
+    extension: dict[str, object] = {"url": "http://example.org/x", "valueString": "leaf"}
+    for _ in range(levels):
+        extension = {"url": "http://example.org/x", "extension": [extension]}
+    # json, not orjson: orjson cannot write more than 254 levels.
+    return json.dumps({"resourceType": "Patient", "id": "p1", "extension": [extension]}).encode()
+
+
+@pytest.mark.parametrize("levels", [60, 130, 300])
+@pytest.mark.parametrize("validation", ["full", "structural"])
+def test_nesting_deeper_than_the_limit_is_rejected_with_a_reason(levels: int,
+                                                                validation: str) -> None:
+    found = rejected(nested_extensions(levels), validation)
+    assert found.reason == f"nested deeper than {MAX_DEPTH} levels of JSON objects and arrays"
+    assert found.resource_type == "Patient"
+
+
+def test_nesting_up_to_the_limit_is_landed() -> None:
+    levels = (MAX_DEPTH - 3) // 2  # the resource, its extension array and the innermost object
+    assert json_depth(orjson.loads(nested_extensions(levels))) <= MAX_DEPTH
+    assert isinstance(check_line(nested_extensions(levels), "full"), Accepted)
+
+
+def test_nesting_beyond_what_the_json_parser_accepts_is_rejected_as_too_deep() -> None:
+    raw = b'{"resourceType": "Patient", "id": "p1", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert rejected(raw).reason == (
+        f"nested deeper than {MAX_DEPTH} levels of JSON objects and arrays")
+
+
+def test_a_recursion_error_in_validation_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    def too_deep(*args: object, **kwargs: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(resource_model("Patient"), "model_validate", too_deep)
+    assert rejected(line(resourceType="Patient", id="p1")).reason == (
+        "fails FHIR R4B validation: nested too deeply to validate")
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b'{"resourceType":"Patient","id":"p1","gender":"male","id":"zz"}', "id"),
+        # The same key spelt with an escape is still the same key.
+        (b'{"resourceType":"Patient","id":"p1","\\u0069d":"zz"}', "id"),
+        # Deep inside: the object in name[0] repeats "family".
+        (b'{"resourceType":"Patient","id":"p1","name":[{"family":"A","family":"B"}]}', "family"),
+        # Colons inside strings must not hide a duplicate...
+        (b'{"resourceType":"Patient","id":"p1","gender":"a:b","gender":"male"}', "gender"),
+        # ...nor an escaped colon in a kept value balance a dropped key.
+        (b'{"resourceType":"Patient","id":"p1","x":"\\u003a","x":1}', "x"),
+    ],
+)
+def test_duplicate_keys_are_rejected(raw: bytes, key: str) -> None:
+    for validation in ("full", "structural"):
+        found = rejected(raw, validation)
+        assert found.reason == (f"JSON object has the key {key!r} twice "
+                                "(which value counts is ambiguous)")
+        assert found.resource_type == "Patient"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}',  # the same key in different objects
+        b'{"a":"x:y:z","b":"\\u003a","c":"\\\\u003a"}',  # colons and escapes in strings
+        b'{"a" : 1 , "b":\t{ "c" :2}}',  # whitespace around colons
+        b"{}",
+    ],
+)
+def test_no_false_duplicates(raw: bytes) -> None:
+    assert duplicate_key(raw, orjson.dumps(orjson.loads(raw))) is None
+
+
+def test_duplicate_key_finds_the_repeated_key() -> None:
+    raw = b'{"a":{"b":1,"b":2},"c":3}'
+    assert duplicate_key(raw, orjson.dumps(orjson.loads(raw))) == "b"
