@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from cartfhir.extract.landing import (
     land_folder,
     make_check_pool,
 )
+from cartfhir.extract.ndjson import ReadLimits
 from cartfhir.extract.rest import pull_site
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import RunStatus, start_run
@@ -155,7 +157,8 @@ def extract(
                 summary_row: dict[str, Any] = {"kind": site.source.kind, "status": "complete",
                                                "requests": None, "retries": None}
                 if site.source.kind in ("fhir", "bulk"):
-                    pull = pull_site if site.source.kind == "fhir" else export_site
+                    pull = pull_site if site.source.kind == "fhir" else partial(
+                        export_site, limits=ReadLimits.of(landing))
                     report = pull(
                         con, site, run.run_id, validation=landing.validation,
                         batch_size=landing.batch_size, full=full, since=since,
@@ -171,7 +174,7 @@ def extract(
                         report.status, extra={"run_id": run.run_id, "site": site.id},
                     )
                 else:
-                    counts = land_folder(
+                    landed = land_folder(
                         con,
                         site.id,
                         site.source.path,
@@ -180,7 +183,12 @@ def extract(
                         batch_size=landing.batch_size,
                         progress=progress,
                         pool=pool,
+                        limits=ReadLimits.of(landing),
                     )
+                    counts = landed.counts
+                    problems += [f"site {site.id}: {p}" for p in landed.problems]
+                    if landed.problems:
+                        summary_row["status"] = "partial"
                 run.counts[site.id] = counts
                 totals = _site_totals(counts)
                 summary_row.update(resources=totals["received"],

@@ -20,6 +20,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,14 +29,24 @@ from typing import Any
 import duckdb
 import orjson
 import requests
+import urllib3
 
 from cartfhir.config import BulkSource, Site
 from cartfhir.db import apply_ddl
-from cartfhir.errors import CartfhirError, FhirServerError
+from cartfhir.errors import CartfhirError, FhirServerError, SourceError
 from cartfhir.extract import state
 from cartfhir.extract.http import MASK, FhirClient, mask_url, parse_retry_after
 from cartfhir.extract.landing import Lander
-from cartfhir.extract.ndjson import RawLine
+from cartfhir.extract.ndjson import (
+    DEFAULT_LIMITS,
+    READ_BYTES,
+    RawLine,
+    ReadLimits,
+    Unreadable,
+    gunzip,
+    gunzip_if_gzip,
+    split_lines,
+)
 from cartfhir.extract.rest import SiteReport, capability, close_report, put_unless_stopped
 from cartfhir.progress import NullProgress, Progress, type_bars
 from cartfhir.redact import redact
@@ -45,7 +56,11 @@ SQL_PACKAGE = "cartfhir.extract.sql"
 POLL_FIRST = 1.0  # seconds before the first status check when the server gives no Retry-After
 POLL_MAX = 60.0
 QUEUE_CHUNKS = 16
+# A chunk of lines goes to the writer at this many lines or bytes, whichever comes first.
 LINES_PER_CHUNK = 500
+BYTES_PER_CHUNK = 8 * 2**20
+# Content-Encodings undone here (the ones the client's Accept-Encoding offers).
+DEFLATED = frozenset({"gzip", "x-gzip", "deflate"})
 
 
 def export_key(source: BulkSource) -> str:
@@ -66,8 +81,7 @@ def _kickoff_path(source: BulkSource) -> str:
 class _Chunk:
     url: str  # masked
     kind: str  # output | error
-    start: int
-    lines: list[bytes]
+    lines: list[RawLine]
 
 
 @dataclass
@@ -83,8 +97,12 @@ class _FileDone:
 def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
                 validation: str = "full", batch_size: int = 5000, full: bool = False,
                 since: str | None = None, progress: Progress | None = None,
-                client: FhirClient | None = None, sleep=time.sleep) -> SiteReport:
-    """Export one ``bulk`` site into raw.resources; return counts, status and problems."""
+                client: FhirClient | None = None, sleep=time.sleep,
+                limits: ReadLimits = DEFAULT_LIMITS) -> SiteReport:
+    """Export one ``bulk`` site into raw.resources; return counts, status and problems.
+
+    ``limits``: caps on each downloaded file (``landing`` in the config).
+    """
     source = site.source
     assert isinstance(source, BulkSource)
     progress = progress or NullProgress()
@@ -106,7 +124,7 @@ def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
         try:
             manifest = _poll(client, status_url, source.max_wait, sleep)
             _land(con, client, site, run_id, manifest, report, validation, batch_size,
-                  progress, source.max_downloads)
+                  progress, source.max_downloads, limits)
         except (KeyboardInterrupt, SystemExit):
             _cancel(con, client, status_url)
             raise
@@ -276,26 +294,34 @@ def _poll(client: FhirClient, status_url: str, max_wait: float, sleep) -> Manife
 
 def _download(client: FhirClient, url: str, kind: str, resource_type: str,
               expected: int | None, with_token: bool, out: queue.Queue,
-              stop: threading.Event) -> None:
+              stop: threading.Event, limits: ReadLimits = DEFAULT_LIMITS) -> None:
+    """Stream one file's lines to ``out`` in chunks, then report it done (with any error).
+
+    Lines are split as the body arrives (linear in its size however long a
+    line is) with the same caps as a folder; a body cut short, corrupt gzip or
+    a file over the size cap lands what came before and fails the file.
+    """
     lines = 0
     error: BaseException | None = None
     try:
         client.check_url(url)
         response = client.request("GET", url, headers={"Accept": "application/fhir+ndjson"},
                                   stream=True, auth=with_token)
-        chunk: list[bytes] = []
-        start = 1
+        chunk: list[RawLine] = []
+        size = 0
         try:
-            for raw in response.iter_lines():
-                lines += 1
-                chunk.append(raw)
-                if len(chunk) >= LINES_PER_CHUNK:
-                    if not put_unless_stopped(out, _Chunk(mask_url(url), kind, start, chunk),
-                                              stop):
+            for line in split_lines(mask_url(url), _ndjson_blocks(response), limits):
+                if line.file_cut:
+                    error = SourceError(line.error)
+                else:
+                    lines += 1
+                chunk.append(line)
+                size += len(line.raw)
+                if len(chunk) >= LINES_PER_CHUNK or size >= BYTES_PER_CHUNK:
+                    if not put_unless_stopped(out, _Chunk(mask_url(url), kind, chunk), stop):
                         return
-                    start, chunk = start + len(chunk), []
-            if chunk and not put_unless_stopped(out, _Chunk(mask_url(url), kind, start, chunk),
-                                                stop):
+                    chunk, size = [], 0
+            if chunk and not put_unless_stopped(out, _Chunk(mask_url(url), kind, chunk), stop):
                 return
         finally:
             response.close()
@@ -304,9 +330,39 @@ def _download(client: FhirClient, url: str, kind: str, resource_type: str,
     put_unless_stopped(out, _FileDone(url, kind, resource_type, lines, expected, error), stop)
 
 
+def _ndjson_blocks(response: requests.Response) -> Iterator[bytes]:
+    """The NDJSON bytes of a download: Content-Encoding and a gzip file undone here.
+
+    Decompressing ourselves (not in urllib3) lets one gunzip report a stream
+    cut short, and lets the caller's size cap bound it.
+    """
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    blocks = _wire_blocks(response)
+    if encoding in DEFLATED:
+        blocks = gunzip(blocks)
+    elif encoding not in ("", "identity"):
+        raise Unreadable(f"the server sent Content-Encoding {encoding!r}, which was not asked "
+                         "for")
+    yield from gunzip_if_gzip(blocks)  # a file exported as .ndjson.gz
+
+
+def _wire_blocks(response: requests.Response) -> Iterator[bytes]:
+    """The body as sent, in blocks; a connection lost or a body shorter than its
+    Content-Length raises ``Unreadable``."""
+    wire = response.raw
+    if not isinstance(wire, urllib3.response.BaseHTTPResponse):  # a body already in memory
+        yield from response.iter_content(READ_BYTES)
+        return
+    try:
+        yield from wire.stream(READ_BYTES, decode_content=False)
+    except urllib3.exceptions.HTTPError as exc:
+        raise Unreadable(f"the download was cut short ({exc})") from None
+
+
 def _land(con: duckdb.DuckDBPyConnection, client: FhirClient, site: Site, run_id: str,
           manifest: Manifest, report: SiteReport, validation: str, batch_size: int,
-          progress: Progress, max_downloads: int) -> None:
+          progress: Progress, max_downloads: int,
+          limits: ReadLimits = DEFAULT_LIMITS) -> None:
     with_token = manifest.requires_token
     files = [(f.url, kind, f.type, f.count)
              for kind, part in (("output", manifest.output), ("error", manifest.error))
@@ -321,7 +377,8 @@ def _land(con: duckdb.DuckDBPyConnection, client: FhirClient, site: Site, run_id
         Lander(con, site.id, run_id, validation=validation, batch_size=batch_size) as lander,
     ):
         for url, kind, rtype, expected in files:
-            pool.submit(_download, client, url, kind, rtype, expected, with_token, out, stop)
+            pool.submit(_download, client, url, kind, rtype, expected, with_token, out, stop,
+                        limits)
         try:
             while pending:
                 item = out.get()
@@ -335,11 +392,11 @@ def _land(con: duckdb.DuckDBPyConnection, client: FhirClient, site: Site, run_id
                     lander.commit()  # a downloaded file is kept even if the run dies later
                     continue
                 if item.kind == "error":
-                    errors += [(item.url, item.start + i, raw) for i, raw in enumerate(item.lines)]
+                    errors += [(line.source_uri, line.line_no, line.raw) for line in item.lines
+                               if not line.file_cut]
                     continue
-                for i, raw in enumerate(item.lines):
-                    if raw.strip():
-                        lander.add(RawLine(item.url, item.start + i, raw))
+                for line in item.lines:
+                    lander.add(line)
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)

@@ -34,7 +34,7 @@ from cartfhir.db import registered
 from cartfhir.errors import CartfhirError, DatabaseError
 from cartfhir.extract import ndjson
 from cartfhir.extract.checks import Rejected, Validation, check_line, epoch_us
-from cartfhir.extract.ndjson import RawLine
+from cartfhir.extract.ndjson import DEFAULT_LIMITS, RawLine, ReadLimits
 from cartfhir.progress import NullProgress, Progress
 
 OUTCOMES = ("received", "inserted", "replaced", "unchanged", "stale", "rejected")
@@ -336,6 +336,7 @@ class Lander:
     are taken in input order, so the outcome does not depend on the pool.
     Use as a context manager (or call ``close``); ``counts`` is final after that:
     {resource_type: {received, inserted, replaced, unchanged, stale, rejected}}.
+    ``problems`` lists the files that could not be read to the end.
     """
 
     def __init__(
@@ -357,6 +358,7 @@ class Lander:
         self._rows: list[_Row] = []
         self._rejects: list[_Reject] = []
         self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.problems: list[str] = []
 
     def add(self, line: RawLine) -> None:
         """Check one line (now, or in the pool) and land it with its batch."""
@@ -390,8 +392,11 @@ class Lander:
             self._take(line, None if line.error else result)
 
     def _take(self, line: RawLine, result: Landable | Rejected | None) -> None:
-        if result is None:  # the file could not be read from here on
-            self._reject(line.source_uri, line.line_no, None, line.error or "unreadable", "")
+        if result is None:  # found while reading: too long, or the file unreadable from here
+            self._reject(line.source_uri, line.line_no, None, line.error or "unreadable",
+                         _payload(line.raw))
+            if line.file_cut:
+                self.problems.append(f"{line.source_uri} from line {line.line_no}: {line.error}")
         elif isinstance(result, Rejected):
             self._reject(
                 line.source_uri, line.line_no, result.resource_type, result.reason,
@@ -505,6 +510,13 @@ def auto_workers(input_bytes: int, validation: Validation) -> int:
     return min(cpus, MAX_WORKERS)
 
 
+class Landed(NamedTuple):
+    """What landing a folder did: counts, and the files that could not be read to the end."""
+
+    counts: SiteCounts
+    problems: list[str]
+
+
 def land_folder(
     con: duckdb.DuckDBPyConnection,
     site: str,
@@ -515,11 +527,14 @@ def land_folder(
     batch_size: int = 5000,
     progress: Progress | None = None,
     pool: Executor | None = None,
-) -> SiteCounts:
-    """Land every NDJSON file under ``folder`` for ``site``; return its counts.
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> Landed:
+    """Land every NDJSON file under ``folder`` for ``site``; return counts and problems.
 
     The raw tables must exist (see ``cartfhir.extract.create_tables``).
     ``pool``: optional process pool for the checks (``make_check_pool``).
+    A file cut short (truncated gzip, over ``limits``) keeps the lines read
+    before the damage and is named in ``problems``: the run is then partial.
     """
     files = ndjson.find_files(folder)
     total = sum(path.stat().st_size for path in files)
@@ -531,6 +546,6 @@ def land_folder(
     ):
         for path in files:
             log.debug("site %s: reading %s", site, path)
-            for line in ndjson.read_file(path, on_bytes=task.advance):
+            for line in ndjson.read_file(path, on_bytes=task.advance, limits=limits):
                 lander.add(line)
-    return lander.counts
+    return Landed(lander.counts, lander.problems)

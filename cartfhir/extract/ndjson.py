@@ -2,37 +2,69 @@
 
 ``iter_folder`` yields every non-blank line of every ``*.ndjson`` /
 ``*.ndjson.gz`` file under a folder, in a stable order, without holding more
-than one line in memory. A file that cannot be read to the end (a truncated or
-corrupt gzip) yields one final ``RawLine`` with ``error`` set instead of raising.
+than one line in memory. ``split_lines`` does the splitting for folders and
+bulk downloads alike, in time linear in the bytes, with the caps of
+``ReadLimits``: a line over ``max_line_bytes`` comes out as one ``RawLine``
+with ``error`` set (and its start), and a file that cannot be read to the end
+(truncated or corrupt gzip, over ``max_file_bytes``, a download cut short)
+ends with one ``RawLine`` with ``file_cut`` set instead of raising.
 """
 
 from __future__ import annotations
 
-import gzip
+import itertools
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
+from cartfhir.config import Landing
 from cartfhir.errors import SourceError
 
 SUFFIXES = (".ndjson", ".ndjson.gz")
 _BOM = b"\xef\xbb\xbf"
-# Progress is reported every this many lines, so a tell() is not paid per line.
-_REPORT_EVERY = 2048
+# Bytes per read from disk, and most bytes one step of gunzip may produce.
+READ_BYTES = 2**20
+# What is kept of a line over the cap: enough for landing's payload (64 Ki
+# characters of up to 4 bytes each).
+KEPT_OF_LONG_LINE = 2**18
+GZIP_MAGIC = b"\x1f\x8b"
+# gzip (or zlib) header, detected automatically by zlib.
+_GZIP_WBITS = 32 + zlib.MAX_WBITS
+_GZIP_BROKEN = "gzip file is corrupt or truncated"
+
+
+class ReadLimits(NamedTuple):
+    """Caps on one NDJSON file; ``of(config.landing)`` takes them from the config."""
+
+    max_line_bytes: int
+    max_file_bytes: int  # after decompression
+
+    @classmethod
+    def of(cls, landing: Landing) -> ReadLimits:
+        return cls(landing.max_line_bytes, landing.max_decompressed_bytes)
+
+
+DEFAULT_LIMITS = ReadLimits.of(Landing())
 
 
 class RawLine(NamedTuple):
-    """One line as read from disk (``raw`` without the line ending).
+    """One line as read (``raw`` without the line ending).
 
-    When ``error`` is set the file could not be read past ``line_no - 1``;
-    ``raw`` is empty and ``error`` says why.
+    ``error`` set: the line cannot be landed, for the reason given (``raw`` is
+    what was kept of it). ``file_cut`` set as well: the file could not be read
+    past ``line_no - 1``; ``raw`` is empty and the run is incomplete.
     """
 
     source_uri: str
     line_no: int
     raw: bytes
     error: str | None = None
+    file_cut: bool = False
+
+
+class Unreadable(Exception):
+    """The rest of a file cannot be read; the message says why (for ``split_lines``)."""
 
 
 def is_ndjson(path: Path) -> bool:
@@ -60,47 +92,172 @@ def find_files(folder: Path) -> list[Path]:
     return files
 
 
-def read_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[RawLine]:
+def read_file(path: Path, on_bytes: Callable[[int], None] | None = None,
+              limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[RawLine]:
     """Yield the non-blank lines of one NDJSON file, numbered from 1.
 
-    ``on_bytes(n)`` is called now and then with the number of on-disk bytes read
-    since the last call (compressed bytes for gzip), and once at the end so the
-    calls add up to the file's size.
+    ``on_bytes(n)`` is called after each read with the number of on-disk bytes
+    read (compressed bytes for gzip), so the calls add up to the file's size.
     """
     uri = path.resolve().as_uri()
     try:
-        raw = path.open("rb")
+        handle = path.open("rb")
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror}") from None
-    reported = 0
-    line_no = 0
-    with raw:
-        lines: BinaryIO = raw
+
+    def blocks() -> Iterator[bytes]:
+        while True:
+            try:
+                block = handle.read(READ_BYTES)
+            except OSError as exc:
+                raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+            if not block:
+                return
+            if on_bytes is not None:
+                on_bytes(len(block))
+            yield block
+
+    with handle:
+        data = blocks()
         if path.name.lower().endswith(".gz"):
-            lines = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            data = gunzip(data)
+        yield from split_lines(uri, data, limits)
+
+
+def gunzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress gzip data (every member; zlib data too) in pieces of at most READ_BYTES.
+
+    Never holds more than one piece, so a gzip bomb costs time, not memory (the
+    caller's size cap stops it). Raises ``Unreadable`` for corrupt data and for
+    data that ends before the gzip end marker.
+    """
+    inflater = zlib.decompressobj(wbits=_GZIP_WBITS)
+    fresh = True  # nothing of the current member seen yet
+    for block in blocks:
+        data = block
+        while data:
+            if fresh and not data.strip(b"\0"):
+                break  # zero padding after the last member, as some tools write
+            try:
+                piece = inflater.decompress(data, READ_BYTES)
+            except zlib.error as exc:
+                raise Unreadable(f"{_GZIP_BROKEN}: {exc}") from None
+            fresh = False
+            if piece:
+                yield piece
+            if inflater.eof:  # another member may follow
+                data = inflater.unused_data
+                inflater = zlib.decompressobj(wbits=_GZIP_WBITS)
+                fresh = True
+            else:
+                data = inflater.unconsumed_tail
+    if not fresh:
         try:
-            for line_no, line in enumerate(lines, start=1):
-                if line_no == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM):]
-                line = line.rstrip(b"\r\n")
-                if line.strip():
-                    yield RawLine(uri, line_no, line)
-                if on_bytes is not None and line_no % _REPORT_EVERY == 0:
-                    position = raw.tell()
-                    on_bytes(position - reported)
-                    reported = position
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            # Keep what was read; the rest of the file becomes one rejected row.
-            yield RawLine(uri, line_no + 1, b"", f"gzip file is corrupt or truncated: {exc}")
-        except OSError as exc:
-            raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
-        finally:
-            if lines is not raw:
-                lines.close()
-    if on_bytes is not None:
-        size = path.stat().st_size
-        if size > reported:
-            on_bytes(size - reported)
+            piece = inflater.flush()
+        except zlib.error as exc:
+            raise Unreadable(f"{_GZIP_BROKEN}: {exc}") from None
+        if piece:
+            yield piece
+        if not inflater.eof:
+            raise Unreadable(f"{_GZIP_BROKEN}: it ends before the gzip end marker")
+
+
+def gunzip_if_gzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
+    """``blocks``, decompressed when they start like a gzip file (for downloads, which have no
+    file name to go by)."""
+    stream = iter(blocks)
+    head = b""
+    for block in stream:
+        head += block
+        if len(head) >= len(GZIP_MAGIC):
+            break
+    if head.startswith(GZIP_MAGIC):
+        yield from gunzip(itertools.chain([head], stream))
+    else:
+        if head:
+            yield head
+        yield from stream
+
+
+def capped(blocks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
+    """``blocks`` up to ``max_bytes`` in all; raises ``Unreadable`` when there is more."""
+    total = 0
+    for block in blocks:
+        total += len(block)
+        if total > max_bytes:
+            yield block[: len(block) - (total - max_bytes)]
+            raise Unreadable(f"file holds more than {max_bytes:,} bytes of NDJSON "
+                             "(landing.max_decompressed_bytes)")
+        yield block
+
+
+def split_lines(uri: str, blocks: Iterable[bytes],
+                limits: ReadLimits = DEFAULT_LIMITS) -> Iterator[RawLine]:
+    """The non-blank lines in a stream of byte blocks, numbered from 1 (blank ones count).
+
+    Linear in the bytes however long a line is: a block without a line end is
+    appended to a buffer, never re-joined. A line longer than
+    ``limits.max_line_bytes`` is not kept whole: one ``RawLine`` with its start
+    and an ``error``. An ``Unreadable`` from ``blocks`` ends the file with a
+    ``file_cut`` line (the unfinished line before it is dropped).
+    """
+    cap = limits.max_line_bytes
+    line_no = 0
+    pending = bytearray()  # the line being read, when it spans blocks
+    long_by = 0  # > 0: the line being read is over the cap; bytes seen of it
+
+    def finish(line: bytes | bytearray, length: int) -> RawLine | None:
+        nonlocal line_no
+        line_no += 1
+        if line_no == 1 and line.startswith(_BOM):
+            line, length = line[len(_BOM):], length - len(_BOM)
+        if line.endswith(b"\r"):
+            line, length = line[:-1], length - 1
+        if length > cap:
+            return RawLine(uri, line_no, bytes(line[:min(cap, KEPT_OF_LONG_LINE)]),
+                           f"line is {length:,} bytes, more than landing.max_line_bytes "
+                           f"({cap:,}); not landed, only its start is kept")
+        if not line or line.isspace():
+            return None
+        return RawLine(uri, line_no, bytes(line))
+
+    try:
+        for block in capped(blocks, limits.max_file_bytes):
+            end = block.rfind(b"\n")
+            if end < 0:  # the current line goes on
+                if long_by:
+                    long_by += len(block)
+                else:
+                    pending += block
+                    if len(pending) > cap + 1:  # + 1: a "\r" before the line end
+                        long_by = len(pending)
+                        del pending[KEPT_OF_LONG_LINE:]
+                continue
+            lines = block[:end].split(b"\n")
+            head = lines[0]
+            if long_by:
+                done = finish(pending, long_by + len(head))
+            elif pending:
+                pending += head
+                done = finish(pending, len(pending))
+            else:
+                done = finish(head, len(head))
+            pending.clear()
+            long_by = 0
+            if done is not None:
+                yield done
+            for line in lines[1:]:
+                done = finish(line, len(line))
+                if done is not None:
+                    yield done
+            pending += block[end + 1:]
+        if long_by or pending:
+            done = finish(pending, long_by or len(pending))
+            if done is not None:
+                yield done
+    except Unreadable as exc:
+        yield RawLine(uri, line_no + 1, b"", f"{exc}; the rest of the file was not read",
+                      file_cut=True)
 
 
 def iter_folder(folder: Path) -> Iterator[RawLine]:

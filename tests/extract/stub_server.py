@@ -209,7 +209,8 @@ def answer(handler: Any, fake: Callable[[Any], tuple[int, dict[str, str], bytes]
     handler.send_response(status)
     for key, value in headers.items():
         handler.send_header(key, value)
-    handler.send_header("Content-Length", str(len(body)))
+    if "Content-Length" not in headers:  # a test may promise more than it sends
+        handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
 

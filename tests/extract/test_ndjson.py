@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from cartfhir.errors import SourceError
-from cartfhir.extract.ndjson import find_files, iter_folder, read_file
+from cartfhir.extract import ndjson
+from cartfhir.extract.ndjson import (
+    ReadLimits,
+    find_files,
+    gunzip,
+    iter_folder,
+    read_file,
+    split_lines,
+)
 
 
 def write_lines(path: Path, *lines: str) -> Path:
@@ -88,19 +96,22 @@ def test_truncated_gzip_keeps_lines_before_the_damage_then_reports_it(tmp_path: 
     assert [ln.raw.decode() for ln in good] == lines[: len(good)]
     assert last.raw == b""
     assert last.line_no == len(good) + 1
-    assert last.error is not None
-    assert last.error.startswith("gzip file is corrupt or truncated: Compressed file ended")
+    assert last.error == ("gzip file is corrupt or truncated: it ends before the gzip end "
+                          "marker; the rest of the file was not read")
+    assert last.file_cut
 
 
 def test_file_that_is_not_gzip_at_all_is_reported_not_raised(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "x.ndjson.gz", '{"a":1}')
     (line,) = read_file(path)
     assert line.line_no == 1
-    assert line.error is not None
-    assert "Not a gzipped file" in line.error
+    assert line.error is not None and line.file_cut
+    assert "incorrect header check" in line.error
 
 
-def test_progress_callback_adds_up_to_the_file_sizes(tmp_path: Path) -> None:
+def test_progress_callback_adds_up_to_the_file_sizes(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ndjson, "READ_BYTES", 4096)  # several reads of a small file
     plain = write_lines(tmp_path / "a.ndjson", *[f'{{"n": {i}}}' for i in range(5000)])
     packed = write_gzip(tmp_path / "b.ndjson.gz", *[f'{{"n": {i}}}' for i in range(5000)])
     for path in (plain, packed):
@@ -114,3 +125,78 @@ def test_iter_folder_streams_every_file_in_order(tmp_path: Path) -> None:
     write_lines(tmp_path / "b.ndjson", '{"b":1}')
     write_gzip(tmp_path / "a.ndjson.gz", '{"a":1}', '{"a":2}')
     assert [ln.raw for ln in iter_folder(tmp_path)] == [b'{"a":1}', b'{"a":2}', b'{"b":1}']
+
+
+# --- streaming: line splitting, caps, gzip -----------------------------------------
+
+
+def pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
+LIMITS = ReadLimits(max_line_bytes=1000, max_file_bytes=10**9)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 10**6])
+def test_lines_are_the_same_however_the_bytes_are_cut(size: int) -> None:
+    data = b'\xef\xbb\xbf{"a":1}\r\n\n  \n{"b":"' + b"x" * 500 + b'"}\n{"c":3}'
+    found = [(ln.line_no, ln.raw, ln.error) for ln in
+             split_lines("u", pieces(data, size), LIMITS)]
+    assert found == [(1, b'{"a":1}', None), (4, b'{"b":"' + b"x" * 500 + b'"}', None),
+                     (5, b'{"c":3}', None)]
+
+
+@pytest.mark.parametrize("size", [3, 100, 10**6])
+def test_a_line_over_the_cap_is_one_error_line_with_its_start(size: int) -> None:
+    long_line = b'{"resourceType":"Patient","x":"' + b"y" * 5000 + b'"}'
+    data = b'{"a":1}\n' + long_line + b'\n{"c":3}\n'
+    found = list(split_lines("u", pieces(data, size), LIMITS))
+    assert [(ln.line_no, ln.error is None) for ln in found] == [(1, True), (2, False),
+                                                               (3, True)]
+    over = found[1]
+    assert over.error == (f"line is {len(long_line):,} bytes, more than landing.max_line_bytes "
+                          "(1,000); not landed, only its start is kept")
+    assert over.raw == long_line[:1000] and not over.file_cut
+    assert found[2].raw == b'{"c":3}'
+
+
+def test_a_last_line_over_the_cap_without_a_line_end_is_reported() -> None:
+    (over,) = split_lines("u", pieces(b"z" * 3000, 256), LIMITS)
+    assert over.line_no == 1 and over.error and over.error.startswith("line is 3,000 bytes")
+
+
+def test_a_file_over_the_size_cap_is_cut_and_says_so(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "x.ndjson", *[f'{{"n": {i:04d}}}' for i in range(1000)])
+    read = list(read_file(path, limits=ReadLimits(max_line_bytes=1000, max_file_bytes=5000)))
+    *good, last = read
+    assert [ln.raw for ln in good] == [f'{{"n": {i:04d}}}'.encode() for i in range(len(good))]
+    assert len(good) == 5000 // 12  # 12 bytes a line: whole lines within the first 5,000
+    assert last.file_cut and last.line_no == len(good) + 1
+    assert last.error == ("file holds more than 5,000 bytes of NDJSON "
+                          "(landing.max_decompressed_bytes); the rest of the file was not read")
+
+
+def test_a_gzip_bomb_stops_at_the_size_cap_without_inflating_it(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.ndjson.gz"
+    with gzip.open(path, "wb") as handle:
+        for _ in range(64):  # 64 MiB of spaces and no line end, in 64 KiB of gzip
+            handle.write(b" " * 2**20)
+    limits = ReadLimits(max_line_bytes=2**20, max_file_bytes=8 * 2**20)
+    *lines, last = read_file(path, limits=limits)
+    assert lines == [] and last.file_cut
+    assert last.error is not None and "landing.max_decompressed_bytes" in last.error
+
+
+def test_gunzip_reads_every_member_and_yields_bounded_pieces() -> None:
+    data = gzip.compress(b"a" * 3 * 2**20) + gzip.compress(b"\nb\n")
+    out = list(gunzip(pieces(data, 1000)))
+    assert b"".join(out) == b"a" * 3 * 2**20 + b"\nb\n"
+    assert max(len(piece) for piece in out) <= 2**20
+
+
+def test_gzip_in_a_file_named_plain_is_not_unpacked(tmp_path: Path) -> None:
+    # A folder file's name says what it is; only bulk downloads are sniffed.
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(gzip.compress(b'{"a":1}\n'))
+    (line,) = read_file(path)
+    assert line.raw.startswith(b"\x1f\x8b")

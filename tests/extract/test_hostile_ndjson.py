@@ -1,0 +1,266 @@
+"""`cartfhir extract` on hostile NDJSON: the same landing rules for a folder and a bulk download.
+
+Deep nesting and duplicate keys become raw.rejected rows with a reason while
+the other lines land (exit 0); a line over ``landing.max_line_bytes`` is one
+rejected row keeping its start; a truncated gzip, a download cut short or a
+file over ``landing.max_decompressed_bytes`` makes the run partial (exit 3).
+Bulk downloads come from a ``FakeFhir`` over real HTTP on loopback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+
+from cartfhir.cli import run_cli
+from cartfhir.extract.checks import MAX_DEPTH
+
+from .stub_server import FakeFhir, serve
+
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels of JSON objects and arrays"
+DUPLICATE_ID = "JSON object has the key 'id' twice (which value counts is ambiguous)"
+
+
+def patient(pid: str, **fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": pid,
+            "meta": {"versionId": "1", "lastUpdated": "2025-06-01T00:00:00Z"}, **fields}
+
+
+def deeply_nested(pid: str, levels: int = 130) -> bytes:
+    """A valid Patient whose extensions nest ``levels`` deep (json: orjson cannot write it)."""
+    extension: dict[str, Any] = {"url": "http://example.org/x", "valueString": "leaf"}
+    for _ in range(levels):
+        extension = {"url": "http://example.org/x", "extension": [extension]}
+    return json.dumps(patient(pid, extension=[extension])).encode()
+
+
+def duplicate_id(pid: str) -> bytes:
+    return (b'{"resourceType":"Patient","id":"' + pid.encode()
+            + b'","gender":"male","id":"zz"}')
+
+
+def hostile_lines() -> bytes:
+    return b"\n".join([orjson.dumps(patient("p1")), deeply_nested("p2"), duplicate_id("p3"),
+                       orjson.dumps(patient("p4"))]) + b"\n"
+
+
+class Run:
+    """One `cartfhir extract` run: exit code, output, and the DuckDB file to look at."""
+
+    def __init__(self, code: int, out: str, err: str, db: Path) -> None:
+        self.code, self.out, self.err, self.db = code, out, err, db
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        con = duckdb.connect(str(self.db), read_only=True)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def ids(self) -> list[str]:
+        return [r[0] for r in self.rows("select id from raw.resources order by id")]
+
+    def rejected(self) -> list[tuple[Any, ...]]:
+        return self.rows("select line_no, resource_type, reason, payload from raw.rejected "
+                         "order by source_uri, line_no")
+
+    def run_row(self) -> tuple[str, str]:
+        return self.rows("select status, message from meta.runs order by started desc limit 1")[0]
+
+
+def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str,
+            landing: str = "") -> Run:
+    config = tmp_path / "config.yaml"
+    config.write_text("study: {name: t}\n"
+                      f"sites:\n  - id: s\n    source: {source}\n"
+                      "output: {duckdb: out/t.duckdb}\n"
+                      f"landing: {{workers: 0{landing}}}\n")
+    code = run_cli(["extract", "--config", str(config)])
+    captured = capsys.readouterr()
+    return Run(code, captured.out, captured.err, tmp_path / "out" / "t.duckdb")
+
+
+# --- a folder ---------------------------------------------------------------------
+
+
+def folder_source(tmp_path: Path, name: str, data: bytes) -> str:
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    return "{kind: ndjson, path: in}"
+
+
+def test_folder_deep_nesting_and_duplicate_keys_are_rejected_the_rest_lands(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = extract(tmp_path, capsys, folder_source(tmp_path, "p.ndjson", hostile_lines()))
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p4"]
+    assert [r[:3] for r in run.rejected()] == [(2, "Patient", TOO_DEEP),
+                                               (3, "Patient", DUPLICATE_ID)]
+
+
+def test_folder_line_over_the_cap_is_rejected_keeping_its_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    big = orjson.dumps(patient("big", name=[{"family": "x" * 5000}]))
+    data = b"\n".join([orjson.dumps(patient("p1")), big, orjson.dumps(patient("p3"))])
+    run = extract(tmp_path, capsys, folder_source(tmp_path, "p.ndjson", data),
+                  ", max_line_bytes: 2048")
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p3"]
+    ((line_no, rtype, reason, payload),) = run.rejected()
+    assert (line_no, rtype) == (2, None)
+    assert reason == (f"line is {len(big):,} bytes, more than landing.max_line_bytes (2,048); "
+                      "not landed, only its start is kept")
+    assert payload == big[:2048].decode()
+
+
+def test_folder_truncated_gzip_makes_the_run_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = b"".join(orjson.dumps(patient(f"p{i}", name=[{"family": f"{i * 7919:x}"}])) + b"\n"
+                     for i in range(3000))
+    packed = gzip.compress(lines)
+    run = extract(tmp_path, capsys,
+                  folder_source(tmp_path, "p.ndjson.gz", packed[: len(packed) - 500]))
+    assert run.code == 3, run.err
+    status, message = run.run_row()
+    assert status == "partial"
+    assert "p.ndjson.gz" in message and "gzip file is corrupt or truncated" in message
+    assert 1000 < len(run.ids()) < 3000  # the lines before the damage are landed
+
+
+def test_folder_file_over_the_decompressed_cap_makes_the_run_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = b"".join(orjson.dumps(patient(f"p{i}")) + b"\n" for i in range(200))
+    run = extract(tmp_path, capsys, folder_source(tmp_path, "p.ndjson.gz", gzip.compress(lines)),
+                  ", max_decompressed_bytes: 4096")
+    assert run.code == 3, run.err
+    assert "landing.max_decompressed_bytes" in run.run_row()[1]
+    assert 0 < len(run.ids()) < 200
+
+
+# --- a bulk download ----------------------------------------------------------------
+
+
+@pytest.fixture()
+def bulk() -> Iterator[FakeFhir]:
+    """A bulk server (no polling wait) exporting Patients p1..p3."""
+    fake = FakeFhir(resources=[patient("p1"), patient("p2"), patient("p3")])
+    fake.export_polls = 0
+    server = serve(fake)
+    yield fake
+    server.shutdown()
+
+
+def bulk_source(fake: FakeFhir) -> str:
+    return f"{{kind: bulk, base_url: '{fake.base}', level: system, types: [Patient]}}"
+
+
+def serve_file(fake: FakeFhir, body: bytes, count: int | None = None,
+               **headers: str) -> None:
+    """Serve ``body`` as the Patient output file (the manifest announcing ``count`` lines)."""
+    original = fake._kickoff
+
+    def kickoff(query: Any, request: Any) -> Any:
+        answer = original(query, request)
+        for item in fake._manifest["output"]:
+            item["count"] = count
+        return answer
+
+    def fault(request: Any) -> Any:
+        if request.url.endswith("/bulkfiles/Patient.ndjson"):
+            return 200, {"Content-Type": "application/fhir+ndjson", **headers}, body
+        return None
+
+    fake._kickoff = kickoff  # type: ignore[method-assign]
+    fake.faults.append(fault)
+
+
+def test_bulk_deep_nesting_and_duplicate_keys_are_rejected_the_rest_lands(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    serve_file(bulk, hostile_lines(), count=4)
+    run = extract(tmp_path, capsys, bulk_source(bulk))
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p4"]
+    assert [r[:3] for r in run.rejected()] == [(2, "Patient", TOO_DEEP),
+                                               (3, "Patient", DUPLICATE_ID)]
+
+
+def test_bulk_lands_a_line_longer_than_a_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    # 3 MB: spans several reads of the body, so the line is put together from pieces.
+    bulk.resources.append(patient("big", name=[{"family": "x" * 3_000_000}]))
+    run = extract(tmp_path, capsys, bulk_source(bulk))
+    assert run.code == 0, run.err
+    assert run.ids() == ["big", "p1", "p2", "p3"]
+    stored = run.rows("select resource from raw.resources where id = 'big'")[0][0]
+    assert len(orjson.loads(stored)["name"][0]["family"]) == 3_000_000
+
+
+def test_bulk_line_over_the_cap_is_rejected_keeping_its_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    big = patient("big", name=[{"family": "x" * 300_000}])
+    bulk.resources.insert(1, big)
+    run = extract(tmp_path, capsys, bulk_source(bulk), ", max_line_bytes: 100000")
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p2", "p3"]
+    ((line_no, _, reason, payload),) = run.rejected()
+    assert line_no == 2 and reason.startswith("line is 300,")
+    assert "more than landing.max_line_bytes (100,000)" in reason
+    assert payload == orjson.dumps(big)[:65_536].decode()
+
+
+@pytest.mark.parametrize("encoding", ["file", "transport"])
+def test_bulk_gzip_is_unpacked(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               bulk: FakeFhir, encoding: str) -> None:
+    body = gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in bulk.resources))
+    headers = {"Content-Encoding": "gzip"} if encoding == "transport" else {}
+    serve_file(bulk, body, count=3, **headers)
+    run = extract(tmp_path, capsys, bulk_source(bulk))
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p2", "p3"]
+
+
+@pytest.mark.parametrize("encoding", ["file", "transport"])
+def test_bulk_truncated_gzip_makes_the_run_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir,
+        encoding: str) -> None:
+    lines = b"".join(orjson.dumps(patient(f"p{i}", name=[{"family": f"{i * 7919:x}"}])) + b"\n"
+                     for i in range(3000))
+    packed = gzip.compress(lines)
+    headers = {"Content-Encoding": "gzip"} if encoding == "transport" else {}
+    serve_file(bulk, packed[: len(packed) - 500], **headers)
+    run = extract(tmp_path, capsys, bulk_source(bulk))
+    assert run.code == 3, run.err
+    status, message = run.run_row()
+    assert status == "partial" and "gzip file is corrupt or truncated" in message
+    assert 1000 < len(run.ids()) < 3000
+
+
+def test_bulk_body_shorter_than_its_content_length_makes_the_run_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    body = b"".join(orjson.dumps(r) + b"\n" for r in bulk.resources)
+    serve_file(bulk, body, **{"Content-Length": str(len(body) + 1000)})
+    run = extract(tmp_path, capsys, bulk_source(bulk))
+    assert run.code == 3, run.err
+    status, message = run.run_row()
+    assert status == "partial" and "Patient.ndjson" in message
+    assert run.ids() == ["p1", "p2", "p3"]
+
+
+def test_bulk_gzip_bomb_stops_at_the_decompressed_cap(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    bomb = gzip.compress(b" " * 64 * 2**20)  # 64 MiB of one line in 64 KiB
+    serve_file(bulk, bomb)
+    run = extract(tmp_path, capsys, bulk_source(bulk),
+                  ", max_line_bytes: 1048576, max_decompressed_bytes: 4194304")
+    assert run.code == 3, run.err
+    status, message = run.run_row()
+    assert status == "partial"
+    assert "more than 4,194,304 bytes of NDJSON (landing.max_decompressed_bytes)" in message
