@@ -12,19 +12,21 @@ Everything is rebuilt from raw each time, so a transform after an incremental
 extraction gives exactly the tables of a full rebuild.
 
 The rebuild is all-or-nothing: it is one DuckDB transaction, and the run is marked
-``success`` inside it. A transform that fails is rolled back; one that is killed
-never committed: DuckDB logs a transaction to the WAL only at commit, and the row
-groups it had already written to the file are unreferenced blocks that the file
-reuses (checked with SIGKILL on DuckDB 2.0, tests/transform/test_atomic.py).
-Either way every ref, flat, harmonized, cohort and qa table (and ``raw.patient_key``,
-``meta.reference_version``) is exactly what the last complete transform left, and the run is recorded as failed or, by the next command, as
-interrupted. One transaction rather than staging schemas swapped at the end: the
-models name each other by schema (``harmonized.lab`` in ``cohort/*.sql``), so
-staging would mean rewriting every model's SQL, while DuckDB writes a large
-transaction's new row groups to the database file as it goes, so memory does not
-grow with it (bench/transform.py, 300k Observations, memory_limit 512MB: peak RSS
-553 MB in one transaction, 557 MB committing table by table). The old tables'
-blocks are freed only at commit, so the file briefly holds both versions.
+``success`` inside it. A transform that fails is rolled back; one that is killed never
+committed: DuckDB logs a transaction to the WAL only at commit, and the row groups it
+had already written to the file are unreferenced blocks that the file reuses (checked
+with SIGKILL on DuckDB 2.0, tests/transform/test_atomic.py). Either way every ref, flat,
+harmonized, cohort and qa table (and ``raw.patient_key``, ``meta.reference_version``) is
+exactly what the last complete transform left, and the run is recorded as failed or, by
+the next command, as interrupted.
+
+One transaction rather than staging schemas swapped at the end: the models name each
+other by schema (``harmonized.lab`` in ``cohort/*.sql``), so staging would mean
+rewriting every model's SQL, while DuckDB writes a large transaction's new row groups to
+the database file as it goes, so memory does not grow with it (bench/transform.py, 300k
+Observations, memory_limit 512MB: peak RSS 553 MB in one transaction, 557 MB committing
+table by table). The old tables' blocks are freed only at commit, so the file briefly
+holds both versions.
 """
 
 from __future__ import annotations
