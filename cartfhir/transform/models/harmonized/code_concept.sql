@@ -5,15 +5,13 @@
 -- priority wins; several concepts at that priority are ambiguous unless a
 -- ref.concept_combination joins them (neutropenia + fever = febrile neutropenia).
 -- A coding in a standard system (ref.code_system: LOINC, SNOMED CT, ICD-10(-CM/-PCS),
--- CPT, HCPCS, RxNorm..., also under their OIDs) is authoritative. Precedence:
---   1. a map of any of the signature's codings (default, study or site map; an
---      explicit map is a decision, not a guess), with text patterns of a higher
---      priority still refining or excluding it (lymphodepletion is a chemotherapy
---      code told apart by its text);
---   2. text patterns, only when no coding is in a standard system (local codes or
---      text alone);
---   3. otherwise unmapped: a standard code no map knows is never guessed from its
---      display ('Bilirubin.total ... in Urine by Test strip' is not serum bilirubin).
+-- CPT, HCPCS, RxNorm..., also under their OIDs) is authoritative. Precedence: (1) a map
+-- of any of the signature's codings (default, study or site map: an explicit map is a
+-- decision, not a guess), which a text pattern of a higher priority may still refine
+-- or exclude (lymphodepletion is a chemotherapy code told apart by its text); (2) text
+-- patterns, only when no coding is in a standard system (local codes or text alone);
+-- (3) otherwise unmapped: a standard code no map knows is never guessed from its
+-- display ('Bilirubin.total ... in Urine by Test strip' is not serum bilirubin).
 --   signature      text: see harmonized.resource_code
 --   site, resource_type, code_text  text: the signature's parts
 --   codings        json[]: the signature's codings
