@@ -13,13 +13,17 @@ ends with one ``RawLine`` with ``file_cut`` set instead of raising.
 from __future__ import annotations
 
 import itertools
+import json
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
 
 from cartfhir.config import Landing
 from cartfhir.errors import SourceError
+from cartfhir.extract.checks import TOO_DEEP
 
 SUFFIXES = (".ndjson", ".ndjson.gz")
 _BOM = b"\xef\xbb\xbf"
@@ -61,6 +65,22 @@ class RawLine(NamedTuple):
     raw: bytes
     error: str | None = None
     file_cut: bool = False
+
+
+def resource_line(uri: str, line_no: int, resource: Any) -> RawLine:
+    """A resource parsed out of a search page, written back as a line to check and land.
+
+    orjson writes at most 254 levels; a deeper resource is written by json
+    instead, so checking rejects it like the same line from a file (with its
+    type and start), unless even that recursion fails.
+    """
+    try:
+        return RawLine(uri, line_no, orjson.dumps(resource))
+    except orjson.JSONEncodeError:
+        try:
+            return RawLine(uri, line_no, json.dumps(resource, ensure_ascii=False).encode())
+        except RecursionError:
+            return RawLine(uri, line_no, b"", TOO_DEEP)
 
 
 class Unreadable(Exception):

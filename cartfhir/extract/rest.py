@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-import orjson
 
 from cartfhir.config import FhirSource, ResourceQuery, Site
 from cartfhir.errors import CartfhirError, FhirServerError, SourceError
 from cartfhir.extract import state
 from cartfhir.extract.http import FhirClient, mask_url
 from cartfhir.extract.landing import Lander
-from cartfhir.extract.ndjson import RawLine
+from cartfhir.extract.ndjson import RawLine, resource_line
 from cartfhir.extract.paging import Page, PagingExpired, SearchTally, search_pages
 from cartfhir.progress import NullProgress, Progress, type_bars
 
@@ -223,7 +222,7 @@ def _run_task(client: FhirClient, task: Task, out: queue.Queue, stop: threading.
 def _lines(page: Page) -> Iterator[RawLine]:
     """The page's resources as lines to land, then its unusable entries as rejected lines."""
     for n, resource in enumerate(page.resources, start=1):
-        yield RawLine(page.url, n, orjson.dumps(resource))
+        yield resource_line(page.url, n, resource)
     for n, (reason, raw) in enumerate(page.rejects, start=len(page.resources) + 1):
         yield RawLine(page.url, n, raw, error=reason)
 

@@ -264,3 +264,28 @@ def test_bulk_gzip_bomb_stops_at_the_decompressed_cap(
     status, message = run.run_row()
     assert status == "partial"
     assert "more than 4,194,304 bytes of NDJSON (landing.max_decompressed_bytes)" in message
+
+
+# --- a REST pull ---------------------------------------------------------------------
+
+
+def test_rest_deep_nesting_is_rejected_the_rest_lands(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    # Deeper than orjson can write again (254 levels), so the line is built another way.
+    deep = json.loads(deeply_nested("p2", levels=200))
+
+    def search(request: Any) -> Any:
+        if "/Patient?" not in request.url:
+            return None
+        body = {"resourceType": "Bundle", "type": "searchset", "total": 3,
+                "entry": [{"resource": r, "search": {"mode": "match"}}
+                          for r in (patient("p1"), deep, patient("p3"))]}
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(body).encode()
+
+    bulk.faults.append(search)
+    source = (f"{{kind: fhir, base_url: '{bulk.base}', cohort: {{search: ['Patient?active=true']}},"
+              " resources: [{type: Patient}]}")
+    run = extract(tmp_path, capsys, source)
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p3"]
+    assert [r[1:3] for r in run.rejected()] == [("Patient", TOO_DEEP)]

@@ -9,12 +9,14 @@ import pytest
 
 from cartfhir.errors import SourceError
 from cartfhir.extract import ndjson
+from cartfhir.extract.checks import TOO_DEEP
 from cartfhir.extract.ndjson import (
     ReadLimits,
     find_files,
     gunzip,
     iter_folder,
     read_file,
+    resource_line,
     split_lines,
 )
 
@@ -200,3 +202,19 @@ def test_gzip_in_a_file_named_plain_is_not_unpacked(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(b'{"a":1}\n'))
     (line,) = read_file(path)
     assert line.raw.startswith(b"\x1f\x8b")
+
+
+def test_resource_line_writes_what_orjson_cannot_and_names_what_nothing_can() -> None:
+    shallow = {"resourceType": "Patient", "id": "p1"}
+    assert resource_line("u", 1, shallow).raw == b'{"resourceType":"Patient","id":"p1"}'
+    deep: dict = {"resourceType": "Patient", "id": "p1", "x": []}
+    inner = deep["x"]
+    for _ in range(300):  # 300 levels: orjson refuses, json writes it
+        inner.append([])
+        inner = inner[0]
+    assert resource_line("u", 2, deep).raw.startswith(b'{"resourceType": "Patient"')
+    for _ in range(5000):  # beyond any recursion limit
+        inner.append([])
+        inner = inner[0]
+    line = resource_line("u", 3, deep)
+    assert (line.raw, line.error) == (b"", TOO_DEEP)
