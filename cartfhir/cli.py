@@ -21,6 +21,7 @@ from cartfhir.expectations.gx_runner import expectation_column
 from cartfhir.extract.checks import parse_instant
 from cartfhir.logs import configure
 from cartfhir.progress import make_progress
+from cartfhir.redact import redact
 from cartfhir.render import render_rows
 from cartfhir.synth import DEFAULT_SITES
 from cartfhir.synth.profiles import available_profiles
@@ -77,7 +78,7 @@ def _report_extract(result: api.ExtractResult) -> None:
           f"{totals.get('inserted', 0)} new, {totals.get('replaced', 0)} replaced, "
           f"{totals.get('rejected', 0)} rejected ({result.seconds:.1f} s)")
     for problem in result.problems:
-        click.echo(f"INCOMPLETE: {problem}", err=True)
+        click.echo(redact(f"INCOMPLETE: {problem}"), err=True)
     if totals.get("rejected"):
         click.echo("see why: cartfhir query \"select site, source_uri, line_no, reason from "
               f"raw.rejected where run_id = '{result.run_id}'\"")
@@ -525,15 +526,16 @@ def run_cli(argv: list[str] | None = None) -> int:
         click.echo("interrupted", err=True)
         return 130
     except CartfhirError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(redact(f"error: {exc}"), err=True)
         if _state["verbose"]:
-            traceback.print_exc()
+            click.echo(redact(traceback.format_exc()), err=True, nl=False)
         return exc.exit_code
     except Exception as exc:  # a bug: say so plainly, trace only when asked
-        click.echo(f"internal error: {type(exc).__name__}: {exc} "
-                   "(run with --verbose for the traceback, and please report it)", err=True)
+        click.echo(redact(f"internal error: {type(exc).__name__}: {exc} "
+                          "(run with --verbose for the traceback, and please report it)"),
+                   err=True)
         if _state["verbose"]:
-            traceback.print_exc()
+            click.echo(redact(traceback.format_exc()), err=True, nl=False)
         return 1
 
 

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from cartfhir.errors import ConfigError, SecretError
+from cartfhir.redact import register as register_secret
 
 DEFAULT_CONFIG = Path("config.yaml")
 SITE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
@@ -73,6 +74,7 @@ class SecretRef(_Model):
         return f"env var {self.env}" if self.env else f"file {self.file}"
 
     def resolve(self) -> str:
+        """The secret's value, registered with ``cartfhir.redact`` so no message shows it."""
         if self.env:
             value = os.environ.get(self.env)
             if not value:
@@ -80,6 +82,7 @@ class SecretRef(_Model):
                     f"environment variable {self.env} is not set or empty; "
                     "export it before running cartfhir"
                 )
+            register_secret(value)
             return value
         assert self.file is not None
         try:
@@ -88,6 +91,7 @@ class SecretRef(_Model):
             raise SecretError(f"cannot read secret file {self.file}: {exc.strerror}") from exc
         if not value:
             raise SecretError(f"secret file {self.file} is empty")
+        register_secret(value)
         return value
 
 

@@ -21,6 +21,7 @@ import duckdb
 from cartfhir import __version__
 from cartfhir.db import apply_ddl
 from cartfhir.errors import CartfhirError, IncompleteTransformError
+from cartfhir.redact import redact
 
 RunStatus = Literal["running", "success", "partial", "failed", "interrupted"]
 Stage = Literal["extract", "transform", "validate", "analyze"]
@@ -40,11 +41,12 @@ class Run:
     counts: dict[str, Any] = field(default_factory=dict)
 
     def finish(self, status: RunStatus, message: str | None = None) -> None:
+        """Close the run row; the message is redacted (servers echo credentials in errors)."""
         self.con.execute(
             "UPDATE meta.runs SET finished = ?, status = ?, counts = ?, message = ? "
             "WHERE run_id = ?",
-            [datetime.now(UTC), status, json.dumps(self.counts, sort_keys=True), message,
-             self.run_id],
+            [datetime.now(UTC), status, json.dumps(self.counts, sort_keys=True),
+             message and redact(message), self.run_id],
         )
 
 

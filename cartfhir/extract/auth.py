@@ -2,7 +2,8 @@
 
 ``make_authenticator`` turns a site's ``auth`` config into an ``Authenticator``: the HTTP client
 adds its ``headers()`` to every request and calls ``invalidate()`` once after a 401. Secrets are
-read when first needed and never reach a message, a log line or a repr; failures raise AuthError.
+read when first needed and registered with ``cartfhir.redact`` (with the tokens obtained), so they
+never reach a message, a log line or a repr; failures raise AuthError.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from cartfhir.config import AuthConfig, BasicAuth, BearerAuth, NoAuth, SecretRef, SmartAuth
 from cartfhir.errors import AuthError
+from cartfhir.redact import register as register_secret
 
 __all__ = [
     "Authenticator",
@@ -131,7 +133,9 @@ class BasicAuthenticator:
         with self._lock:
             if self._header is None:
                 pair = f"{self._username}:{self._ref.resolve()}".encode()
-                self._header = "Basic " + base64.b64encode(pair).decode("ascii")
+                encoded = base64.b64encode(pair).decode("ascii")
+                register_secret(encoded)  # the form the server sees, and may echo
+                self._header = "Basic " + encoded
             return {"Authorization": self._header}
 
     def invalidate(self) -> None:
@@ -278,6 +282,7 @@ class SmartAuthenticator:
             raise AuthError(f"the token endpoint {token_url} issued a {token_type!r} token; "
                             "cartfhir can only use bearer tokens")
         _check_token(token, f"the token endpoint {token_url}")
+        register_secret(token)
         lifetime = _lifetime(data.get("expires_in"))
         log.debug("got an access token from %s for scope %r, valid %.0f s",
                   token_url, c.scope, lifetime)
@@ -313,7 +318,10 @@ class SmartAuthenticator:
         }
         header = {"typ": "JWT", **({"kid": c.key_id} if c.key_id else {})}
         try:
-            return jwt.encode(claims, self._private_key(), algorithm=c.algorithm, headers=header)
+            assertion = jwt.encode(claims, self._private_key(), algorithm=c.algorithm,
+                                   headers=header)
+            register_secret(assertion)
+            return assertion
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise AuthError(f"cannot sign the client assertion with {c.algorithm} "
                             f"({type(exc).__name__}); check auth.private_key and "

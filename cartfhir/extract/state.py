@@ -16,6 +16,7 @@ import duckdb
 
 from cartfhir.db import apply_ddl
 from cartfhir.extract.checks import parse_instant as fhir_instant
+from cartfhir.redact import redact
 
 SQL_PACKAGE = "cartfhir.extract.sql"
 OVERLAP = timedelta(minutes=5)
@@ -99,9 +100,10 @@ class RequestRecord:
 def record_requests(con: duckdb.DuckDBPyConnection, run_id: str, site: str,
                     records: list[RequestRecord], server: tuple[str | None, str | None,
                                                                 str | None]) -> None:
-    rows = [[run_id, site, i, r.query_key, r.resource_type, r.url, r.patients, r.pages,
-             r.matched, r.included, r.total, r.shortfall, r.status, r.message, r.seconds,
-             *server, r.final_url] for i, r in enumerate(records)]
+    rows = [[run_id, site, i, r.query_key, r.resource_type, redact(r.url), r.patients,
+             r.pages, r.matched, r.included, r.total, r.shortfall, r.status,
+             r.message and redact(r.message), r.seconds, *server,
+             r.final_url and redact(r.final_url)] for i, r in enumerate(records)]
     if rows:
         con.executemany(f"INSERT INTO meta.extract_request ({', '.join(REQUEST_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})", rows)

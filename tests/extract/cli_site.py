@@ -65,8 +65,12 @@ def searching(rtype: str, request: Any) -> dict[str, list[str]] | None:
 
 
 def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], base_url: str, *,
-            source: str = "", args: tuple[str, ...] = (), kind: str = "fhir") -> Outcome:
-    """Write a one-site config (Patient only unless ``source`` says more) and run extract."""
+            source: str = "", args: tuple[str, ...] = (), options: tuple[str, ...] = (),
+            kind: str = "fhir") -> Outcome:
+    """Write a one-site config (Patient only unless ``source`` says more) and run extract.
+
+    ``options`` go before the command (``--verbose``), ``args`` after it (``--full``).
+    """
     config = tmp_path / "config.yaml"
     if kind == "fhir":
         body = (f"{{kind: fhir, base_url: '{base_url}', "
@@ -77,6 +81,6 @@ def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], base_url: str, *
     config.write_text("study: {name: t}\nsites:\n"
                       f"  - id: site_x\n    source: {body}\n"
                       "output: {duckdb: out/t.duckdb}\n")
-    code = run_cli(["extract", "--config", str(config), *args])
+    code = run_cli([*options, "extract", "--config", str(config), *args])
     captured = capsys.readouterr()
     return Outcome(code, captured.out, captured.err, tmp_path / "out" / "t.duckdb")

@@ -1,0 +1,47 @@
+"""cartfhir.redact: registered secrets and credential shapes leave every text they reach."""
+
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import quote
+
+from cartfhir.redact import MASK, mask_url, redact, register, register_url
+
+
+def test_a_registered_secret_goes_in_every_encoded_form() -> None:
+    secret = "pa ss/w0rd+\"x\"-9f8e"
+    register(secret)
+    for form in (secret, quote(secret, safe=""), json.dumps(secret)[1:-1],
+                 base64.b64encode(secret.encode()).decode()):
+        assert redact(f"the server said {form} twice: {form}") == (
+            f"the server said {MASK} twice: {MASK}")
+
+
+def test_too_short_values_are_not_registered() -> None:
+    register("ab")
+    assert redact("about abba") == "about abba"
+
+
+def test_credentials_are_masked_by_shape_even_when_never_registered() -> None:
+    text = ("Authorization: Bearer zq9XW-unregistered.7 and Basic dXNlcjpwYXNz== and "
+            "eyJhbGciOiJSUzM4NCJ9.eyJzdWIiOiJ4In0.c2ln and https://bob:hunter2@h.test/x "
+            "and https://h.test/f?sig=abc123&_count=5")
+    assert redact(text) == (
+        f"Authorization: Bearer {MASK} and Basic {MASK} and {MASK} and https://{MASK}@h.test/x "
+        f"and https://h.test/f?sig={MASK}&_count=5")
+    assert redact("basic auth needs a username") == "basic auth needs a username"
+
+
+def test_query_secrets_of_a_requested_url_are_registered_but_fhir_codes_are_not() -> None:
+    register_url("https://h.test/status?job=1&access_token=qwerty-12345"
+                 "&code=http://loinc.org|718-7")
+    assert redact("echo: qwerty-12345") == f"echo: {MASK}"
+    assert redact("Observation?code=http://loinc.org|718-7") == (
+        "Observation?code=http://loinc.org|718-7")
+
+
+def test_mask_url() -> None:
+    assert mask_url("https://u:p@h.test/x?token=abc&_count=5&code=1") == (
+        f"https://{MASK}@h.test/x?token={MASK}&_count=5&code={MASK}")
+    assert mask_url(mask_url("https://h.test/x?token=abc")) == mask_url("https://h.test/x?token=abc")
