@@ -25,6 +25,7 @@ import orjson
 
 from cartfhir.errors import FhirServerError
 from cartfhir.extract.http import FhirClient, mask_url
+from cartfhir.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def _json_type(value: Any) -> str:
 
 
 def _sample(value: Any) -> str:
-    text = orjson.dumps(value).decode("utf-8", "replace")
+    """A short, redacted quote of what the server sent, for a message or a rejection."""
+    text = redact(orjson.dumps(value).decode("utf-8", "replace"))
     return text if len(text) <= REJECT_SAMPLE else text[:REJECT_SAMPLE] + "..."
 
 

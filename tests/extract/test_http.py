@@ -188,3 +188,23 @@ def test_a_redirect_to_an_allowed_host_is_followed_and_recorded(tmp_path, capsys
     assert len(result.rows("select * from raw.resources")) == 3
     rows = result.rows("select url, final_url from meta.extract_request")
     assert rows and all(f":{port}/" in final and f":{port}/" not in url for url, final in rows)
+
+
+def test_a_redirect_loop_is_cut_off() -> None:
+    c, _ = client(lambda r: (302, {"Location": f"{BASE}/Patient?hop=1" if "hop=2" in r.url
+                                   else f"{BASE}/Patient?hop=2"}, b""))
+    with pytest.raises(FhirServerError, match="redirected more than 5 times"):
+        c.get_json(c.url("Patient"))
+    assert c.stats.requests == 6
+
+
+def test_a_303_redirect_turns_a_delete_into_a_get() -> None:
+    seen = []
+
+    def handler(request):
+        seen.append((request.method, request.url))
+        return (303, {"Location": "/fhir/done"}, b"") if len(seen) == 1 else OK
+
+    c, _ = client(handler)
+    c.request("DELETE", c.url("bulkstatus/1"))
+    assert seen == [("DELETE", f"{BASE}/bulkstatus/1"), ("GET", f"{BASE}/done")]
