@@ -107,6 +107,15 @@ def test_text_patterns_still_map_records_with_only_local_codes_or_text(tmp_path:
     assert concepts == {local: "anc", text_only: "hemoglobin"}
 
 
+def test_a_standard_system_without_a_code_is_only_text(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 310.0, "pg/mL", code="-", display="Interleukin 6", ucum="pg/mL")
+    del site.resources[-1]["code"]["coding"][0]["code"]
+    con = site.build()
+    assert one(con, "SELECT concept FROM harmonized.lab") == "il6"
+
+
 def test_an_unmapped_standard_code_is_not_rescued_by_a_local_coding_text(tmp_path: Path) -> None:
     site = Site(tmp_path)
     site.infusion(0)

@@ -33,8 +33,10 @@ raw_codings AS (
     FROM signatures AS s, unnest(s.codings) AS u(coding)
 ),
 codings AS (
-    -- An OID spelling of a standard system matches maps written with its URI, too.
-    SELECT c.*, coalesce(k.canonical, c.system) AS canonical, k.system IS NOT NULL AS standard
+    -- An OID spelling of a standard system matches maps written with its URI, too. A
+    -- standard system without a code says nothing authoritative: its display is text.
+    SELECT c.*, coalesce(k.canonical, c.system) AS canonical,
+           k.system IS NOT NULL AND coalesce(trim(c.code), '') <> '' AS standard
     FROM raw_codings AS c
     LEFT JOIN ref.code_system AS k ON k.system = c.system
 ),

@@ -10,39 +10,39 @@
 --                        name (ref.scope_note: 'out of study scope: urine specimen'); a
 --                        note for humans, never used to map. Null when nothing is known
 --   count                bigint: resources carrying it
-WITH codings AS (
-    SELECT u.site, u.resource_type, u.resource_id,
-           json_extract_string(c.coding, '$.system') AS system,
-           json_extract_string(c.coding, '$.code') AS code,
-           coalesce(json_extract_string(c.coding, '$.display'), u.code_text) AS display
-    FROM qa.unmapped_record AS u,
-         unnest(CASE WHEN len(u.codings) = 0 THEN [NULL::JSON] ELSE u.codings END) AS c(coding)
+WITH signatures AS (
+    -- Codes are read once per distinct signature, not once per record.
+    SELECT site, resource_type, signature, count(*) AS records
+    FROM qa.unmapped_record GROUP BY ALL
 ),
-distinct_codes AS (
-    SELECT DISTINCT c.site, c.resource_type, c.system, c.code, c.display,
-           k.system IS NOT NULL AS standard, coalesce(k.canonical, c.system) AS canonical
+codings AS (
+    SELECT DISTINCT s.site, s.resource_type, s.signature, s.records,
+           json_extract_string(u.coding, '$.system') AS system,
+           json_extract_string(u.coding, '$.code') AS code,
+           coalesce(json_extract_string(u.coding, '$.display'), c.code_text) AS display
+    FROM signatures AS s
+    JOIN harmonized.code_concept AS c USING (signature),
+         unnest(CASE WHEN len(c.codings) = 0 THEN [NULL::JSON] ELSE c.codings END) AS u(coding)
+),
+counted AS (
+    SELECT c.site, c.resource_type, c.system, c.code, c.display,
+           k.system IS NOT NULL AS standard, coalesce(k.canonical, c.system) AS canonical,
+           sum(c.records) AS count
     FROM codings AS c
     LEFT JOIN ref.code_system AS k ON k.system = c.system
-),
-notes AS (
-    SELECT d.site, d.resource_type, d.system, d.code, d.display,
-           'out of study scope: ' || string_agg(n.note, '; ' ORDER BY n.rank) AS note
-    FROM distinct_codes AS d
-    JOIN ref.scope_note AS n
-      ON n.system = d.canonical AND regexp_matches(lower(d.display), n.pattern)
     GROUP BY ALL
 ),
-counts AS (
-    SELECT site, resource_type, system, code, display, count(DISTINCT resource_id) AS count
-    FROM codings GROUP BY ALL
+notes AS (
+    SELECT c.site, c.resource_type, c.system, c.code, c.display,
+           'out of study scope: ' || string_agg(n.note, '; ' ORDER BY n.rank) AS note
+    FROM counted AS c
+    JOIN ref.scope_note AS n
+      ON n.system = c.canonical AND regexp_matches(lower(c.display), n.pattern)
+    GROUP BY ALL
 )
-SELECT c.site, c.resource_type, c.system, c.code, c.display, d.standard,
-       n.note AS scope_note, c.count
-FROM counts AS c
-JOIN distinct_codes AS d
-  ON d.site = c.site AND d.resource_type = c.resource_type
- AND d.system IS NOT DISTINCT FROM c.system AND d.code IS NOT DISTINCT FROM c.code
- AND d.display IS NOT DISTINCT FROM c.display
+SELECT c.site, c.resource_type, c.system, c.code, c.display, c.standard,
+       n.note AS scope_note, CAST(c.count AS BIGINT) AS count
+FROM counted AS c
 LEFT JOIN notes AS n
   ON n.site = c.site AND n.resource_type = c.resource_type
  AND n.system IS NOT DISTINCT FROM c.system AND n.code IS NOT DISTINCT FROM c.code
