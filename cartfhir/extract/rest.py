@@ -29,6 +29,7 @@ from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import RawLine, resource_line
 from cartfhir.extract.paging import Page, PagingExpired, SearchTally, search_pages
 from cartfhir.progress import NullProgress, Progress, type_bars
+from cartfhir.redact import redact
 
 log = logging.getLogger(__name__)
 PAGING_RESTARTS = 2  # times a query is restarted after its paging expired (HTTP 410)
@@ -76,8 +77,13 @@ def capability(client: FhirClient) -> tuple[str | None, str | None, str | None]:
     if body.get("resourceType") != "CapabilityStatement":
         raise FhirServerError(f"{mask_url(client.url('metadata'))} is not a CapabilityStatement; "
                               "is base_url the FHIR base (usually ending in /fhir)?")
-    software = body.get("software") or {}
-    return software.get("name"), software.get("version"), body.get("fhirVersion")
+    software = body.get("software")
+
+    def text(value: Any) -> str | None:  # servers put odd things here; keep only text
+        return value[:200] if isinstance(value, str) else None
+
+    return (text(_field(software, "name")), text(_field(software, "version")),
+            text(body.get("fhirVersion")))
 
 
 def _reference_id(reference: Any) -> str | None:
@@ -270,7 +276,12 @@ def pull_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
 
 def close_report(con: duckdb.DuckDBPyConnection, run_id: str, site: str, report: SiteReport,
                  client: FhirClient) -> None:
-    """Copy the client's counters into the report, store its requests, close the client."""
+    """Copy the client's counters into the report, store its requests, close the client.
+
+    The problems are redacted here, once, as they leave the extraction (servers echo
+    credentials in their error text).
+    """
+    report.problems[:] = [redact(problem) for problem in report.problems]
     report.http_requests = client.stats.requests
     report.retries = client.stats.retries
     state.record_requests(con, run_id, site, report.requests, report.server)

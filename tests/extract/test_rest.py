@@ -13,8 +13,9 @@ from cartfhir.extract.rest import pull_site, query_key
 from cartfhir.runs import start_run
 from cartfhir.synth import generate
 
+from .cli_site import extract
 from .recording import RecordingProgress
-from .stub_server import FakeFhir, StubAdapter, outcome
+from .stub_server import FakeFhir, StubAdapter, json_response, outcome
 
 BASE = "http://fhir.test/fhir"
 
@@ -171,3 +172,14 @@ def test_progress_has_one_bar_per_resource_type(con, tmp_path: Path, cohort: lis
     assert {d: t for d, t, _ in progress.tasks} == {
         f"site_a {rtype} searches": n for rtype, n in searches.items()}
     assert progress.done == {f"site_a {rtype} searches": n for rtype, n in searches.items()}
+
+
+def test_odd_capability_statement_fields_are_not_an_internal_error(tmp_path, capsys,
+                                                                    hostile) -> None:
+    hostile.faults.append(lambda r: json_response(
+        {"resourceType": "CapabilityStatement", "software": "HAPI", "fhirVersion": 4})
+        if r.url.endswith("/metadata") else None)
+    result = extract(tmp_path, capsys, hostile.base)
+    assert result.code == 0, result.err
+    assert result.rows("select distinct server_software, fhir_version "
+                       "from meta.extract_request") == [(None, None)]
