@@ -196,7 +196,10 @@ def drop_first_url(manifest: dict) -> None:
     (lambda m: m["output"].insert(0, 1), "output[0]"),
     (lambda m: m.update(output="Patient.ndjson"), "'output'"),
     (lambda m: m.update(deleted=[{"type": "Bundle", "url": 7}]), "deleted[0].url"),
-], ids=["output-without-url", "output-not-object", "output-not-list", "deleted-url-number"])
+    (lambda m: m.update(transactionTime="yesterday"), "'transactionTime'"),
+    (lambda m: m.update(requiresAccessToken="false"), "'requiresAccessToken'"),
+], ids=["output-without-url", "output-not-object", "output-not-list", "deleted-url-number",
+        "transaction-time-not-instant", "requires-token-not-boolean"])
 def test_a_malformed_manifest_fails_and_the_next_run_starts_afresh(tmp_path, capsys, hostile,
                                                                    change, field) -> None:
     corrupt_manifest(hostile, change)
