@@ -177,7 +177,8 @@ def search_pages(client: FhirClient, url: str, tally: SearchTally, *,
         bundle = body.data
         if bundle.get("resourceType") != "Bundle":
             raise FhirServerError(
-                f"{mask_url(url)} answered with a {bundle.get('resourceType')!r}, not a Bundle",
+                f"{mask_url(url)} answered with {_sample(bundle.get('resourceType'))[:80]}, "
+                "not a Bundle",
                 status=body.status, url=mask_url(url))
         tally.final_url = mask_url(body.url)
         page = _read_page(bundle, tally, seen_includes, resource_type, body.url)
@@ -193,10 +194,12 @@ def search_pages(client: FhirClient, url: str, tally: SearchTally, *,
         yield page
         url = _next_link(bundle, tally)
         if url and tally.pages >= limit:
+            needs = ("and gave no total" if tally.total is None
+                     else f"beyond what its total of {tally.total} needs")
             tally.problems.append(
                 f"stopped after {tally.pages} pages (max_pages {limit}): the server kept "
-                f"sending next links beyond what its total of {tally.total} needs; raise "
-                "source.max_pages if the server really pages this much")
+                f"sending next links {needs}; raise source.max_pages if the server really "
+                "pages this much")
             log.warning("search %s: %s", tally.url, tally.problems[-1])
             return
         if url:
