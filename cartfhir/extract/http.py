@@ -41,6 +41,10 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 # as a next link; 303 turns the request into a GET, the others keep the method.
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
+# Largest JSON answer read into memory (a search page, a manifest): far above a page of a
+# few thousand resources, well below what would exhaust the machine.
+MAX_JSON_BYTES = 512 * 2**20
+ERROR_BODY_BYTES = 65536  # of an error answer, read for its OperationOutcome
 BACKOFF_BASE = 1.0  # seconds before the first retry (before jitter)
 BACKOFF_MAX = 60.0
 TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
@@ -264,13 +268,12 @@ class FhirClient:
         """GET a JSON body; a body cut short or not JSON is retried like a dropped connection."""
         attempt = 0
         while True:
-            response = self.request("GET", url, headers=headers)
+            response = self.request("GET", url, headers=headers, stream=True)
             try:
-                body = response.content
+                body = self.read_body(response, url)
             except TRANSPORT_ERRORS as exc:
                 attempt = self._retry(url, attempt, f"body cut short ({type(exc).__name__})", None)
                 continue
-            self.stats.add(bytes=len(body))
             try:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
@@ -281,6 +284,26 @@ class FhirClient:
                                       status=response.status_code, url=mask_url(url))
             return JsonBody(data=data, status=response.status_code,
                             date=response.headers.get("Date"), url=response.url or url)
+
+    def read_body(self, response: requests.Response, url: str,
+                  limit: int | None = None) -> bytes:
+        """The whole body of a streamed response, refused past ``limit`` bytes (decoded)."""
+        limit = MAX_JSON_BYTES if limit is None else limit
+        parts, size = [], 0
+        try:
+            for block in response.iter_content(1 << 20):
+                size += len(block)
+                if size > limit:
+                    raise FhirServerError(
+                        f"{mask_url(url)} answered with more than {limit:,} bytes; refusing to "
+                        "read it into memory (lower page_size, or ask the server's "
+                        "administrators why its answers are this large)",
+                        status=response.status_code, url=mask_url(url))
+                parts.append(block)
+        finally:
+            response.close()
+        self.stats.add(bytes=size)
+        return b"".join(parts)
 
     def _retry(self, url: str, attempt: int, why: str, retry_after: float | None) -> int:
         """Sleep before the next try, or raise once tries or the budget run out."""
@@ -303,7 +326,12 @@ class FhirClient:
         return attempt + 1
 
     def _error(self, method: str, url: str, response: requests.Response) -> FhirServerError:
-        body = response.content[:65536]
+        try:
+            body = next(response.iter_content(ERROR_BODY_BYTES), b"")[:ERROR_BODY_BYTES]
+        except TRANSPORT_ERRORS:
+            body = b""
+        finally:
+            response.close()
         outcome = outcome_text(body)
         detail = outcome or (body[:300].decode("utf-8", "replace").strip() or response.reason)
         status = response.status_code

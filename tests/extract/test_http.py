@@ -208,3 +208,14 @@ def test_a_303_redirect_turns_a_delete_into_a_get() -> None:
     c, _ = client(handler)
     c.request("DELETE", c.url("bulkstatus/1"))
     assert seen == [("DELETE", f"{BASE}/bulkstatus/1"), ("GET", f"{BASE}/done")]
+
+
+def test_an_answer_over_the_size_cap_is_refused(monkeypatch) -> None:
+    from cartfhir.extract import http
+
+    monkeypatch.setattr(http, "MAX_JSON_BYTES", 1000)
+    big = json_response({"resourceType": "Bundle", "type": "searchset",
+                         "entry": [{"resource": {"resourceType": "Patient", "id": "x" * 2000}}]})
+    c, _ = client(lambda r: big)
+    with pytest.raises(FhirServerError, match="more than 1,000 bytes"):
+        c.get_json(c.url("Patient"))
