@@ -269,14 +269,19 @@ def _poll(client: FhirClient, status_url: str, max_wait: float, sleep) -> Manife
     wait = POLL_FIRST
     while True:
         response = client.request("GET", status_url, headers={"Accept": "application/json"},
-                                  ok=lambda r: r.status_code in (200, 202))
+                                  ok=lambda r: r.status_code in (200, 202), stream=True)
         if response.status_code == 200:
             try:
-                data = orjson.loads(response.content)
+                data = orjson.loads(client.read_body(response, status_url))
             except orjson.JSONDecodeError as exc:
                 raise FhirServerError(f"bulk manifest at {mask_url(status_url)} is not JSON: {exc}",
                                       url=mask_url(status_url)) from None
-            return parse_manifest(data, mask_url(status_url))
+            except requests.RequestException as exc:  # cut short: ask again after a pause
+                log.info("bulk manifest at %s was cut short (%s); asking again",
+                         mask_url(status_url), type(exc).__name__)
+            else:
+                return parse_manifest(data, mask_url(status_url))
+        response.close()
         progress_note = response.headers.get("X-Progress")
         if progress_note:
             log.info("bulk export: %s", progress_note)
@@ -463,7 +468,8 @@ def _apply_deleted(con: duckdb.DuckDBPyConnection, client: FhirClient, site: str
         where = f"deleted file {mask_url(item.url)}"
         try:
             client.check_url(item.url)
-            body = client.request("GET", item.url, auth=with_token).content
+            body = client.read_body(client.request("GET", item.url, auth=with_token, stream=True),
+                                    item.url)
         except (CartfhirError, requests.RequestException) as exc:
             problem(f"{where} failed: {exc}")
             continue
