@@ -133,12 +133,16 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-def _too_deep(raw: bytes | str, resource: Any) -> bool:
-    # Every level opens a bracket, so a line with few brackets cannot be too
-    # deep: this count (in C) spares nearly every line the walk.
-    opened = raw.count(b"{" if isinstance(raw, bytes) else "{") + raw.count(
-        b"[" if isinstance(raw, bytes) else "[")
-    return opened > MAX_DEPTH and json_depth(resource) > MAX_DEPTH
+def _too_deep(written: bytes, colons: int, resource: Any) -> bool:
+    """Whether ``resource`` (``written`` compactly, with ``colons`` ':') nests too deep.
+
+    A cheap bound clears nearly every line without the walk: an object on a
+    path is left through one of its keys (one ':' each), so a path holds at
+    most colons + 1 objects and, at most, every array of the line.
+    """
+    if colons + 1 + written.count(b"[") <= MAX_DEPTH:
+        return False
+    return json_depth(resource) > MAX_DEPTH
 
 
 class _DuplicateKey(Exception):
@@ -156,20 +160,23 @@ def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return found
 
 
-def duplicate_key(raw: bytes | str, written: bytes) -> str | None:
+def duplicate_key(raw: bytes | str, colons_written: int) -> str | None:
     """A key that some object of the line ``raw`` names twice, or None.
 
     orjson (like most parsers) silently keeps the last of two equal keys, so
-    the stored text and the parsed resource would disagree. ``written`` is
-    orjson's compact output of what it parsed from ``raw``. Fast path: each key
-    is followed by one ':' outside strings, and ``written`` has every ':' of
-    the input once, except those dropped with a repeated key and those written
-    as the escape \\u003a. So with no such escape, equal counts of ':' prove
-    there is no duplicate; otherwise the line is parsed again, slowly, by a
-    parser that reports every pair.
+    the stored text and the parsed resource would disagree.
+    ``colons_written`` is the number of ':' in orjson's compact output of
+    what it parsed from ``raw``. Fast path: each key is followed by one ':'
+    outside strings, and that output has every ':' of the input once, except
+    those dropped with a repeated key and those written as the escape
+    \\u003a. So with no such escape, equal counts of ':' prove there is no
+    duplicate; otherwise the line is parsed again, slowly, by a parser that
+    reports every pair.
     """
     text = raw if isinstance(raw, bytes) else raw.encode("utf-8")
-    if b"\\u003" not in text and text.count(b":") == written.count(b":"):
+    # "\\" first: a one-byte search (memchr) that clears most lines.
+    escaped_colon = b"\\" in text and b"\\u003" in text
+    if not escaped_colon and text.count(b":") == colons_written:
         return None  # the usual case: no escaped colon, no key lost
     try:
         json.loads(text, object_pairs_hook=_refuse_duplicates)
@@ -225,11 +232,14 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
         return Rejected(f"not a JSON object (got {_kind(resource)})")
 
     resource_type = resource.get("resourceType")
-    if _too_deep(raw, resource):
+    try:  # sorted keys: the canonical form the content hash is taken of
+        canonical = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # orjson writes at most 254 levels
         return Rejected(TOO_DEEP, _known_type(resource_type))
-    # Sorted keys: the canonical form the content hash is taken of.
-    canonical = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-    repeated = duplicate_key(raw, canonical)
+    colons = canonical.count(b":")
+    if _too_deep(canonical, colons, resource):
+        return Rejected(TOO_DEEP, _known_type(resource_type))
+    repeated = duplicate_key(raw, colons)
     if repeated is not None:
         return Rejected(f"JSON object has the key {_show(repeated)} twice "
                         "(which value counts is ambiguous)", _known_type(resource_type))

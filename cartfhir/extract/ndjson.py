@@ -226,7 +226,13 @@ def split_lines(uri: str, blocks: Iterable[bytes],
     pending = bytearray()  # the line being read, when it spans blocks
     long_by = 0  # > 0: the line being read is over the cap; bytes seen of it
 
+    def too_long(number: int, line: bytes | bytearray, length: int) -> RawLine:
+        return RawLine(uri, number, bytes(line[:min(cap, KEPT_OF_LONG_LINE)]),
+                       f"line is {length:,} bytes, more than landing.max_line_bytes "
+                       f"({cap:,}); not landed, only its start is kept")
+
     def finish(line: bytes | bytearray, length: int) -> RawLine | None:
+        """The next line, which may have been put together from pieces."""
         nonlocal line_no
         line_no += 1
         if line_no == 1 and line.startswith(_BOM):
@@ -234,9 +240,7 @@ def split_lines(uri: str, blocks: Iterable[bytes],
         if line.endswith(b"\r"):
             line, length = line[:-1], length - 1
         if length > cap:
-            return RawLine(uri, line_no, bytes(line[:min(cap, KEPT_OF_LONG_LINE)]),
-                           f"line is {length:,} bytes, more than landing.max_line_bytes "
-                           f"({cap:,}); not landed, only its start is kept")
+            return too_long(line_no, line, length)
         if not line or line.isspace():
             return None
         return RawLine(uri, line_no, bytes(line))
@@ -266,10 +270,14 @@ def split_lines(uri: str, blocks: Iterable[bytes],
             long_by = 0
             if done is not None:
                 yield done
-            for line in lines[1:]:
-                done = finish(line, len(line))
-                if done is not None:
-                    yield done
+            # The hot loop: lines wholly inside this block (finish, inlined).
+            for line in itertools.islice(lines, 1, None):
+                line_no += 1
+                line = line.rstrip(b"\r")  # the same object when there is no "\r"
+                if len(line) > cap:
+                    yield too_long(line_no, line, len(line))
+                elif line and not line.isspace():
+                    yield RawLine(uri, line_no, line)
             pending += block[end + 1:]
         if long_by or pending:
             done = finish(pending, long_by or len(pending))

@@ -396,6 +396,10 @@ def test_gzip_input_and_a_truncated_gzip_file(tmp_path: Path) -> None:
     assert corrupt[4].startswith("gzip file is corrupt or truncated: ")
     assert counts(result)["unknown"] == c(received=1, rejected=1)
     assert "Patient/p1" in stored_versions(config)
+    # The file could not be read to its end: the run is incomplete, and says where.
+    assert result.status == "partial"
+    (problem,) = result.problems
+    assert problem.startswith("site a: file://") and "Truncated.ndjson.gz from line" in problem
 
 
 # --- the run: strictness, bookkeeping, errors -----------------------------------
