@@ -289,3 +289,12 @@ def test_rest_deep_nesting_is_rejected_the_rest_lands(
     assert run.code == 0, run.err
     assert run.ids() == ["p1", "p3"]
     assert [r[1:3] for r in run.rejected()] == [("Patient", TOO_DEEP)]
+
+
+def test_bulk_content_encoding_not_asked_for_makes_the_run_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    serve_file(bulk, b"\x8b\x00\x80garbage", count=3, **{"Content-Encoding": "br"})
+    run = extract(tmp_path, capsys, bulk_source(bulk))
+    assert run.code == 3, run.err
+    assert "the server sent Content-Encoding 'br', which was not asked for" in run.run_row()[1]
+    assert run.ids() == []
