@@ -221,7 +221,10 @@ REF_DOCS: dict[str, tuple[str, str, dict[str, str]]] = {
                             "several codes (neutropenia + fever = febrile neutropenia).", {}),
     "code_system": ("(system)", "Standard code systems (terminology/code_systems.csv): a "
                     "coding in one is authoritative, never matched by its text.",
-                    {"canonical": "the URI maps use (an OID's URI; else the system itself)"}),
+                    {"canonical": "the URI maps use (an OID's URI; else the system itself)",
+                     "hierarchy": "prefix (ICD-10, ICD-10-CM: a map code covers the codes "
+                                  "extending it, compared without dots) | null (exact codes); "
+                                  "an OID takes its canonical system's"}),
     "scope_note": ("(system, pattern)", "Why an unmapped code is out of the study's scope, "
                    "from its LOINC name (terminology/scope_notes.csv); never used to map.",
                    {"pattern": "lower-case regular expression on the display",

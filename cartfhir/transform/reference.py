@@ -30,6 +30,8 @@ PACKAGE = "cartfhir.transform"
 # Who wins when several rules match one code: site maps, then study maps, then defaults.
 PRIORITY_DEFAULT_CODE, PRIORITY_STUDY_CODE, PRIORITY_SITE_CODE = 10, 12, 15
 RESOURCE_TYPES = ("Observation", "Condition", "Procedure", "MedicationAdministration")
+# How a code system's codes nest: '' none (exact codes), 'prefix' (a code covers its extensions).
+HIERARCHIES = ("", "prefix")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ def concept_map_rows(text: str, origin: str, site: str | None, priority: int,
         if row["resource_type"] not in RESOURCE_TYPES:
             raise ConfigError(f"{origin}: resource_type must be one of "
                               f"{', '.join(RESOURCE_TYPES)}, not {row['resource_type']!r}")
+        if not (row["code"] or "").strip():
+            # An empty code would match nothing exactly and every code of a prefix system.
+            raise ConfigError(f"{origin}: a {row['system']} row for {concept!r} has no code")
         grade = _number(row.get("grade") or "", origin, "grade")
         out.append({"site": site, "resource_type": row["resource_type"], "system": row["system"],
                     "code": row["code"], "concept": concept,
@@ -247,10 +252,17 @@ def load_reference(config: Config) -> Reference:
 
     # Standard code systems (with their OID aliases): a coding in one of them is
     # authoritative, so a record no map knows is unmapped, never matched by its text.
+    # hierarchy 'prefix' (the ICD-10 family): a map code covers the codes extending it.
     text, origin = read("terminology/code_systems.csv")
+    systems = _csv_rows(text, origin, ("system", "canonical", "name", "hierarchy"))
+    for r in systems:
+        if r["hierarchy"] not in HIERARCHIES:
+            raise ConfigError(f"{origin}: hierarchy of {r['system']} must be empty or "
+                              f"'prefix', not {r['hierarchy']!r}")
     tables["code_system"] = [
-        {"system": r["system"], "canonical": r["canonical"] or r["system"], "name": r["name"]}
-        for r in _csv_rows(text, origin, ("system", "canonical", "name"))]
+        {"system": r["system"], "canonical": r["canonical"] or r["system"], "name": r["name"],
+         "hierarchy": r["hierarchy"] or None}
+        for r in systems]
 
     text, origin = read("terminology/combinations.csv")
     tables["concept_combination"] = [
@@ -299,7 +311,7 @@ REF_DDL = {
     "qualitative_result": "concept VARCHAR, pattern VARCHAR, value DOUBLE, comparator VARCHAR",
     "grade_cut": "concept VARCHAR, basis VARCHAR, direction VARCHAR, bound DOUBLE, grade INTEGER",
     "concept_combination": "concept VARCHAR, requires VARCHAR[]",
-    "code_system": "system VARCHAR, canonical VARCHAR, name VARCHAR",
+    "code_system": "system VARCHAR, canonical VARCHAR, name VARCHAR, hierarchy VARCHAR",
     "scope_note": "system VARCHAR, rank INTEGER, pattern VARCHAR, note VARCHAR",
     "window": "name VARCHAR, lo INTEGER, hi INTEGER",
     "threshold": "name VARCHAR, value DOUBLE",

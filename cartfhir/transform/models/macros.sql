@@ -26,3 +26,7 @@ CREATE OR REPLACE MACRO grade_from_text(t) AS coalesce(
     CASE upper(regexp_extract(CAST(t AS VARCHAR), '\b(IV|V|I{1,3})\b', 1))
         WHEN 'I' THEN 1 WHEN 'II' THEN 2 WHEN 'III' THEN 3 WHEN 'IV' THEN 4 WHEN 'V' THEN 5
     END);
+-- code_key(c): a code as hierarchical systems compare it (ref.code_system.hierarchy =
+-- 'prefix', the ICD-10 family): dots and surrounding spaces dropped, upper case, so
+-- 'A41.9', 'a41.9' and 'A419' are one code and 'A41.900' or 'J18.900x001' extend them.
+CREATE OR REPLACE MACRO code_key(c) AS upper(replace(trim(CAST(c AS VARCHAR)), '.', ''));

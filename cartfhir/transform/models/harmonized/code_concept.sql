@@ -12,6 +12,14 @@
 -- patterns, only when no coding is in a standard system (local codes or text alone);
 -- (3) otherwise unmapped: a standard code no map knows is never guessed from its
 -- display ('Bilirubin.total ... in Urine by Test strip' is not serum bilirubin).
+-- Hierarchical systems (ref.code_system.hierarchy = 'prefix': ICD-10 and ICD-10-CM) are
+-- matched by code structure: a map row covers its code and every code extending it,
+-- compared without dots (code_key: 'A419' = 'A41.9'), so an A41 row maps A41.51 and the
+-- Chinese clinical edition's A41.900 and J18.900x001 reach a J18 or J18.9 row. Per coding
+-- the longest matching map code wins before priorities are compared: the most specific
+-- knowledge decides (D89.831, grade 1, over a D89.83 row of any map), and a site overrides
+-- a default for the codes it names at that depth. Other systems match exactly
+-- (ICD-10-PCS characters are axes, not a hierarchy).
 --   signature      text: see harmonized.resource_code
 --   site, resource_type, code_text  text: the signature's parts
 --   codings        json[]: the signature's codings
@@ -19,7 +27,9 @@
 --   concept        text: the study concept (null when unmapped, ambiguous or excluded)
 --   grade          integer: a grade the code itself carries (D89.833 -> 3), else null
 --   status         text: mapped | unmapped | ambiguous | excluded
---   matched_by     text: the winning rule ('code <system>|<code>' or 'text /<pattern>/')
+--   matched_by     text: the winning rule ('code <system>|<code>', with ' under <map code>'
+--                  when a hierarchical map row matched a code extending it, or
+--                  'text /<pattern>/')
 --   candidates     text[]: every concept at the winning priority
 WITH signatures AS (
     SELECT DISTINCT signature, site, resource_type, code_text, codings
@@ -35,18 +45,51 @@ raw_codings AS (
 codings AS (
     -- An OID spelling of a standard system matches maps written with its URI, too. A
     -- standard system without a code says nothing authoritative: its display is text.
+    -- An OID spelling takes its canonical system's hierarchy.
     SELECT c.*, coalesce(k.canonical, c.system) AS canonical,
-           k.system IS NOT NULL AND coalesce(trim(c.code), '') <> '' AS standard
+           k.system IS NOT NULL AND coalesce(trim(c.code), '') <> '' AS standard,
+           coalesce(h.hierarchy = 'prefix', false) AS prefix_coded
     FROM raw_codings AS c
     LEFT JOIN ref.code_system AS k ON k.system = c.system
+    LEFT JOIN ref.code_system AS h ON h.system = k.canonical
+),
+map_rows AS (
+    SELECT m.*, code_key(m.code) AS key FROM ref.concept_map AS m
+),
+coding_prefixes AS (
+    -- A prefix-system coding is looked up under each leading part of its key (no longer
+    -- than the longest map code), so matching it is an equality join, not a scan.
+    SELECT c.signature, c.site, c.resource_type, c.system, c.canonical, c.code,
+           unnest(list_transform(
+               range(1, least(length(code_key(c.code)),
+                              (SELECT max(length(key)) FROM map_rows)) + 1),
+               lambda n: left(code_key(c.code), n))) AS prefix
+    FROM codings AS c
+    WHERE c.prefix_coded AND c.standard
 ),
 code_matches AS (
-    SELECT c.signature, m.concept, m.grade, m.priority,
-           'code ' || c.system || '|' || c.code AS matched_by
+    -- Exact codes in other systems; in a prefix system the longest map code it extends.
+    SELECT c.signature, c.system, c.code, m.code AS map_code, m.key, m.concept, m.grade,
+           m.priority
     FROM codings AS c
-    JOIN ref.concept_map AS m
-      ON m.resource_type = c.resource_type AND m.system IN (c.system, c.canonical)
-     AND m.code = c.code AND (m.site IS NULL OR m.site = c.site)
+    JOIN map_rows AS m
+      ON m.resource_type = c.resource_type AND m.code = c.code
+     AND m.system IN (c.system, c.canonical) AND (m.site IS NULL OR m.site = c.site)
+    WHERE NOT c.prefix_coded
+    UNION ALL
+    SELECT p.signature, p.system, p.code, m.code, m.key, m.concept, m.grade, m.priority
+    FROM coding_prefixes AS p
+    JOIN map_rows AS m
+      ON m.resource_type = p.resource_type AND m.key = p.prefix
+     AND m.system IN (p.system, p.canonical) AND (m.site IS NULL OR m.site = p.site)
+),
+code_winners AS (
+    SELECT signature, concept, grade, priority,
+           'code ' || system || '|' || code
+               || CASE WHEN key <> code_key(code) THEN ' under ' || map_code ELSE '' END
+               AS matched_by
+    FROM code_matches
+    QUALIFY length(key) = max(length(key)) OVER (PARTITION BY signature, system, code)
 ),
 standard_coded AS (
     SELECT DISTINCT signature FROM codings WHERE standard
@@ -56,7 +99,7 @@ text_allowed AS (
     SELECT signature FROM signatures
     WHERE signature NOT IN (SELECT signature FROM standard_coded)
     UNION
-    SELECT signature FROM code_matches
+    SELECT signature FROM code_winners
 ),
 texts AS (
     SELECT signature, site, resource_type, lower(code_text) AS text
@@ -74,7 +117,7 @@ text_matches AS (
     WHERE t.signature IN (SELECT signature FROM text_allowed)
 ),
 candidates AS (
-    SELECT * FROM code_matches UNION ALL SELECT * FROM text_matches
+    SELECT * FROM code_winners UNION ALL SELECT * FROM text_matches
 ),
 winners AS (
     SELECT * FROM candidates
