@@ -138,7 +138,7 @@ def extract(
     try:
         try:
             create_tables(con)
-            run = start_run(con, command, config.config_hash)
+            run = start_run(con, command, config.config_hash, stage="extract")
         except duckdb.Error as exc:
             raise DatabaseError(
                 f"cannot prepare database {config.output.duckdb}: {exc}"
