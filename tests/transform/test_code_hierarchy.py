@@ -171,3 +171,13 @@ def test_a_map_row_without_a_code_is_a_config_error(tmp_path: Path) -> None:
         f"resource_type,system,code,concept\nCondition,{CM},,sepsis\n")
     with pytest.raises(ConfigError, match=r"map.csv: a .*icd-10-cm row for 'sepsis' has no code"):
         site.build(site_x={"concept_maps": ["map.csv"]})
+
+
+def test_an_icd10cm_oid_takes_the_hierarchy_of_its_canonical_system(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.condition(3, coding=[{"system": "urn:oid:2.16.840.1.113883.6.90", "code": "A40.0"}])
+    con = site.build()
+    assert one(con, "SELECT concept, matched_by FROM harmonized.code_concept "
+                    "WHERE resource_type = 'Condition'") \
+        == ("sepsis", "code urn:oid:2.16.840.1.113883.6.90|A40.0 under A40")
