@@ -152,36 +152,95 @@ class _DuplicateKey(Exception):
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
+        raise _DuplicateKey(_first_repeat(pairs))
     return found
+
+
+def _first_repeat(pairs: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return key
+        seen.add(key)
+    raise AssertionError("no key repeats")  # pragma: no cover - callers checked the lengths
+
+
+def keys_may_repeat(raw: bytes, colons_written: int) -> bool:
+    """Whether some object in the JSON text ``raw`` may name a key twice (False: it does not).
+
+    orjson (like most parsers) silently keeps the last of two equal keys, so
+    the stored text and the parsed value would disagree. ``colons_written``
+    is the number of ':' in orjson's compact output of what it parsed from
+    ``raw``. Each key is followed by one ':' outside strings, and that output
+    has every ':' of the input once, except those dropped with a repeated key
+    and those written as the escape \\u003a. So with no such escape, equal
+    counts of ':' prove there is no repeat: the cheap test that clears nearly
+    every input, be it a line or a whole search page.
+    """
+    # "\\" first: a one-byte search (memchr) that clears most inputs; then only
+    # the escape of ':' itself (other escapes, as Go writes '<' \\u003c, are harmless).
+    escaped_colon = b"\\" in raw and (b"\\u003a" in raw or b"\\u003A" in raw)
+    return escaped_colon or raw.count(b":") != colons_written
 
 
 def duplicate_key(raw: bytes | str, colons_written: int) -> str | None:
     """A key that some object of the line ``raw`` names twice, or None.
 
-    orjson (like most parsers) silently keeps the last of two equal keys, so
-    the stored text and the parsed resource would disagree.
-    ``colons_written`` is the number of ':' in orjson's compact output of
-    what it parsed from ``raw``. Fast path: each key is followed by one ':'
-    outside strings, and that output has every ':' of the input once, except
-    those dropped with a repeated key and those written as the escape
-    \\u003a. So with no such escape, equal counts of ':' prove there is no
-    duplicate; otherwise the line is parsed again, slowly, by a parser that
-    reports every pair.
+    ``keys_may_repeat`` clears the usual line; otherwise the line is parsed
+    again, slowly, by a parser that reports every pair.
     """
     text = raw if isinstance(raw, bytes) else raw.encode("utf-8")
-    # "\\" first: a one-byte search (memchr) that clears most lines.
-    escaped_colon = b"\\" in text and b"\\u003" in text
-    if not escaped_colon and text.count(b":") == colons_written:
+    if not keys_may_repeat(text, colons_written):
         return None  # the usual case: no escaped colon, no key lost
     try:
         json.loads(text, object_pairs_hook=_refuse_duplicates)
     except _DuplicateKey as found:
         return str(found.args[0])
+    return None
+
+
+def duplicate_reason(key: str, holder: str = "JSON object") -> str:
+    """Why a resource whose JSON names ``key`` twice is rejected (files and search pages alike)."""
+    return f"{holder} has the key {_show(key)} twice (which value counts is ambiguous)"
+
+
+class RepeatingObject(dict):
+    """A JSON object that named ``repeated`` twice, as ``parse_marking_repeats`` returns it."""
+
+    repeated: str
+
+
+def _mark_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) == len(pairs):
+        return found
+    marked = RepeatingObject(found)
+    marked.repeated = _first_repeat(pairs)
+    return marked
+
+
+def parse_marking_repeats(raw: bytes) -> Any:
+    """``raw`` parsed as orjson parses it (the last of equal keys wins), every object
+    that repeats a key a ``RepeatingObject``, so ``repeated_key`` can tell where.
+
+    Slow (the json module, every pair through Python): only for text that
+    ``keys_may_repeat`` flagged. Raises ValueError for text that is not JSON and
+    RecursionError for text nested deeper than Python's recursion limit.
+    """
+    return json.loads(raw, object_pairs_hook=_mark_repeats)
+
+
+def repeated_key(value: Any) -> str | None:
+    """The repeated key of the first ``RepeatingObject`` in ``value`` (at any depth), or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, RepeatingObject):
+            return item.repeated
+        if isinstance(item, dict):
+            stack.extend(child for child in item.values() if isinstance(child, dict | list))
+        elif isinstance(item, list):
+            stack.extend(child for child in item if isinstance(child, dict | list))
     return None
 
 
@@ -241,8 +300,7 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
         return Rejected(TOO_DEEP, _known_type(resource_type))
     repeated = duplicate_key(raw, colons)
     if repeated is not None:
-        return Rejected(f"JSON object has the key {_show(repeated)} twice "
-                        "(which value counts is ambiguous)", _known_type(resource_type))
+        return Rejected(duplicate_reason(repeated), _known_type(resource_type))
     if resource_type is None:
         return Rejected("missing resourceType")
     if not isinstance(resource_type, str):

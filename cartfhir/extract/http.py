@@ -112,6 +112,8 @@ class JsonBody:
     status: int
     date: str | None
     url: str = ""  # the URL that answered, after redirects (not masked)
+    # The body as sent (a key it repeats, ``data`` keeps once); not in repr: patient data.
+    raw: bytes = field(default=b"", repr=False)
 
 
 class _SiteSession(requests.Session):
@@ -283,7 +285,8 @@ class FhirClient:
                 raise FhirServerError(f"{mask_url(url)} answered with JSON that is not an object",
                                       status=response.status_code, url=mask_url(url))
             return JsonBody(data=data, status=response.status_code,
-                            date=response.headers.get("Date"), url=response.url or url)
+                            date=response.headers.get("Date"), url=response.url or url,
+                            raw=body)
 
     def read_body(self, response: requests.Response, url: str,
                   limit: int | None = None) -> bytes:

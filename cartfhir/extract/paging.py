@@ -4,7 +4,9 @@
 each (by type and id), drops ``include`` entries it has already seen, and turns
 ``outcome`` OperationOutcomes into warnings. Entries it cannot use (not an
 object, no resource, another type than the one searched) come back as
-``Page.rejects`` with the field named, never dropped silently. ``SearchTally``
+``Page.rejects`` with the field named, never dropped silently; so does an entry
+whose JSON names a key twice (the landing rule for lines), while a Bundle that
+repeats a key of its own cannot be used at all (FhirServerError). ``SearchTally``
 counts distinct matches against ``Bundle.total``, so duplicates cannot hide a
 missing resource and a server that sends more than it announced is flagged.
 A search stops after ``max_pages`` pages (by default what ``total`` and the page
@@ -24,7 +26,14 @@ from typing import Any
 import orjson
 
 from cartfhir.errors import FhirServerError
-from cartfhir.extract.http import FhirClient, mask_url
+from cartfhir.extract.checks import (
+    RepeatingObject,
+    duplicate_reason,
+    keys_may_repeat,
+    parse_marking_repeats,
+    repeated_key,
+)
+from cartfhir.extract.http import FhirClient, JsonBody, mask_url
 from cartfhir.redact import redact
 
 log = logging.getLogger(__name__)
@@ -181,7 +190,8 @@ def search_pages(client: FhirClient, url: str, tally: SearchTally, *,
                 "not a Bundle",
                 status=body.status, url=mask_url(url))
         tally.final_url = mask_url(body.url)
-        page = _read_page(bundle, tally, seen_includes, resource_type, body.url)
+        repeats = _repeated_keys(body, tally.pages + 1)
+        page = _read_page(bundle, tally, seen_includes, resource_type, body.url, repeats)
         if first:
             tally.total = _read_total(bundle.get("total"), tally)
             meta = bundle.get("meta")
@@ -206,9 +216,47 @@ def search_pages(client: FhirClient, url: str, tally: SearchTally, *,
             client.check_url(url)
 
 
+def _repeated_keys(body: JsonBody, number: int) -> dict[int, str]:
+    """The entries of a Bundle whose JSON names a key twice: {index: the key}.
+
+    orjson kept the last of the two values, so landing ``body.data`` could store
+    what a view would read otherwise. The cheap test of ``keys_may_repeat``
+    clears a normal page; only a flagged one is parsed again, slowly, to find
+    the entries. A key repeated in the Bundle itself (two totals, two links)
+    leaves no reading of the page to trust: FhirServerError naming page ``number``.
+    """
+    try:
+        colons = orjson.dumps(body.data).count(b":")
+    except orjson.JSONEncodeError:  # deeper than orjson writes (254 levels): the slow way
+        colons = -1
+    if colons >= 0 and not keys_may_repeat(body.raw, colons):
+        return {}
+    where = f"page {number} of the search ({mask_url(body.url)})"
+    try:
+        marked = parse_marking_repeats(body.raw)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+        raise FhirServerError(f"{where} cannot be checked for repeated keys ({reason}); "
+                              "the page cannot be used", url=mask_url(body.url)) from None
+    entries = marked.get("entry") if isinstance(marked, dict) else None
+    envelope = (marked.repeated if isinstance(marked, RepeatingObject) else
+                repeated_key([v for k, v in marked.items() if k != "entry"]
+                             if isinstance(entries, list) else marked))
+    if envelope is not None:
+        raise FhirServerError(f"{where}: {duplicate_reason(envelope, 'the Bundle')}; the page "
+                              "cannot be used (ask the server's administrators to fix it)",
+                              url=mask_url(body.url))
+    assert isinstance(entries, list)  # a repeat was found, and not in the envelope
+    return {i: key for i, entry in enumerate(entries)
+            if (key := repeated_key(entry)) is not None}
+
+
 def _read_page(bundle: dict[str, Any], tally: SearchTally, seen_includes: set[tuple[str, str]],
-               resource_type: str | None, url: str) -> Page:
-    """The usable resources of one Bundle, and its unusable entries as rejects."""
+               resource_type: str | None, url: str, repeats: dict[int, str]) -> Page:
+    """The usable resources of one Bundle, and its unusable entries as rejects.
+
+    ``repeats``: the entries whose JSON names a key twice (see ``_repeated_keys``).
+    """
     page = Page(resources=[], url=mask_url(url))
     entries = bundle.get("entry") or []
     where = f"page {tally.pages + 1}: Bundle.entry"
@@ -218,6 +266,11 @@ def _read_page(bundle: dict[str, Any], tally: SearchTally, seen_includes: set[tu
                              f"{_sample(entries)}", orjson.dumps(entries)))
         return page
     for i, entry in enumerate(entries):
+        if i in repeats:
+            problem = f"{where}[{i}]: {duplicate_reason(repeats[i])}"
+            tally.problems.append(problem)
+            page.rejects.append((problem, orjson.dumps(entry)))
+            continue
         if not isinstance(entry, dict):
             problem = f"{where}[{i}] is not an object ({_json_type(entry)})"
             tally.problems.append(problem)

@@ -16,6 +16,9 @@ from cartfhir.extract.checks import (
     check_line,
     duplicate_key,
     json_depth,
+    keys_may_repeat,
+    parse_marking_repeats,
+    repeated_key,
     parse_instant,
     resource_model,
 )
@@ -234,6 +237,7 @@ def test_a_recursion_error_in_validation_is_a_rejection(monkeypatch: pytest.Monk
         (b'{"resourceType":"Patient","id":"p1","gender":"a:b","gender":"male"}', "gender"),
         # ...nor an escaped colon in a kept value balance a dropped key.
         (b'{"resourceType":"Patient","id":"p1","x":"\\u003a","x":1}', "x"),
+        (b'{"resourceType":"Patient","id":"p1","x":"\\u003A","x":1}', "x"),
     ],
 )
 def test_duplicate_keys_are_rejected(raw: bytes, key: str) -> None:
@@ -255,6 +259,31 @@ def test_duplicate_keys_are_rejected(raw: bytes, key: str) -> None:
 )
 def test_no_false_duplicates(raw: bytes) -> None:
     assert duplicate_key(raw, orjson.dumps(orjson.loads(raw)).count(b":")) is None
+
+
+def written_colons(raw: bytes) -> int:
+    return orjson.dumps(orjson.loads(raw)).count(b":")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Go's encoder writes '<', '>' and '&' as escapes in every narrative div.
+        b'{"div":"\\u003cdiv\\u003e\\u0026\\u003c/div\\u003e","n":"\\n"}',
+        b'{"url":"http:\\/\\/example.org"}',
+    ],
+)
+def test_escapes_other_than_a_colon_keep_the_fast_path(raw: bytes) -> None:
+    assert not keys_may_repeat(raw, written_colons(raw))
+
+
+def test_marking_parse_finds_where_a_key_repeats() -> None:
+    raw = b'{"entry":[{"a":1},{"r":{"x":[{"k":1,"k":2}]}}],"t":1}'
+    marked = parse_marking_repeats(raw)
+    assert keys_may_repeat(raw, written_colons(raw))
+    assert marked == orjson.loads(raw)  # the last value wins, as with orjson
+    assert [repeated_key(e) for e in marked["entry"]] == [None, "k"]
+    assert repeated_key(parse_marking_repeats(b'{"t":1,"t":2,"e":[]}')) == "t"
 
 
 def test_duplicate_key_finds_the_repeated_key() -> None:

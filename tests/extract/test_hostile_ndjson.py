@@ -298,3 +298,92 @@ def test_bulk_content_encoding_not_asked_for_makes_the_run_partial(
     assert run.code == 3, run.err
     assert "the server sent Content-Encoding 'br', which was not asked for" in run.run_row()[1]
     assert run.ids() == []
+
+
+def rest_source(fake: FakeFhir) -> str:
+    return (f"{{kind: fhir, base_url: '{fake.base}', cohort: {{search: ['Patient?active=true']}},"
+            " resources: [{type: Patient}]}")
+
+
+def page_text(*entries: bytes, envelope: bytes = b'"total":4') -> bytes:
+    """A searchset Bundle written by hand, so its JSON can repeat keys."""
+    return (b'{"resourceType":"Bundle","type":"searchset",' + envelope + b',"entry":['
+            + b",".join(entries) + b"]}")
+
+
+def match(resource: bytes) -> bytes:
+    return b'{"resource":' + resource + b',"search":{"mode":"match"}}'
+
+
+def serve_search(fake: FakeFhir, pull: bytes, cohort: bytes | None = None) -> None:
+    """Answer the pull's Patient search with ``pull``, the cohort search with ``cohort``."""
+
+    def search(request: Any) -> Any:
+        if "/Patient?" not in request.url:
+            return None
+        body = cohort if cohort is not None and "active=true" in request.url else pull
+        return 200, {"Content-Type": "application/fhir+json"}, body
+
+    fake.faults.append(search)
+
+
+def test_rest_entries_with_duplicate_keys_are_rejected_and_the_search_is_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    nested = (b'{"resourceType":"Patient","id":"p5","name":[{"family":"a","family":"b"}],'
+              b'"meta":{"versionId":"1","lastUpdated":"2025-06-01T00:00:00Z"}}')
+    two_resources = (b'{"resource":' + orjson.dumps(patient("p6")) + b',"resource":'
+                     + orjson.dumps(patient("p7")) + b',"search":{"mode":"match"}}')
+    body = page_text(match(orjson.dumps(patient("p1"))), match(duplicate_id("p3")),
+                     match(nested), two_resources, match(orjson.dumps(patient("p4"))),
+                     envelope=b'"total":5')
+    serve_search(bulk, body)
+    run = extract(tmp_path, capsys, rest_source(bulk))
+    assert run.code == 3, run.err
+    assert run.ids() == ["p1", "p4"]  # never p3 landed as 'zz', nor p5, p6 or p7
+    reasons = [r[2] for r in run.rejected()]
+    assert len(reasons) == 3
+    assert reasons[0].endswith("Bundle.entry[1]: " + DUPLICATE_ID)
+    assert reasons[1].endswith(
+        "Bundle.entry[2]: JSON object has the key 'family' twice (which value counts is "
+        "ambiguous)")
+    assert reasons[2].endswith(
+        "Bundle.entry[3]: JSON object has the key 'resource' twice (which value counts is "
+        "ambiguous)")
+    status, message = run.run_row()
+    assert status == "partial"
+    assert "Patient: page 1: Bundle.entry[1]: " + DUPLICATE_ID in message
+
+
+@pytest.mark.parametrize("envelope", [b'"total":4,"total":1',
+                                      b'"total":4,"link":[],"link":[]',
+                                      b'"total":4,"link":[{"relation":"next","relation":"self",'
+                                      b'"url":"http://x.test/fhir/page"}]'])
+def test_rest_bundle_repeating_a_key_of_its_own_fails_the_search_naming_the_page(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir,
+        envelope: bytes) -> None:
+    good = page_text(*(match(orjson.dumps(patient(p))) for p in ("p1", "p3")),
+                     envelope=b'"total":2')
+    bad = page_text(*(match(orjson.dumps(patient(p))) for p in ("p1", "p3")), envelope=envelope)
+    serve_search(bulk, bad, cohort=good)
+    run = extract(tmp_path, capsys, rest_source(bulk))
+    assert run.code == 3, run.err
+    assert run.ids() == []
+    status, message = run.run_row()
+    assert status == "partial"
+    assert "page 1 of the search" in message and "/Patient?" in message
+    assert "twice (which value counts is ambiguous); the page cannot be used" in message
+
+
+def test_rest_page_with_escaped_characters_but_no_duplicate_lands_whole(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    # As Go's encoder writes: '<' as \u003c, and here a ':' as \u003a in a value.
+    escaped = (b'{"resourceType":"Patient","id":"p3","text":{"status":"generated",'
+               b'"div":"\\u003cdiv xmlns=\\"http\\u003a//www.w3.org/1999/xhtml\\"\\u003ex'
+               b'\\u003c/div\\u003e"},"meta":{"versionId":"1",'
+               b'"lastUpdated":"2025-06-01T00:00:00Z"}}')
+    body = page_text(match(orjson.dumps(patient("p1"))), match(escaped), envelope=b'"total":2')
+    serve_search(bulk, body)
+    run = extract(tmp_path, capsys, rest_source(bulk))
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p3"]
+    assert run.rejected() == []
