@@ -534,9 +534,10 @@ def land_folder(
     The raw tables must exist (see ``cartfhir.extract.create_tables``).
     ``pool``: optional process pool for the checks (``make_check_pool``).
     A file cut short (truncated gzip, over ``limits``) keeps the lines read
-    before the damage and is named in ``problems``: the run is then partial.
+    before the damage and is named in ``problems``: the run is then partial,
+    as it is when the folder holds a symbolic link (not followed) or a pipe.
     """
-    files = ndjson.find_files(folder)
+    files, skipped = ndjson.scan_folder(folder)
     total = sum(path.stat().st_size for path in files)
     progress = progress or NullProgress()
     with (
@@ -548,4 +549,4 @@ def land_folder(
             log.debug("site %s: reading %s", site, path)
             for line in ndjson.read_file(path, on_bytes=task.advance, limits=limits):
                 lander.add(line)
-    return Landed(lander.counts, lander.problems)
+    return Landed(lander.counts, skipped + lander.problems)

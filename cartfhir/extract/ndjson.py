@@ -2,18 +2,23 @@
 
 ``iter_folder`` yields every non-blank line of every ``*.ndjson`` /
 ``*.ndjson.gz`` file under a folder, in a stable order, without holding more
-than one line in memory. ``split_lines`` does the splitting for folders and
-bulk downloads alike, in time linear in the bytes, with the caps of
-``ReadLimits``: a line over ``max_line_bytes`` comes out as one ``RawLine``
-with ``error`` set (and its start), and a file that cannot be read to the end
-(truncated or corrupt gzip, over ``max_file_bytes``, a download cut short)
-ends with one ``RawLine`` with ``file_cut`` set instead of raising.
+than one line in memory. Only regular files inside the folder are read:
+``scan_folder`` does not follow symbolic links (which could point anywhere)
+and names each one it skips, so the caller can call the run incomplete.
+``split_lines`` does the splitting for folders and bulk downloads alike, in
+time linear in the bytes, with the caps of ``ReadLimits``: a line over
+``max_line_bytes`` comes out as one ``RawLine`` with ``error`` set (and its
+start), and a file that cannot be read to the end (truncated or corrupt gzip,
+over ``max_file_bytes``, a download cut short) ends with one ``RawLine`` with
+``file_cut`` set instead of raising.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -91,9 +96,25 @@ def is_ndjson(path: Path) -> bool:
     return path.name.lower().endswith(SUFFIXES)
 
 
-def find_files(folder: Path) -> list[Path]:
-    """All NDJSON files under ``folder`` (any depth), sorted by path.
+class FolderScan(NamedTuple):
+    """The NDJSON files of a folder, and what was skipped (``path: why``, one per path)."""
 
+    files: list[Path]
+    skipped: list[str]
+
+
+_LINK_SKIPPED = ("skipped, a symbolic link (not followed: it may point outside the folder); "
+                 "copy the file into the folder to land it")
+_NOT_REGULAR = "skipped, not a regular file"
+
+
+def scan_folder(folder: Path) -> FolderScan:
+    """The regular NDJSON files under ``folder`` (any depth, sorted), and the paths skipped.
+
+    A symbolic link is never followed, to a file or a folder: it could make
+    cartfhir read data from outside the site's folder. Each link that is named
+    like NDJSON or leads to a folder is skipped and named, as is anything else
+    named like NDJSON that is not a regular file (a pipe would block the read).
     Raises SourceError when the folder is missing or holds no NDJSON file, as a
     site with nothing to land is almost always a wrong path in the config.
     """
@@ -103,13 +124,41 @@ def find_files(folder: Path) -> list[Path]:
         raise SourceError(
             f"NDJSON folder {folder} {what}; check sites[].source.path in the config"
         )
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and is_ndjson(p))
+    files: list[Path] = []
+    skipped: list[str] = []
+    pending = [folder]
+    while pending:
+        here = pending.pop()
+        try:
+            with os.scandir(here) as entries:
+                found = list(entries)
+        except OSError as exc:
+            raise SourceError(f"cannot list {here}: {exc.strerror or exc}") from None
+        for entry in found:
+            path = here / entry.name
+            if entry.is_symlink():
+                if is_ndjson(path) or entry.is_dir():  # is_dir follows it, only to look
+                    skipped.append(f"{path}: {_LINK_SKIPPED}")
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif is_ndjson(path):
+                if entry.is_file(follow_symlinks=False):
+                    files.append(path)
+                else:
+                    skipped.append(f"{path}: {_NOT_REGULAR}")
+    skipped.sort()
     if not files:
+        also = f" ({'; '.join(skipped)})" if skipped else ""
         raise SourceError(
-            f"no *.ndjson or *.ndjson.gz files found under {folder}; "
+            f"no *.ndjson or *.ndjson.gz files found under {folder}{also}; "
             "point sites[].source.path at the folder holding the FHIR bulk export"
         )
-    return files
+    return FolderScan(sorted(files), skipped)
+
+
+def find_files(folder: Path) -> list[Path]:
+    """The regular NDJSON files under ``folder`` (see ``scan_folder``)."""
+    return scan_folder(folder).files
 
 
 def read_file(path: Path, on_bytes: Callable[[int], None] | None = None,
@@ -120,10 +169,7 @@ def read_file(path: Path, on_bytes: Callable[[int], None] | None = None,
     read (compressed bytes for gzip), so the calls add up to the file's size.
     """
     uri = path.resolve().as_uri()
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
+    handle = _open_regular(path)
 
     def blocks() -> Iterator[bytes]:
         while True:
@@ -142,6 +188,23 @@ def read_file(path: Path, on_bytes: Callable[[int], None] | None = None,
         if path.name.lower().endswith(".gz"):
             data = gunzip(data)
         yield from split_lines(uri, data, limits)
+
+
+def _open_regular(path: Path) -> Any:
+    """``path`` opened for reading, refused unless it is (still) a regular file, not a link.
+
+    ``scan_folder`` checked that already; this closes the gap of a file swapped
+    for a link or a pipe in between (O_NONBLOCK: opening a pipe must not wait).
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SourceError(f"cannot read {path}: it is no longer a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def gunzip(blocks: Iterable[bytes]) -> Iterator[bytes]:
@@ -289,6 +352,9 @@ def split_lines(uri: str, blocks: Iterable[bytes],
 
 
 def iter_folder(folder: Path) -> Iterator[RawLine]:
-    """Every non-blank line of every NDJSON file under ``folder``, file by file."""
-    for path in find_files(folder):
+    """Every non-blank line of every NDJSON file under ``folder``, file by file.
+
+    What ``scan_folder`` skips is not reported here; ``landing.land_folder`` does that.
+    """
+    for path in scan_folder(folder).files:
         yield from read_file(path)

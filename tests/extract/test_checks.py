@@ -17,9 +17,9 @@ from cartfhir.extract.checks import (
     duplicate_key,
     json_depth,
     keys_may_repeat,
+    parse_instant,
     parse_marking_repeats,
     repeated_key,
-    parse_instant,
     resource_model,
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,49 @@ def test_folder_file_over_the_decompressed_cap_makes_the_run_partial(
     assert run.code == 3, run.err
     assert "landing.max_decompressed_bytes" in run.run_row()[1]
     assert 0 < len(run.ids()) < 200
+
+
+def test_folder_symlinks_are_not_followed_and_make_the_run_partial(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outside = tmp_path / "elsewhere"
+    (outside / "more").mkdir(parents=True)
+    (outside / "secret.ndjson").write_bytes(orjson.dumps(patient("p8")) + b"\n")
+    (outside / "more" / "m.ndjson").write_bytes(orjson.dumps(patient("p9")) + b"\n")
+    source = folder_source(tmp_path, "p.ndjson", orjson.dumps(patient("p1")) + b"\n")
+    (tmp_path / "in" / "sub").mkdir()
+    (tmp_path / "in" / "sub" / "link.ndjson").symlink_to(outside / "secret.ndjson")
+    (tmp_path / "in" / "more").symlink_to(outside / "more", target_is_directory=True)
+    (tmp_path / "in" / "notes.txt").symlink_to(outside / "secret.ndjson")  # never read anyway
+    run = extract(tmp_path, capsys, source)
+    assert run.code == 3, run.err
+    assert run.ids() == ["p1"]  # nothing from outside the folder
+    status, message = run.run_row()
+    assert status == "partial"
+    for name in ("sub/link.ndjson", "in/more"):
+        assert f"{name}: skipped, a symbolic link" in message
+    assert "notes.txt" not in message
+
+
+def test_folder_of_symlinks_only_says_so(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outside = tmp_path / "secret.ndjson"
+    outside.write_bytes(orjson.dumps(patient("p8")) + b"\n")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "p.ndjson").symlink_to(outside)
+    run = extract(tmp_path, capsys, "{kind: ndjson, path: in}")
+    assert run.code != 0
+    assert "no *.ndjson or *.ndjson.gz files found" in run.err
+    assert "p.ndjson: skipped, a symbolic link" in run.err
+
+
+def test_folder_fifo_named_like_ndjson_is_skipped_and_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = folder_source(tmp_path, "p.ndjson", orjson.dumps(patient("p1")) + b"\n")
+    os.mkfifo(tmp_path / "in" / "pipe.ndjson")
+    run = extract(tmp_path, capsys, source)
+    assert run.code == 3, run.err
+    assert run.ids() == ["p1"]
+    assert "pipe.ndjson: skipped, not a regular file" in run.run_row()[1]
 
 
 # --- a bulk download ----------------------------------------------------------------

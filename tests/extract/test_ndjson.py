@@ -17,6 +17,7 @@ from cartfhir.extract.ndjson import (
     iter_folder,
     read_file,
     resource_line,
+    scan_folder,
     split_lines,
 )
 
@@ -64,6 +65,25 @@ def test_folder_without_ndjson_is_a_source_error(tmp_path: Path) -> None:
     write_lines(tmp_path / "manifest.json", "{}")
     with pytest.raises(SourceError, match=r"no \*\.ndjson or \*\.ndjson\.gz files found under"):
         find_files(tmp_path)
+
+
+def test_scan_does_not_follow_a_link_looping_back_into_the_folder(tmp_path: Path) -> None:
+    write_lines(tmp_path / "in" / "a.ndjson", "{}")
+    (tmp_path / "in" / "loop").symlink_to(tmp_path / "in", target_is_directory=True)
+    (tmp_path / "in" / "gone.ndjson").symlink_to(tmp_path / "nowhere.ndjson")  # dangling
+    scan = scan_folder(tmp_path / "in")
+    assert scan.files == [tmp_path / "in" / "a.ndjson"]
+    assert [s.split(":")[0] for s in scan.skipped] == [str(tmp_path / "in" / "gone.ndjson"),
+                                                       str(tmp_path / "in" / "loop")]
+
+
+def test_read_file_refuses_a_path_that_became_a_link(tmp_path: Path) -> None:
+    target = write_lines(tmp_path / "outside.ndjson", "{}")
+    (tmp_path / "in").mkdir()
+    link = tmp_path / "in" / "a.ndjson"
+    link.symlink_to(target)  # as if swapped in after the folder was scanned
+    with pytest.raises(SourceError, match="cannot read"):
+        list(read_file(link))
 
 
 def test_lines_are_numbered_and_blank_lines_skipped(tmp_path: Path) -> None:
