@@ -205,29 +205,23 @@ def duplicate_reason(key: str, holder: str = "JSON object") -> str:
 
 
 class RepeatingObject(dict):
-    """A JSON object that named ``repeated`` twice, as ``parse_marking_repeats`` returns it."""
+    """A JSON object that named ``repeated`` twice, as ``mark_repeats`` builds it."""
 
     repeated: str
 
 
-def _mark_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def mark_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook`` for json: the object as orjson builds it (the last of
+    equal keys wins), a ``RepeatingObject`` when a key repeats, for ``repeated_key``.
+
+    Slow (every pair through Python): only for text ``keys_may_repeat`` flagged.
+    """
     found = dict(pairs)
     if len(found) == len(pairs):
         return found
     marked = RepeatingObject(found)
     marked.repeated = _first_repeat(pairs)
     return marked
-
-
-def parse_marking_repeats(raw: bytes) -> Any:
-    """``raw`` parsed as orjson parses it (the last of equal keys wins), every object
-    that repeats a key a ``RepeatingObject``, so ``repeated_key`` can tell where.
-
-    Slow (the json module, every pair through Python): only for text that
-    ``keys_may_repeat`` flagged. Raises ValueError for text that is not JSON and
-    RecursionError for text nested deeper than Python's recursion limit.
-    """
-    return json.loads(raw, object_pairs_hook=_mark_repeats)
 
 
 def repeated_key(value: Any) -> str | None:

@@ -26,14 +26,9 @@ from typing import Any
 import orjson
 
 from cartfhir.errors import FhirServerError
-from cartfhir.extract.checks import (
-    RepeatingObject,
-    duplicate_reason,
-    keys_may_repeat,
-    parse_marking_repeats,
-    repeated_key,
-)
+from cartfhir.extract.checks import duplicate_reason, keys_may_repeat
 from cartfhir.extract.http import FhirClient, JsonBody, mask_url
+from cartfhir.extract.page_keys import EnvelopeRepeat, repeated_entries
 from cartfhir.redact import redact
 
 log = logging.getLogger(__name__)
@@ -216,12 +211,12 @@ def search_pages(client: FhirClient, url: str, tally: SearchTally, *,
             client.check_url(url)
 
 
-def _repeated_keys(body: JsonBody, number: int) -> dict[int, str]:
-    """The entries of a Bundle whose JSON names a key twice: {index: the key}.
+def _repeated_keys(body: JsonBody, number: int) -> dict[int, tuple[str, bytes]]:
+    """The entries of a Bundle whose JSON names a key twice: {index: (key, text as sent)}.
 
     orjson kept the last of the two values, so landing ``body.data`` could store
     what a view would read otherwise. The cheap test of ``keys_may_repeat``
-    clears a normal page; only a flagged one is parsed again, slowly, to find
+    clears a normal page; only a flagged one is walked again, slowly, to find
     the entries. A key repeated in the Bundle itself (two totals, two links)
     leaves no reading of the page to trust: FhirServerError naming page ``number``.
     """
@@ -233,26 +228,20 @@ def _repeated_keys(body: JsonBody, number: int) -> dict[int, str]:
         return {}
     where = f"page {number} of the search ({mask_url(body.url)})"
     try:
-        marked = parse_marking_repeats(body.raw)
+        return repeated_entries(body.raw)
+    except EnvelopeRepeat as exc:
+        raise FhirServerError(f"{where}: {duplicate_reason(exc.key, 'the Bundle')}; the page "
+                              "cannot be used (ask the server's administrators to fix it)",
+                              url=mask_url(body.url)) from None
     except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else f"not JSON: {exc}"
         raise FhirServerError(f"{where} cannot be checked for repeated keys ({reason}); "
                               "the page cannot be used", url=mask_url(body.url)) from None
-    entries = marked.get("entry") if isinstance(marked, dict) else None
-    envelope = (marked.repeated if isinstance(marked, RepeatingObject) else
-                repeated_key([v for k, v in marked.items() if k != "entry"]
-                             if isinstance(entries, list) else marked))
-    if envelope is not None:
-        raise FhirServerError(f"{where}: {duplicate_reason(envelope, 'the Bundle')}; the page "
-                              "cannot be used (ask the server's administrators to fix it)",
-                              url=mask_url(body.url))
-    assert isinstance(entries, list)  # a repeat was found, and not in the envelope
-    return {i: key for i, entry in enumerate(entries)
-            if (key := repeated_key(entry)) is not None}
 
 
 def _read_page(bundle: dict[str, Any], tally: SearchTally, seen_includes: set[tuple[str, str]],
-               resource_type: str | None, url: str, repeats: dict[int, str]) -> Page:
+               resource_type: str | None, url: str,
+               repeats: dict[int, tuple[str, bytes]]) -> Page:
     """The usable resources of one Bundle, and its unusable entries as rejects.
 
     ``repeats``: the entries whose JSON names a key twice (see ``_repeated_keys``).
@@ -266,10 +255,11 @@ def _read_page(bundle: dict[str, Any], tally: SearchTally, seen_includes: set[tu
                              f"{_sample(entries)}", orjson.dumps(entries)))
         return page
     for i, entry in enumerate(entries):
-        if i in repeats:
-            problem = f"{where}[{i}]: {duplicate_reason(repeats[i])}"
+        if i in repeats:  # stored as sent: what orjson kept of it would mislead
+            key, sent = repeats[i]
+            problem = f"{where}[{i}]: {duplicate_reason(key)}"
             tally.problems.append(problem)
-            page.rejects.append((problem, orjson.dumps(entry)))
+            page.rejects.append((problem, sent))
             continue
         if not isinstance(entry, dict):
             problem = f"{where}[{i}] is not an object ({_json_type(entry)})"

@@ -384,8 +384,12 @@ def test_rest_entries_with_duplicate_keys_are_rejected_and_the_search_is_partial
     run = extract(tmp_path, capsys, rest_source(bulk))
     assert run.code == 3, run.err
     assert run.ids() == ["p1", "p4"]  # never p3 landed as 'zz', nor p5, p6 or p7
-    reasons = [r[2] for r in run.rejected()]
+    rejected = run.rejected()
+    reasons = [r[2] for r in rejected]
     assert len(reasons) == 3
+    # Kept as sent, both values: what orjson kept ("zz") alone would mislead.
+    assert [r[3].encode() for r in rejected] == [match(duplicate_id("p3")), match(nested),
+                                                 two_resources]
     assert reasons[0].endswith("Bundle.entry[1]: " + DUPLICATE_ID)
     assert reasons[1].endswith(
         "Bundle.entry[2]: JSON object has the key 'family' twice (which value counts is "
@@ -431,3 +435,16 @@ def test_rest_page_with_escaped_characters_but_no_duplicate_lands_whole(
     assert run.code == 0, run.err
     assert run.ids() == ["p1", "p3"]
     assert run.rejected() == []
+
+
+def test_rest_page_too_deep_for_orjson_still_has_its_duplicate_keys_found(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
+    # orjson cannot write this page back to count its ':', so it is walked the slow way.
+    body = page_text(match(orjson.dumps(patient("p1"))), match(deeply_nested("p2", levels=300)),
+                     match(duplicate_id("p3")), envelope=b'"total":3')
+    serve_search(bulk, body)
+    run = extract(tmp_path, capsys, rest_source(bulk))
+    assert run.code == 3, run.err
+    assert run.ids() == ["p1"]
+    assert [r[1:3] for r in run.rejected()] == [
+        ("Patient", TOO_DEEP), (None, "page 1: Bundle.entry[2]: " + DUPLICATE_ID)]
