@@ -25,8 +25,11 @@ from cartfhir.db import connect
 from cartfhir.errors import DatabaseError, UsageError
 from cartfhir.expectations import ValidationReport, load_suites, validate
 from cartfhir.extract import ExtractResult, extract
-from cartfhir.multisite.package import PackageResult, export_site
+from cartfhir.multisite.package import PackageResult, SignResult, export_site
+from cartfhir.multisite.package import sign_package as sign
 from cartfhir.multisite.pool import PoolResult, pool
+from cartfhir.multisite.signing import KeyPair
+from cartfhir.multisite.signing import generate_keypair as keygen
 from cartfhir.progress import Progress
 from cartfhir.synth import SynthResult, generate
 from cartfhir.synth.profiles import available_profiles
@@ -35,6 +38,7 @@ from cartfhir.transform.views import ViewResult, run_view_file
 
 __all__ = ["AnalysisResult", "DemoResult", "QueryResult", "RunResult", "TransformResult",
            "ValidationReport", "analyze", "export_site", "pool", "PackageResult", "PoolResult",
+           "KeyPair", "SignResult", "keygen", "sign",
            "ViewResult", "demo", "extract", "generate", "load_config", "load_suites", "query",
            "run", "transform", "validate", "view"]
 

@@ -306,6 +306,9 @@ def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, forc
     if result.forced:
         click.echo("WARNING: exported although error expectations failed (--force); the "
                    "manifest records it", err=True)
+    if not result.signed:
+        click.echo("note: the package is not signed (no sites[].signing_key); the pool will "
+                   "refuse it unless signed with 'cartfhir sign'", err=True)
 
 
 @cli.command("pool")
@@ -313,19 +316,67 @@ def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, forc
                 type=click.Path(path_type=Path, exists=False))
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True,
               help="The pooled DuckDB file (created or updated).")
-def pool_cmd(packages: tuple[Path, ...], out: Path) -> None:
+@click.option("--keys", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder of the sites' public keys (<site>.pub); each package must be "
+                   "signed by its own site's key.")
+@click.option("--allow-unsigned", is_flag=True,
+              help="Local testing only: accept packages without a signature (recorded in "
+                   "meta.pool_package and the report).")
+def pool_cmd(packages: tuple[Path, ...], out: Path, keys: Path | None,
+             allow_unsigned: bool) -> None:
     """Verify site packages and pool them; validate and analyse the pooled data.
 
-    A newer package from a site replaces that site's rows only. Any refusal leaves
-    an existing pooled database untouched.
+    Every package is checked before anything is written: its site's signature, its
+    files' SHA-256, each table's exact columns, only its own site's rows, and study
+    definitions equal to the other packages' and the pooled database's. A newer
+    package from a site replaces that site's rows only. Any refusal leaves an
+    existing pooled database untouched.
 
     \b
-    Example: cartfhir pool site_a.zip site_b.zip --out pooled.duckdb
+    Example: cartfhir pool site_a.zip site_b.zip --out pooled.duckdb --keys keys/
     """
-    result = api.pool(list(packages), out)
+    result = api.pool(list(packages), out, keys=keys, allow_unsigned=allow_unsigned)
     click.echo(f"pooled sites: {', '.join(result.sites)} -> {result.path}")
+    if result.unsigned:
+        click.echo(f"WARNING: pooled without signature verification (--allow-unsigned): "
+                   f"{', '.join(result.unsigned)}", err=True)
     if result.analysis is not None:
         _report_analysis(result.analysis)
+
+
+@cli.command("keygen")
+@click.option("--site", "site_id", required=True, help="The site the key signs for.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for <site>.key (private, mode 600) and <site>.pub.")
+def keygen_cmd(site_id: str, out: Path) -> None:
+    """Make a site's Ed25519 signing key pair; existing keys are never overwritten.
+
+    The site keeps <site>.key (name it in sites[].signing_key) and gives <site>.pub
+    to the coordinating center, which pools with --keys <folder of .pub files>.
+
+    \b
+    Example: cartfhir keygen --site site_a --out keys/
+    """
+    pair = api.keygen(site_id, out)
+    click.echo(f"private key: {pair.private} (keep it at the site)")
+    click.echo(f"public key:  {pair.public} (give it to the coordinating center)")
+
+
+@cli.command("sign")
+@click.argument("package", type=click.Path(path_type=Path, exists=True))
+@click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False),
+              required=True, help="The site's private key file (from 'cartfhir keygen').")
+def sign_cmd(package: Path, key_file: Path) -> None:
+    """Sign an existing package folder or zip (e.g. one rebuilt by another tool).
+
+    Writes manifest.sig next to manifest.json (into the zip for a .zip), replacing an
+    older signature.
+
+    \b
+    Example: cartfhir sign site_a.zip --key keys/site_a.key
+    """
+    result = api.sign(package, key_file)
+    click.echo(f"signed {result.path} for site {result.site}")
 
 
 @cli.command("run")

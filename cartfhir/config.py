@@ -271,6 +271,11 @@ class Site(_Model):
         description="secret for patient_key = HMAC-SHA256(key, site/patient id); required by "
         "transform; keep it at the site, never share it",
     )
+    signing_key: SecretRef | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM, from 'cartfhir keygen') that signs this site's "
+        "packages; the coordinating center holds the matching <site>.pub",
+    )
     concept_maps: list[ConfigPath] = Field(
         default_factory=list,
         description="this site's own code maps: CSV (resource_type,system,code,concept[,grade]) "

@@ -15,7 +15,7 @@ import pytest
 from cartfhir.cli import cli, run_cli
 
 COMMANDS = ["synth", "extract", "transform", "view", "validate", "analyze", "run", "demo",
-            "query", "schema", "export", "export-site", "pool"]
+            "query", "schema", "export", "export-site", "pool", "keygen", "sign"]
 
 
 def write_config(tmp_path: Path, sites: tuple[str, ...] = ("site_a", "site_b"),

@@ -9,7 +9,8 @@ birth date; the birth year too when dates are shifted), record ids are replaced 
 HMACs with the site's key, and with ``date_shift_days`` every date of a patient
 moves by the same secret number of days, so intervals stay exact. A site whose
 data failed an ``error`` expectation cannot export unless forced, and the
-manifest says so.
+manifest says so. With ``sites[].signing_key`` the manifest's bytes are signed
+(``manifest.sig``, see ``signing``), so the coordinating center can tell who made it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import hashlib
 import json
 import math
 import shutil
+import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +33,23 @@ import numpy as np
 import pandas as pd
 
 from cartfhir import __version__
+from cartfhir.catalog import DUCKDB_TYPES, find_table, load_catalog
 from cartfhir.config import Config
 from cartfhir.db import connect
 from cartfhir.errors import PoolError
+from cartfhir.multisite import signing
 from cartfhir.runs import require_complete_transform
 from cartfhir.transform.identity import keyed_hash, site_secret
 
-SCHEMA_VERSION = "cartfhir-site-package/1"
+SCHEMA_VERSION = "cartfhir-site-package/2"
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
 
 # Per table: columns emptied, record-id columns pseudonymized, date/timestamp columns
-# shifted with date_shift_days. Tables without patient rows (ref.*) are copied as is.
+# shifted with date_shift_days. Tables without patient rows (ref.*) are copied as is: they
+# are the study's definitions (windows, thresholds, concepts, grade cut-offs), the same at
+# every site, and the pool refuses packages whose definitions differ. Site-level maps stay
+# at the site; the manifest's ``reference`` list records their hashes per site.
 POLICY: dict[str, dict[str, list[str]]] = {
     "cohort.patient": {"null": ["birth_date"], "ids": [],
                        "dates": ["first_infusion_date", "death_date", "last_contact_date"]},
@@ -57,8 +66,36 @@ POLICY: dict[str, dict[str, list[str]]] = {
     "cohort.adverse_event": {"null": [], "ids": ["source_id"], "dates": []},
     "harmonized.lab": {"null": [], "ids": ["observation_id", "part_of_procedure_id"],
                        "dates": ["effective_date", "effective_at"]},
-    "ref.threshold": {}, "ref.window": {}, "ref.concept": {},
+    "ref.threshold": {}, "ref.window": {}, "ref.concept": {}, "ref.grade_cut": {},
 }
+STUDY_DEFINITIONS = tuple(t for t in POLICY if t.startswith("ref."))
+
+
+def table_file(table: str) -> str:
+    """The one naming rule for a table's file in a package."""
+    return f"{table}.parquet"
+
+
+def package_files() -> list[str]:
+    """Every name a package may hold: the manifest, its signature and one file per table."""
+    return [MANIFEST, SIGNATURE, *(table_file(t) for t in POLICY)]
+
+
+@cache
+def declared_schema(table: str) -> tuple[tuple[str, str], ...]:
+    """(column, DuckDB type) of a package table, in order, from the catalog (the SQL
+    headers and REF_DDL that also document the database): the one statement of what a
+    package table holds, used to write it and to check it on arrival."""
+    found = find_table(load_catalog(), table)
+    if found is None or not found.columns:
+        raise PoolError(f"{table} is not documented in the catalog; cannot package it")
+    return tuple((c.name, DUCKDB_TYPES.get(c.type or "", (c.type or "").upper()))
+                 for c in found.columns)
+
+
+def quoted(name: str) -> str:
+    """A schema-qualified or plain identifier from the tool's own lists, quoted for SQL."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
 @dataclass(frozen=True)
@@ -67,6 +104,7 @@ class PackageResult:
     path: Path
     rows: dict[str, int]
     forced: bool
+    signed: bool = False
 
 
 def file_sha256(path: Path) -> str:
@@ -92,6 +130,11 @@ def _pseudonymize(secret: str, column: str, value: Any) -> Any:
     return _pseudonym(secret, column, str(value))
 
 
+def _origin(origin: str) -> str:
+    """A reference file's origin without the site's paths: 'package:...' or the file name."""
+    return origin if origin.startswith("package:") else Path(origin).name
+
+
 def _validation(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """Summary of the latest validation run, or None when there was none."""
     try:
@@ -113,11 +156,13 @@ def _validation(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
 def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret: str,
                   shift_days: int, target: Path) -> int:
     policy = POLICY[table]
-    original = {c[0]: c[1] for c in con.execute(f"DESCRIBE {table}").fetchall()}
-    if "site" in original:
-        frame = con.execute(f"SELECT * FROM {table} WHERE site = ?", [site]).df()
+    schema = declared_schema(table)
+    columns = ", ".join(quoted(c) for c, _ in schema)
+    if "site" in dict(schema):
+        frame = con.execute(f"SELECT {columns} FROM {quoted(table)} WHERE site = ?",
+                            [site]).df()
     else:
-        frame = con.execute(f"SELECT * FROM {table}").df()
+        frame = con.execute(f"SELECT {columns} FROM {quoted(table)}").df()
     for column in policy.get("null", []):
         frame[column] = None
     if shift_days and table == "cohort.patient":
@@ -134,11 +179,9 @@ def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret:
     out = duckdb.connect()
     try:
         out.register("frame", frame)
-        casts = ", ".join(
-            f'CAST("{c}" AS {original[c]}) AS "{c}"' if c in original else f'"{c}"'
-            for c in frame.columns)
-        quoted = str(target).replace("'", "''")
-        out.execute(f"COPY (SELECT {casts} FROM frame) TO '{quoted}' (FORMAT parquet)")
+        casts = ", ".join(f"CAST({quoted(c)} AS {kind}) AS {quoted(c)}" for c, kind in schema)
+        path = str(target).replace("'", "''")
+        out.execute(f"COPY (SELECT {casts} FROM frame) TO '{path}' (FORMAT parquet)")
     finally:
         out.close()
     return len(frame)
@@ -149,6 +192,9 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
     """Write the site's package to ``out`` (a folder, or a zip when it ends in .zip)."""
     site = config.site(site_id)
     secret = site_secret(site)
+    key = None if site.signing_key is None else signing.load_private_key(
+        site.signing_key.resolve(), f"sites[{site_id}].signing_key "
+                                    f"({site.signing_key.describe()})")
     out = Path(out)
     if out.exists() and (out.is_file() or any(out.iterdir())):
         raise PoolError(f"{out} already exists; choose a new path (packages are never "
@@ -172,7 +218,7 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
         folder = Path(tempfile.mkdtemp(prefix="cartfhir-package-"))
         tables: dict[str, dict[str, Any]] = {}
         for table in POLICY:
-            name = f"{table}.parquet"
+            name = table_file(table)
             rows = _export_table(con, table, site_id, secret, date_shift_days, folder / name)
             tables[table] = {"file": name, "rows": rows, "sha256": file_sha256(folder / name)}
         reference = con.execute(
@@ -184,7 +230,7 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
         "schema_version": SCHEMA_VERSION, "tool_version": __version__, "site": site_id,
         "study": config.study.name, "config_hash": config.config_hash,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "reference": [{"name": n, "origin": o, "sha256": h} for n, o, h in reference],
+        "reference": [{"name": n, "origin": _origin(o), "sha256": h} for n, o, h in reference],
         "tables": tables,
         "validation": {**(validation or {}), "forced": bool(invalid and force)},
         "disclosure": {
@@ -198,7 +244,10 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
                           if date_shift_days else "none",
         },
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    text = json.dumps(manifest, indent=2).encode("utf-8")
+    (folder / MANIFEST).write_bytes(text)
+    if key is not None:
+        (folder / SIGNATURE).write_bytes(signing.sign(text, key))
     if out.suffix == ".zip":
         out.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -209,4 +258,75 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(folder), str(out))
     return PackageResult(site_id, out, {t: v["rows"] for t, v in tables.items()},
-                         bool(invalid and force))
+                         bool(invalid and force), site.signing_key is not None)
+
+
+@dataclass(frozen=True)
+class SignResult:
+    site: str
+    path: Path
+
+
+MAX_MANIFEST_BYTES = 1024**2
+
+
+def _manifest_site(raw: bytes, where: str) -> str:
+    try:
+        site = json.loads(raw).get("site")
+    except (ValueError, AttributeError):
+        site = None
+    if not isinstance(site, str):
+        raise PoolError(f"{where}: {MANIFEST} is not a site package manifest (no 'site')")
+    return site
+
+
+def sign_package(path: Path, key_file: Path) -> SignResult:
+    """Sign a package folder or zip made or rebuilt elsewhere: write its ``manifest.sig``.
+
+    Only the manifest is read (size-capped, never through a symlink); a zip is rewritten
+    next to itself with the new signature and then moved over the old one.
+    """
+    key = signing.read_private_key(key_file)
+    path = Path(path)
+    if path.is_dir():
+        manifest = path / MANIFEST
+        if manifest.is_symlink() or not manifest.is_file():
+            raise PoolError(f"{path}: {MANIFEST} is missing or not a regular file")
+        raw = manifest.read_bytes()[:MAX_MANIFEST_BYTES + 1]
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise PoolError(f"{path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+        site = _manifest_site(raw, str(path))
+        partial = path / f".{SIGNATURE}.partial"
+        partial.write_bytes(signing.sign(raw, key))
+        partial.replace(path / SIGNATURE)
+        return SignResult(site, path)
+    if not (path.suffix == ".zip" and path.is_file()):
+        raise PoolError(f"{path}: no such package (expected a folder or a .zip file)")
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            with zf.open(MANIFEST) as fh:
+                raw = fh.read(MAX_MANIFEST_BYTES + 1)
+            if len(raw) > MAX_MANIFEST_BYTES:
+                raise PoolError(f"{path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+            site = _manifest_site(raw, str(path))
+            with zipfile.ZipFile(partial, "x", zipfile.ZIP_DEFLATED) as out:
+                for info in zf.infolist():
+                    if info.filename != SIGNATURE:
+                        with zf.open(info) as src, out.open(info, "w") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 20)
+                info = zipfile.ZipInfo(SIGNATURE, datetime.now(UTC).timetuple()[:6])
+                info.external_attr = (stat.S_IFREG | 0o644) << 16
+                out.writestr(info, signing.sign(raw, key), zipfile.ZIP_DEFLATED)
+    except KeyError:
+        partial.unlink(missing_ok=True)
+        raise PoolError(f"{path}: {MANIFEST} is missing; this is not a cartfhir site "
+                        "package") from None
+    except zipfile.BadZipFile as exc:
+        partial.unlink(missing_ok=True)
+        raise PoolError(f"{path}: not a readable zip file ({exc})") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
+    return SignResult(site, path)

@@ -1,24 +1,30 @@
 """The coordinating center: verify site packages and combine them into one pooled DuckDB.
 
-Every package is verified before anything is written: the manifest's schema
-version, every file's SHA-256, and that no package is given twice and no two
-claim the same site. The pooled database is built in a copy and moved into place
-only when everything succeeded, so a refusal leaves an existing pooled database
-exactly as it was. Adding a newer package from a site replaces that site's rows
-only. The pooled data is then validated with the cohort suites and analysed
-pooled and by site, with site-stratified tests and a test of heterogeneity
-between sites for the main proportions (``analysis.heterogeneity``).
+Every package is hostile input until checked, and checked before anything is written:
+only the package's own file names are read (``intake``), the manifest must match its
+schema (``manifest``) and carry its site's signature (``signing``), every file its
+SHA-256, every table exactly its declared columns and types and only its own site's
+rows, and the study definitions (``ref.*``) must equal the other packages' and the
+pooled database's. Table and column names in SQL come from the tool's own lists
+(``package.POLICY``, ``package.declared_schema``), quoted; file paths go in as
+parameters. No package is given twice and no two claim the same site. The pooled
+database is built in a copy and moved into place only when everything succeeded, so
+a refusal leaves an existing pooled database exactly as it was. A newer package
+from a site replaces that site's rows only. The pooled data is then validated with
+the cohort suites and analysed pooled and by site, with site-stratified tests and a
+test of heterogeneity between sites for the main proportions
+(``analysis.heterogeneity``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 import warnings
-import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +35,44 @@ import pandas as pd
 from cartfhir.analyze import analyze
 from cartfhir.config import Config, parse_config
 from cartfhir.db import write_frame
-from cartfhir.errors import PoolError
+from cartfhir.errors import PoolError, UsageError
 from cartfhir.expectations import store
 from cartfhir.expectations.gx_runner import validate_suite
 from cartfhir.expectations.suites import package_suites, suite_spec
-from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, file_sha256
+from cartfhir.multisite import intake, signing
+from cartfhir.multisite.manifest import Manifest, parse_manifest
+from cartfhir.multisite.package import (
+    MANIFEST,
+    POLICY,
+    SIGNATURE,
+    STUDY_DEFINITIONS,
+    declared_schema,
+    file_sha256,
+    quoted,
+    table_file,
+)
 
 POOLED_SUITES = ("harmonized.lab", "cohort.patient", "cohort.episode",
                  "cohort.episode_endpoints", "cohort.lab_daily", "cohort.adverse_event")
 HETEROGENEITY_ENDPOINTS = ("crs_any", "cres_any", "early_infection", "late_infection",
                            "severe_neutropenia", "cr", "mrd_negative_cr")
+UNSIGNED = "unsigned (--allow-unsigned)"
 
 
 @dataclass
 class Package:
     source: Path
-    folder: Path
-    manifest: dict[str, Any]
+    folder: Path  # the private copy made by intake.bring_in, never the source itself
+    manifest: Manifest
     manifest_sha256: str
+    signed_by: str  # 'ed25519:<key fingerprint>', or UNSIGNED
 
     @property
     def site(self) -> str:
-        return str(self.manifest["site"])
+        return self.manifest.site
+
+    def file(self, table: str) -> Path:
+        return self.folder / table_file(table)
 
 
 @dataclass
@@ -60,49 +82,101 @@ class PoolResult:
     rows: dict[str, int] = field(default_factory=dict)
     validation: Any = None
     analysis: Any = None
+    unsigned: list[str] = field(default_factory=list)  # sites pooled with --allow-unsigned
 
 
-def _open(source: Path, work: Path) -> Path:
-    if source.is_dir():
-        return source
-    if source.suffix == ".zip" and source.is_file():
-        target = work / f"pkg-{len(list(work.iterdir()))}"
-        try:
-            with zipfile.ZipFile(source) as zf:
-                zf.extractall(target)
-        except zipfile.BadZipFile as exc:
-            raise PoolError(f"{source}: not a readable zip file ({exc})") from None
-        return target
-    raise PoolError(f"{source}: no such package (expected a folder or a .zip file)")
+def _signature(package_folder: Path, raw: bytes, manifest: Manifest, where: str,
+               keys: Path | None, allow_unsigned: bool) -> str:
+    """Who signed the manifest, checked against ``keys/<site>.pub`` (a bad signature is
+    refused even with ``allow_unsigned``); UNSIGNED when unsigned packages are allowed."""
+    signature = package_folder / SIGNATURE
+    if keys is None or (allow_unsigned and not signature.exists()):
+        return UNSIGNED
+    if not signature.exists():
+        raise PoolError(f"{where}: the package is not signed ({SIGNATURE} is missing); ask "
+                        f"site {manifest.site!r} to set sites[].signing_key and export again, "
+                        "or sign it with 'cartfhir sign'")
+    key = signing.public_key(keys, manifest.site)
+    signing.verify(raw, signature.read_bytes(), key, manifest.site, where)
+    return f"ed25519:{signing.fingerprint(key)}"
 
 
-def verify(source: Path, work: Path) -> Package:
-    """Read and check one package; raise PoolError saying exactly what is wrong."""
-    folder = _open(Path(source), work)
+def verify(source: Path, work: Path, *, keys: Path | None = None,
+           allow_unsigned: bool = False) -> Package:
+    """Read and check one package; raise PoolError saying exactly what is wrong.
+
+    Nothing is read from ``source`` but the package's own file names; the checks run on
+    the private copy in ``work``: the manifest's schema, the signature (before anything
+    the manifest says is used), every file's SHA-256, then each table's content.
+    """
+    where = str(source)
+    folder = intake.bring_in(Path(source), work / f"pkg-{len(list(work.iterdir()))}")
     path = folder / MANIFEST
     if not path.exists():
-        raise PoolError(f"{source}: {MANIFEST} is missing; this is not a cartfhir site package")
+        raise PoolError(f"{where}: {MANIFEST} is missing; this is not a cartfhir site package")
     raw = path.read_bytes()
-    try:
-        manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise PoolError(f"{source}: {MANIFEST} is not valid JSON ({exc})") from None
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise PoolError(f"{source}: schema version {manifest.get('schema_version')!r}, this "
-                        f"cartfhir pools {SCHEMA_VERSION!r}; re-export the package with a "
-                        "matching cartfhir version")
-    tables = manifest.get("tables") or {}
-    missing = sorted(set(POLICY) - set(tables))
-    if missing:
-        raise PoolError(f"{source}: the manifest lists no {', '.join(missing)}")
-    for table, entry in tables.items():
-        file = folder / entry["file"]
+    manifest = parse_manifest(raw, where)
+    signed_by = _signature(folder, raw, manifest, where, keys, allow_unsigned)
+    for table, entry in manifest.tables.items():
+        file = folder / table_file(table)
         if not file.exists():
-            raise PoolError(f"{source}: {entry['file']} ({table}) is missing from the package")
-        if file_sha256(file) != entry["sha256"]:
-            raise PoolError(f"{source}: {entry['file']} ({table}) does not match its SHA-256 "
+            raise PoolError(f"{where}: {entry.file} ({table}) is missing from the package")
+        if file_sha256(file) != entry.sha256:
+            raise PoolError(f"{where}: {entry.file} ({table}) does not match its SHA-256 "
                             "in the manifest: it was changed or damaged after export")
-    return Package(Path(source), folder, manifest, hashlib.sha256(raw).hexdigest())
+    package = Package(Path(source), folder, manifest, hashlib.sha256(raw).hexdigest(),
+                      signed_by)
+    _check_content(package)
+    return package
+
+
+def _check_content(package: Package) -> None:
+    """Each table has exactly the declared columns and types, the rows the manifest
+    counts, and only rows of the package's own site."""
+    con = duckdb.connect()
+    try:
+        for table in POLICY:
+            file = str(package.file(table))
+            where = f"{package.source}: {table_file(table)}"
+            try:
+                found = [(r[0], r[1]) for r in con.execute(
+                    "DESCRIBE SELECT * FROM read_parquet(?)", [file]).fetchall()]
+            except duckdb.Error as exc:
+                raise PoolError(f"{where}: not a readable Parquet file ({exc})") from None
+            _check_schema(found, declared_schema(table), where)
+            rows = con.execute("SELECT count(*) FROM read_parquet(?)", [file]).fetchone()[0]
+            if rows != package.manifest.tables[table].rows:
+                raise PoolError(f"{where}: {rows} rows, the manifest says "
+                                f"{package.manifest.tables[table].rows}")
+            if "site" in dict(found):
+                other = con.execute(
+                    "SELECT site, count(*) FROM read_parquet(?) WHERE site IS DISTINCT FROM ? "
+                    "GROUP BY site ORDER BY count(*) DESC LIMIT 1",
+                    [file, package.site]).fetchone()
+                if other:
+                    raise PoolError(f"{package.source}: {table} has {other[1]} row(s) of site "
+                                    f"{other[0]!r} in a package of site {package.site!r}; a "
+                                    "package may hold only its own site's rows")
+    finally:
+        con.close()
+
+
+def _check_schema(found: list[tuple[str, str]], expected: tuple[tuple[str, str], ...],
+                  where: str) -> None:
+    names = {c for c, _ in expected}
+    extra = [c for c, _ in found if c not in names]
+    if extra:
+        raise PoolError(f"{where}: unexpected column(s) {', '.join(extra)}; a package table "
+                        "holds exactly the columns cartfhir declares for it")
+    have = dict(found)
+    missing = [c for c, _ in expected if c not in have]
+    if missing:
+        raise PoolError(f"{where}: missing column(s) {', '.join(missing)}")
+    for column, kind in expected:
+        if have[column] != kind:
+            raise PoolError(f"{where}: column {column} is {have[column]}, expected {kind}")
+    if [c for c, _ in found] != [c for c, _ in expected]:
+        raise PoolError(f"{where}: the columns are not in the declared order")
 
 
 def _check_set(packages: list[Package]) -> None:
@@ -117,6 +191,69 @@ def _check_set(packages: list[Package]) -> None:
             raise PoolError(f"{p.source} and {by_site[p.site].source} both claim site "
                             f"{p.site!r}; pool one package per site")
         by_site[p.site] = p
+    studies = {p.manifest.study for p in packages}
+    if len(studies) > 1:
+        raise PoolError(f"the packages come from different studies: {sorted(studies)}")
+
+
+def _rows(con: duckdb.DuckDBPyConnection, table: str, parquet: Path | None) -> list[tuple]:
+    """A study-definition table's rows in a fixed order (from a package file or the pool)."""
+    columns = ", ".join(quoted(c) for c, _ in declared_schema(table))
+    if parquet is not None:
+        return con.execute(f"SELECT {columns} FROM read_parquet(?) ORDER BY ALL",
+                           [str(parquet)]).fetchall()
+    return con.execute(f"SELECT {columns} FROM {quoted(table)} ORDER BY ALL").fetchall()
+
+
+def _same_definitions(table: str, first: tuple[str, list[tuple]],
+                      second: tuple[str, list[tuple]]) -> None:
+    (a, rows_a), (b, rows_b) = first, second
+    if rows_a == rows_b:
+        return
+    columns = [c for c, _ in declared_schema(table)]
+
+    def show(rows: list[tuple]) -> str:
+        return "; ".join("(" + ", ".join(f"{c}={v!r}" for c, v in zip(columns, r, strict=True))
+                         + ")" for r in rows[:3]) or "nothing"
+
+    only_a = list((Counter(rows_a) - Counter(rows_b)).elements())
+    only_b = list((Counter(rows_b) - Counter(rows_a)).elements())
+    raise PoolError(f"{table} differs: {a} has {show(only_a)} where {b} has {show(only_b)}. "
+                    "Study definitions (windows, thresholds, concepts, grade cut-offs) must be "
+                    "the same at every site: the sites should transform with one study config "
+                    "and export again")
+
+
+def _check_definitions(con: duckdb.DuckDBPyConnection, packages: list[Package],
+                       pooled: str) -> None:
+    """Every package's study definitions equal each other's and the pooled database's."""
+    for table in STUDY_DEFINITIONS:
+        reference = None
+        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE "
+                             "table_schema = ? AND table_name = ?",
+                             table.split(".")).fetchone()[0]
+        if exists and con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchone()[0]:
+            reference = (f"the pooled database {pooled}", _rows(con, table, None))
+        for p in packages:
+            current = (f"{p.source} (site {p.site})", _rows(con, table, p.file(table)))
+            if reference is None:
+                reference = current
+            else:
+                _same_definitions(table, reference, current)
+
+
+def _ensure_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """The pooled table with the declared columns, or a refusal if it has others."""
+    schema = declared_schema(table)
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted(table.split('.')[0])}")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {quoted(table)} ("
+                + ", ".join(f"{quoted(c)} {kind}" for c, kind in schema) + ")")
+    found = tuple((r[0], r[1]) for r in con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? "
+        "AND table_name = ? ORDER BY ordinal_position", table.split(".")).fetchall())
+    if found != schema:
+        raise PoolError(f"the pooled database's {table} has other columns than this cartfhir "
+                        "declares; pool into a new database")
 
 
 def _load(con: duckdb.DuckDBPyConnection, package: Package) -> dict[str, int]:
@@ -124,36 +261,39 @@ def _load(con: duckdb.DuckDBPyConnection, package: Package) -> dict[str, int]:
     con.execute("CREATE SCHEMA IF NOT EXISTS meta")
     con.execute("CREATE TABLE IF NOT EXISTS meta.pool_package (site VARCHAR PRIMARY KEY, "
                 "created VARCHAR, manifest_sha256 VARCHAR, manifest JSON, source VARCHAR)")
+    con.execute("ALTER TABLE meta.pool_package ADD COLUMN IF NOT EXISTS signed_by VARCHAR")
     previous = con.execute("SELECT created FROM meta.pool_package WHERE site = ?",
                            [package.site]).fetchone()
-    if previous and previous[0] > package.manifest["created"]:
+    created = package.manifest.created
+    if previous and _moment(previous[0]) > _moment(created):
         raise PoolError(f"{package.source}: site {package.site!r} was pooled from a newer "
-                        f"package ({previous[0]}) than this one ({package.manifest['created']})")
+                        f"package ({previous[0]}) than this one ({created})")
     rows = {}
-    for table, entry in package.manifest["tables"].items():
-        file = str(package.folder / entry["file"]).replace("'", "''")
-        schema = table.split(".")[0]
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE "
-                             "table_schema || '.' || table_name = ?", [table]).fetchone()[0]
-        if not exists:
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet('{file}') LIMIT 0")
-        columns = [c[0] for c in con.execute(f"DESCRIBE {table}").fetchall()]
-        if "site" in columns:
-            con.execute(f"DELETE FROM {table} WHERE site = ?", [package.site])
-            try:
-                con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet('{file}')")
-            except duckdb.Error as exc:
-                raise PoolError(f"{package.source}: {table} does not fit the pooled table "
-                                f"({exc})") from None
-        else:  # study parameters (ref.*): the same for every site of one study
-            con.execute(f"DELETE FROM {table}")
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM read_parquet('{file}')")
-        rows[table] = entry["rows"]
-    con.execute("INSERT OR REPLACE INTO meta.pool_package VALUES (?, ?, ?, ?, ?)",
-                [package.site, package.manifest["created"], package.manifest_sha256,
-                 json.dumps(package.manifest), str(package.source)])
+    for table in POLICY:
+        _ensure_table(con, table)
+        columns = ", ".join(quoted(c) for c, _ in declared_schema(table))
+        insert = (f"INSERT INTO {quoted(table)} ({columns}) SELECT {columns} "
+                  "FROM read_parquet(?)")
+        if table in STUDY_DEFINITIONS:  # equal everywhere (checked): loaded once
+            if not con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchone()[0]:
+                con.execute(insert, [str(package.file(table))])
+        else:
+            con.execute(f"DELETE FROM {quoted(table)} WHERE site = ?", [package.site])
+            con.execute(insert, [str(package.file(table))])
+        rows[table] = package.manifest.tables[table].rows
+    con.execute("INSERT OR REPLACE INTO meta.pool_package (site, created, manifest_sha256, "
+                "manifest, source, signed_by) VALUES (?, ?, ?, ?, ?, ?)",
+                [package.site, created, package.manifest_sha256,
+                 package.manifest.model_dump_json(), str(package.source), package.signed_by])
     return rows
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def pooled_config(path: Path, report_dir: Path, sites: list[str], study: str) -> Config:
@@ -199,33 +339,50 @@ def heterogeneity(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def pool(sources: list[Path], out: Path, *, analyse: bool = True) -> PoolResult:
-    """Verify the packages, pool them into ``out`` (atomically), validate and analyse."""
+def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
+         allow_unsigned: bool = False, analyse: bool = True) -> PoolResult:
+    """Verify the packages, pool them into ``out`` (atomically), validate and analyse.
+
+    ``keys`` is the folder of the sites' public keys (``<site>.pub``); every package must
+    be signed by its own site's key unless ``allow_unsigned`` (local testing), which the
+    pooled database (meta.pool_package.signed_by) and the report record.
+    """
+    if keys is None and not allow_unsigned:
+        raise UsageError("give --keys DIR (the sites' public keys, <site>.pub) to verify the "
+                         "packages' signatures, or --allow-unsigned for local testing")
+    if keys is not None and not Path(keys).is_dir():
+        raise UsageError(f"--keys {keys}: no such folder")
     out = Path(out)
     work = Path(tempfile.mkdtemp(prefix="cartfhir-pool-"))
     try:
-        packages = [verify(Path(s), work) for s in sources]
+        packages = [verify(Path(s), work, keys=keys, allow_unsigned=allow_unsigned)
+                    for s in sources]
         if not packages:
             raise PoolError("give at least one site package")
         _check_set(packages)
-        studies = {p.manifest["study"] for p in packages}
-        if len(studies) > 1:
-            raise PoolError(f"the packages come from different studies: {sorted(studies)}")
         building = work / "pooled.duckdb"
         if out.exists():
             shutil.copy2(out, building)
-        con = duckdb.connect(str(building))
         try:
+            con = duckdb.connect(str(building))
+        except duckdb.Error as exc:
+            raise PoolError(f"{out} is not a DuckDB database ({exc})") from None
+        try:
+            _check_definitions(con, packages, str(out))
             rows: dict[str, int] = {}
             for package in packages:
                 for table, n in _load(con, package).items():
                     rows[table] = rows.get(table, 0) + n
             sites = [r[0] for r in con.execute(
                 "SELECT site FROM meta.pool_package ORDER BY site").fetchall()]
+            unsigned = [r[0] for r in con.execute(
+                "SELECT site FROM meta.pool_package WHERE signed_by IS NULL OR signed_by = ? "
+                "ORDER BY site", [UNSIGNED]).fetchall()]
         finally:
             con.close()
-        result = PoolResult(path=out, sites=sites, rows=rows)
-        config = pooled_config(building, out.parent / f"{out.stem}_report", sites, studies.pop())
+        result = PoolResult(path=out, sites=sites, rows=rows, unsigned=unsigned)
+        study = packages[0].manifest.study
+        config = pooled_config(building, out.parent / f"{out.stem}_report", sites, study)
         if analyse:
             con = duckdb.connect(str(building))
             try:
@@ -239,9 +396,13 @@ def pool(sources: list[Path], out: Path, *, analyse: bool = True) -> PoolResult:
                 con.close()
             result.validation = outcomes
             failed = [o for o in outcomes if not o.success and o.severity == "error"]
-            warning = (f"the pooled data failed {len(failed)} error expectations"
-                       if failed else None)
-            result.analysis = analyze(config, command="pool", invalid_warning=warning)
+            warnings_ = [f"the pooled data failed {len(failed)} error expectations"] \
+                if failed else []
+            if unsigned:
+                warnings_.append(f"the packages of {', '.join(unsigned)} were pooled without "
+                                 "signature verification (--allow-unsigned)")
+            result.analysis = analyze(config, command="pool",
+                                      invalid_warning="; ".join(warnings_) or None)
             con = duckdb.connect(str(building))
             try:
                 write_frame(con, "analysis.heterogeneity", heterogeneity(con))

@@ -7,6 +7,7 @@ two sites' combined ground truth.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -22,12 +23,17 @@ from tests.multisite.helpers import assert_same_comparison, truth_comparison
 pytestmark = pytest.mark.integration
 
 
-def site_config(root: Path, site: str, source: dict) -> object:
+def site_config(root: Path, site: str, source: dict, center_keys: Path) -> object:
+    """A hospital's own config; its signing key's public half goes to the center."""
     (root / "secrets").mkdir(parents=True, exist_ok=True)
     (root / "secrets" / f"{site}.key").write_text(f"integration-secret-for-{site}-0123456789")
+    pair = api.keygen(site, root / "signing")
+    center_keys.mkdir(exist_ok=True)
+    shutil.copy(pair.public, center_keys)
     return parse_config({"study": {"name": "pooled-e2e"},
                          "sites": [{"id": site, "source": source,
-                                    "pseudonym_key": {"file": f"secrets/{site}.key"}}],
+                                    "pseudonym_key": {"file": f"secrets/{site}.key"},
+                                    "signing_key": {"file": f"signing/{site}.key"}}],
                          "output": {"duckdb": "out/site.duckdb"},
                          "landing": {"workers": 0}}, base_dir=root)
 
@@ -44,10 +50,12 @@ def test_two_sites_rest_and_ndjson_pool_to_the_combined_truth(
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
     rest = site_config(tmp_path / "hospital_a", "site_a", {
         "kind": "fhir", "base_url": hapi_base_url,
-        "cohort": {"patient_ids_file": str(tmp_path / "ids.txt")}, "patients_per_query": 3})
+        "cohort": {"patient_ids_file": str(tmp_path / "ids.txt")}, "patients_per_query": 3},
+        tmp_path / "center_keys")
     generate(tmp_path / "c", patients=6, seed=52, sites=["site_c"])
     files = site_config(tmp_path / "hospital_c", "site_c",
-                        {"kind": "ndjson", "path": str(tmp_path / "c" / "site_c")})
+                        {"kind": "ndjson", "path": str(tmp_path / "c" / "site_c")},
+                        tmp_path / "center_keys")
 
     packages = []
     for config, site in ((rest, "site_a"), (files, "site_c")):
@@ -57,7 +65,7 @@ def test_two_sites_rest_and_ndjson_pool_to_the_combined_truth(
         packages.append(api.export_site(config, site, tmp_path / f"{site}.zip").path)
 
     out = tmp_path / "center" / "pooled.duckdb"
-    pooled = api.pool(packages, out)
+    pooled = api.pool(packages, out, keys=tmp_path / "center_keys")
     assert pooled.sites == ["site_a", "site_c"]
     con = duckdb.connect(str(out), read_only=True)
     table = con.execute("SELECT * FROM analysis.comparison").df()

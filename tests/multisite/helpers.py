@@ -1,15 +1,22 @@
-"""Helpers for pooling tests: truth-based analysis, identifier scans, file hashes."""
+"""Helpers for pooling tests: truth-based analysis, identifier scans, file hashes, and
+hostile copies of genuine packages pooled through the CLI."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pytest
 
 from cartfhir.analyze.compare import comparison, endpoint_sql, load_endpoints
+from cartfhir.cli import run_cli
 
 
 def truth_comparison(truth_files: list[Path], thresholds: pd.DataFrame) -> pd.DataFrame:
@@ -108,3 +115,83 @@ def leaked(package: Path, secrets: set[str]) -> list[str]:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- hostile packages: edit a copy of a genuine package, then pool it through the CLI
+
+def unpack(package: Path, to: Path) -> Path:
+    """A folder copy of a package (folder or zip) to edit; the test's own files, so trusted."""
+    if package.is_dir():
+        shutil.copytree(package, to)
+    else:
+        with zipfile.ZipFile(package) as zf:
+            zf.extractall(to)
+    return to
+
+
+def manifest_of(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+def edit_manifest(folder: Path, edit: Callable[[dict], object]) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    edit(manifest)
+    path.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+
+
+def rewrite_table(folder: Path, table: str, select: str) -> None:
+    """Replace a table's Parquet with ``select`` (over ``t``, the old rows) and fix its hashes,
+    as someone who edits a package and recomputes the checksums would."""
+    file = folder / f"{table}.parquet"
+    old = folder / "old.parquet"
+    file.rename(old)
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{old}')")
+    con.execute(f"COPY ({select}) TO '{file}' (FORMAT parquet)")
+    rows = con.execute(f"SELECT count(*) FROM read_parquet('{file}')").fetchone()[0]
+    con.close()
+    old.unlink()
+    rehash(folder, table, rows)
+
+
+def rehash(folder: Path, table: str, rows: int | None = None) -> None:
+    def fix(manifest: dict) -> None:
+        entry = manifest["tables"][table]
+        entry["sha256"] = sha256(folder / entry["file"])
+        if rows is not None:
+            entry["rows"] = rows
+    edit_manifest(folder, fix)
+
+
+def zip_folder(folder: Path, out: Path) -> Path:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, path.name)
+    return out
+
+
+def files_under(root: Path) -> dict[str, str]:
+    """Every file under root with its SHA-256: what a refused pool must leave unchanged."""
+    return {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.is_symlink()}
+
+
+def pool_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run 'cartfhir pool ARGS' as a user would; the exit code and what went to stderr."""
+    capsys.readouterr()
+    code = run_cli(["pool", *args])
+    return code, capsys.readouterr().err
+
+
+def assert_refused(args: list[str], watch: Path, capsys: pytest.CaptureFixture[str],
+                   match: str) -> str:
+    """The pool is refused with a clear message, and no file under ``watch`` changed or
+    appeared (the pooled database included)."""
+    before = files_under(watch)
+    code, err = pool_cli(args, capsys)
+    assert code == 1, err
+    assert "internal error" not in err
+    assert re.search(match, err), err
+    assert files_under(watch) == before
+    return err

@@ -12,24 +12,10 @@ import pytest
 
 from cartfhir import api
 from cartfhir.errors import PoolError
-from cartfhir.synth import generate
 from tests.transform.conftest import make_config
 
+from .conftest import SITES
 from .helpers import assert_same_comparison, identifiers, leaked, sha256, truth_comparison
-
-SITES = ["site_a", "site_c"]
-
-
-@pytest.fixture(scope="module")
-def packaged(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    root = tmp_path_factory.mktemp("pool")
-    generate(root / "data", patients=16, seed=41, sites=SITES)
-    config = make_config(root, SITES)
-    assert api.run(config).status == "success"
-    packages = {"site_a": api.export_site(config, "site_a", root / "pkg" / "site_a").path,
-                "site_c": api.export_site(config, "site_c", root / "pkg" / "site_c.zip",
-                                          date_shift_days=30).path}
-    return {"root": root, "config": config, "packages": packages}
 
 
 def test_no_identifier_of_the_cohort_is_in_a_package(packaged: dict, tmp_path: Path) -> None:
@@ -44,6 +30,10 @@ def test_no_identifier_of_the_cohort_is_in_a_package(packaged: dict, tmp_path: P
     assert manifest["validation"]["failed_error"] == 0 and not manifest["validation"]["forced"]
     assert {t["file"] for t in manifest["tables"].values()} == {
         p.name for p in folder.glob("*.parquet")}
+    # the site's file paths stay at the site: origins are package files or bare file names
+    assert str(packaged["root"]) not in (folder / "manifest.json").read_text()
+    assert {r["origin"] for r in manifest["reference"] if "map" in r["name"]} >= {
+        "site_a_map.csv"}
 
 
 def test_date_shift_keeps_intervals(packaged: dict, tmp_path: Path) -> None:
@@ -67,7 +57,7 @@ def test_date_shift_keeps_intervals(packaged: dict, tmp_path: Path) -> None:
 def test_pooled_analysis_equals_the_analysis_of_the_combined_truth(packaged: dict,
                                                                     tmp_path: Path) -> None:
     out = tmp_path / "pooled.duckdb"
-    result = api.pool(list(packaged["packages"].values()), out)
+    result = api.pool(list(packaged["packages"].values()), out, **packaged["pool_kwargs"])
     assert result.sites == SITES
     assert all(o.success for o in result.validation), [
         (o.suite, o.expectation, o.column) for o in result.validation if not o.success]
@@ -82,61 +72,62 @@ def test_pooled_analysis_equals_the_analysis_of_the_combined_truth(packaged: dic
     assert_same_comparison(pooled, truth)
 
 
-def _pool_refuses(packages: list[Path], out: Path, match: str) -> None:
+def _pool_refuses(packaged: dict, packages: list[Path], out: Path, match: str) -> None:
     before = sha256(out)
     with pytest.raises(PoolError, match=match):
-        api.pool(packages, out, analyse=False)
+        api.pool(packages, out, analyse=False, **packaged["pool_kwargs"])
     assert sha256(out) == before  # the existing pooled database is untouched
 
 
 def test_tampered_packages_are_refused_and_the_pool_is_untouched(packaged: dict,
                                                                  tmp_path: Path) -> None:
     out = tmp_path / "pooled.duckdb"
-    api.pool([packaged["packages"]["site_a"]], out, analyse=False)
+    api.pool([packaged["packages"]["site_a"]], out, analyse=False, **packaged["pool_kwargs"])
     changed = tmp_path / "changed"
     shutil.copytree(packaged["packages"]["site_a"], changed)
     parquet = changed / "cohort.episode_endpoints.parquet"
     parquet.write_bytes(parquet.read_bytes()[:-20] + b"x" * 20)
-    _pool_refuses([changed], out, "does not match its SHA-256")
+    _pool_refuses(packaged, [changed], out, "does not match its SHA-256")
 
     missing = tmp_path / "missing"
     shutil.copytree(packaged["packages"]["site_a"], missing)
     (missing / "harmonized.lab.parquet").unlink()
-    _pool_refuses([missing], out, "harmonized.lab.parquet .* is missing")
+    _pool_refuses(packaged, [missing], out, "harmonized.lab.parquet .* is missing")
 
     version = tmp_path / "version"
     shutil.copytree(packaged["packages"]["site_a"], version)
     manifest = json.loads((version / "manifest.json").read_text())
     manifest["schema_version"] = "cartfhir-site-package/0"
     (version / "manifest.json").write_text(json.dumps(manifest))
-    _pool_refuses([version], out, "schema version")
+    _pool_refuses(packaged, [version], out, "schema version")
 
     twin = tmp_path / "twin"
     shutil.copytree(packaged["packages"]["site_a"], twin)
-    _pool_refuses([packaged["packages"]["site_a"], twin], out, "given twice")
+    _pool_refuses(packaged, [packaged["packages"]["site_a"], twin], out, "given twice")
     manifest = json.loads((twin / "manifest.json").read_text())
     manifest["created"] = "2099-01-01T00:00:00+00:00"
     (twin / "manifest.json").write_text(json.dumps(manifest))
-    _pool_refuses([packaged["packages"]["site_a"], twin], out, "both claim site 'site_a'")
+    packaged["resign"](twin, "site_a")
+    _pool_refuses(packaged, [packaged["packages"]["site_a"], twin], out, "both claim site 'site_a'")
 
 
 def test_a_newer_package_replaces_only_its_site(packaged: dict, tmp_path: Path) -> None:
     out = tmp_path / "pooled.duckdb"
-    api.pool(list(packaged["packages"].values()), out, analyse=False)
+    api.pool(list(packaged["packages"].values()), out, analyse=False, **packaged["pool_kwargs"])
     con = duckdb.connect(str(out), read_only=True)
     before = dict(con.execute("SELECT site, count(*) FROM harmonized.lab GROUP BY site")
                   .fetchall())
     con.close()
     time.sleep(1.1)  # a later 'created' second
     newer = api.export_site(packaged["config"], "site_a", tmp_path / "site_a_v2").path
-    api.pool([newer], out, analyse=False)
+    api.pool([newer], out, analyse=False, **packaged["pool_kwargs"])
     con = duckdb.connect(str(out), read_only=True)
     after = dict(con.execute("SELECT site, count(*) FROM harmonized.lab GROUP BY site")
                  .fetchall())
     sources = dict(con.execute("SELECT site, source FROM meta.pool_package").fetchall())
     con.close()
     assert after == before and sources["site_a"] == str(newer)
-    _pool_refuses([packaged["packages"]["site_a"]], out, "newer package")
+    _pool_refuses(packaged, [packaged["packages"]["site_a"]], out, "newer package")
 
 
 def test_export_refuses_invalid_data_unless_forced(packaged: dict, tmp_path: Path) -> None:

@@ -1,0 +1,187 @@
+"""'cartfhir pool' treats every package as hostile: each refusal leaves every file as it was.
+
+Each test edits a copy of a genuine package the way an attacker (or a careless site)
+would, recomputes its checksums and signs it again with the site's own key, so the
+content checks are what must catch it. The coordinator's folder (the working
+directory) and the pooled database are compared file by file before and after.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .helpers import (
+    assert_refused,
+    edit_manifest,
+    manifest_of,
+    rewrite_table,
+    sha256,
+    unpack,
+    zip_folder,
+)
+
+
+@pytest.fixture
+def center(pooled_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The coordinator's folder with a pooled database holding site_a; the cwd is there."""
+    folder = tmp_path / "center"
+    folder.mkdir()
+    shutil.copy2(pooled_a, folder / "pooled.duckdb")
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def _args(packaged: dict, packages: list[Path], out: Path) -> list[str]:
+    return [*map(str, packages), "--out", str(out), *packaged["pool_args"]]
+
+
+def _site_c(packaged: dict, to: Path) -> Path:
+    return unpack(packaged["packages"]["site_c"], to)
+
+
+def test_a_table_name_from_the_manifest_never_reaches_sql(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package = _site_c(packaged, tmp_path / "evil")
+    evil = ("cohort.x AS SELECT 1; COPY (SELECT 'owned') TO 'pwned.csv' (FORMAT csv); "
+            "CREATE TABLE cohort.y")
+    edit_manifest(package, lambda m: m["tables"].__setitem__(
+        evil, dict(m["tables"]["cohort.patient"])))
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"manifest\.json: [\"']cohort\.x AS SELECT 1.*[\"'] is not a table of a site "
+                   r"package")
+    assert not (center / "pwned.csv").exists()
+
+
+def test_rows_labelled_with_another_site_are_refused(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package = _site_c(packaged, tmp_path / "mixed")
+    other = packaged["packages"]["site_a"] / "cohort.patient.parquet"
+    rewrite_table(package, "cohort.patient",
+                  f"SELECT * FROM t UNION ALL SELECT * FROM read_parquet('{other}')")
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"cohort\.patient has \d+ row\(s\) of site 'site_a'.*package of site 'site_c'")
+
+
+def test_study_definitions_must_equal_the_pooled_ones_and_each_other(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package = _site_c(packaged, tmp_path / "lenient")
+    rewrite_table(package, "ref.threshold",
+                  "SELECT name, CASE WHEN name = 'organ_injury_min_grade' THEN CAST(0 AS DOUBLE) "
+                  "ELSE value END AS value FROM t")
+    packaged["resign"](package)
+    why = r"ref\.threshold .*organ_injury_min_grade"
+    err = assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path,
+                         capsys, why)
+    assert "pooled database" in err
+    err = assert_refused(_args(packaged, [packaged["packages"]["site_a"], package],
+                               center / "new.duckdb"), tmp_path, capsys, why)
+    assert "site_a" in err and "site_c" in err
+
+
+def test_files_named_outside_the_package_are_never_read(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outside = _site_c(packaged, tmp_path / "outside")
+    target = outside / "cohort.patient.parquet"
+    for name, file in (("absolute", str(target)),
+                       ("dotdot", "../outside/cohort.patient.parquet")):
+        package = _site_c(packaged, tmp_path / name)
+        (package / "cohort.patient.parquet").unlink()
+        edit_manifest(package, lambda m, f=file: m["tables"]["cohort.patient"].update(file=f))
+        packaged["resign"](package)
+        assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                       r"tables\.cohort\.patient\.file' must be 'cohort\.patient\.parquet'")
+    package = _site_c(packaged, tmp_path / "symlink")
+    (package / "cohort.patient.parquet").unlink()
+    os.symlink(target, package / "cohort.patient.parquet")
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"cohort\.patient\.parquet is not a regular file")
+
+
+def test_zip_members_are_read_by_name_with_their_size_capped(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = _site_c(packaged, tmp_path / "c")
+    packaged["resign"](folder)
+    escaping = zip_folder(folder, tmp_path / "escaping.zip")
+    with zipfile.ZipFile(escaping, "a") as zf:
+        zf.writestr("../escaped.txt", "x")
+    assert_refused(_args(packaged, [escaping], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"escaping\.zip: member '\.\./escaped\.txt' is not a file of a site package")
+
+    linked = tmp_path / "linked.zip"
+    with zipfile.ZipFile(linked, "w") as zf:
+        for path in sorted(folder.iterdir()):
+            if path.name == "cohort.patient.parquet":
+                info = zipfile.ZipInfo(path.name)
+                info.external_attr = 0o120777 << 16  # a symbolic link
+                zf.writestr(info, str(tmp_path / "outside.parquet"))
+            else:
+                zf.write(path, path.name)
+    assert_refused(_args(packaged, [linked], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"member 'cohort\.patient\.parquet' is a symbolic link")
+
+    genuine = zip_folder(folder, tmp_path / "genuine.zip")
+    from cartfhir.multisite import intake
+
+    monkeypatch.setattr(intake, "MAX_FILE_BYTES", 4096)
+    assert_refused(_args(packaged, [genuine], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"genuine\.zip: member '[a-z_.]+\.parquet' is larger than 4096 bytes")
+
+
+def test_columns_beyond_the_declared_schema_are_refused(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package = _site_c(packaged, tmp_path / "mrn")
+    rewrite_table(package, "cohort.patient", "SELECT *, 'MRN-' || patient_key AS mrn, "
+                                             "'Jane Doe' AS patient_name FROM t")
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "fresh.duckdb"), tmp_path, capsys,
+                   r"cohort\.patient\.parquet: unexpected column\(s\) mrn, patient_name")
+    assert not (center / "fresh.duckdb").exists()
+
+    package = _site_c(packaged, tmp_path / "retyped")
+    rewrite_table(package, "cohort.patient",
+                  "SELECT * REPLACE (CAST(rounds AS VARCHAR) AS rounds) FROM t")
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"column rounds is VARCHAR, expected INTEGER")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.pop("site"), r"manifest\.json: field 'site' is missing"),
+    (lambda m: m.update(created=5), r"manifest\.json: field 'created' must be a string "
+                                    r"\(ISO 8601 timestamp\), got 5"),
+    (lambda m: m.update(created="yesterday"), r"field 'created' must be an ISO 8601 timestamp"),
+    (lambda m: m["tables"]["cohort.patient"].update(rows="many"),
+     r"field 'tables\.cohort\.patient\.rows' must be a whole number, got 'many'"),
+    (lambda m: m.update(tables=[]), r"field 'tables' must be an object"),
+    (lambda m: m.update(site="Site A; DROP"), r"field 'site' must be a site id"),
+], ids=["no-site", "numeric-created", "text-created", "text-rows", "list-tables", "bad-site"])
+def test_malformed_manifests_are_refused_naming_the_field(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        edit, message: str) -> None:
+    package = _site_c(packaged, tmp_path / "malformed")
+    edit_manifest(package, edit)
+    if "site" in manifest_of(package):  # 'cartfhir sign' refuses a manifest without a site
+        packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   message)
+
+
+def test_a_genuine_package_still_pools_next_to_the_refusals(
+        packaged: dict, center: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same checks pass a package nobody touched (without analysis, for speed)."""
+    from cartfhir import api
+
+    before = sha256(center / "pooled.duckdb")
+    result = api.pool([packaged["packages"]["site_c"]], center / "pooled.duckdb",
+                      analyse=False, **packaged["pool_kwargs"])
+    assert result.sites == ["site_a", "site_c"]
+    assert sha256(center / "pooled.duckdb") != before
