@@ -19,6 +19,9 @@ import pandas as pd
 from cartfhir.analyze import stats
 
 DEFINITIONS = ("paper", "standard")
+SUMMARY_COLUMNS = ["site", "definition", "n", "events", "median_days", "median_ci_low",
+                   "median_ci_high"]
+CURVE_FIELDS = [f.name for f in dataclasses.fields(stats.KmStep)]
 
 
 def _days(start: date, end: Any) -> float | None:
@@ -72,4 +75,6 @@ def summaries(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             for step in km.table:
                 curve.append({"site": site, "definition": definition,
                               **dataclasses.asdict(step)})
-    return pd.DataFrame(summary), pd.DataFrame(curve)
+    # Explicit columns: a cohort with no CART2 episode yet still gets (empty) tables.
+    return (pd.DataFrame(summary, columns=SUMMARY_COLUMNS),
+            pd.DataFrame(curve, columns=["site", "definition", *CURVE_FIELDS]))
