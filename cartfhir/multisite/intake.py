@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -67,6 +68,8 @@ def _member_problem(info: zipfile.ZipInfo, allowed: set[str]) -> str | None:
         return "is a symbolic link"
     if info.is_dir() or stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # 0: no Unix mode
         return "is not a regular file"
+    if info.flag_bits & 0x1:
+        return "is encrypted (a package is never password-protected)"
     return None
 
 
@@ -90,7 +93,8 @@ def _from_zip(source: Path, target: Path) -> None:
                 if total > MAX_TOTAL_BYTES:
                     raise PoolError(f"{source}: the package is larger than {MAX_TOTAL_BYTES} "
                                     "bytes uncompressed")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
+            zlib.error) as exc:
         raise PoolError(f"{source}: not a readable zip file ({exc})") from None
 
 

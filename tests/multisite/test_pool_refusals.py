@@ -185,3 +185,36 @@ def test_a_genuine_package_still_pools_next_to_the_refusals(
                       analyse=False, **packaged["pool_kwargs"])
     assert result.sites == ["site_a", "site_c"]
     assert sha256(center / "pooled.duckdb") != before
+
+
+def test_a_zip_with_a_damaged_stream_is_refused_not_an_internal_error(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    damaged = tmp_path / "damaged.zip"
+    shutil.copy(packaged["packages"]["site_c"], damaged)
+    with zipfile.ZipFile(damaged) as zf:
+        info = zf.getinfo("cohort.patient.parquet")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data = bytearray(damaged.read_bytes())
+    data[start:start + 16] = b"\xff" * 16  # not a deflate stream any more
+    damaged.write_bytes(bytes(data))
+    assert_refused(_args(packaged, [damaged], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"damaged\.zip: not a readable zip file")
+
+
+def test_an_encrypted_zip_member_is_refused_not_an_internal_error(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    locked = zip_folder(_site_c(packaged, tmp_path / "c"), tmp_path / "locked.zip")
+    data = bytearray(locked.read_bytes())
+    with zipfile.ZipFile(locked) as zf:
+        info = zf.getinfo("manifest.json")
+        central = zf.start_dir
+    data[info.header_offset + 6] |= 0x1  # the local header's flag: encrypted
+    while data[central:central + 4] == b"PK\x01\x02":  # and the central directory's
+        name_len, extra_len, comment_len = (int.from_bytes(data[central + i:central + i + 2],
+                                                           "little") for i in (28, 30, 32))
+        if data[central + 46:central + 46 + name_len] == b"manifest.json":
+            data[central + 8] |= 0x1
+        central += 46 + name_len + extra_len + comment_len
+    locked.write_bytes(bytes(data))
+    assert_refused(_args(packaged, [locked], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"locked\.zip: member 'manifest\.json' is encrypted")
