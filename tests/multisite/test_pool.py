@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 from cartfhir import api
+from cartfhir.cli import run_cli
 from cartfhir.errors import PoolError
 from tests.transform.conftest import make_config
 
@@ -54,14 +55,19 @@ def test_date_shift_keeps_intervals(packaged: dict, tmp_path: Path) -> None:
     assert all(original[(k, r)][1] == n for k, r, _, n in shifted)  # ... intervals did not
 
 
-def test_pooled_analysis_equals_the_analysis_of_the_combined_truth(packaged: dict,
-                                                                    tmp_path: Path) -> None:
+def test_pooled_analysis_equals_the_analysis_of_the_combined_truth(
+        packaged: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Genuine signed packages pool through 'cartfhir pool --keys' as a coordinator runs it."""
     out = tmp_path / "pooled.duckdb"
-    result = api.pool(list(packaged["packages"].values()), out, **packaged["pool_kwargs"])
-    assert result.sites == SITES
-    assert all(o.success for o in result.validation), [
-        (o.suite, o.expectation, o.column) for o in result.validation if not o.success]
+    capsys.readouterr()
+    assert run_cli(["pool", *map(str, packaged["packages"].values()), "--out", str(out),
+                    *packaged["pool_args"]]) == 0, capsys.readouterr().err
+    assert f"pooled sites: {', '.join(SITES)}" in capsys.readouterr().out
     con = duckdb.connect(str(out), read_only=True)
+    failed = con.execute("SELECT suite, expectation, column_name FROM qa.validation_result "
+                         "WHERE NOT success").fetchall()
+    signed_by = [r[0] for r in con.execute("SELECT signed_by FROM meta.pool_package").fetchall()]
+    assert not failed and all(s.startswith("ed25519:") for s in signed_by), (failed, signed_by)
     pooled = con.execute("SELECT * FROM analysis.comparison").df()
     thresholds = con.execute("SELECT * FROM ref.threshold").df()
     sites = {r[0] for r in con.execute("SELECT DISTINCT site FROM analysis.comparison").fetchall()}
