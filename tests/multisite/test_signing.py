@@ -115,3 +115,32 @@ def test_allow_unsigned_is_recorded_in_the_pooled_database_and_the_report(
     assert signed_by == [("unsigned (--allow-unsigned)",)]
     report = (tmp_path / "center" / "pooled_report" / "report.html").read_text()
     assert "site_a were pooled without signature verification (--allow-unsigned)" in report
+
+
+def test_export_site_signs_with_a_key_from_an_environment_variable(
+        packaged: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = packaged["root"]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "study: {name: test}\n"
+        "sites:\n"
+        f"  - {{id: site_a, source: {{kind: ndjson, path: {root}/data/site_a}},\n"
+        f"     pseudonym_key: {{file: {root}/secrets/site_a.key}},\n"
+        "     signing_key: {env: SITE_A_SIGNING_KEY}}\n"
+        f"output: {{duckdb: {root}/out/t.duckdb}}\n")
+    pem = (packaged["site_keys"] / "site_a.key").read_text()
+    monkeypatch.setenv("SITE_A_SIGNING_KEY", pem)
+    package = tmp_path / "site_a.zip"
+    assert run_cli(["export-site", "--config", str(config), "--site", "site_a",
+                    "--out", str(package)]) == 0, capsys.readouterr().err
+    assert "not signed" not in capsys.readouterr().err
+    result = api.pool([package], tmp_path / "pooled.duckdb", analyse=False,
+                      **packaged["pool_kwargs"])
+    assert result.sites == ["site_a"] and not result.unsigned
+    monkeypatch.setenv("SITE_A_SIGNING_KEY", "not a key")
+    assert run_cli(["export-site", "--config", str(config), "--site", "site_a",
+                    "--out", str(tmp_path / "again.zip")]) == 1
+    err = capsys.readouterr().err
+    assert "env var SITE_A_SIGNING_KEY" in err and "not an unencrypted PEM private key" in err
+    assert not (tmp_path / "again.zip").exists()
