@@ -107,16 +107,20 @@ def verify(source: Path, work: Path, *, keys: Path | None = None,
 
     Nothing is read from ``source`` but the package's own file names; the checks run on
     the private copy in ``work``: the manifest's schema, the signature (before anything
-    the manifest says is used), every file's SHA-256, then each table's content.
+    the manifest says is used, and before any table file is copied), every file's
+    SHA-256, then each table's content.
     """
     where = str(source)
-    folder = intake.bring_in(Path(source), work / f"pkg-{len(list(work.iterdir()))}")
+    folder = intake.bring_in(Path(source), work / f"pkg-{len(list(work.iterdir()))}",
+                             (MANIFEST, SIGNATURE))
     path = folder / MANIFEST
     if not path.exists():
         raise PoolError(f"{where}: {MANIFEST} is missing; this is not a cartfhir site package")
     raw = path.read_bytes()
     manifest = parse_manifest(raw, where)
     signed_by = _signature(folder, raw, manifest, where, keys, allow_unsigned)
+    # only a package whose signature holds (or an allowed unsigned one) costs more
+    intake.bring_in(Path(source), folder, [table_file(t) for t in POLICY])
     for table, entry in manifest.tables.items():
         file = folder / table_file(table)
         if not file.exists():

@@ -133,7 +133,8 @@ def test_zip_members_are_read_by_name_with_their_size_capped(
 
     monkeypatch.setattr(intake, "MAX_FILE_BYTES", 4096)
     assert_refused(_args(packaged, [genuine], center / "pooled.duckdb"), tmp_path, capsys,
-                   r"genuine\.zip: member '[a-z_.]+\.parquet' is larger than 4096 bytes")
+                   r"genuine\.zip: member '[a-z_.]+\.parquet' declares \d+ bytes, more than "
+                   r"the 4096 a package file may hold; refused before copying")
 
 
 def test_columns_beyond_the_declared_schema_are_refused(
@@ -218,3 +219,58 @@ def test_an_encrypted_zip_member_is_refused_not_an_internal_error(
     locked.write_bytes(bytes(data))
     assert_refused(_args(packaged, [locked], center / "pooled.duckdb"), tmp_path, capsys,
                    r"locked\.zip: member 'manifest\.json' is encrypted")
+
+
+@pytest.fixture
+def copied(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the package files intake copies (in order), recorded as they are copied."""
+    from cartfhir.multisite import intake
+
+    names: list[str] = []
+    real = intake._copy_capped
+
+    def spy(source, target: Path, cap: int, what: str) -> int:
+        names.append(target.name)
+        return real(source, target, cap, what)
+
+    monkeypatch.setattr(intake, "_copy_capped", spy)
+    return names
+
+
+def test_an_unsigned_zip_bomb_is_refused_before_any_table_file_is_copied(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        copied: list[str]) -> None:
+    folder = _site_c(packaged, tmp_path / "c")
+    (folder / "manifest.sig").unlink()
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for path in sorted(folder.iterdir()):
+            if path.name == "cohort.lab_daily.parquet":
+                with zf.open(path.name, "w", force_zip64=True) as member:
+                    for _ in range(64):
+                        member.write(b"\0" * (1 << 20))
+            else:
+                zf.write(path, path.name)
+    assert bomb.stat().st_size < 1024**2
+    assert_refused(_args(packaged, [bomb], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"bomb\.zip: the package is not signed")
+    assert copied == ["manifest.json"]
+
+    forged = unpack(packaged["packages"]["site_c"], tmp_path / "forged")
+    edit_manifest(forged, lambda m: m.update(created="2099-01-01T00:00:00+00:00"))
+    copied.clear()
+    assert_refused(_args(packaged, [forged], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"forged: bad signature")
+    assert sorted(copied) == ["manifest.json", "manifest.sig"]
+
+
+def test_a_member_declaring_more_than_the_cap_is_refused_before_copying(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        copied: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from cartfhir.multisite import intake
+
+    monkeypatch.setattr(intake, "MAX_FILE_BYTES", 4096)
+    assert_refused(_args(packaged, [packaged["packages"]["site_c"]], center / "pooled.duckdb"),
+                   tmp_path, capsys, r"site_c\.zip: member '[a-z_.]+\.parquet' declares \d+ "
+                                     r"bytes, more than the 4096")
+    assert not [n for n in copied if n.endswith(".parquet")]
