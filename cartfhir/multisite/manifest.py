@@ -10,6 +10,7 @@ one the tool's naming rule gives; nothing the manifest says picks a file or a ta
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -17,9 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cartfhir.config import SITE_ID_PATTERN
 from cartfhir.errors import PoolError
-from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, table_file
+from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, shown, table_file
 
+MAX_NESTING = 32  # a genuine manifest is 4 deep; deeper only exhausts parsers' stacks
 _SHA256 = r"^[0-9a-f]{64}$"
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 # What a field holds, for messages (pydantic's own words are about Python types).
 _HINTS = {"created": "ISO 8601 timestamp", "sha256": "64 lower-case hex digits",
           "site": "a site id"}
@@ -95,16 +98,40 @@ def _problem(error: dict[str, Any]) -> str:
     return f"field '{name}' {message[0].lower() + message[1:]}, got {error['input']!r}"
 
 
-def parse_manifest(raw: bytes, where: str) -> Manifest:
-    """The manifest's bytes checked against the schema; PoolError names every bad field."""
+def _nesting(raw: bytes) -> int:
+    """How deep the JSON's brackets nest, counted without recursion (strings skipped)."""
+    depth = deepest = 0
+    for bracket in re.findall(rb"[\[\]{}]", _JSON_STRING.sub(b"", raw)):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def load_json(raw: bytes, where: str) -> Any:
+    """A manifest's JSON, refused with a message when too deep, not JSON (huge integers
+    included) or holding text that is not valid Unicode (a lone surrogate)."""
+    if _nesting(raw) > MAX_NESTING:
+        raise PoolError(f"{where}: {MANIFEST} is nested more than {MAX_NESTING} deep; "
+                        "this is not a cartfhir site package manifest")
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PoolError(f"{where}: {MANIFEST} is not valid JSON ({exc})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise PoolError(f"{where}: {MANIFEST} is not valid JSON ({shown(exc)})") from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PoolError(f"{where}: {MANIFEST} holds text that is not valid Unicode (a lone "
+                        "surrogate escape); refused") from None
+    return data
+
+
+def parse_manifest(raw: bytes, where: str) -> Manifest:
+    """The manifest's bytes checked against the schema; PoolError names every bad field."""
+    data = load_json(raw, where)
     if not isinstance(data, dict):
         raise PoolError(f"{where}: {MANIFEST} must be a JSON object")
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise PoolError(f"{where}: schema version {data.get('schema_version')!r}, this "
+        raise PoolError(f"{where}: schema version {shown(data.get('schema_version'))}, this "
                         f"cartfhir pools {SCHEMA_VERSION!r}; re-export the package with a "
                         "matching cartfhir version")
     try:

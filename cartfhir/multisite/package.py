@@ -93,6 +93,13 @@ def declared_schema(table: str) -> tuple[tuple[str, str], ...]:
                  for c in found.columns)
 
 
+def shown(value: object) -> str:
+    """Package-supplied text as it may appear in a message: quoted, with control and
+    other unprintable characters escaped, so a name or value cannot drive the terminal
+    (``\\x1b]0;...``) or hide itself. Every message quoting package content uses it."""
+    return repr(value if isinstance(value, str) else str(value))
+
+
 def quoted(name: str) -> str:
     """A schema-qualified or plain identifier from the tool's own lists, quoted for SQL."""
     return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
@@ -271,10 +278,10 @@ MAX_MANIFEST_BYTES = 1024**2
 
 
 def _manifest_site(raw: bytes, where: str) -> str:
-    try:
-        site = json.loads(raw).get("site")
-    except (ValueError, AttributeError):
-        site = None
+    from cartfhir.multisite.manifest import load_json  # manifest imports this module
+
+    data = load_json(raw, where)
+    site = data.get("site") if isinstance(data, dict) else None
     if not isinstance(site, str):
         raise PoolError(f"{where}: {MANIFEST} is not a site package manifest (no 'site')")
     return site

@@ -23,6 +23,8 @@ import shutil
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +51,7 @@ from cartfhir.multisite.package import (
     declared_schema,
     file_sha256,
     quoted,
+    shown,
     table_file,
 )
 
@@ -140,29 +143,41 @@ def _check_content(package: Package) -> None:
     con = duckdb.connect()
     try:
         for table in POLICY:
-            file = str(package.file(table))
-            where = f"{package.source}: {table_file(table)}"
-            try:
-                found = [(r[0], r[1]) for r in con.execute(
-                    "DESCRIBE SELECT * FROM read_parquet(?)", [file]).fetchall()]
-            except duckdb.Error as exc:
-                raise PoolError(f"{where}: not a readable Parquet file ({exc})") from None
-            _check_schema(found, declared_schema(table), where)
-            rows = con.execute("SELECT count(*) FROM read_parquet(?)", [file]).fetchone()[0]
-            if rows != package.manifest.tables[table].rows:
-                raise PoolError(f"{where}: {rows} rows, the manifest says "
-                                f"{package.manifest.tables[table].rows}")
-            if "site" in dict(found):
-                other = con.execute(
-                    "SELECT site, count(*) FROM read_parquet(?) WHERE site IS DISTINCT FROM ? "
-                    "GROUP BY site ORDER BY count(*) DESC LIMIT 1",
-                    [file, package.site]).fetchone()
-                if other:
-                    raise PoolError(f"{package.source}: {table} has {other[1]} row(s) of site "
-                                    f"{other[0]!r} in a package of site {package.site!r}; a "
-                                    "package may hold only its own site's rows")
+            with _reading(package, table):
+                _check_table(con, package, table)
     finally:
         con.close()
+
+
+@contextmanager
+def _reading(package: Package, table: str) -> Iterator[None]:
+    """A table file DuckDB cannot read (damaged pages, invalid UTF-8, ...) becomes a
+    refusal naming the package and the table, wherever in the pool it is read."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise PoolError(f"{package.source}: {table_file(table)} cannot be read "
+                        f"({shown(exc)}); ask site {package.site!r} to export again") from None
+
+
+def _check_table(con: duckdb.DuckDBPyConnection, package: Package, table: str) -> None:
+    file = str(package.file(table))
+    where = f"{package.source}: {table_file(table)}"
+    found = [(r[0], r[1]) for r in con.execute(
+        "DESCRIBE SELECT * FROM read_parquet(?)", [file]).fetchall()]
+    _check_schema(found, declared_schema(table), where)
+    rows = con.execute("SELECT count(*) FROM read_parquet(?)", [file]).fetchone()[0]
+    if rows != package.manifest.tables[table].rows:
+        raise PoolError(f"{where}: {rows} rows, the manifest says "
+                        f"{package.manifest.tables[table].rows}")
+    if "site" in dict(found):
+        other = con.execute(
+            "SELECT site, count(*) FROM read_parquet(?) WHERE site IS DISTINCT FROM ? "
+            "GROUP BY site ORDER BY count(*) DESC LIMIT 1", [file, package.site]).fetchone()
+        if other:
+            raise PoolError(f"{package.source}: {table} has {other[1]} row(s) of site "
+                            f"{shown(other[0])} in a package of site {package.site!r}; a "
+                            "package may hold only its own site's rows")
 
 
 def _check_schema(found: list[tuple[str, str]], expected: tuple[tuple[str, str], ...],
@@ -239,7 +254,8 @@ def _check_definitions(con: duckdb.DuckDBPyConnection, packages: list[Package],
         if exists and con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchone()[0]:
             reference = (f"the pooled database {pooled}", _rows(con, table, None))
         for p in packages:
-            current = (f"{p.source} (site {p.site})", _rows(con, table, p.file(table)))
+            with _reading(p, table):
+                current = (f"{p.source} (site {p.site})", _rows(con, table, p.file(table)))
             if reference is None:
                 reference = current
             else:
@@ -278,12 +294,13 @@ def _load(con: duckdb.DuckDBPyConnection, package: Package) -> dict[str, int]:
         columns = ", ".join(quoted(c) for c, _ in declared_schema(table))
         insert = (f"INSERT INTO {quoted(table)} ({columns}) SELECT {columns} "
                   "FROM read_parquet(?)")
-        if table in STUDY_DEFINITIONS:  # equal everywhere (checked): loaded once
-            if not con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchone()[0]:
+        with _reading(package, table):
+            if table in STUDY_DEFINITIONS:  # equal everywhere (checked): loaded once
+                if not con.execute(f"SELECT count(*) FROM {quoted(table)}").fetchone()[0]:
+                    con.execute(insert, [str(package.file(table))])
+            else:
+                con.execute(f"DELETE FROM {quoted(table)} WHERE site = ?", [package.site])
                 con.execute(insert, [str(package.file(table))])
-        else:
-            con.execute(f"DELETE FROM {quoted(table)} WHERE site = ?", [package.site])
-            con.execute(insert, [str(package.file(table))])
         rows[table] = package.manifest.tables[table].rows
     con.execute("INSERT OR REPLACE INTO meta.pool_package (site, created, manifest_sha256, "
                 "manifest, source, signed_by) VALUES (?, ?, ?, ?, ?, ?)",
@@ -356,7 +373,9 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
                          "packages' signatures, or --allow-unsigned for local testing")
     if keys is not None and not Path(keys).is_dir():
         raise UsageError(f"--keys {keys}: no such folder")
-    out = Path(out)
+    out = Path(out).absolute()  # the report goes next to it, not into the work folder
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give the path of the pooled DuckDB file")
     work = Path(tempfile.mkdtemp(prefix="cartfhir-pool-"))
     try:
         packages = [verify(Path(s), work, keys=keys, allow_unsigned=allow_unsigned)

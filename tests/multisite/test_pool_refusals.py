@@ -9,6 +9,7 @@ directory) and the pooled database are compared file by file before and after.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from .helpers import (
     assert_refused,
     edit_manifest,
     manifest_of,
+    rehash,
     rewrite_table,
     sha256,
     unpack,
@@ -274,3 +276,99 @@ def test_a_member_declaring_more_than_the_cap_is_refused_before_copying(
                    tmp_path, capsys, r"site_c\.zip: member '[a-z_.]+\.parquet' declares \d+ "
                                      r"bytes, more than the 4096")
     assert not [n for n in copied if n.endswith(".parquet")]
+
+
+def _raw_manifest(folder: Path, edit) -> None:
+    """Rewrite manifest.json's bytes with ``edit`` (text to text): JSON json.dumps cannot make."""
+    path = folder / "manifest.json"
+    path.write_bytes(edit(path.read_text(encoding="utf-8")).encode("utf-8"))
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: "[" * 200_000, r"manifest\.json is nested more than \d+ deep"),
+    (lambda t: t.replace('"validation": {', '"validation": {"deep": ' + "[" * 900 + "]" * 900
+                         + ",", 1), r"manifest\.json is nested more than \d+ deep"),
+    (lambda t: re.sub(r'"rows": \d+', '"rows": ' + "9" * 5000, t, count=1),
+     r"manifest\.json is not valid JSON"),
+    (lambda t: t.replace('"tool_version": "', '"tool_version": "\\ud800', 1),
+     r"manifest\.json holds text that is not valid Unicode"),
+], ids=["deep-list", "deep-validation", "5000-digit-rows", "lone-surrogate"])
+def test_hostile_manifest_json_is_refused_with_a_message(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        edit, message: str) -> None:
+    package = _site_c(packaged, tmp_path / "json")
+    _raw_manifest(package, edit)
+    from cartfhir.cli import run_cli
+
+    capsys.readouterr()
+    code = run_cli(["sign", str(package), "--key", str(packaged["site_keys"] / "site_c.key")])
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    if code != 0:  # 'cartfhir sign' reads the manifest too: it must refuse it the same way
+        assert code == 1 and re.search(message, err), err
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   message)
+
+
+def test_a_bzip2_member_is_refused_not_an_internal_error(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _site_c(packaged, tmp_path / "c")
+    packed = tmp_path / "bzip.zip"
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_BZIP2) as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, path.name)
+    assert_refused(_args(packaged, [packed], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"bzip\.zip: member 'cohort\.[a-z_]+\.parquet' uses a compression other "
+                   r"than deflate")
+
+
+def _damage_text(folder: Path) -> None:
+    """Invalid UTF-8 inside a VARCHAR value of cohort.episode (uncompressed, so findable)."""
+    rewrite_table(folder, "cohort.episode", "SELECT * REPLACE ('QQQQMARKQQQQ' AS target) FROM t")
+    file = folder / "cohort.episode.parquet"
+    import duckdb
+
+    old = folder / "o.parquet"
+    file.rename(old)
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT * FROM read_parquet('{old}')) TO '{file}' "
+                "(FORMAT parquet, COMPRESSION uncompressed)")
+    con.close()
+    old.unlink()
+    data = file.read_bytes()
+    assert b"QQQQMARKQQQQ" in data
+    file.write_bytes(data.replace(b"QQQQMARKQQQQ", b"QQQQ\xff\xfeRKQQQQ"))
+    rehash(folder, "cohort.episode")
+
+
+def _damage_page(folder: Path) -> None:
+    file = folder / "cohort.episode.parquet"
+    data = bytearray(file.read_bytes())
+    for k in range(len(data) // 3, len(data) // 3 + 64):
+        data[k] ^= 0xA5
+    file.write_bytes(bytes(data))
+    rehash(folder, "cohort.episode")
+
+
+@pytest.mark.parametrize("damage", [_damage_text, _damage_page], ids=["bad-utf8", "bad-page"])
+def test_unreadable_table_content_is_refused_naming_package_and_table(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        damage) -> None:
+    package = _site_c(packaged, tmp_path / "damaged")
+    damage(package)
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"damaged: cohort\.episode\.parquet cannot be read")
+
+
+def test_out_pointing_at_a_folder_is_refused(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .helpers import files_under, pool_cli
+
+    (center / "folder").mkdir()
+    before = files_under(tmp_path)
+    code, err = pool_cli(_args(packaged, [packaged["packages"]["site_c"]], center / "folder"),
+                         capsys)
+    assert code == 2 and "internal error" not in err
+    assert re.search(r"--out .*folder is a folder", err), err
+    assert files_under(tmp_path) == before
