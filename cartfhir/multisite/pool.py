@@ -19,6 +19,7 @@ test of heterogeneity between sites for the main proportions
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import tempfile
 import warnings
@@ -170,6 +171,8 @@ def _check_table(con: duckdb.DuckDBPyConnection, package: Package, table: str) -
     if rows != package.manifest.tables[table].rows:
         raise PoolError(f"{where}: {rows} rows, the manifest says "
                         f"{package.manifest.tables[table].rows}")
+    if table in STUDY_DEFINITIONS:
+        _check_finite(con, file, table, where)
     if "site" in dict(found):
         other = con.execute(
             "SELECT site, count(*) FROM read_parquet(?) WHERE site IS DISTINCT FROM ? "
@@ -178,6 +181,20 @@ def _check_table(con: duckdb.DuckDBPyConnection, package: Package, table: str) -
             raise PoolError(f"{package.source}: {table} has {other[1]} row(s) of site "
                             f"{shown(other[0])} in a package of site {package.site!r}; a "
                             "package may hold only its own site's rows")
+
+
+def _check_finite(con: duckdb.DuckDBPyConnection, file: str, table: str, where: str) -> None:
+    """Study-definition numbers are finite (NaN would never equal itself, inf is no cut-off)."""
+    schema = declared_schema(table)
+    key = quoted(schema[0][0])
+    for column, kind in schema:
+        if kind == "DOUBLE":
+            bad = con.execute(f"SELECT {key}, {quoted(column)} FROM read_parquet(?) "
+                              f"WHERE NOT isfinite({quoted(column)}) LIMIT 1",
+                              [file]).fetchone()
+            if bad:
+                raise PoolError(f"{where}: {column} of {shown(bad[0])} is {bad[1]}, not a "
+                                "finite number; study definitions hold finite numbers")
 
 
 def _check_schema(found: list[tuple[str, str]], expected: tuple[tuple[str, str], ...],
@@ -224,10 +241,15 @@ def _rows(con: duckdb.DuckDBPyConnection, table: str, parquet: Path | None) -> l
     return con.execute(f"SELECT {columns} FROM {quoted(table)} ORDER BY ALL").fetchall()
 
 
+def _comparable(row: tuple) -> tuple:
+    """A row as compared: NaN equals NaN (IS NOT DISTINCT FROM), unlike in Python's ==."""
+    return tuple("NaN" if isinstance(v, float) and math.isnan(v) else v for v in row)
+
+
 def _same_definitions(table: str, first: tuple[str, list[tuple]],
                       second: tuple[str, list[tuple]]) -> None:
     (a, rows_a), (b, rows_b) = first, second
-    if rows_a == rows_b:
+    if Counter(map(_comparable, rows_a)) == Counter(map(_comparable, rows_b)):
         return
     columns = [c for c, _ in declared_schema(table)]
 
@@ -235,12 +257,30 @@ def _same_definitions(table: str, first: tuple[str, list[tuple]],
         return "; ".join("(" + ", ".join(f"{c}={v!r}" for c, v in zip(columns, r, strict=True))
                          + ")" for r in rows[:3]) or "nothing"
 
-    only_a = list((Counter(rows_a) - Counter(rows_b)).elements())
-    only_b = list((Counter(rows_b) - Counter(rows_a)).elements())
+    counts_a, counts_b = Counter(map(_comparable, rows_a)), Counter(map(_comparable, rows_b))
+    only_a = [r for r in rows_a if _comparable(r) in counts_a - counts_b]
+    only_b = [r for r in rows_b if _comparable(r) in counts_b - counts_a]
     raise PoolError(f"{table} differs: {a} has {show(only_a)} where {b} has {show(only_b)}. "
                     "Study definitions (windows, thresholds, concepts, grade cut-offs) must be "
                     "the same at every site: the sites should transform with one study config "
                     "and export again")
+
+
+def _check_study(con: duckdb.DuckDBPyConnection, packages: list[Package], pooled: str) -> None:
+    """The packages' study is the one the pooled database already holds (if any)."""
+    exists = con.execute("SELECT count(*) FROM information_schema.tables WHERE "
+                         "table_schema = 'meta' AND table_name = 'pool_package'").fetchone()[0]
+    if not exists:
+        return
+    studies = [r[0] for r in con.execute(
+        "SELECT DISTINCT json_extract_string(manifest, '$.study') FROM meta.pool_package "
+        "ORDER BY 1").fetchall()]
+    for p in packages:
+        if studies and p.manifest.study not in studies:
+            raise PoolError(f"{p.source} (site {p.site}) is of study {shown(p.manifest.study)}, "
+                            f"the pooled database {pooled} holds study "
+                            f"{', '.join(map(shown, studies))}; pool each study into its own "
+                            "database")
 
 
 def _check_definitions(con: duckdb.DuckDBPyConnection, packages: list[Package],
@@ -391,6 +431,7 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
         except duckdb.Error as exc:
             raise PoolError(f"{out} is not a DuckDB database ({exc})") from None
         try:
+            _check_study(con, packages, str(out))
             _check_definitions(con, packages, str(out))
             rows: dict[str, int] = {}
             for package in packages:

@@ -372,3 +372,39 @@ def test_out_pointing_at_a_folder_is_refused(
     assert code == 2 and "internal error" not in err
     assert re.search(r"--out .*folder is a folder", err), err
     assert files_under(tmp_path) == before
+
+
+def test_a_package_of_another_study_is_refused_by_the_pooled_database(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    package = _site_c(packaged, tmp_path / "other_study")
+    edit_manifest(package, lambda m: m.update(study="a completely different study"))
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"other_study .*study 'a completely different study'.*the pooled database "
+                   r".*holds study '[^']+'")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_study_definition_that_is_not_a_finite_number_is_refused(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        value: str) -> None:
+    package = _site_c(packaged, tmp_path / "nan")
+    rewrite_table(package, "ref.threshold",
+                  f"SELECT name, CASE WHEN name = 'organ_injury_min_grade' THEN "
+                  f"'{value}'::DOUBLE ELSE value END AS value FROM t")
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "new.duckdb"), tmp_path, capsys,
+                   r"ref\.threshold\.parquet: value of 'organ_injury_min_grade' is -?(nan|inf), "
+                   r"not a finite number")
+
+
+def test_study_definitions_are_compared_treating_nan_as_equal_to_nan() -> None:
+    from cartfhir.errors import PoolError
+    from cartfhir.multisite.pool import _same_definitions
+
+    nan = float("nan")
+    _same_definitions("ref.threshold", ("a", [("x", nan), ("y", 1.0)]),
+                      ("b", [("x", float("nan")), ("y", 1.0)]))
+    with pytest.raises(PoolError, match=r"a has \(name='x', value=nan\) where b has "
+                                        r"\(name='x', value=2\.0\)"):
+        _same_definitions("ref.threshold", ("a", [("x", nan)]), ("b", [("x", 2.0)]))
