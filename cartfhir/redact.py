@@ -4,7 +4,8 @@ Every secret the process comes to hold is registered here the moment it is read 
 received: a ``SecretRef``'s value, the base64 form of HTTP Basic credentials, a SMART
 access token and client assertion, a secret-looking query value of a URL the client
 requests. ``redact`` replaces each registered value, and its URL-, JSON- and
-base64-encoded forms, with ``***``; it also masks credentials by shape (``Bearer …``,
+base64-encoded forms, with ``***`` (in any letter case, from ``MIN_CASELESS``
+characters on); it also masks credentials by shape (``Bearer …``,
 JWTs, ``user:pass@`` in URLs, ``?token=…`` query values), for the ones never
 registered. Every writer of messages calls it: the run manifest, the request
 manifest, the log formatter, the CLI's error printer. ``mask_url`` does the same for
@@ -24,6 +25,9 @@ __all__ = ["MASK", "mask_url", "redact", "register", "register_url"]
 MASK = "***"
 # Shorter values would mask ordinary words everywhere; no real credential is this short.
 MIN_SECRET = 4
+# From this length a registered form is also masked in any letter case (servers echo
+# credentials upper-cased); a shorter one only as is, or it would mask ordinary words.
+MIN_CASELESS = 8
 # Query parameters whose values are masked in any URL that is stored or shown.
 SECRET_PARAM = re.compile(
     r"(token|secret|password|passwd|key|code|signature|sig|auth|credential)", re.I)
@@ -78,8 +82,9 @@ def _compiled() -> re.Pattern[str] | None:
     with _lock:
         if _pattern is None and _secrets:
             # Longest first, so a secret is masked whole before any part of it.
-            _pattern = re.compile("|".join(re.escape(s) for s in
-                                           sorted(_secrets, key=len, reverse=True)))
+            _pattern = re.compile("|".join(
+                f"(?i:{re.escape(s)})" if len(s) >= MIN_CASELESS else re.escape(s)
+                for s in sorted(_secrets, key=len, reverse=True)))
         return _pattern
 
 

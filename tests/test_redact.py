@@ -45,3 +45,11 @@ def test_mask_url() -> None:
     assert mask_url("https://u:p@h.test/x?token=abc&_count=5&code=1") == (
         f"https://{MASK}@h.test/x?token={MASK}&_count=5&code={MASK}")
     assert mask_url(mask_url("https://h.test/x?token=abc")) == mask_url("https://h.test/x?token=abc")
+
+
+def test_a_registered_secret_is_masked_in_any_case_but_a_short_one_only_as_is() -> None:
+    register("Mixed-Case-S3cret-77")
+    assert redact("echo MIXED-CASE-S3CRET-77 and mixed-case-s3cret-77") == (
+        f"echo {MASK} and {MASK}")
+    register("Ab1x")  # short: in another case it is more likely a word than the secret
+    assert redact("Ab1x ab1x") == f"{MASK} ab1x"

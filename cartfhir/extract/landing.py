@@ -36,6 +36,7 @@ from cartfhir.extract import ndjson
 from cartfhir.extract.checks import Rejected, Validation, check_line, epoch_us
 from cartfhir.extract.ndjson import DEFAULT_LIMITS, RawLine, ReadLimits
 from cartfhir.progress import NullProgress, Progress
+from cartfhir.redact import redact
 
 OUTCOMES = ("received", "inserted", "replaced", "unchanged", "stale", "rejected")
 # Counts key for rejected lines that do not name a known resource type.
@@ -284,13 +285,17 @@ class _BatchWriter:
                 if len(self._written) > REMEMBER_KEYS:
                     self._written = None
         if rejects:
+            # Rejected lines are diagnostics, kept as text a person reads; servers echo
+            # credentials into them (an OperationOutcome entry, a line quoting the
+            # request), so they are redacted here, where every rejection is stored.
+            # Landed resources are clinical data and stay exactly as sent.
             rejected = _frame(
                 {
-                    "source_uri": [r.source_uri for r in rejects],
+                    "source_uri": [redact(r.source_uri) for r in rejects],
                     "line_no": [r.line_no for r in rejects],
                     "resource_type": [r.resource_type for r in rejects],
-                    "reason": [r.reason for r in rejects],
-                    "payload": [r.payload for r in rejects],
+                    "reason": [redact(r.reason) for r in rejects],
+                    "payload": [redact(r.payload) for r in rejects],
                 }
             )
             rejected["line_no"] = rejected["line_no"].astype("int64")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from .cli_site import Outcome, extract, searching
+from .cli_site import Outcome, bundle, extract, patient, searching
 from .stub_server import FakeFhir
 
 TOKEN = "s3cr3t-T0ken-4f9a8b7c6d"
@@ -122,3 +122,78 @@ def test_a_status_url_token_is_masked_and_its_job_not_resumed(tmp_path, capsys,
     assert sorted(s for (s,) in second.rows("select status from meta.bulk_job")) == [
         "abandoned", "downloaded"]
     assert_nowhere(second, [STATUS_TOKEN])
+
+
+def echo_in_an_entry(fake: FakeFhir, shape: str) -> None:
+    """Answer the pull's search with a page whose first entry (rejected) repeats the header."""
+    def fault(request):
+        query = searching("Patient", request)
+        if not (query and "_id" in query):
+            return None
+        said = f"you sent Authorization: {request.headers.get('Authorization', '')}"
+        if shape == "no resource":
+            first = {"search": {"mode": "match"}, "note": said}
+        else:  # an OperationOutcome in a Patient search
+            first = {"resource": {"resourceType": "OperationOutcome", "id": "x", "issue": [
+                {"severity": "warning", "code": "informational", "diagnostics": said}]},
+                "search": {"mode": "match"}}
+        return bundle([first, patient("p1")])
+
+    fake.faults.append(fault)
+
+
+@pytest.mark.parametrize("shape", ["no resource", "other type"])
+@pytest.mark.parametrize("kind", ["bearer", "basic"])
+def test_a_rejected_search_entry_echoing_the_credential_is_stored_redacted(
+        tmp_path, capsys, hostile, monkeypatch, kind, shape) -> None:
+    monkeypatch.setenv("CARTFHIR_TEST_SECRET", TOKEN if kind == "bearer" else PASSWORD)
+    echo_in_an_entry(hostile, shape)
+    result = extract(tmp_path, capsys, hostile.base, source=AUTH[kind],
+                     options=("--log-format", "json"))
+    assert result.code in (0, 3), result.err
+    [(payload,)] = result.rows("select payload from raw.rejected")
+    assert "you sent Authorization: " in payload and "***" in payload
+    assert result.rows("select id from raw.resources") == [("p1",)]
+    assert_nowhere(result, SECRETS[kind])
+
+
+def test_a_rejected_bulk_line_echoing_the_token_is_stored_redacted(
+        tmp_path, capsys, hostile, monkeypatch) -> None:
+    monkeypatch.setenv("CARTFHIR_TEST_SECRET", TOKEN)
+    hostile.export_polls = 0
+    hostile.export_requires_token = True
+
+    def fault(request):
+        if not request.url.endswith("/bulkfiles/Patient.ndjson"):
+            return None
+        echo = orjson.dumps({"resourceType": "Patient",
+                             "note": f"got {request.headers.get('Authorization', '')}"})
+        return 200, {"Content-Type": "application/fhir+ndjson"}, (
+            echo + b"\n" + orjson.dumps(patient("p1")) + b"\n" + orjson.dumps(patient("p2")))
+
+    hostile.faults.append(fault)
+    result = extract(tmp_path, capsys, hostile.base, kind="bulk", source=AUTH["bearer"])
+    assert result.code == 0, result.err
+    [(reason, payload)] = result.rows("select reason, payload from raw.rejected")
+    assert reason == "missing id" and "got Bearer ***" in payload
+    assert_nowhere(result, SECRETS["bearer"])
+
+
+@pytest.mark.parametrize("kind", ["bearer", "basic"])
+def test_an_upper_cased_echo_of_the_credential_is_stored_and_printed_nowhere(
+        tmp_path, capsys, hostile, monkeypatch, kind) -> None:
+    secret = TOKEN if kind == "bearer" else PASSWORD
+    monkeypatch.setenv("CARTFHIR_TEST_SECRET", secret)
+
+    def fault(request):
+        query = searching("Patient", request)
+        if not (query and "_id" in query):
+            return None
+        return 400, {"Content-Type": "text/plain"}, f"refused {secret.upper()}".encode()
+
+    hostile.faults.append(fault)
+    result = extract(tmp_path, capsys, hostile.base, source=AUTH[kind],
+                     options=("--log-format", "json"))
+    assert result.code == 3, result.err
+    assert "refused ***" in result.run_row()[1]
+    assert_nowhere(result, [secret.upper(), *SECRETS[kind]])
