@@ -61,6 +61,10 @@ POOLED_SUITES = ("harmonized.lab", "cohort.patient", "cohort.episode",
 HETEROGENEITY_ENDPOINTS = ("crs_any", "cres_any", "early_infection", "late_infection",
                            "severe_neutropenia", "cr", "mrd_negative_cr")
 UNSIGNED = "unsigned (--allow-unsigned)"
+# Rows per table per package: a Parquet file of 100 KB can hold millions of repeated rows,
+# so the count is capped from the file's metadata before it is read. 50 million is far
+# above any CAR-T cohort (harmonized.lab, the largest table, has ~10^4 rows per patient).
+MAX_TABLE_ROWS = 50_000_000
 
 
 @dataclass
@@ -164,6 +168,11 @@ def _reading(package: Package, table: str) -> Iterator[None]:
 def _check_table(con: duckdb.DuckDBPyConnection, package: Package, table: str) -> None:
     file = str(package.file(table))
     where = f"{package.source}: {table_file(table)}"
+    declared = con.execute("SELECT sum(num_rows) FROM parquet_file_metadata(?)",
+                           [file]).fetchone()[0] or 0
+    if declared > MAX_TABLE_ROWS:
+        raise PoolError(f"{where} holds {declared} rows, more than the {MAX_TABLE_ROWS} a "
+                        "package table may hold (pool.MAX_TABLE_ROWS); refused before reading")
     found = [(r[0], r[1]) for r in con.execute(
         "DESCRIBE SELECT * FROM read_parquet(?)", [file]).fetchall()]
     _check_schema(found, declared_schema(table), where)

@@ -408,3 +408,19 @@ def test_study_definitions_are_compared_treating_nan_as_equal_to_nan() -> None:
     with pytest.raises(PoolError, match=r"a has \(name='x', value=nan\) where b has "
                                         r"\(name='x', value=2\.0\)"):
         _same_definitions("ref.threshold", ("a", [("x", nan)]), ("b", [("x", 2.0)]))
+
+
+def test_a_table_over_the_row_cap_is_refused_before_it_is_read(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from cartfhir.multisite import pool
+
+    package = _site_c(packaged, tmp_path / "many")
+    rewrite_table(package, "cohort.lab_daily",
+                  "SELECT t.* FROM t, range(20)")  # few bytes, many rows
+    packaged["resign"](package)
+    rows = manifest_of(package)["tables"]["cohort.lab_daily"]["rows"]
+    monkeypatch.setattr(pool, "MAX_TABLE_ROWS", rows - 1)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   rf"many: cohort\.lab_daily\.parquet holds {rows} rows, more than the "
+                   rf"{rows - 1} a package table may hold")
