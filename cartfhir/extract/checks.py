@@ -99,14 +99,33 @@ def resource_model(resource_type: str) -> type[FHIRAbstractModel] | None:
     return model if issubclass(model, Resource) else None
 
 
-def parse_instant(value: str) -> datetime | None:
-    """A FHIR instant as an aware UTC datetime (microseconds), or None if it is not one."""
+NOT_AN_INSTANT = "is not a FHIR instant (like 2024-05-01T12:30:00Z)"
+OUT_OF_RANGE = "is out of range: in UTC it falls outside the years 0001-9999"
+
+
+def instant_or_problem(value: str) -> datetime | str:
+    """A FHIR instant as an aware UTC datetime (microseconds), or why it is not one.
+
+    The problem is a phrase to follow the value in a message. Shape and calendar can
+    be right and the instant still have no UTC datetime: 0001-01-01T00:00:00+14:00 is
+    before year 1 in UTC (Python raises OverflowError for it, never let out of here).
+    """
     if not INSTANT_PATTERN.fullmatch(value):
-        return None
+        return NOT_AN_INSTANT
     try:
-        return datetime.fromisoformat(value).astimezone(UTC)
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        return None
+        return NOT_AN_INSTANT
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return OUT_OF_RANGE
+
+
+def parse_instant(value: str) -> datetime | None:
+    """A FHIR instant as an aware UTC datetime, or None if it is not one (or out of range)."""
+    moment = instant_or_problem(value)
+    return moment if isinstance(moment, datetime) else None
 
 
 def epoch_us(moment: datetime) -> int:
@@ -331,13 +350,10 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
             )
         stamp = meta.get("lastUpdated")
         if stamp is not None:
-            last_updated = parse_instant(stamp) if isinstance(stamp, str) else None
-            if last_updated is None:
-                return Rejected(
-                    f"meta.lastUpdated {_show(stamp)} is not a FHIR instant "
-                    "(like 2024-05-01T12:30:00Z)",
-                    resource_type,
-                )
+            moment = instant_or_problem(stamp) if isinstance(stamp, str) else NOT_AN_INSTANT
+            if isinstance(moment, str):
+                return Rejected(f"meta.lastUpdated {_show(stamp)} {moment}", resource_type)
+            last_updated = moment
 
     if validation == "full":
         problem = _validation_errors(model, resource)

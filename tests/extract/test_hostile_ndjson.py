@@ -77,12 +77,12 @@ class Run:
 
 
 def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str,
-            landing: str = "") -> Run:
+            landing: str = "", workers: int = 0) -> Run:
     config = tmp_path / "config.yaml"
     config.write_text("study: {name: t}\n"
                       f"sites:\n  - id: s\n    source: {source}\n"
                       "output: {duckdb: out/t.duckdb}\n"
-                      f"landing: {{workers: 0{landing}}}\n")
+                      f"landing: {{workers: {workers}{landing}}}\n")
     code = run_cli(["extract", "--config", str(config)])
     captured = capsys.readouterr()
     return Run(code, captured.out, captured.err, tmp_path / "out" / "t.duckdb")
@@ -105,6 +105,27 @@ def test_folder_deep_nesting_and_duplicate_keys_are_rejected_the_rest_lands(
     assert run.ids() == ["p1", "p4"]
     assert [r[:3] for r in run.rejected()] == [(2, "Patient", TOO_DEEP),
                                                (3, "Patient", DUPLICATE_ID)]
+
+
+# Instants of the right shape that fall outside datetime's years 1-9999 once in UTC.
+OUT_OF_RANGE = ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"]
+
+
+def out_of_range_reason(stamp: str) -> str:
+    return (f"meta.lastUpdated {stamp!r} is out of range: in UTC it falls outside the "
+            "years 0001-9999")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("stamp", OUT_OF_RANGE)
+def test_folder_last_updated_out_of_range_in_utc_is_rejected_the_rest_lands(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], stamp: str, workers: int) -> None:
+    bad = orjson.dumps(patient("p2", meta={"lastUpdated": stamp}))
+    data = b"\n".join([orjson.dumps(patient("p1")), bad, orjson.dumps(patient("p3"))])
+    run = extract(tmp_path, capsys, folder_source(tmp_path, "p.ndjson", data), workers=workers)
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p3"]
+    assert [r[:3] for r in run.rejected()] == [(2, "Patient", out_of_range_reason(stamp))]
 
 
 def test_folder_line_over_the_cap_is_rejected_keeping_its_start(
@@ -342,6 +363,16 @@ def test_bulk_content_encoding_not_asked_for_makes_the_run_partial(
     assert run.code == 3, run.err
     assert "the server sent Content-Encoding 'br', which was not asked for" in run.run_row()[1]
     assert run.ids() == []
+
+
+@pytest.mark.parametrize("stamp", OUT_OF_RANGE)
+def test_rest_last_updated_out_of_range_in_utc_is_rejected_the_rest_lands(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir, stamp: str) -> None:
+    bulk.resources[1]["meta"]["lastUpdated"] = stamp
+    run = extract(tmp_path, capsys, rest_source(bulk))
+    assert run.code == 0, run.err
+    assert run.ids() == ["p1", "p3"]
+    assert [r[1:3] for r in run.rejected()] == [("Patient", out_of_range_reason(stamp))]
 
 
 def rest_source(fake: FakeFhir) -> str:
