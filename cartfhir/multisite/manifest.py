@@ -74,7 +74,8 @@ class Manifest(_Strict):
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+    """A field's dotted name, quoted and escaped: its keys may come from the manifest."""
+    return shown(".".join(str(part) for part in loc))
 
 
 def _problem(error: dict[str, Any]) -> str:
@@ -82,20 +83,20 @@ def _problem(error: dict[str, Any]) -> str:
     name = _field(loc)
     kind = error["type"]
     if kind == "missing":
-        return f"field '{name}' is missing"
+        return f"field {name} is missing"
     if kind == "extra_forbidden":
-        return f"field '{name}' is not a field of a site package manifest"
+        return f"field {name} is not a field of a site package manifest"
     if kind in _KINDS:
         hint = _HINTS.get(str(loc[-1]))
-        return (f"field '{name}' must be {_KINDS[kind]}{f' ({hint})' if hint else ''}, "
+        return (f"field {name} must be {_KINDS[kind]}{f' ({hint})' if hint else ''}, "
                 f"got {error['input']!r}")
     if kind == "string_pattern_mismatch":
         hint = _HINTS.get(str(loc[-1]), "a value of the expected form")
         if loc and loc[0] == "reference":
             hint = "a package file or a bare file name, never a path of the site's machine"
-        return f"field '{name}' must be {hint}, got {error['input']!r}"
+        return f"field {name} must be {hint}, got {error['input']!r}"
     message = str(error["msg"]).removeprefix("Value error, ")
-    return f"field '{name}' {message[0].lower() + message[1:]}, got {error['input']!r}"
+    return f"field {name} {message[0].lower() + message[1:]}, got {error['input']!r}"
 
 
 def _nesting(raw: bytes) -> int:

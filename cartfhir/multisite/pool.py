@@ -211,15 +211,16 @@ def _check_schema(found: list[tuple[str, str]], expected: tuple[tuple[str, str],
     names = {c for c, _ in expected}
     extra = [c for c, _ in found if c not in names]
     if extra:
-        raise PoolError(f"{where}: unexpected column(s) {', '.join(extra)}; a package table "
-                        "holds exactly the columns cartfhir declares for it")
+        raise PoolError(f"{where}: unexpected column(s) {', '.join(map(shown, extra))}; a "
+                        "package table holds exactly the columns cartfhir declares for it")
     have = dict(found)
     missing = [c for c, _ in expected if c not in have]
     if missing:
         raise PoolError(f"{where}: missing column(s) {', '.join(missing)}")
     for column, kind in expected:
         if have[column] != kind:
-            raise PoolError(f"{where}: column {column} is {have[column]}, expected {kind}")
+            raise PoolError(f"{where}: column {column} is {shown(have[column])}, "
+                            f"expected {kind}")
     if [c for c, _ in found] != [c for c, _ in expected]:
         raise PoolError(f"{where}: the columns are not in the declared order")
 

@@ -146,7 +146,7 @@ def test_columns_beyond_the_declared_schema_are_refused(
                                              "'Jane Doe' AS patient_name FROM t")
     packaged["resign"](package)
     assert_refused(_args(packaged, [package], center / "fresh.duckdb"), tmp_path, capsys,
-                   r"cohort\.patient\.parquet: unexpected column\(s\) mrn, patient_name")
+                   r"cohort\.patient\.parquet: unexpected column\(s\) 'mrn', 'patient_name'")
     assert not (center / "fresh.duckdb").exists()
 
     package = _site_c(packaged, tmp_path / "retyped")
@@ -154,7 +154,7 @@ def test_columns_beyond_the_declared_schema_are_refused(
                   "SELECT * REPLACE (CAST(rounds AS VARCHAR) AS rounds) FROM t")
     packaged["resign"](package)
     assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
-                   r"column rounds is VARCHAR, expected INTEGER")
+                   r"column rounds is 'VARCHAR', expected INTEGER")
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -424,3 +424,29 @@ def test_a_table_over_the_row_cap_is_refused_before_it_is_read(
     assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
                    rf"many: cohort\.lab_daily\.parquet holds {rows} rows, more than the "
                    rf"{rows - 1} a package table may hold")
+
+
+def test_package_text_in_messages_is_shown_escaped(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A column name, a struct field or a manifest key cannot drive the terminal."""
+    package = _site_c(packaged, tmp_path / "escape")
+    rewrite_table(package, "cohort.episode", 'SELECT *, 1 AS "\x1b]0;PWNED\x07\x1b[31mRED" FROM t')
+    packaged["resign"](package)
+    err = assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                         r"unexpected column\(s\) '\\x1b\]0;PWNED\\x07\\x1b\[31mRED'")
+    assert "\x1b" not in err and "\x07" not in err
+
+    package = _site_c(packaged, tmp_path / "struct")
+    rewrite_table(package, "cohort.episode",
+                  "SELECT * REPLACE ({'\x1b[31mRED': site} AS site) FROM t")
+    packaged["resign"](package)
+    err = assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                         r"column site is .*\\x1b\[31mRED")
+    assert "\x1b" not in err
+
+    package = _site_c(packaged, tmp_path / "key")
+    edit_manifest(package, lambda m: m.update({"\x1b[2Jwiped": 1}))
+    packaged["resign"](package)
+    err = assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                         r"field '\\x1b\[2Jwiped' is not a field of a site package manifest")
+    assert "\x1b" not in err
