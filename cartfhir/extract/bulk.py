@@ -135,8 +135,10 @@ def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
             raise
         transaction_time = manifest.transaction_time
         _finish_job(con, status_url, "downloaded", transaction_time)
-        if report.status == "complete" and transaction_time:
-            state.advance(con, site.id, key, "*", transaction_time, run_id)
+        # earliest() of one: the same rule as a search's clock (never a time ahead of ours).
+        mark = state.earliest([transaction_time])
+        if report.status == "complete" and mark:
+            state.advance(con, site.id, key, "*", mark, run_id)
         _delete_quietly(client, status_url)  # tell the server the files can go
     finally:
         close_report(con, run_id, site.id, report, client)

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from cartfhir.errors import FhirServerError
-from cartfhir.extract.checks import duplicate_reason, keys_may_repeat
+from cartfhir.extract.checks import duplicate_reason, keys_may_repeat, parse_instant
 from cartfhir.extract.http import FhirClient, JsonBody, mask_url
 from cartfhir.extract.page_keys import EnvelopeRepeat, repeated_entries
 from cartfhir.redact import redact
@@ -191,7 +191,7 @@ def search_pages(client: FhirClient, url: str, tally: SearchTally, *,
             tally.total = _read_total(bundle.get("total"), tally)
             meta = bundle.get("meta")
             updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
-            tally.server_time = updated if isinstance(updated, str) else body.date
+            tally.server_time = _server_time(updated, body.date, tally)
             if limit is None:
                 limit = page_limit(tally.total, page_size, tally.received)
             first = False
@@ -209,6 +209,18 @@ def search_pages(client: FhirClient, url: str, tally: SearchTally, *,
             return
         if url:
             client.check_url(url)
+
+
+def _server_time(updated: Any, date: str | None, tally: SearchTally) -> str | None:
+    """The server's time of a search (its watermark): Bundle.meta.lastUpdated, else the
+    Date header; an unusable lastUpdated is a warning, not the end of the search."""
+    if updated is None:
+        return date
+    if isinstance(updated, str) and parse_instant(updated) is not None:
+        return updated
+    tally.warnings.append(f"Bundle.meta.lastUpdated {_sample(updated)[:80]} is not a usable "
+                          "FHIR instant; the Date header is taken as the server's time")
+    return date
 
 
 def _repeated_keys(body: JsonBody, number: int) -> dict[int, tuple[str, bytes]]:
