@@ -18,15 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import stat
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 import numpy as np
@@ -303,21 +306,24 @@ def sign_package(path: Path, key_file: Path) -> SignResult:
         if len(raw) > MAX_MANIFEST_BYTES:
             raise PoolError(f"{path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
         site = _manifest_site(raw, str(path))
-        partial = path / f".{SIGNATURE}.partial"
-        partial.write_bytes(signing.sign(raw, key))
+        if (path / SIGNATURE).is_symlink():
+            raise PoolError(f"{path}: {SIGNATURE} is a symbolic link; remove it and sign again")
+        with _fresh_file(path, f".{SIGNATURE}.") as (fh, partial):
+            fh.write(signing.sign(raw, key))
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; a signature is public
         partial.replace(path / SIGNATURE)
         return SignResult(site, path)
     if not (path.suffix == ".zip" and path.is_file()):
         raise PoolError(f"{path}: no such package (expected a folder or a .zip file)")
-    partial = path.with_name(f".{path.name}.partial")
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(path) as zf, _fresh_file(path.parent, f".{path.name}.") as (
+                target, partial):
             with zf.open(MANIFEST) as fh:
                 raw = fh.read(MAX_MANIFEST_BYTES + 1)
             if len(raw) > MAX_MANIFEST_BYTES:
                 raise PoolError(f"{path}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
             site = _manifest_site(raw, str(path))
-            with zipfile.ZipFile(partial, "x", zipfile.ZIP_DEFLATED) as out:
+            with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as out:
                 for info in zf.infolist():
                     if info.filename != SIGNATURE:
                         with zf.open(info) as src, out.open(info, "w") as dst:
@@ -325,15 +331,25 @@ def sign_package(path: Path, key_file: Path) -> SignResult:
                 info = zipfile.ZipInfo(SIGNATURE, datetime.now(UTC).timetuple()[:6])
                 info.external_attr = (stat.S_IFREG | 0o644) << 16
                 out.writestr(info, signing.sign(raw, key), zipfile.ZIP_DEFLATED)
+            os.fchmod(target.fileno(), stat.S_IMODE(path.stat().st_mode))  # keep the zip's
     except KeyError:
-        partial.unlink(missing_ok=True)
         raise PoolError(f"{path}: {MANIFEST} is missing; this is not a cartfhir site "
                         "package") from None
     except zipfile.BadZipFile as exc:
-        partial.unlink(missing_ok=True)
-        raise PoolError(f"{path}: not a readable zip file ({exc})") from None
+        raise PoolError(f"{path}: not a readable zip file ({shown(exc)})") from None
+    partial.replace(path)
+    return SignResult(site, path)
+
+
+@contextmanager
+def _fresh_file(folder: Path, prefix: str) -> Iterator[tuple[BinaryIO, Path]]:
+    """A new file of a random name in ``folder`` (O_CREAT|O_EXCL: never an existing file
+    or a planted symlink), removed again unless the caller moved it into place."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=".partial", dir=folder)
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh, partial
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    partial.replace(path)
-    return SignResult(site, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -144,3 +145,29 @@ def test_export_site_signs_with_a_key_from_an_environment_variable(
     err = capsys.readouterr().err
     assert "env var SITE_A_SIGNING_KEY" in err and "not an unencrypted PEM private key" in err
     assert not (tmp_path / "again.zip").exists()
+
+
+def test_sign_never_writes_through_a_planted_symlink(
+        packaged: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = str(packaged["site_keys"] / "site_c.key")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    folder = unpack(packaged["packages"]["site_c"], tmp_path / "planted")
+    os.symlink(victim, folder / ".manifest.sig.partial")
+    assert run_cli(["sign", str(folder), "--key", key]) == 0, capsys.readouterr().err
+    assert victim.read_text() == "precious"
+    assert not (folder / "manifest.sig").is_symlink()
+    assert sorted(p.name for p in folder.glob(".*")) == [".manifest.sig.partial"]
+
+    (folder / "manifest.sig").unlink()
+    os.symlink(victim, folder / "manifest.sig")
+    capsys.readouterr()
+    assert run_cli(["sign", str(folder), "--key", key]) == 1
+    assert re.search(r"planted: manifest\.sig is a symbolic link", capsys.readouterr().err)
+    assert victim.read_text() == "precious"
+
+    packed = zip_folder(unpack(packaged["packages"]["site_c"], tmp_path / "z"),
+                        tmp_path / "z.zip")
+    os.symlink(victim, tmp_path / ".z.zip.partial")
+    assert run_cli(["sign", str(packed), "--key", key]) == 0, capsys.readouterr().err
+    assert victim.read_text() == "precious"
