@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import shutil
+import stat
 import tempfile
 import warnings
 from collections import Counter
@@ -367,6 +369,34 @@ def _moment(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _wal(database: Path) -> Path:
+    return database.with_name(database.name + ".wal")
+
+
+def _install(building: Path, out: Path) -> None:
+    """Move the built database to ``out`` atomically: checkpointed (no WAL of its own),
+    copied next to ``out`` under a fresh name, renamed over it, and the old file's WAL
+    removed, which would otherwise be replayed into the new file."""
+    con = duckdb.connect(str(building))
+    try:
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    staged = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as target, building.open("rb") as source:
+            shutil.copyfileobj(source, target, 1 << 20)
+            os.fchmod(target.fileno(), stat.S_IMODE(out.stat().st_mode) if out.exists()
+                      else 0o644)  # mkstemp makes 0600
+        os.replace(staged, out)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    _wal(out).unlink(missing_ok=True)
+
+
 def pooled_config(path: Path, report_dir: Path, sites: list[str], study: str) -> Config:
     """A config for analysing the pooled file (no sources: the packages were the sources)."""
     return parse_config({"study": {"name": f"{study} (pooled)"},
@@ -434,8 +464,10 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
             raise PoolError("give at least one site package")
         _check_set(packages)
         building = work / "pooled.duckdb"
-        if out.exists():
+        if out.exists():  # with its WAL: changes not yet checkpointed live only there
             shutil.copy2(out, building)
+            if _wal(out).exists():
+                shutil.copy2(_wal(out), _wal(building))
         try:
             con = duckdb.connect(str(building))
         except duckdb.Error as exc:
@@ -482,8 +514,7 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
                 write_frame(con, "analysis.heterogeneity", heterogeneity(con))
             finally:
                 con.close()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(building), str(out))  # only now is the old pooled file replaced
+        _install(building, out)  # only now is the old pooled file replaced
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -149,3 +149,35 @@ def test_export_refuses_invalid_data_unless_forced(packaged: dict, tmp_path: Pat
     forced = api.export_site(config, "site_a", tmp_path / "forced", force=True)
     manifest = json.loads((forced.path / "manifest.json").read_text())
     assert forced.forced and manifest["validation"]["forced"] is True
+
+
+def test_pooling_into_a_database_with_a_pending_wal_keeps_its_data(
+        packaged: dict, pooled_a: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pooled.duckdb"
+    shutil.copy2(pooled_a, out)
+    con = duckdb.connect(str(out))
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("CREATE TABLE main.operator_notes AS SELECT 'important' AS note")
+    con.close()
+    wal = tmp_path / "pooled.duckdb.wal"
+    assert wal.exists()  # the note lives only in the WAL
+    api.pool([packaged["packages"]["site_c"]], out, analyse=False, **packaged["pool_kwargs"])
+    assert not wal.exists()  # a stale WAL next to the new file would be replayed into it
+    con = duckdb.connect(str(out), read_only=True)
+    assert con.execute("SELECT note FROM main.operator_notes").fetchall() == [("important",)]
+    assert con.execute("SELECT site FROM meta.pool_package ORDER BY site").fetchall() == [
+        ("site_a",), ("site_c",)]
+    con.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pooled.duckdb"]
+
+
+def test_a_relative_out_puts_the_report_next_to_the_pooled_file(
+        packaged: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["pool", str(packaged["packages"]["site_c"]), "--out",
+                    "center/pooled.duckdb", *packaged["pool_args"]]) == 0
+    out = capsys.readouterr().out
+    report = next(line for line in out.splitlines() if line.startswith("report"))
+    assert Path(report.split(":", 1)[1].strip()).exists(), out
+    assert (tmp_path / "center" / "pooled_report").is_dir()
