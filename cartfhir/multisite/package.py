@@ -199,7 +199,8 @@ def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret:
 
 def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
                 date_shift_days: int = 0) -> PackageResult:
-    """Write the site's package to ``out`` (a folder, or a zip when it ends in .zip)."""
+    """Write the site's package to ``out``: a new or empty folder, or a zip when it ends
+    in .zip (and is not an existing folder)."""
     site = config.site(site_id)
     secret = site_secret(site)
     key = None if site.signing_key is None else signing.load_private_key(
@@ -258,7 +259,11 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
     (folder / MANIFEST).write_bytes(text)
     if key is not None:
         (folder / SIGNATURE).write_bytes(signing.sign(text, key))
-    if out.suffix == ".zip":
+    if out.is_dir():  # an existing empty folder (checked above): the files go into it
+        for path in sorted(folder.iterdir()):
+            shutil.move(str(path), str(out / path.name))
+        folder.rmdir()
+    elif out.suffix == ".zip":
         out.parent.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(folder.iterdir()):

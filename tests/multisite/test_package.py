@@ -1,0 +1,46 @@
+"""export-site writes a package where the user said: a new folder, an empty one, or a zip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cartfhir.cli import run_cli
+from cartfhir.multisite.package import package_files
+
+
+def _config(packaged: dict, tmp_path: Path) -> Path:
+    root = packaged["root"]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "study: {name: test}\n"
+        "sites:\n"
+        f"  - {{id: site_a, source: {{kind: ndjson, path: {root}/data/site_a}},\n"
+        f"     pseudonym_key: {{file: {root}/secrets/site_a.key}},\n"
+        f"     signing_key: {{file: {root}/site_keys/site_a.key}}}}\n"
+        f"output: {{duckdb: {root}/out/t.duckdb}}\n")
+    return config
+
+
+def test_export_into_an_existing_empty_folder_writes_the_files_there(
+        packaged: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "outbox"
+    empty.mkdir()
+    assert run_cli(["export-site", "--config", str(_config(packaged, tmp_path)), "--site",
+                    "site_a", "--out", str(empty)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in empty.iterdir()) == sorted(package_files())
+    assert run_cli(["pool", str(empty), "--out", str(tmp_path / "pooled.duckdb"),
+                    *packaged["pool_args"]]) == 0, capsys.readouterr().err
+
+
+def test_export_refuses_a_folder_that_is_not_empty(
+        packaged: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    capsys.readouterr()
+    assert run_cli(["export-site", "--config", str(_config(packaged, tmp_path)), "--site",
+                    "site_a", "--out", str(full)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
