@@ -33,6 +33,18 @@ from cartfhir.redact import register as register_secret
 
 DEFAULT_CONFIG = Path("config.yaml")
 SITE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+# 'all' names the pooled rows of every site (analysis.comparison's site = 'all').
+RESERVED_SITE_IDS = frozenset({"all"})
+
+
+def site_id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a site id, or None: the one rule for config, keys and
+    manifests (matched whole: ``re.match``'s ``$`` would let a trailing newline through)."""
+    if not re.fullmatch(SITE_ID_PATTERN, value):
+        return "lower-case letters, digits and _, starting with a letter, at most 32"
+    if value in RESERVED_SITE_IDS:
+        return f"{value!r} is reserved (it names the pooled rows of all sites)"
+    return None
 
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
@@ -266,6 +278,14 @@ class Site(_Model):
     id: str = Field(pattern=SITE_ID_PATTERN, description="short slug, unique in the config")
     name: str | None = None
     source: Source
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        problem = site_id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
     pseudonym_key: SecretRef | None = Field(
         default=None,
         description="secret for patient_key = HMAC-SHA256(key, site/patient id); required by "

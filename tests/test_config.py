@@ -178,3 +178,18 @@ def test_tls_key_without_cert(tmp_path: Path) -> None:
                                   "cohort": {"group_id": "g"},
                                   "http": {"tls": {"client_key": "k.pem"}}}}
     assert "client_key given without client_cert" in problems(minimal(sites=[site]), tmp_path)
+
+
+def test_the_site_id_all_is_reserved_for_the_pooled_rows(tmp_path: Path) -> None:
+    data = minimal()
+    data["sites"][0]["id"] = "all"
+    assert "sites[0].id: 'all' is reserved" in problems(data, tmp_path)
+    data["sites"][0]["id"] = "site_a\n"
+    assert "sites[0].id: string should match pattern" in problems(data, tmp_path)
+
+
+def test_site_id_problem_matches_the_whole_id() -> None:
+    from cartfhir.config import site_id_problem
+
+    assert site_id_problem("site_a") is None
+    assert site_id_problem("site_a\n") and site_id_problem("Site") and site_id_problem("all")

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cartfhir.config import SITE_ID_PATTERN
+from cartfhir.config import SITE_ID_PATTERN, site_id_problem
 from cartfhir.errors import PoolError
 from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, shown, table_file
 
@@ -59,6 +59,14 @@ class Manifest(_Strict):
     tables: dict[str, TableEntry]
     validation: dict[str, Any]
     disclosure: dict[str, Any]
+
+    @field_validator("site")
+    @classmethod
+    def _site_id(cls, value: str) -> str:
+        problem = site_id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @field_validator("created")
     @classmethod

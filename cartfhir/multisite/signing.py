@@ -14,7 +14,6 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from cartfhir.config import SITE_ID_PATTERN
+from cartfhir.config import site_id_problem
 from cartfhir.errors import PoolError, UsageError
 
 # Domain separation: a signature over a package manifest is never valid for anything else.
@@ -38,9 +37,9 @@ class KeyPair:
 
 
 def _check_site(site: str) -> None:
-    if not re.match(SITE_ID_PATTERN, site):
-        raise UsageError(f"site id {site!r} is not valid: lower-case letters, digits and _, "
-                         "starting with a letter")
+    problem = site_id_problem(site)
+    if problem:
+        raise UsageError(f"site id {site!r} is not valid: {problem}")
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:

@@ -166,7 +166,10 @@ def test_columns_beyond_the_declared_schema_are_refused(
      r"field 'tables\.cohort\.patient\.rows' must be a whole number, got 'many'"),
     (lambda m: m.update(tables=[]), r"field 'tables' must be an object"),
     (lambda m: m.update(site="Site A; DROP"), r"field 'site' must be a site id"),
-], ids=["no-site", "numeric-created", "text-created", "text-rows", "list-tables", "bad-site"])
+    (lambda m: m.update(site="site_c\n"), r"field 'site' must be a site id"),
+    (lambda m: m.update(site="all"), r"field 'site' 'all' is reserved"),
+], ids=["no-site", "numeric-created", "text-created", "text-rows", "list-tables", "bad-site",
+        "newline-site", "reserved-site"])
 def test_malformed_manifests_are_refused_naming_the_field(
         packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         edit, message: str) -> None:

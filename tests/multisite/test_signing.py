@@ -171,3 +171,14 @@ def test_sign_never_writes_through_a_planted_symlink(
     os.symlink(victim, tmp_path / ".z.zip.partial")
     assert run_cli(["sign", str(packed), "--key", key]) == 0, capsys.readouterr().err
     assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize(("site", "message"), [
+    ("site_a\n", r"site id 'site_a\n' is not valid"),
+    ("all", "site id 'all' is not valid: 'all' is reserved"),
+])
+def test_keygen_refuses_a_site_id_with_a_trailing_newline_or_reserved(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], site: str, message: str) -> None:
+    assert run_cli(["keygen", "--site", site, "--out", str(tmp_path / "keys")]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.key")) and not list(tmp_path.rglob("*.pub"))
