@@ -334,9 +334,13 @@ def _load(con: duckdb.DuckDBPyConnection, package: Package) -> dict[str, int]:
     con.execute("CREATE TABLE IF NOT EXISTS meta.pool_package (site VARCHAR PRIMARY KEY, "
                 "created VARCHAR, manifest_sha256 VARCHAR, manifest JSON, source VARCHAR)")
     con.execute("ALTER TABLE meta.pool_package ADD COLUMN IF NOT EXISTS signed_by VARCHAR")
-    previous = con.execute("SELECT created FROM meta.pool_package WHERE site = ?",
+    previous = con.execute("SELECT created, signed_by FROM meta.pool_package WHERE site = ?",
                            [package.site]).fetchone()
     created = package.manifest.created
+    if previous and previous[1] not in (None, UNSIGNED) and package.signed_by == UNSIGNED:
+        raise PoolError(f"{package.source}: site {package.site!r} was pooled from a signed "
+                        "package; an unsigned package cannot replace its rows (pool it with "
+                        "--keys and the site's signature)")
     if previous and _moment(previous[0]) > _moment(created):
         raise PoolError(f"{package.source}: site {package.site!r} was pooled from a newer "
                         f"package ({previous[0]}) than this one ({created})")

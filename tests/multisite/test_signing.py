@@ -182,3 +182,14 @@ def test_keygen_refuses_a_site_id_with_a_trailing_newline_or_reserved(
     assert run_cli(["keygen", "--site", site, "--out", str(tmp_path / "keys")]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.key")) and not list(tmp_path.rglob("*.pub"))
+
+
+def test_an_unsigned_package_never_replaces_a_sites_signed_rows(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    unsigned = unpack(packaged["packages"]["site_a"], tmp_path / "unsigned_a")
+    (unsigned / "manifest.sig").unlink()
+    out = str(center / "pooled.duckdb")
+    for args in ([*packaged["pool_args"], "--allow-unsigned"], ["--allow-unsigned"]):
+        assert_refused([str(unsigned), "--out", out, *args], tmp_path, capsys,
+                       r"unsigned_a: site 'site_a' was pooled from a signed package; an unsigned "
+                       r"package cannot replace its rows")
