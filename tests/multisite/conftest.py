@@ -52,3 +52,13 @@ def pooled_a(packaged: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pooled_a") / "pooled.duckdb"
     api.pool([packaged["packages"]["site_a"]], out, analyse=False, **packaged["pool_kwargs"])
     return out
+
+
+@pytest.fixture
+def center(pooled_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The coordinator's folder with a pooled database holding site_a; the cwd is there."""
+    folder = tmp_path / "center"
+    folder.mkdir()
+    shutil.copy2(pooled_a, folder / "pooled.duckdb")
+    monkeypatch.chdir(folder)
+    return folder

@@ -28,16 +28,6 @@ from .helpers import (
 )
 
 
-@pytest.fixture
-def center(pooled_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The coordinator's folder with a pooled database holding site_a; the cwd is there."""
-    folder = tmp_path / "center"
-    folder.mkdir()
-    shutil.copy2(pooled_a, folder / "pooled.duckdb")
-    monkeypatch.chdir(folder)
-    return folder
-
-
 def _args(packaged: dict, packages: list[Path], out: Path) -> list[str]:
     return [*map(str, packages), "--out", str(out), *packaged["pool_args"]]
 

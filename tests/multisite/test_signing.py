@@ -33,15 +33,6 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["keys", "site_b.key", "site_b.pub"]
 
 
-@pytest.fixture
-def center(pooled_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "center"
-    folder.mkdir()
-    shutil.copy2(pooled_a, folder / "pooled.duckdb")
-    monkeypatch.chdir(folder)
-    return folder
-
-
 def test_unsigned_forged_and_unknown_packages_are_refused(
         packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = center / "pooled.duckdb"
