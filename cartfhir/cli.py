@@ -292,7 +292,8 @@ def analyze_cmd(config: Path) -> None:
 @click.option("--date-shift", type=click.IntRange(0, 3650), default=0, show_default=True,
               help="Shift each patient's dates by a secret offset of up to N days (0: off).")
 @click.option("--force", is_flag=True,
-              help="Export even though error expectations failed (the manifest says so).")
+              help="Export without a passing validation newer than the latest transform "
+                   "(the manifest says so).")
 def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, force: bool) -> None:
     """Write a pseudonymized site package (Parquet per table + manifest.json) for pooling.
 
@@ -304,8 +305,8 @@ def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, forc
     render_rows(["table", "rows"], [[t, n] for t, n in result.rows.items()],
                 title=f"Site package {result.path}")
     if result.forced:
-        click.echo("WARNING: exported although error expectations failed (--force); the "
-                   "manifest records it", err=True)
+        click.echo("WARNING: exported without a passing validation of these tables (--force); "
+                   "the manifest records why", err=True)
     if not result.signed:
         click.echo("note: the package is not signed (no sites[].signing_key); the pool will "
                    "refuse it unless signed with 'cartfhir sign'", err=True)

@@ -69,6 +69,10 @@ class IncompleteTransformError(TransformError):
     """The latest transform was interrupted or failed, so its tables are not from the raw data."""
 
 
+class StaleResultError(CartfhirError):
+    """A stage's results are older than the tables they describe; that stage must run again."""
+
+
 class ExpectationError(CartfhirError):
     """The data failed 'error' expectations, or a suite could not be run at all."""
 

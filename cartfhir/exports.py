@@ -16,14 +16,15 @@ from pathlib import Path
 import duckdb
 
 from cartfhir.db import connect
-from cartfhir.errors import DatabaseError, UsageError
+from cartfhir.errors import DatabaseError, StaleResultError, UsageError
 from cartfhir.render import render_rows
-from cartfhir.runs import require_complete_transform
+from cartfhir.runs import latest_success, require_complete_transform, transform_since
 
 DEFAULT_TABLES = ("cohort.*", "analysis.*")
 TABLE_FORMATS = ("parquet", "csv")
 QUERY_FORMATS = ("parquet", "csv", "json")
 PARTITION_COLUMN = "site"
+ANALYSIS_SCHEMA = "analysis"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,24 @@ def _site_of(path: Path, folder: Path) -> str | None:
     return None
 
 
+def _require_current_analysis(con: duckdb.DuckDBPyConnection, chosen: list[str]) -> None:
+    """Refuse analysis tables computed before the latest successful transform.
+
+    They were computed from cohort tables that transform has since replaced, so written
+    beside the new cohort tables they would disagree without saying so.
+    """
+    analysis = [t for t in chosen if t.startswith(f"{ANALYSIS_SCHEMA}.")]
+    if not analysis:
+        return
+    analyzed = latest_success(con, "analyze")
+    since = transform_since(con, analyzed)
+    if since is not None:
+        made = f"analyze run {analyzed}" if analyzed else "no recorded analyze run"
+        raise StaleResultError(f"{', '.join(analysis)} are from {made}, older than transform run "
+                         f"{since}; run 'cartfhir analyze' first, or leave them out "
+                         "(--tables 'cohort.*')")
+
+
 def export_tables(db: Path, out: Path, fmt: str = "parquet",
                   patterns: list[str] | tuple[str, ...] = DEFAULT_TABLES, *,
                   force: bool = False, memory_limit: str | None = None) -> ExportResult:
@@ -136,6 +155,7 @@ def export_tables(db: Path, out: Path, fmt: str = "parquet",
         require_complete_transform(con)
         available = database_tables(con)
         chosen = select_tables(list(available), list(patterns))
+        _require_current_analysis(con, chosen)
         result = ExportResult(out=out, format=fmt)
         for table in chosen:
             schema, name = table.split(".", 1)

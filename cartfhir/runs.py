@@ -123,3 +123,35 @@ def require_complete_transform(con: duckdb.DuckDBPyConnection) -> None:
               "raw data" if complete else "there are no complete transform tables")
     raise IncompleteTransformError(f"{what}; {tables}. Re-run 'cartfhir transform' (or "
                                    "'cartfhir run') before validating, analysing or exporting")
+
+
+def transform_since(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | None:
+    """The latest successful transform run if it started after run ``run_id``, else None.
+
+    A stage's results (a validation, the analysis tables) describe the transform tables
+    as they were when its run read them; a transform since then replaced those tables,
+    so the results no longer describe what would be exported beside them. A run that is
+    not recorded (``run_id`` None or unknown) cannot be shown to be newer, so any
+    transform counts as since; a database with no transform recorded has none.
+    """
+    try:
+        latest = con.execute(
+            "SELECT run_id, started FROM meta.runs WHERE stage = 'transform' "
+            "AND status = 'success' ORDER BY started DESC LIMIT 1").fetchone()
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return None
+    if latest is None:
+        return None
+    seen = None if run_id is None else con.execute(
+        "SELECT started FROM meta.runs WHERE run_id = ?", [run_id]).fetchone()
+    return None if seen is not None and seen[0] > latest[1] else latest[0]
+
+
+def latest_success(con: duckdb.DuckDBPyConnection, stage: Stage) -> str | None:
+    """The id of the latest successful run of ``stage``, or None (none, or no runs table)."""
+    try:
+        row = con.execute("SELECT run_id FROM meta.runs WHERE stage = ? AND status = 'success' "
+                          "ORDER BY started DESC LIMIT 1", [stage]).fetchone()
+    except (duckdb.CatalogException, duckdb.BinderException):
+        return None
+    return None if row is None else row[0]

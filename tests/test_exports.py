@@ -12,6 +12,7 @@ import pytest
 from cartfhir.cli import run_cli
 from cartfhir.errors import UsageError
 from cartfhir.exports import export_tables, write_query
+from cartfhir.synth import generate
 
 EPISODE_COLUMNS = "site, patient_key, round, infusion_date, procedure_ids, dose"
 
@@ -155,3 +156,32 @@ def test_new_commands_help_ends_with_an_example(capsys: pytest.CaptureFixture[st
     for command in ("schema", "export"):
         assert run_cli([command, "--help"]) == 0
         assert "Example: cartfhir " + command in capsys.readouterr().out
+
+
+def test_export_refuses_analysis_tables_older_than_the_latest_transform(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """cohort.* from a new transform beside analysis.* from an earlier analyze would disagree
+    silently: export refuses and says to run analyze; cohort.* alone still exports."""
+    generate(tmp_path / "data", patients=3, seed=8, sites=["site_a"])
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "a.key").write_text("0123456789abcdef0123456789abcdef\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("study: {name: test}\nsites:\n"
+                      "  - {id: site_a, source: {kind: ndjson, path: data/site_a}, "
+                      "pseudonym_key: {file: secrets/a.key}}\n"
+                      "output: {duckdb: out/t.duckdb, dir: out}\nlanding: {workers: 0}\n")
+    c = str(config)
+    for command in ("extract", "transform", "analyze", "transform"):
+        assert run_cli([command, "-c", c]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+
+    assert run_cli(["export", "-c", c, "--out", str(tmp_path / "store")]) == 1
+    err = capsys.readouterr().err
+    assert "older than transform run" in err and "run 'cartfhir analyze'" in err, err
+    assert not (tmp_path / "store").exists()
+    assert run_cli(["export", "-c", c, "--out", str(tmp_path / "store"),
+                    "--tables", "cohort.*"]) == 0, capsys.readouterr().err
+
+    assert run_cli(["analyze", "-c", c]) == 0, capsys.readouterr().err
+    assert run_cli(["export", "-c", c, "--out", str(tmp_path / "store"), "--force"]) == 0
+    assert (tmp_path / "store" / "analysis" / "comparison").is_dir()

@@ -41,7 +41,7 @@ from cartfhir.config import Config
 from cartfhir.db import connect
 from cartfhir.errors import PoolError
 from cartfhir.multisite import signing
-from cartfhir.runs import require_complete_transform
+from cartfhir.runs import require_complete_transform, transform_since
 from cartfhir.transform.identity import keyed_hash, site_secret
 
 SCHEMA_VERSION = "cartfhir-site-package/2"
@@ -163,6 +163,25 @@ def _validation(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
             "failed_error": counts[2], "failed_warn": counts[3]}
 
 
+def _validation_problem(con: duckdb.DuckDBPyConnection,
+                        validation: dict[str, Any] | None) -> str | None:
+    """Why ``validation`` does not vouch for the tables being exported, or None when it does.
+
+    It must exist, have no failed error expectation, and be newer than the latest
+    successful transform: one since then rebuilt the tables it checked.
+    """
+    if validation is None:
+        return "no validation has been run"
+    if validation["failed_error"]:
+        return (f"{validation['failed_error']} error expectations failed in validation run "
+                f"{validation['run_id']}")
+    since = transform_since(con, validation["run_id"])
+    if since is not None:
+        return (f"validation run {validation['run_id']} is older than transform run {since}, "
+                "so it did not check the tables being exported")
+    return None
+
+
 def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret: str,
                   shift_days: int, target: Path) -> int:
     policy = POLICY[table]
@@ -214,13 +233,11 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
     try:
         require_complete_transform(con)
         validation = _validation(con)
-        invalid = validation is None or validation["failed_error"] > 0
+        problem = _validation_problem(con, validation)
+        invalid = problem is not None
         if invalid and not force:
-            why = ("no validation has been run" if validation is None else
-                   f"{validation['failed_error']} error expectations failed in validation run "
-                   f"{validation['run_id']}")
-            raise PoolError(f"site {site_id} cannot export: {why}. Run 'cartfhir validate' and "
-                            "fix the data, or pass --force (the manifest records it)")
+            raise PoolError(f"site {site_id} cannot export: {problem}. Run 'cartfhir validate' "
+                            "and fix the data, or pass --force (the manifest records it)")
         episodes = con.execute("SELECT count(*) FROM cohort.episode WHERE site = ?",
                                [site_id]).fetchone()[0]
         if not episodes:
@@ -243,7 +260,8 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "reference": [{"name": n, "origin": _origin(o), "sha256": h} for n, o, h in reference],
         "tables": tables,
-        "validation": {**(validation or {}), "forced": bool(invalid and force)},
+        "validation": {**(validation or {}), "forced": bool(invalid and force),
+                       **({"problem": problem} if problem else {})},
         "disclosure": {
             "patient_key": "HMAC-SHA256 of site and patient id with the site's secret key",
             "record_ids": "HMAC-SHA256 with the site's secret key",
