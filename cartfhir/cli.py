@@ -23,6 +23,7 @@ from cartfhir.logs import configure
 from cartfhir.progress import make_progress
 from cartfhir.redact import redact
 from cartfhir.render import render_rows
+from cartfhir.runs import is_interrupt
 from cartfhir.synth import DEFAULT_SITES
 from cartfhir.synth.profiles import available_profiles
 
@@ -577,12 +578,16 @@ def run_cli(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         return 130
-    except CartfhirError as exc:
-        click.echo(redact(f"error: {exc}"), err=True)
-        if _state["verbose"]:
-            click.echo(redact(traceback.format_exc()), err=True, nl=False)
-        return exc.exit_code
-    except Exception as exc:  # a bug: say so plainly, trace only when asked
+    except Exception as exc:
+        if is_interrupt(exc):  # Ctrl-C inside a DuckDB statement comes out as an error
+            click.echo("interrupted", err=True)
+            return 130
+        if isinstance(exc, CartfhirError):
+            click.echo(redact(f"error: {exc}"), err=True)
+            if _state["verbose"]:
+                click.echo(redact(traceback.format_exc()), err=True, nl=False)
+            return exc.exit_code
+        # a bug: say so plainly, trace only when asked
         click.echo(redact(f"internal error: {type(exc).__name__}: {exc} "
                           "(run with --verbose for the traceback, and please report it)"),
                    err=True)

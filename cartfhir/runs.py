@@ -50,20 +50,46 @@ class Run:
         )
 
 
+INTERRUPTED_BY_USER = "interrupted by the user (Ctrl-C) before the run finished"
+
+
+def is_interrupt(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is a Ctrl-C, or was raised while handling one.
+
+    Python raises KeyboardInterrupt, but a SIGINT that arrives inside a DuckDB statement
+    comes out as ``RuntimeError('Query interrupted')`` (or ``duckdb.InterruptException``)
+    with the KeyboardInterrupt swallowed; a statement run while handling it (say, in an
+    aborted transaction) fails with the interrupt as its context.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt | duckdb.InterruptException) or (
+                type(exc) is RuntimeError and str(exc) == "Query interrupted"):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextmanager
 def failed_on_error(run: Run) -> Iterator[Run]:
-    """Finish ``run`` as failed, with the reason, when the block raises; then re-raise.
+    """Finish ``run`` as failed (with the reason) or interrupted when the block raises.
 
     Stages close their own run on success (with their counts and status); this is
-    the one place that records how a run ended when it did not get that far.
+    the one place that records how a run ended when it did not get that far. A
+    Ctrl-C is not a failure: the run is ``interrupted`` and KeyboardInterrupt goes on
+    up (whatever DuckDB turned it into), so the CLI exits 130.
     """
     try:
         yield run
-    except CartfhirError as exc:
-        run.finish("failed", str(exc))
-        raise
     except BaseException as exc:
-        run.finish("failed", f"{type(exc).__name__}: {exc}")
+        if is_interrupt(exc):
+            run.finish("interrupted", INTERRUPTED_BY_USER)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise KeyboardInterrupt(INTERRUPTED_BY_USER) from exc
+        run.finish("failed", str(exc) if isinstance(exc, CartfhirError)
+                   else f"{type(exc).__name__}: {exc}")
         raise
 
 

@@ -1,0 +1,97 @@
+"""Ctrl-C is the user stopping a run, not a bug: exit 130, the run recorded ``interrupted``.
+
+DuckDB turns a SIGINT that arrives inside a statement into ``RuntimeError('Query
+interrupted')`` and swallows the KeyboardInterrupt; before, that reached the CLI as
+an internal error (exit 1) and the run was recorded ``failed``. The first test sends
+a real SIGINT to ``cartfhir transform`` when it logs that it is building a table whose
+statement is among the longest; the second lands one inside a statement for certain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cartfhir.config import load_config
+from cartfhir.extract import extract
+from cartfhir.runs import failed_on_error, start_run
+from cartfhir.synth import generate
+from cartfhir.transform import transform
+from tests.transform.test_atomic import fingerprint, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERRUPT_AT = "harmonized.observation_value"  # one long statement, most of the models after it
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A transformed one-site database large enough that a statement takes a while."""
+    root = tmp_path_factory.mktemp("interrupt")
+    generate(root / "data", patients=40, seed=5, sites=["site_a"])
+    (root / "secrets").mkdir()
+    (root / "secrets" / "a.key").write_text("0123456789abcdef0123456789abcdef\n")
+    path = root / "config.yaml"
+    path.write_text("study: {name: interrupt}\nsites:\n"
+                    "  - {id: site_a, source: {kind: ndjson, path: data/site_a}, "
+                    "pseudonym_key: {file: secrets/a.key}}\n"
+                    "output: {duckdb: out/t.duckdb, dir: out}\nlanding: {workers: 0}\n")
+    config = load_config(path)
+    extract(config)
+    transform(config)
+    return path
+
+
+def test_ctrl_c_during_a_transform_exits_130_and_records_the_run_interrupted(
+        site: Path) -> None:
+    db = site.parent / "out" / "t.duckdb"
+    before = fingerprint(db)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "cartfhir", "--log-format", "json",
+                             "transform", "--config", str(site)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line.decode("utf-8", "replace"))
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("table") == INTERRUPT_AT:
+            proc.send_signal(signal.SIGINT)
+            break
+    seen.append(proc.stderr.read().decode("utf-8", "replace"))
+    proc.wait(timeout=120)
+    err = "".join(seen)
+
+    assert proc.returncode == 130, f"exit {proc.returncode}; stderr:\n{err}"
+    assert "internal error" not in err and "please report it" not in err, err
+    assert "interrupted" in err
+    last = runs(db)[-1]
+    assert last[1:3] == ("transform", "interrupted"), last
+    assert "Ctrl-C" in last[3]
+    assert fingerprint(db) == before  # rolled back: every table as it was
+
+
+def test_an_interrupt_inside_a_statement_marks_the_run_interrupted(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    run = start_run(con, "transform", None, stage="transform")
+    timer = threading.Timer(0.3, os.kill, [os.getpid(), signal.SIGINT])
+    try:
+        with pytest.raises(KeyboardInterrupt), failed_on_error(run):
+            timer.start()  # the statement below takes far longer than 0.3 s
+            con.execute("SELECT sum(hash(i)) FROM range(20000000000) r(i)").fetchall()
+    finally:
+        timer.cancel()
+    status, message = con.execute("SELECT status, message FROM meta.runs WHERE run_id = ?",
+                                  [run.run_id]).fetchone()
+    con.close()
+    assert status == "interrupted" and "Ctrl-C" in message
