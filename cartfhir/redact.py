@@ -20,7 +20,7 @@ import re
 import threading
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
-__all__ = ["MASK", "mask_url", "redact", "register", "register_url"]
+__all__ = ["MASK", "mask_url", "redact", "redact_cut", "register", "register_url"]
 
 MASK = "***"
 # Shorter values would mask ordinary words everywhere; no real credential is this short.
@@ -112,3 +112,13 @@ def mask_url(url: str) -> str:
         safe=",|:/*",
     )
     return redact(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+
+
+def redact_cut(text: str, limit: int, tail: str = "...") -> str:
+    """``text`` redacted, then cut to ``limit`` characters (``tail`` marks a cut).
+
+    Redacting after cutting would miss a secret straddling the cut: its first
+    characters no longer match it, so they would stay in the text.
+    """
+    text = redact(text)
+    return text if len(text) <= limit else text[:limit] + tail

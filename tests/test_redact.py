@@ -6,7 +6,7 @@ import base64
 import json
 from urllib.parse import quote
 
-from cartfhir.redact import MASK, mask_url, redact, register, register_url
+from cartfhir.redact import MASK, mask_url, redact, redact_cut, register, register_url
 
 
 def test_a_registered_secret_goes_in_every_encoded_form() -> None:
@@ -53,3 +53,13 @@ def test_a_registered_secret_is_masked_in_any_case_but_a_short_one_only_as_is() 
         f"echo {MASK} and {MASK}")
     register("Ab1x")  # short: in another case it is more likely a word than the secret
     assert redact("Ab1x ab1x") == f"{MASK} ab1x"
+
+
+def test_text_is_cut_only_after_it_is_redacted() -> None:
+    """A secret straddling the cut must not keep its first characters (they narrow it down)."""
+    secret = "Zq8vN3kLmP0rT6wYxB2cD5fH7jK9"
+    register(secret)
+    text = "x" * 290 + " " + secret + " and more"
+    shown = redact_cut(text, 300)
+    assert shown == "x" * 290 + f" {MASK} and m..."
+    assert redact_cut("short", 300) == "short"

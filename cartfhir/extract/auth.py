@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from cartfhir.config import AuthConfig, BasicAuth, BearerAuth, NoAuth, SecretRef, SmartAuth
 from cartfhir.errors import AuthError
+from cartfhir.redact import redact_cut
 from cartfhir.redact import register as register_secret
 
 __all__ = [
@@ -147,8 +148,8 @@ class BasicAuthenticator:
 
 
 def _redact(text: str, limit: int = 300) -> str:
-    text = _JWT_LIKE.sub("***", text).strip()
-    return text if len(text) <= limit else text[:limit] + "..."
+    """Server text for a message: every registered secret and JWT masked, then cut."""
+    return redact_cut(_JWT_LIKE.sub("***", text).strip(), limit)
 
 
 def _json_object(response: requests.Response) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ from cartfhir.extract.ndjson import (
 )
 from cartfhir.extract.rest import SiteReport, capability, close_report, put_unless_stopped
 from cartfhir.progress import NullProgress, Progress, type_bars
-from cartfhir.redact import redact
+from cartfhir.redact import redact, redact_cut
 
 log = logging.getLogger(__name__)
 SQL_PACKAGE = "cartfhir.extract.sql"
@@ -257,8 +257,8 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         try:
             state.parse_instant(transaction_time if isinstance(transaction_time, str) else "")
         except ValueError:
-            raise bad(f"'transactionTime' {str(transaction_time)[:40]!r} is not an instant"
-                      ) from None
+            raise bad(f"'transactionTime' {redact_cut(repr(str(transaction_time)), 40)} is "
+                      "not an instant") from None
     requires_token = data.get("requiresAccessToken", False)
     if not isinstance(requires_token, bool):
         raise bad(f"'requiresAccessToken' is {_kind(requires_token)}, not true or false")
@@ -439,7 +439,7 @@ def _store_errors(con: duckdb.DuckDBPyConnection, site: str, run_id: str,
         if not isinstance(outcome, dict):  # kept as the server sent it, as diagnostics
             outcome = {"resourceType": "OperationOutcome", "issue": [
                 {"severity": "error", "code": "invalid",
-                 "diagnostics": raw[:500].decode("utf-8", "replace")}]}
+                 "diagnostics": redact_cut(raw.decode("utf-8", "replace"), 500, "")}]}
         issues = outcome.get("issue")
         issues = [i for i in issues if isinstance(i, dict)] if isinstance(issues, list) else []
         severities = [i.get("severity", "error") for i in issues]

@@ -23,6 +23,7 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from pydantic import ValidationError
 
 from cartfhir.config import format_location
+from cartfhir.redact import redact_cut
 
 Validation = Literal["full", "structural"]
 
@@ -82,8 +83,7 @@ def _kind(value: Any) -> str:
 
 def _show(value: Any, limit: int = 80) -> str:
     """repr of a value from the input, cut short so a reason stays one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return redact_cut(repr(value), limit - 3)
 
 
 @cache

@@ -28,7 +28,7 @@ from cartfhir import __version__
 from cartfhir.config import AuthConfig, Http, Tls
 from cartfhir.errors import AuthError, FhirServerError
 from cartfhir.extract.auth import Authenticator, make_authenticator
-from cartfhir.redact import MASK, mask_url, register_url
+from cartfhir.redact import MASK, mask_url, redact_cut, register_url
 
 __all__ = ["MASK", "FhirClient", "JsonBody", "mask_url", "outcome_text", "parse_retry_after"]
 
@@ -336,7 +336,8 @@ class FhirClient:
         finally:
             response.close()
         outcome = outcome_text(body)
-        detail = outcome or (body[:300].decode("utf-8", "replace").strip() or response.reason)
+        detail = outcome or (redact_cut(body.decode("utf-8", "replace").strip(), 300, "")
+                             or response.reason)
         status = response.status_code
         if status in (401, 403):
             raise AuthError(f"{method} {mask_url(url)} was refused with HTTP {status}: {detail}. "

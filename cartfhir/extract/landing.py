@@ -36,7 +36,7 @@ from cartfhir.extract import ndjson
 from cartfhir.extract.checks import Rejected, Validation, check_line, epoch_us
 from cartfhir.extract.ndjson import DEFAULT_LIMITS, RawLine, ReadLimits
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.redact import redact
+from cartfhir.redact import redact, redact_cut
 
 OUTCOMES = ("received", "inserted", "replaced", "unchanged", "stale", "rejected")
 # Counts key for rejected lines that do not name a known resource type.
@@ -151,7 +151,7 @@ def _payload(raw: bytes | str) -> str:
     if isinstance(raw, bytes):
         # 4 bytes per character at most, so this never cuts inside the kept part.
         raw = raw[: PAYLOAD_LIMIT * 4].decode("utf-8", errors="replace")
-    return raw[:PAYLOAD_LIMIT]
+    return redact_cut(raw, PAYLOAD_LIMIT, "")
 
 
 def _frame(columns: dict[str, list[object]]) -> pd.DataFrame:

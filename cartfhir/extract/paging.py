@@ -29,7 +29,7 @@ from cartfhir.errors import FhirServerError
 from cartfhir.extract.checks import duplicate_reason, keys_may_repeat, parse_instant
 from cartfhir.extract.http import FhirClient, JsonBody, mask_url
 from cartfhir.extract.page_keys import EnvelopeRepeat, repeated_entries
-from cartfhir.redact import redact
+from cartfhir.redact import redact_cut
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ def _json_type(value: Any) -> str:
 
 def _sample(value: Any) -> str:
     """A short, redacted quote of what the server sent, for a message or a rejection."""
-    text = redact(orjson.dumps(value).decode("utf-8", "replace"))
-    return text if len(text) <= REJECT_SAMPLE else text[:REJECT_SAMPLE] + "..."
+    return redact_cut(orjson.dumps(value).decode("utf-8", "replace"), REJECT_SAMPLE)
 
 
 def _read_total(value: Any, tally: SearchTally) -> int | None:
@@ -299,7 +298,7 @@ def _read_page(bundle: dict[str, Any], tally: SearchTally, seen_includes: set[tu
             page.resources.append(resource)
             continue
         if resource_type is not None and rtype != resource_type:
-            shown = rtype[:60] if isinstance(rtype, str) else _sample(rtype)[:60]
+            shown = redact_cut(rtype, 60, "") if isinstance(rtype, str) else _sample(rtype)[:60]
             reason = (f"{where}[{i}]: {shown} in a {resource_type} search (a match of another "
                       "type); not landed")
             tally.warnings.append(reason)

@@ -29,7 +29,7 @@ from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import RawLine, resource_line
 from cartfhir.extract.paging import Page, PagingExpired, SearchTally, search_pages
 from cartfhir.progress import NullProgress, Progress, type_bars
-from cartfhir.redact import redact
+from cartfhir.redact import redact, redact_cut
 
 log = logging.getLogger(__name__)
 PAGING_RESTARTS = 2  # times a query is restarted after its paging expired (HTTP 410)
@@ -80,7 +80,7 @@ def capability(client: FhirClient) -> tuple[str | None, str | None, str | None]:
     software = body.get("software")
 
     def text(value: Any) -> str | None:  # servers put odd things here; keep only text
-        return value[:200] if isinstance(value, str) else None
+        return redact_cut(value, 200, "") if isinstance(value, str) else None
 
     return (text(_field(software, "name")), text(_field(software, "version")),
             text(body.get("fhirVersion")))

@@ -18,7 +18,7 @@ import duckdb
 
 from cartfhir.db import apply_ddl
 from cartfhir.extract.checks import parse_instant as fhir_instant
-from cartfhir.redact import redact
+from cartfhir.redact import redact, redact_cut
 
 SQL_PACKAGE = "cartfhir.extract.sql"
 OVERLAP = timedelta(minutes=5)
@@ -99,12 +99,12 @@ def earliest(instants: Iterable[str | None], now: datetime | None = None) -> str
             moment = parse_instant(value)
         except ValueError:
             log.warning("the server's time %s is not an instant; not taken as a watermark",
-                        redact(repr(value[:80])))
+                        redact_cut(repr(value), 80))
             continue
         if moment > ahead:
             log.warning("the server's time %s is more than %s ahead of this machine's clock; "
                         "not taken as a watermark (it would hide later changes)",
-                        redact(repr(value[:80])), FUTURE_SLACK)
+                        redact_cut(repr(value), 80), FUTURE_SLACK)
             continue
         usable.append((moment, value))
     return min(usable)[1] if usable else None

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cartfhir.config import BasicAuth, BearerAuth, NoAuth, SecretRef, SmartAuth
 from cartfhir.errors import AuthError, SecretError
 from cartfhir.extract.auth import SmartAuthenticator, make_authenticator
+from cartfhir.redact import register
 from tests.extract.stub_server import StubAdapter, json_response
 from tests.extract.token_server import TokenServer
 
@@ -406,3 +407,24 @@ def test_no_auth_adds_nothing():
     assert auth.headers() == {}
     auth.invalidate()
     assert auth.headers() == {}
+
+
+def test_a_long_oauth_error_is_redacted_before_it_is_cut(rsa_key, session, tmp_path):
+    """The error text is cut to a few hundred characters; a registered secret the server
+    echoes across the cut must not leave its first characters in the message."""
+    secret = "Zq8vN3kLmP0rT6wYxB2cD5fH7jK9-client-secret"
+    register(secret)
+
+    def handler(request):
+        return json_response({"error": "invalid_client", "error_description":
+                              "x" * 250 + " got client_secret " + secret}, status=401)
+
+    session.mount("https://", StubAdapter(handler))
+    auth = make_authenticator(smart(key_ref(tmp_path, pem(rsa_key)),
+                                    token_url="https://auth.example.org/token"),
+                              "https://fhir.example.org/r4/", session)
+    with pytest.raises(AuthError) as info:
+        auth.headers()
+    message = str(info.value)
+    assert "invalid_client" in message and "got client_secret" in message
+    assert secret[:4] not in message

@@ -13,6 +13,7 @@ from cartfhir import __version__
 from cartfhir.config import BearerAuth, Http, NoAuth, SecretRef
 from cartfhir.errors import AuthError, FhirServerError
 from cartfhir.extract.http import FhirClient, mask_url, parse_retry_after
+from cartfhir.redact import register
 
 from .cli_site import extract, patient, searching
 from .stub_server import FakeFhir, StubAdapter, json_response, outcome, serve
@@ -219,3 +220,15 @@ def test_an_answer_over_the_size_cap_is_refused(monkeypatch) -> None:
     c, _ = client(lambda r: big)
     with pytest.raises(FhirServerError, match="more than 1,000 bytes"):
         c.get_json(c.url("Patient"))
+
+
+def test_an_error_body_is_redacted_before_it_is_cut() -> None:
+    """The body quoted in the message is cut at 300 characters; a registered secret the
+    server echoes across the cut leaves none of its characters there."""
+    secret = "Wq7uM2jKlO9sS5vXwA1bC4eG6iJ8-echoed"
+    register(secret)
+    body = ("x" * 290 + " " + secret).encode()
+    c, _ = client(lambda r: (400, {"Content-Type": "text/plain"}, body))
+    with pytest.raises(FhirServerError) as info:
+        c.get_json(c.url("Patient"))
+    assert "xxxx ***" in str(info.value) and secret[:4] not in str(info.value)
