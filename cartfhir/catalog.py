@@ -195,12 +195,18 @@ REF_DOCS: dict[str, tuple[str, str, dict[str, str]]] = {
     "concept_map": ("(site, resource_type, system, code)", "Code maps: a code of a resource "
                     "type means a concept (package defaults, study and site maps).",
                     {"site": "null for the defaults and study maps",
+                     "system": "as system_key() spells it (trimmed, lower case, http, no "
+                               "'www.', trailing '/' or '|version')",
                      "grade": "a grade the code itself carries (D89.833 -> 3)",
                      "priority": "higher wins: site 15 > study 12 > default 10",
                      "source": "the file the row came from"}),
     "text_pattern": ("(site, resource_type, concept, pattern)", "Regular expressions on "
                      "code text and displays, for codes without a settled standard.",
-                     {"site": "null for the defaults", "pattern": "lower-case regular expression",
+                     {"site": "null for the defaults",
+                      "pattern": "regular expression (RE2), matched case-insensitively",
+                      "refines": "the concept a map must have decided for this pattern to "
+                                 "refine it (lymphodepletion refines chemotherapy); null: "
+                                 "the pattern never overrules a map",
                       "source": "the file the row came from"}),
     "unit": ("(unit_group, unit_key)", "Unit spellings and their conversion to the group's "
              "canonical unit: canonical = value * factor + offset.",
@@ -224,7 +230,10 @@ REF_DOCS: dict[str, tuple[str, str, dict[str, str]]] = {
                     {"canonical": "the URI maps use (an OID's URI; else the system itself)",
                      "hierarchy": "prefix (ICD-10, ICD-10-CM: a map code covers the codes "
                                   "extending it, compared without dots) | null (exact codes); "
-                                  "an OID takes its canonical system's"}),
+                                  "an OID takes its canonical system's",
+                     "case_insensitive": "codes compare trimmed and upper-cased (ICD-10, "
+                                         "PCS, CPT, HCPCS, LOINC); an OID takes its "
+                                         "canonical system's"}),
     "scope_note": ("(system, pattern)", "Why an unmapped code is out of the study's scope, "
                    "from its LOINC name (terminology/scope_notes.csv); never used to map.",
                    {"pattern": "lower-case regular expression on the display",

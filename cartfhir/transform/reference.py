@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -96,12 +95,21 @@ def _number(value: str, origin: str, column: str) -> float | None:
                           f"not {value!r}") from None
 
 
-def _check_pattern(pattern: str, origin: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise ConfigError(f"{origin}: text pattern {pattern!r} is not a valid regex: {exc}") \
-            from None
+def _check_patterns(rows: list[dict[str, str]], origin: str) -> None:
+    """Compile every row's pattern in DuckDB, the engine that runs it (RE2, not Python's re).
+
+    A lookahead or backreference passes Python's re but fails mid-transform in RE2, so
+    each pattern is tried here, before anything is written.
+    """
+    with duckdb.connect() as con:
+        for line, row in enumerate(rows, start=2):
+            try:
+                con.execute("SELECT regexp_matches('', ?, 'i')", [row["pattern"]])
+            except duckdb.Error as exc:
+                raise ConfigError(
+                    f"{origin} line {line}: pattern {row['pattern']!r} is not a regular "
+                    f"expression DuckDB (RE2) can run: {str(exc).split(': ', 1)[-1]}; "
+                    "lookarounds and backreferences are not supported") from None
 
 
 def concept_map_rows(text: str, origin: str, site: str | None, priority: int,
@@ -168,16 +176,26 @@ def _concept_map_json(text: str, origin: str) -> list[dict[str, str]]:
 
 def text_pattern_rows(text: str, origin: str, site: str | None,
                       concepts: set[str]) -> list[dict[str, Any]]:
+    """Text-pattern rows, matched case-insensitively as written (never lower-cased: \\S is
+    not \\s). ``refines`` names the concept a map must have decided for the pattern to
+    refine it (lymphodepletion refines chemotherapy); a pattern without it never
+    overrules a map."""
     rows = _csv_rows(text, origin, ("resource_type", "concept", "priority", "pattern"))
+    _check_patterns(rows, origin)
     out = []
     for row in rows:
-        if row["concept"] not in concepts and row["concept"] != "_excluded":
-            raise ConfigError(f"{origin}: unknown concept {row['concept']!r}")
-        _check_pattern(row["pattern"], origin)
+        refines = row.get("refines") or None
+        for concept in (row["concept"], refines):
+            if concept is not None and concept not in concepts and concept != "_excluded":
+                raise ConfigError(f"{origin}: unknown concept {concept!r} in the pattern "
+                                  f"{row['pattern']!r}; known: {', '.join(sorted(concepts))}")
+        if refines == "_excluded" or (refines and row["concept"] == "_excluded"):
+            raise ConfigError(f"{origin}: the pattern {row['pattern']!r} cannot refine into or "
+                              "out of '_excluded': a map's decision is only ever refined")
         out.append({"site": site, "resource_type": row["resource_type"],
                     "concept": row["concept"],
                     "priority": int(_number(row["priority"], origin, "priority") or 0),
-                    "pattern": row["pattern"].lower(), "source": origin})
+                    "pattern": row["pattern"], "refines": refines, "source": origin})
     return out
 
 
@@ -245,23 +263,28 @@ def load_reference(config: Config) -> Reference:
         path = config.transform.grade_cuts if table == "grade_cut" else None
         text, origin = read(name, path)
         rows = [{c: r[c] for c in columns} for r in _csv_rows(text, origin, columns)]
-        for r in rows:
-            if "pattern" in r:
-                _check_pattern(r["pattern"], origin)
+        if "pattern" in columns:
+            _check_patterns(rows, origin)
         tables[table] = rows
 
     # Standard code systems (with their OID aliases): a coding in one of them is
     # authoritative, so a record no map knows is unmapped, never matched by its text.
     # hierarchy 'prefix' (the ICD-10 family): a map code covers the codes extending it.
     text, origin = read("terminology/code_systems.csv")
-    systems = _csv_rows(text, origin, ("system", "canonical", "name", "hierarchy"))
+    # case_insensitive: codes compare trimmed and upper-cased ('xw033c7' is XW033C7).
+    systems = _csv_rows(text, origin, ("system", "canonical", "name", "hierarchy",
+                                       "case_insensitive"))
     for r in systems:
         if r["hierarchy"] not in HIERARCHIES:
             raise ConfigError(f"{origin}: hierarchy of {r['system']} must be empty or "
                               f"'prefix', not {r['hierarchy']!r}")
+        if r["case_insensitive"] not in ("", "true", "false"):
+            raise ConfigError(f"{origin}: case_insensitive of {r['system']} must be empty, "
+                              f"'true' or 'false', not {r['case_insensitive']!r}")
     tables["code_system"] = [
         {"system": r["system"], "canonical": r["canonical"] or r["system"], "name": r["name"],
-         "hierarchy": r["hierarchy"] or None}
+         "hierarchy": r["hierarchy"] or None,
+         "case_insensitive": r["case_insensitive"] == "true"}
         for r in systems]
 
     text, origin = read("terminology/combinations.csv")
@@ -301,7 +324,7 @@ REF_DDL = {
     "concept_map": "site VARCHAR, resource_type VARCHAR, system VARCHAR, code VARCHAR, "
                    "concept VARCHAR, grade INTEGER, priority INTEGER, source VARCHAR",
     "text_pattern": "site VARCHAR, resource_type VARCHAR, concept VARCHAR, priority INTEGER, "
-                    "pattern VARCHAR, source VARCHAR",
+                    "pattern VARCHAR, refines VARCHAR, source VARCHAR",
     "unit": "unit_group VARCHAR, unit VARCHAR, factor DOUBLE, \"offset\" DOUBLE",
     "severity_grade": "system VARCHAR, code VARCHAR, grade INTEGER",
     "body_site": "body_site VARCHAR, rank INTEGER, system VARCHAR, code VARCHAR, pattern VARCHAR",
@@ -311,11 +334,17 @@ REF_DDL = {
     "qualitative_result": "concept VARCHAR, pattern VARCHAR, value DOUBLE, comparator VARCHAR",
     "grade_cut": "concept VARCHAR, basis VARCHAR, direction VARCHAR, bound DOUBLE, grade INTEGER",
     "concept_combination": "concept VARCHAR, requires VARCHAR[]",
-    "code_system": "system VARCHAR, canonical VARCHAR, name VARCHAR, hierarchy VARCHAR",
+    "code_system": "system VARCHAR, canonical VARCHAR, name VARCHAR, hierarchy VARCHAR, "
+                   "case_insensitive BOOLEAN",
     "scope_note": "system VARCHAR, rank INTEGER, pattern VARCHAR, note VARCHAR",
     "window": "name VARCHAR, lo INTEGER, hi INTEGER",
     "threshold": "name VARCHAR, value DOUBLE",
 }
+
+
+# The ref columns holding a code system URI that models compare through system_key().
+SYSTEM_COLUMNS = {"concept_map": ("system",), "code_system": ("system", "canonical"),
+                  "scope_note": ("system",)}
 
 
 def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id: str) -> None:
@@ -332,6 +361,10 @@ def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id
             with registered(con, "_ref_rows", frame):  # one insert per table, not per row
                 con.execute(f"INSERT INTO ref.{table} ({', '.join(names)}) SELECT "
                             + ", ".join(f'"{k}"' for k in keys) + " FROM _ref_rows")
+    # Systems are compared as system_key()s (macros.sql): one spelling per system.
+    for table, columns in SYSTEM_COLUMNS.items():
+        con.execute(f"UPDATE ref.{table} SET "
+                    + ", ".join(f"{c} = system_key({c})" for c in columns))
     con.execute("ALTER TABLE ref.unit ADD COLUMN unit_key VARCHAR")
     con.execute("UPDATE ref.unit SET unit_key = unit_key(unit)")
     # Spellings of one unit ('10*9/L', '10^9/L') share a key; they must agree on the factor.

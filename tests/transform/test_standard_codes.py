@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from cartfhir.cli import cli
+from cartfhir.errors import ConfigError
 from cartfhir.synth import generate
 
 from .broad_hospital import LOOK_ALIKES, broad_resources
@@ -166,3 +167,149 @@ def test_a_mapped_standard_code_is_still_refined_by_its_text(tmp_path: Path) -> 
     concepts = sorted(r[0] for r in con.execute(
         "SELECT concept FROM harmonized.procedure WHERE concept <> 'cart_infusion'").fetchall())
     assert concepts == ["chemotherapy", "lymphodepletion"]
+
+
+# ---- through 'cartfhir run': product codes, system spellings, code case, site patterns -------
+HCPCS = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+Q2042_DESCRIPTOR = ("Tisagenlecleucel, up to 600 million CAR-positive viable T cells, including "
+                    "leukapheresis and dose preparation procedures, per therapeutic dose")
+
+
+def _run(site: Site, **site_config: object) -> tuple[object, duckdb.DuckDBPyConnection | None]:
+    """Write the site's NDJSON and a config, run 'cartfhir run'; the result and the database."""
+    import yaml
+
+    folder = site.root / "data" / site.name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "all.ndjson").write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in site.resources) + "\n")
+    (site.root / "secrets").mkdir(exist_ok=True)
+    (site.root / "secrets" / "key").write_text("0123456789abcdef0123456789abcdef\n")
+    entry = {"id": site.name, "source": {"kind": "ndjson", "path": f"data/{site.name}"},
+             "pseudonym_key": {"file": "secrets/key"}, **site_config}
+    path = site.root / "config.yaml"
+    path.write_text(yaml.safe_dump({"study": {"name": "t"}, "sites": [entry],
+                                    "output": {"duckdb": "out/t.duckdb"},
+                                    "landing": {"workers": 0}}))
+    result = CliRunner().invoke(cli, ["run", "--config", str(path)])
+    db = site.root / "out" / "t.duckdb"
+    return result, duckdb.connect(str(db), read_only=True) if db.exists() else None
+
+
+def _product(site: Site, system: str, code: str, display: str) -> None:
+    site.resources.append({"resourceType": "Procedure", "id": "product", "status": "completed",
+                           "code": {"coding": [{"system": system, "code": code,
+                                                "display": display}]},
+                           "subject": {"reference": "Patient/p1"},
+                           "performedDateTime": "2024-03-01T10:00:00+08:00"})
+
+
+def test_a_hcpcs_product_code_is_not_excluded_by_its_cms_descriptor(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    _product(site, HCPCS, "Q2042", Q2042_DESCRIPTOR)
+    site.lab(3, 0.4, "10*9/L")
+    _, con = _run(site)
+    assert one(con, "SELECT status, concept FROM harmonized.code_concept "
+                    "WHERE resource_type = 'Procedure'") == ("mapped", "cart_infusion")
+    assert one(con, "SELECT count(*) FROM cohort.episode") == 1
+
+
+def test_a_site_map_is_not_overruled_by_an_unrelated_text_pattern(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.procedure("Leukapheresis for CAR-T manufacturing", -30,
+                   coding={"system": LOCAL, "code": "CHEMO-1"})
+    (tmp_path / "map.csv").write_text(
+        "resource_type,system,code,concept\nProcedure," + LOCAL + ",CHEMO-1,chemotherapy\n")
+    _, con = _run(site, concept_maps=["map.csv"])
+    assert one(con, "SELECT concept FROM harmonized.code_concept "
+                    "WHERE matched_by LIKE '%CHEMO-1%'") == "chemotherapy"
+
+
+def test_a_refining_pattern_names_a_known_concept(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    (tmp_path / "tp.csv").write_text("resource_type,concept,priority,pattern,refines\n"
+                                     "Procedure,lymphodepletion,20,flu,chemotheraphy\n")
+    result, _ = _run(site, text_patterns=["tp.csv"])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "chemotheraphy" in str(result.exception)
+
+
+@pytest.mark.parametrize("loinc", ["http://loinc.org/", "https://loinc.org", "HTTP://LOINC.ORG",
+                                   " http://loinc.org ", "http://www.loinc.org"])
+def test_loinc_spellings_real_servers_send_are_loinc(tmp_path: Path, loinc: str) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 0.6, "10*9/L", system=loinc, code="751-8")
+    band = site.lab(4, 0.05, "10*9/L", system=loinc, code="26507-4",
+                    display="Neutrophils.band [#/volume] in Blood")
+    _, con = _run(site)
+    assert one(con, "SELECT concept FROM harmonized.lab") == "anc"
+    assert one(con, "SELECT count(*) FROM harmonized.lab WHERE observation_id = ?", band) == 0
+    assert one(con, "SELECT code FROM qa.unmapped_codes") == "26507-4"
+
+
+@pytest.mark.parametrize("system", ["http://snomed.info/sct/900000000000207008",
+                                    "http://snomed.info/sct|20230131",
+                                    "http://snomed.info/sct/731000124108/version/20230301",
+                                    "http://hl7.org/fhir/sid/icd-10-CM",
+                                    "http://hl7.org/fhir/sid/icd-10-cm/"])
+def test_snomed_and_icd_spellings_are_standard(tmp_path: Path, system: str) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    code = "Z87.01" if "icd" in system else "161525003"  # history of pneumonia: no infection
+    site.condition(5, coding=[{"system": system, "code": code,
+                               "display": "Personal history of pneumonia (recurrent)"}])
+    _, con = _run(site)
+    assert one(con, "SELECT count(*) FROM harmonized.condition") == 0
+    assert one(con, "SELECT standard, code FROM qa.unmapped_codes") == (True, code)
+
+
+def test_a_map_written_with_another_spelling_still_matches(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 0.6, "10*9/L", code="99999-9", display="Neutrophil look-alike")
+    (tmp_path / "map.csv").write_text(
+        "resource_type,system,code,concept\nObservation,HTTPS://LOINC.ORG/,99999-9,anc\n")
+    _, con = _run(site, concept_maps=["map.csv"])
+    assert one(con, "SELECT concept FROM harmonized.lab") == "anc"
+
+
+@pytest.mark.parametrize(("system", "code"), [(PCS, "xw033c7"), (HCPCS, "q2042"),
+                                              ("http://www.ama-assn.org/go/cpt", "0540t")])
+def test_case_insensitive_codes_match_in_any_case(tmp_path: Path, system: str, code: str) -> None:
+    site = Site(tmp_path)
+    _product(site, system, code, "CAR-T")
+    site.lab(3, 0.4, "10*9/L", code="751-8")
+    _, con = _run(site)
+    assert one(con, "SELECT status, concept FROM harmonized.code_concept "
+                    "WHERE resource_type = 'Procedure'") == ("mapped", "cart_infusion")
+    assert one(con, "SELECT count(*) FROM cohort.episode") == 1
+
+
+def test_site_patterns_keep_their_escapes_and_match_any_case(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    # Lower-casing the pattern would turn \\S (not a space) into \\s (a space).
+    leuk = site.lab(3, 6.1, "10*9/L", system=LOCAL, code="L1", display="LEUKX")
+    site.lab(4, 6.1, "10*9/L", system=LOCAL, code="L2", display="LEUK ")
+    (tmp_path / "tp.csv").write_text("resource_type,concept,priority,pattern\n"
+                                     "Observation,wbc,9,^LEUK\\S+$\n")
+    _, con = _run(site, text_patterns=["tp.csv"])
+    assert con.execute("SELECT observation_id, concept FROM harmonized.lab").fetchall() \
+        == [(leuk, "wbc")]
+
+
+def test_a_pattern_duckdb_cannot_run_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.infusion(0)
+    site.lab(3, 0.6, "10*9/L", system=LOCAL, code="N1", display="Neutrophils")
+    (tmp_path / "tp.csv").write_text("resource_type,concept,priority,pattern\n"
+                                     "Observation,wbc,6,leukocyte\n"
+                                     "Observation,anc,6,neut(?=rophil)\n")
+    result, _ = _run(site, text_patterns=["tp.csv"])
+    assert isinstance(result.exception, ConfigError), result.output
+    message = str(result.exception)
+    assert "tp.csv line 3" in message and "neut(?=rophil)" in message

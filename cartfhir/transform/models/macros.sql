@@ -30,3 +30,16 @@ CREATE OR REPLACE MACRO grade_from_text(t) AS coalesce(
 -- 'prefix', the ICD-10 family): dots and surrounding spaces dropped, upper case, so
 -- 'A41.9', 'a41.9' and 'A419' are one code and 'A41.900' or 'J18.900x001' extend them.
 CREATE OR REPLACE MACRO code_key(c) AS upper(replace(trim(CAST(c AS VARCHAR)), '.', ''));
+-- system_key(s): a code system URI as the maps and ref.code_system compare it. Servers send
+-- one system in many spellings: surrounding spaces, any case, https, a trailing '/', a
+-- 'www.' host, a '|version' suffix, and SNOMED CT edition or version URIs
+-- (http://snomed.info/sct/900000000000207008/version/20230131). All reduce to one key:
+-- 'HTTPS://www.LOINC.org/' and 'http://snomed.info/sct|20230131' are http://loinc.org and
+-- http://snomed.info/sct. ref.concept_map, ref.code_system and ref.scope_note hold keys.
+CREATE OR REPLACE MACRO system_key(s) AS regexp_replace(
+    regexp_replace(
+        regexp_replace(
+            regexp_replace(lower(trim(CAST(s AS VARCHAR))), '\|.*$', ''),
+            '^https?://(www\.)?', 'http://'),
+        '^http://snomed\.info/sct/.*$', 'http://snomed.info/sct'),
+    '/+$', '');

@@ -7,11 +7,17 @@
 -- A coding in a standard system (ref.code_system: LOINC, SNOMED CT, ICD-10(-CM/-PCS),
 -- CPT, HCPCS, RxNorm..., also under their OIDs) is authoritative. Precedence: (1) a map
 -- of any of the signature's codings (default, study or site map: an explicit map is a
--- decision, not a guess), which a text pattern of a higher priority may still refine
--- or exclude (lymphodepletion is a chemotherapy code told apart by its text); (2) text
--- patterns, only when no coding is in a standard system (local codes or text alone);
--- (3) otherwise unmapped: a standard code no map knows is never guessed from its
--- display ('Bilirubin.total ... in Urine by Test strip' is not serum bilirubin).
+-- decision, not a guess), which only a text pattern declared to refine the mapped concept
+-- (ref.text_pattern.refines) may still refine, at a higher priority (lymphodepletion is
+-- a chemotherapy code told apart by its text); no text excludes a mapped code or turns
+-- it into another concept (HCPCS Q2042's descriptor names leukapheresis; it stays an
+-- infusion); (2) text patterns, only when no map decided and no coding is in a standard
+-- system (local codes or text alone); (3) otherwise unmapped: a standard code no map
+-- knows is never guessed from its display ('Bilirubin.total ... in Urine by Test strip'
+-- is not serum bilirubin). Patterns match case-insensitively, as written.
+-- Systems compare as system_key() (macros.sql: 'https://www.loinc.org/', SNOMED edition
+-- URIs and '|version' suffixes reduce to the system), and in systems whose codes are
+-- case-insensitive (ref.code_system.case_insensitive) codes compare trimmed and upper-cased.
 -- Hierarchical systems (ref.code_system.hierarchy = 'prefix': ICD-10 and ICD-10-CM) are
 -- matched by code structure: a map row covers its code and every code extending it,
 -- compared without dots (code_key: 'A419' = 'A41.9'), so an A41 row maps A41.51 and the
@@ -42,24 +48,34 @@ raw_codings AS (
            json_extract_string(u.coding, '$.display') AS display
     FROM signatures AS s, unnest(s.codings) AS u(coding)
 ),
+keyed_codings AS (
+    SELECT c.*, system_key(c.system) AS system_key FROM raw_codings AS c
+),
 codings AS (
-    -- An OID spelling of a standard system matches maps written with its URI, too. A
-    -- standard system without a code says nothing authoritative: its display is text.
-    -- An OID spelling takes its canonical system's hierarchy.
-    SELECT c.*, coalesce(k.canonical, c.system) AS canonical,
+    -- Systems compare as system_key()s ('https://loinc.org/' is LOINC). An OID spelling
+    -- of a standard system matches maps written with its URI, too, and takes its
+    -- canonical system's hierarchy and code case rule. A standard system without a code
+    -- says nothing authoritative: its display is text.
+    SELECT c.*, coalesce(k.canonical, c.system_key) AS canonical,
            k.system IS NOT NULL AND coalesce(trim(c.code), '') <> '' AS standard,
-           coalesce(h.hierarchy = 'prefix', false) AS prefix_coded
-    FROM raw_codings AS c
-    LEFT JOIN ref.code_system AS k ON k.system = c.system
+           coalesce(h.hierarchy = 'prefix', false) AS prefix_coded,
+           CASE WHEN h.case_insensitive THEN upper(trim(c.code)) ELSE c.code END AS match_code
+    FROM keyed_codings AS c
+    LEFT JOIN ref.code_system AS k ON k.system = c.system_key
     LEFT JOIN ref.code_system AS h ON h.system = k.canonical
 ),
 map_rows AS (
-    SELECT m.*, code_key(m.code) AS key FROM ref.concept_map AS m
+    -- ref.concept_map.system is already a system_key (reference.write_reference).
+    SELECT m.*, code_key(m.code) AS key,
+           CASE WHEN h.case_insensitive THEN upper(trim(m.code)) ELSE m.code END AS match_code
+    FROM ref.concept_map AS m
+    LEFT JOIN ref.code_system AS k ON k.system = m.system
+    LEFT JOIN ref.code_system AS h ON h.system = k.canonical
 ),
 coding_prefixes AS (
     -- A prefix-system coding is looked up under each leading part of its key (no longer
     -- than the longest map code), so matching it is an equality join, not a scan.
-    SELECT c.signature, c.site, c.resource_type, c.system, c.canonical, c.code,
+    SELECT c.signature, c.site, c.resource_type, c.system, c.system_key, c.canonical, c.code,
            unnest(list_transform(
                range(1, least(length(code_key(c.code)),
                               (SELECT max(length(key)) FROM map_rows)) + 1),
@@ -73,15 +89,15 @@ code_matches AS (
            m.priority
     FROM codings AS c
     JOIN map_rows AS m
-      ON m.resource_type = c.resource_type AND m.code = c.code
-     AND m.system IN (c.system, c.canonical) AND (m.site IS NULL OR m.site = c.site)
+      ON m.resource_type = c.resource_type AND m.match_code = c.match_code
+     AND m.system IN (c.system_key, c.canonical) AND (m.site IS NULL OR m.site = c.site)
     WHERE NOT c.prefix_coded
     UNION ALL
     SELECT p.signature, p.system, p.code, m.code, m.key, m.concept, m.grade, m.priority
     FROM coding_prefixes AS p
     JOIN map_rows AS m
       ON m.resource_type = p.resource_type AND m.key = p.prefix
-     AND m.system IN (p.system, p.canonical) AND (m.site IS NULL OR m.site = p.site)
+     AND m.system IN (p.system_key, p.canonical) AND (m.site IS NULL OR m.site = p.site)
 ),
 code_winners AS (
     SELECT signature, concept, grade, priority,
@@ -94,12 +110,16 @@ code_winners AS (
 standard_coded AS (
     SELECT DISTINCT signature FROM codings WHERE standard
 ),
-text_allowed AS (
-    -- Text may decide only where no standard coding speaks, or refine what a map decided.
+code_decided AS (
+    -- What the maps decided: the concept(s) at the highest code priority.
+    SELECT signature, concept FROM code_winners
+    QUALIFY priority = max(priority) OVER (PARTITION BY signature)
+),
+text_decides AS (
+    -- Text decides only where no map decided and no standard coding speaks.
     SELECT signature FROM signatures
     WHERE signature NOT IN (SELECT signature FROM standard_coded)
-    UNION
-    SELECT signature FROM code_winners
+      AND signature NOT IN (SELECT signature FROM code_winners)
 ),
 texts AS (
     SELECT signature, site, resource_type, lower(code_text) AS text
@@ -113,8 +133,13 @@ text_matches AS (
     FROM texts AS t
     JOIN ref.text_pattern AS p
       ON p.resource_type = t.resource_type AND (p.site IS NULL OR p.site = t.site)
-     AND regexp_matches(t.text, p.pattern)
-    WHERE t.signature IN (SELECT signature FROM text_allowed)
+     AND regexp_matches(t.text, p.pattern, 'i')
+    WHERE t.signature IN (SELECT signature FROM text_decides)
+       -- Where a map decided, only a pattern declared to refine that concept may speak
+       -- (lymphodepletion refines chemotherapy): never an exclusion or another concept,
+       -- so a CAR-T product code whose descriptor says 'leukapheresis' stays an infusion.
+       OR EXISTS (SELECT 1 FROM code_decided AS d
+                  WHERE d.signature = t.signature AND d.concept = p.refines)
 ),
 candidates AS (
     SELECT * FROM code_winners UNION ALL SELECT * FROM text_matches

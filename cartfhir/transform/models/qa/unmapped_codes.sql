@@ -26,10 +26,10 @@ codings AS (
 ),
 counted AS (
     SELECT c.site, c.resource_type, c.system, c.code, c.display,
-           k.system IS NOT NULL AS standard, coalesce(k.canonical, c.system) AS canonical,
+           k.system IS NOT NULL AS standard, coalesce(k.canonical, system_key(c.system)) AS canonical,
            sum(c.records) AS count
     FROM codings AS c
-    LEFT JOIN ref.code_system AS k ON k.system = c.system
+    LEFT JOIN ref.code_system AS k ON k.system = system_key(c.system)
     GROUP BY ALL
 ),
 notes AS (
