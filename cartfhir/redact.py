@@ -1,11 +1,11 @@
 """Secrets out of every message, log line and stored text: one registry, one ``redact``.
 
 Every secret the process comes to hold is registered here the moment it is read or
-received: a ``SecretRef``'s value, the base64 form of HTTP Basic credentials, a SMART
-access token and client assertion, a secret-looking query value of a URL the client
-requests. ``redact`` replaces each registered value, and its URL-, JSON- and
-base64-encoded forms, with ``***`` (in any letter case, from ``MIN_CASELESS``
-characters on); it also masks credentials by shape (``Bearer …``,
+received: a ``SecretRef``'s value, HTTP Basic's ``user:pass``, a SMART access token
+and client assertion, a secret-looking query value of a URL the client requests.
+``redact`` replaces each registered value, and its encoded forms (``_forms``: URL,
+JSON, HTML, hex, base64 variants), with ``***`` (in any letter case, from
+``MIN_CASELESS`` characters on); it also masks credentials by shape (``Bearer …``,
 JWTs, ``user:pass@`` in URLs, ``?token=…`` query values), for the ones never
 registered. Every writer of messages calls it: the run manifest, the request
 manifest, the log formatter, the CLI's error printer. ``mask_url`` does the same for
@@ -15,9 +15,11 @@ one URL that is stored or shown.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import threading
+from functools import lru_cache
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 
 __all__ = ["MASK", "mask_url", "redact", "redact_cut", "register", "register_url"]
@@ -45,14 +47,39 @@ _SHAPES = (
 )
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
-_pattern: re.Pattern[str] | None = None
+# Every registered form, with its casefolded text for the quick presence check.
+_secrets: dict[str, str] = {}
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _base64_forms(data: bytes) -> set[str]:
+    """``data`` in standard and URL-safe base64, padded and not, and as it reads inside a
+    longer encoded blob: at each of the three byte offsets it can start at, the
+    characters that only its own bytes decide."""
+    encoded = base64.b64encode(data).decode("ascii")
+    forms = {encoded, encoded.rstrip("=")}
+    for offset in range(3):
+        shifted = base64.b64encode(b"\0" * offset + data).decode("ascii")
+        forms.add(shifted[-(-4 * offset // 3):8 * (offset + len(data)) // 6])
+    return forms | {f.translate(_URLSAFE) for f in forms}
 
 
 def _forms(value: str) -> set[str]:
-    """The ways a secret can show up in text: as is, URL-quoted, JSON-escaped, base64."""
-    forms = {value, value.strip(), quote(value, safe=""), quote_plus(value),
-             json.dumps(value)[1:-1], base64.b64encode(value.encode()).decode("ascii")}
+    """The ways a secret can show up in text, worked out once when it is registered.
+
+    As is; URL-quoted (with and without '/', '+' for spaces, quoted twice); JSON- and
+    HTML-escaped; hex; base64 of the value and of the ``Bearer`` header carrying it,
+    in every variant ``_base64_forms`` lists. Hex and base64 in other letter cases are
+    caught by matching forms of ``MIN_CASELESS`` characters or more in any case.
+    """
+    forms: set[str] = set()
+    for text in {value, value.strip()}:
+        quoted = quote(text, safe="")
+        forms |= {text, quoted, quote(text), quote_plus(text), quote(quoted, safe=""),
+                  quote_plus(quote_plus(text)), json.dumps(text)[1:-1],
+                  json.dumps(text)[1:-1].replace("/", "\\/"), html.escape(text),
+                  html.escape(text, quote=False), text.encode().hex()}
+        forms |= _base64_forms(text.encode()) | _base64_forms(f"Bearer {text}".encode())
     return {f for f in forms if len(f) >= MIN_SECRET}
 
 
@@ -60,12 +87,9 @@ def register(value: str | None) -> None:
     """Remember a secret value so ``redact`` removes it (and its encoded forms) from text."""
     if not value or len(value.strip()) < MIN_SECRET:
         return
-    global _pattern
     forms = _forms(value)
     with _lock:
-        if not forms <= _secrets:
-            _secrets.update(forms)
-            _pattern = None
+        _secrets.update((f, f.casefold()) for f in forms if f not in _secrets)
 
 
 def register_url(url: str) -> None:
@@ -77,24 +101,31 @@ def register_url(url: str) -> None:
             register(value)
 
 
-def _compiled() -> re.Pattern[str] | None:
-    global _pattern
-    with _lock:
-        if _pattern is None and _secrets:
-            # Longest first, so a secret is masked whole before any part of it.
-            _pattern = re.compile("|".join(
-                f"(?i:{re.escape(s)})" if len(s) >= MIN_CASELESS else re.escape(s)
-                for s in sorted(_secrets, key=len, reverse=True)))
-        return _pattern
+@lru_cache(maxsize=256)
+def _pattern(forms: frozenset[str]) -> re.Pattern[str]:
+    # Longest first, so a secret is masked whole before any part of it.
+    return re.compile("|".join(
+        f"(?i:{re.escape(s)})" if len(s) >= MIN_CASELESS else re.escape(s)
+        for s in sorted(forms, key=lambda s: (-len(s), s))))
 
 
 def redact(text: str) -> str:
-    """``text`` with every registered secret and every credential-shaped value masked."""
+    """``text`` with every registered secret and every credential-shaped value masked.
+
+    The forms present are found by plain substring search first (casefolded, which
+    finds at least what the case-insensitive match does); the regular expression runs
+    only when some are, and only over those: one over every form would cost seconds
+    per megabyte of text.
+    """
     if not text:
         return text
-    pattern = _compiled()
-    if pattern is not None:
-        text = pattern.sub(MASK, text)
+    folded = text.casefold()
+    with _lock:
+        known = list(_secrets.items())
+    present = frozenset(form for form, fold in known
+                        if (fold in folded if len(form) >= MIN_CASELESS else form in text))
+    if present:
+        text = _pattern(present).sub(MASK, text)
     for shape, replacement in _SHAPES:
         text = shape.sub(replacement, text)
     return text

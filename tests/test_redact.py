@@ -6,6 +6,8 @@ import base64
 import json
 from urllib.parse import quote
 
+import pytest
+
 from cartfhir.redact import MASK, mask_url, redact, redact_cut, register, register_url
 
 
@@ -63,3 +65,38 @@ def test_text_is_cut_only_after_it_is_redacted() -> None:
     shown = redact_cut(text, 300)
     assert shown == "x" * 290 + f" {MASK} and m..."
     assert redact_cut("short", 300) == "short"
+
+
+def _encodings(secret: str) -> dict[str, str]:
+    data = secret.encode()
+    once = quote(secret, safe="")
+    return {
+        "base64 of the Bearer header": base64.b64encode(b"Bearer " + data).decode(),
+        "hex": data.hex(), "HEX": data.hex().upper(),
+        "base64 unpadded": base64.b64encode(data).decode().rstrip("="),
+        "urlsafe base64": base64.urlsafe_b64encode(data).decode(),
+        "urlsafe base64 unpadded": base64.urlsafe_b64encode(data).decode().rstrip("="),
+        "quoted keeping /": quote(secret),
+        "percent-encoded twice": quote(once, safe=""),
+        "percent-encoded twice, lower case": quote(once, safe="").lower(),
+        "base64 inside a longer blob": base64.b64encode(
+            json.dumps({"access_token": secret}).encode()).decode(),
+    }
+
+
+@pytest.mark.parametrize("name", list(_encodings("x")))
+def test_encoded_forms_of_a_registered_secret_are_masked(name: str) -> None:
+    secret = "s3cr3t+Tok/en=value_xy"  # '+', '/' and '=' make each encoding differ
+    register(secret)
+    form = _encodings(secret)[name]
+    shown = redact(f"the server echoed {form} back")
+    assert MASK in shown, (name, shown)
+    # what is left of the form is at most the few characters that also encode its neighbours
+    left = shown.replace("the server echoed ", "").replace(" back", "").replace(MASK, "")
+    assert len(left) <= len(form) - len(secret), (name, shown)
+
+
+def test_short_secrets_keep_their_encoded_forms_case_sensitive() -> None:
+    register("q7Zk")  # shorter than MIN_CASELESS: masked as is, not in other letter cases
+    assert redact("hex 71375a6b") == f"hex {MASK}"
+    assert redact("word Q7ZK") == "word Q7ZK"

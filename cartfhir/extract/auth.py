@@ -133,9 +133,10 @@ class BasicAuthenticator:
     def headers(self) -> dict[str, str]:
         with self._lock:
             if self._header is None:
-                pair = f"{self._username}:{self._ref.resolve()}".encode()
-                encoded = base64.b64encode(pair).decode("ascii")
-                register_secret(encoded)  # the form the server sees, and may echo
+                pair = f"{self._username}:{self._ref.resolve()}"
+                # the pair, so all its encodings (the header's base64 among them) are masked
+                register_secret(pair)
+                encoded = base64.b64encode(pair.encode()).decode("ascii")
                 self._header = "Basic " + encoded
             return {"Authorization": self._header}
 

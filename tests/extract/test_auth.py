@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cartfhir.config import BasicAuth, BearerAuth, NoAuth, SecretRef, SmartAuth
 from cartfhir.errors import AuthError, SecretError
 from cartfhir.extract.auth import SmartAuthenticator, make_authenticator
-from cartfhir.redact import register
+from cartfhir.redact import redact, register
 from tests.extract.stub_server import StubAdapter, json_response
 from tests.extract.token_server import TokenServer
 
@@ -428,3 +428,17 @@ def test_a_long_oauth_error_is_redacted_before_it_is_cut(rsa_key, session, tmp_p
     message = str(info.value)
     assert "invalid_client" in message and "got client_secret" in message
     assert secret[:4] not in message
+
+
+def test_basic_credentials_are_masked_in_their_unpadded_and_urlsafe_base64(tmp_path):
+    secret = tmp_path / "password"
+    secret.write_text("h>nter2?x\n")  # base64 of etl:h>nter2?x has '+', '/' and padding
+    auth = make_authenticator(BasicAuth(kind="basic", username="etl",
+                                        password=SecretRef(file=secret)),
+                              "http://fhir.test/fhir", requests.Session())
+    auth.headers()
+    encoded = base64.b64encode(b"etl:h>nter2?x").decode()
+    assert "=" in encoded and ("+" in encoded or "/" in encoded)
+    for form in (encoded.rstrip("="), base64.urlsafe_b64encode(b"etl:h>nter2?x").decode(),
+                 base64.urlsafe_b64encode(b"etl:h>nter2?x").decode().rstrip("=")):
+        assert redact(f"echo {form} end") == "echo *** end", form
