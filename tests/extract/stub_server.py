@@ -7,6 +7,7 @@ lets a test inject faults per request.
 
 from __future__ import annotations
 
+import itertools
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +67,9 @@ class FakeFhir:
         self.faults: list[Callable[[requests.PreparedRequest], Any]] = []
         self.searches: list[dict[str, list[str]]] = []
         self._pages: dict[str, list[dict]] = {}
+        # Paging tokens are never reused, not even after forget_pages(): a reused token
+        # would hand a search that is still paging the hits of another search.
+        self._tokens = itertools.count()
         # Bulk export: status polls answered 202 before the manifest, extra manifest parts.
         self.export_polls = 2
         self.export_kickoffs: list[dict[str, list[str]]] = []
@@ -130,7 +134,7 @@ class FakeFhir:
         if "_lastUpdated" in query:
             since = query["_lastUpdated"][0].removeprefix("gt")
             hits = [r for r in hits if r["meta"]["lastUpdated"] > since]
-        token = f"t{len(self._pages)}"
+        token = f"t{next(self._tokens)}"
         self._pages[token] = hits
         return self._page(token, 0, int(query.get("_count", ["10"])[0]))
 

@@ -136,7 +136,7 @@ def test_expired_paging_restarts_the_query(con, tmp_path: Path, cohort: list[dic
 
     fake.faults.append(expire_once)
     _, report = pull(con, site_config(tmp_path, page_size=10), fake)
-    assert expired and report.status == "complete"
+    assert expired and report.status == "complete", report.problems
     assert set(landed(con)) == {(r["resourceType"], r["id"]) for r in cohort}
 
 
