@@ -83,14 +83,19 @@ def failed_on_error(run: Run) -> Iterator[Run]:
     try:
         yield run
     except BaseException as exc:
-        if is_interrupt(exc):
-            run.finish("interrupted", INTERRUPTED_BY_USER)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
+        finish_after(run, exc)
+        if is_interrupt(exc) and not isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt(INTERRUPTED_BY_USER) from exc
+        raise
+
+
+def finish_after(run: Run, exc: BaseException) -> None:
+    """Record how ``run`` ended when ``exc`` stopped it: ``interrupted`` or ``failed``."""
+    if is_interrupt(exc):
+        run.finish("interrupted", INTERRUPTED_BY_USER)
+    else:
         run.finish("failed", str(exc) if isinstance(exc, CartfhirError)
                    else f"{type(exc).__name__}: {exc}")
-        raise
 
 
 def start_run(con: duckdb.DuckDBPyConnection, command: str, config_hash: str | None,

@@ -95,3 +95,22 @@ def test_an_interrupt_inside_a_statement_marks_the_run_interrupted(tmp_path: Pat
                                   [run.run_id]).fetchone()
     con.close()
     assert status == "interrupted" and "Ctrl-C" in message
+
+
+def test_ctrl_c_during_an_extract_records_the_run_interrupted(
+        site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """extract keeps its own bookkeeping; a Ctrl-C there is 'interrupted' too, not 'failed'."""
+    import cartfhir.extract as extract_stage
+
+    def ctrl_c(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_stage, "land_folder", ctrl_c)
+    config = load_config(site)
+    with pytest.raises(KeyboardInterrupt):
+        extract(config)
+    con = duckdb.connect(str(config.output.duckdb), read_only=True)
+    status, message = con.execute("SELECT status, message FROM meta.runs WHERE stage = "
+                                  "'extract' ORDER BY started DESC LIMIT 1").fetchone()
+    con.close()
+    assert status == "interrupted" and "Ctrl-C" in message

@@ -34,7 +34,7 @@ from cartfhir.extract.landing import (
 from cartfhir.extract.ndjson import ReadLimits
 from cartfhir.extract.rest import pull_site
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import RunStatus, start_run
+from cartfhir.runs import RunStatus, finish_after, start_run
 
 __all__ = ["ExtractResult", "create_tables", "extract", "land_folder"]
 
@@ -202,7 +202,7 @@ def extract(
         except BaseException as exc:
             # The original error says more than a failed bookkeeping write.
             with contextlib.suppress(duckdb.Error):
-                run.finish("failed", f"{type(exc).__name__}: {exc}")
+                finish_after(run, exc)  # a Ctrl-C is 'interrupted', not 'failed'
             raise
         finally:
             if pool is not None:
