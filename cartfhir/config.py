@@ -59,6 +59,17 @@ def _resolve_path(value: Path, info: ValidationInfo) -> Path:
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
 
 
+def _site_id(value: str) -> str:
+    problem = site_id_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+# A site id wherever one is read (config, package manifest): the pattern, then the whole rule.
+SiteId = Annotated[str, Field(pattern=SITE_ID_PATTERN), AfterValidator(_site_id)]
+
+
 class _Model(BaseModel):
     """Strict base: unknown keys are errors, so typos do not pass silently."""
 
@@ -275,17 +286,9 @@ SOURCE_KINDS = ("ndjson", "fhir", "bulk")
 
 
 class Site(_Model):
-    id: str = Field(pattern=SITE_ID_PATTERN, description="short slug, unique in the config")
+    id: SiteId = Field(description="short slug, unique in the config")
     name: str | None = None
     source: Source
-
-    @field_validator("id")
-    @classmethod
-    def _not_reserved(cls, value: str) -> str:
-        problem = site_id_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
     pseudonym_key: SecretRef | None = Field(
         default=None,
         description="secret for patient_key = HMAC-SHA256(key, site/patient id); required by "

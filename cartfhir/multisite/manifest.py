@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cartfhir.config import SITE_ID_PATTERN, site_id_problem
+from cartfhir.config import SiteId
 from cartfhir.errors import PoolError
 from cartfhir.multisite.package import MANIFEST, POLICY, SCHEMA_VERSION, shown, table_file
 
@@ -51,7 +51,7 @@ class ReferenceEntry(_Strict):
 class Manifest(_Strict):
     schema_version: str
     tool_version: str
-    site: str = Field(pattern=SITE_ID_PATTERN)
+    site: SiteId
     study: str = Field(min_length=1)
     config_hash: str
     created: str
@@ -59,14 +59,6 @@ class Manifest(_Strict):
     tables: dict[str, TableEntry]
     validation: dict[str, Any]
     disclosure: dict[str, Any]
-
-    @field_validator("site")
-    @classmethod
-    def _site_id(cls, value: str) -> str:
-        problem = site_id_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
 
     @field_validator("created")
     @classmethod
