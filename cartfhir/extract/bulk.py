@@ -35,6 +35,7 @@ from cartfhir.config import BulkSource, Site
 from cartfhir.db import apply_ddl
 from cartfhir.errors import CartfhirError, FhirServerError, SourceError
 from cartfhir.extract import state
+from cartfhir.extract.checks import json_kind
 from cartfhir.extract.http import MASK, FhirClient, mask_url, parse_retry_after
 from cartfhir.extract.landing import Lander
 from cartfhir.extract.ndjson import (
@@ -212,11 +213,6 @@ class Manifest:
     deleted: list[ManifestFile]
 
 
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
-
-
 def parse_manifest(data: Any, where: str) -> Manifest:
     """Check a manifest field by field; FhirServerError naming the first bad field.
 
@@ -227,7 +223,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
                                "malformed, nothing of it was landed", url=where)
 
     if not isinstance(data, dict):
-        raise bad(f"it is {_kind(data)}, not a JSON object")
+        raise bad(f"it is {json_kind(data)}, not a JSON object")
     if "output" not in data:
         raise bad("it has no 'output'")
     parts: dict[str, list[ManifestFile]] = {}
@@ -235,20 +231,20 @@ def parse_manifest(data: Any, where: str) -> Manifest:
                                ("deleted", "Bundle")):
         items = data.get(part) or []
         if not isinstance(items, list):
-            raise bad(f"'{part}' is {_kind(items)}, not an array")
+            raise bad(f"'{part}' is {json_kind(items)}, not an array")
         files = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
-                raise bad(f"{part}[{i}] is {_kind(item)}, not an object")
+                raise bad(f"{part}[{i}] is {json_kind(item)}, not an object")
             url = item.get("url")
             if not isinstance(url, str) or not url:
-                raise bad(f"{part}[{i}].url is {'missing' if url is None else _kind(url)}, "
+                raise bad(f"{part}[{i}].url is {'missing' if url is None else json_kind(url)}, "
                           "not a URL")
             rtype = item.get("type")
             count = item.get("count")
             if count is not None and (isinstance(count, bool) or not isinstance(count, int)
                                       or count < 0):
-                raise bad(f"{part}[{i}].count is {_kind(count)}, not a count")
+                raise bad(f"{part}[{i}].count is {json_kind(count)}, not a count")
             files.append(ManifestFile(url, rtype if isinstance(rtype, str) and rtype
                                       else default_type, count))
         parts[part] = files
@@ -261,7 +257,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
                       "not an instant") from None
     requires_token = data.get("requiresAccessToken", False)
     if not isinstance(requires_token, bool):
-        raise bad(f"'requiresAccessToken' is {_kind(requires_token)}, not true or false")
+        raise bad(f"'requiresAccessToken' is {json_kind(requires_token)}, not true or false")
     return Manifest(transaction_time, requires_token, parts["output"], parts["error"],
                     parts["deleted"])
 
@@ -316,8 +312,9 @@ def _download(client: FhirClient, url: str, kind: str, resource_type: str,
                                   stream=True, auth=with_token)
         chunk: list[RawLine] = []
         size = 0
+        shown = mask_url(url)  # once per file: it redacts with every registered secret
         try:
-            for line in split_lines(mask_url(url), _ndjson_blocks(response), limits):
+            for line in split_lines(shown, _ndjson_blocks(response), limits):
                 if line.file_cut:
                     error = SourceError(line.error)
                 else:
@@ -325,10 +322,10 @@ def _download(client: FhirClient, url: str, kind: str, resource_type: str,
                 chunk.append(line)
                 size += len(line.raw)
                 if len(chunk) >= LINES_PER_CHUNK or size >= BYTES_PER_CHUNK:
-                    if not put_unless_stopped(out, _Chunk(mask_url(url), kind, chunk), stop):
+                    if not put_unless_stopped(out, _Chunk(shown, kind, chunk), stop):
                         return
                     chunk, size = [], 0
-            if chunk and not put_unless_stopped(out, _Chunk(mask_url(url), kind, chunk), stop):
+            if chunk and not put_unless_stopped(out, _Chunk(shown, kind, chunk), stop):
                 return
         finally:
             response.close()

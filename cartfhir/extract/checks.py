@@ -23,7 +23,7 @@ from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from pydantic import ValidationError
 
 from cartfhir.config import format_location
-from cartfhir.redact import redact_cut
+from cartfhir.redact import redact
 
 Validation = Literal["full", "structural"]
 
@@ -81,9 +81,17 @@ def _kind(value: Any) -> str:
     )
 
 
+def json_kind(value: Any) -> str:
+    """A parsed value's JSON type with its article ("an object", "null"), for messages
+    that name a field of a server's answer."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
 def _show(value: Any, limit: int = 80) -> str:
     """repr of a value from the input, cut short so a reason stays one readable line."""
-    return redact_cut(repr(value), limit - 3)
+    text = redact(repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @cache

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from cartfhir.errors import FhirServerError
-from cartfhir.extract.checks import duplicate_reason, keys_may_repeat, parse_instant
+from cartfhir.extract.checks import duplicate_reason, json_kind, keys_may_repeat, parse_instant
 from cartfhir.extract.http import FhirClient, JsonBody, mask_url
 from cartfhir.extract.page_keys import EnvelopeRepeat, repeated_entries
 from cartfhir.redact import redact_cut
@@ -103,11 +103,6 @@ def page_limit(total: int | None, page_size: int | None, first_page: int) -> int
     return max(1, needed) + max(PAGE_SLACK, needed // 10)
 
 
-def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
-
-
 def _sample(value: Any) -> str:
     """A short, redacted quote of what the server sent, for a message or a rejection."""
     return redact_cut(orjson.dumps(value).decode("utf-8", "replace"), REJECT_SAMPLE)
@@ -140,14 +135,14 @@ def _entry_mode(entry: dict[str, Any]) -> str:
 def _next_link(bundle: dict[str, Any], tally: SearchTally) -> str:
     links = bundle.get("link") or []
     if not isinstance(links, list):
-        tally.problems.append(f"Bundle.link is {_json_type(links)}, not an array; paging stopped")
+        tally.problems.append(f"Bundle.link is {json_kind(links)}, not an array; paging stopped")
         return ""
     for link in links:
         if isinstance(link, dict) and link.get("relation") == "next":
             url = link.get("url")
             if isinstance(url, str):
                 return url
-            tally.problems.append(f"Bundle.link[next].url is {_json_type(url)}, not a URL; "
+            tally.problems.append(f"Bundle.link[next].url is {json_kind(url)}, not a URL; "
                                   "paging stopped")
     return ""
 
@@ -261,8 +256,8 @@ def _read_page(bundle: dict[str, Any], tally: SearchTally, seen_includes: set[tu
     entries = bundle.get("entry") or []
     where = f"page {tally.pages + 1}: Bundle.entry"
     if not isinstance(entries, list):
-        tally.problems.append(f"{where} is {_json_type(entries)}, not an array")
-        page.rejects.append((f"{where} is {_json_type(entries)}, not an array: "
+        tally.problems.append(f"{where} is {json_kind(entries)}, not an array")
+        page.rejects.append((f"{where} is {json_kind(entries)}, not an array: "
                              f"{_sample(entries)}", orjson.dumps(entries)))
         return page
     for i, entry in enumerate(entries):
@@ -273,7 +268,7 @@ def _read_page(bundle: dict[str, Any], tally: SearchTally, seen_includes: set[tu
             page.rejects.append((problem, sent))
             continue
         if not isinstance(entry, dict):
-            problem = f"{where}[{i}] is not an object ({_json_type(entry)})"
+            problem = f"{where}[{i}] is not an object ({json_kind(entry)})"
             tally.problems.append(problem)
             page.rejects.append((f"{problem}: {_sample(entry)}", orjson.dumps(entry)))
             continue
