@@ -172,14 +172,18 @@ def _too_deep(written: bytes, colons: int, resource: Any) -> bool:
     return json_depth(resource) > MAX_DEPTH
 
 
-class _DuplicateKey(Exception):
-    pass
+class DuplicateKey(Exception):
+    """Raised by ``refuse_duplicates`` with the key an object names twice."""
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An ``object_pairs_hook`` for json that raises ``DuplicateKey`` on a repeated key.
+
+    Slow (every pair through Python): only for text ``keys_may_repeat`` flagged.
+    """
     found = dict(pairs)
     if len(found) != len(pairs):
-        raise _DuplicateKey(_first_repeat(pairs))
+        raise DuplicateKey(_first_repeat(pairs))
     return found
 
 
@@ -220,8 +224,8 @@ def duplicate_key(raw: bytes | str, colons_written: int) -> str | None:
     if not keys_may_repeat(text, colons_written):
         return None  # the usual case: no escaped colon, no key lost
     try:
-        json.loads(text, object_pairs_hook=_refuse_duplicates)
-    except _DuplicateKey as found:
+        json.loads(text, object_pairs_hook=refuse_duplicates)
+    except DuplicateKey as found:
         return str(found.args[0])
     return None
 
@@ -229,40 +233,6 @@ def duplicate_key(raw: bytes | str, colons_written: int) -> str | None:
 def duplicate_reason(key: str, holder: str = "JSON object") -> str:
     """Why a resource whose JSON names ``key`` twice is rejected (files and search pages alike)."""
     return f"{holder} has the key {_show(key)} twice (which value counts is ambiguous)"
-
-
-class RepeatingObject(dict):
-    """A JSON object that named ``repeated`` twice, as ``mark_repeats`` builds it."""
-
-    repeated: str
-
-
-def mark_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An ``object_pairs_hook`` for json: the object as orjson builds it (the last of
-    equal keys wins), a ``RepeatingObject`` when a key repeats, for ``repeated_key``.
-
-    Slow (every pair through Python): only for text ``keys_may_repeat`` flagged.
-    """
-    found = dict(pairs)
-    if len(found) == len(pairs):
-        return found
-    marked = RepeatingObject(found)
-    marked.repeated = _first_repeat(pairs)
-    return marked
-
-
-def repeated_key(value: Any) -> str | None:
-    """The repeated key of the first ``RepeatingObject`` in ``value`` (at any depth), or None."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, RepeatingObject):
-            return item.repeated
-        if isinstance(item, dict):
-            stack.extend(child for child in item.values() if isinstance(child, dict | list))
-        elif isinstance(item, list):
-            stack.extend(child for child in item if isinstance(child, dict | list))
-    return None
 
 
 def _validation_errors(model: type[FHIRAbstractModel], resource: dict[str, Any]) -> str | None:

@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable
 from json.decoder import scanstring
 
-from cartfhir.extract.checks import mark_repeats, repeated_key
+from cartfhir.extract.checks import DuplicateKey, refuse_duplicates
 
 _SPACE = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder(object_pairs_hook=mark_repeats)
+_DECODER = json.JSONDecoder(object_pairs_hook=refuse_duplicates)
+_PLAIN = json.JSONDecoder()  # only to find where an entry that repeats a key ends
 
 
 class EnvelopeRepeat(ValueError):
@@ -40,11 +41,12 @@ def repeated_entries(raw: bytes) -> dict[int, tuple[str, bytes]]:
     keys: set[str] = set()
 
     def entry(index: int, start: int) -> int:
-        value, end = _DECODER.raw_decode(text, start)
-        key = repeated_key(value)
-        if key is not None:
-            found[index] = (key, text[start:end].encode("utf-8"))
-        return end
+        try:
+            return _DECODER.raw_decode(text, start)[1]
+        except DuplicateKey as repeat:
+            end = _PLAIN.raw_decode(text, start)[1]
+            found[index] = (str(repeat.args[0]), text[start:end].encode("utf-8"))
+            return end
 
     def member(key: str, start: int) -> int:
         if key in keys:
@@ -52,11 +54,10 @@ def repeated_entries(raw: bytes) -> dict[int, tuple[str, bytes]]:
         keys.add(key)
         if key == "entry" and text.startswith("[", start):
             return _items(text, start, entry)
-        value, end = _DECODER.raw_decode(text, start)
-        repeated = repeated_key(value)
-        if repeated is not None:
-            raise EnvelopeRepeat(repeated)
-        return end
+        try:
+            return _DECODER.raw_decode(text, start)[1]
+        except DuplicateKey as repeat:
+            raise EnvelopeRepeat(str(repeat.args[0])) from None
 
     end = _members(text, _skip(text, 0), member)
     if _skip(text, end) != len(text):

@@ -17,11 +17,10 @@ from cartfhir.extract.checks import (
     duplicate_key,
     json_depth,
     keys_may_repeat,
-    mark_repeats,
     parse_instant,
-    repeated_key,
     resource_model,
 )
+from cartfhir.extract.page_keys import EnvelopeRepeat, repeated_entries
 
 
 def line(**resource: object) -> bytes:
@@ -277,13 +276,12 @@ def test_escapes_other_than_a_colon_keep_the_fast_path(raw: bytes) -> None:
     assert not keys_may_repeat(raw, written_colons(raw))
 
 
-def test_marking_parse_finds_where_a_key_repeats() -> None:
+def test_the_page_walk_finds_where_a_key_repeats() -> None:
     raw = b'{"entry":[{"a":1},{"r":{"x":[{"k":1,"k":2}]}}],"t":1}'
-    marked = json.loads(raw, object_pairs_hook=mark_repeats)
     assert keys_may_repeat(raw, written_colons(raw))
-    assert marked == orjson.loads(raw)  # the last value wins, as with orjson
-    assert [repeated_key(e) for e in marked["entry"]] == [None, "k"]
-    assert repeated_key(json.loads(b'{"t":1,"t":2,"e":[]}', object_pairs_hook=mark_repeats)) == "t"
+    assert {i: key for i, (key, _) in repeated_entries(raw).items()} == {1: "k"}
+    with pytest.raises(EnvelopeRepeat, match="t"):
+        repeated_entries(b'{"t":1,"t":2,"e":[]}')
 
 
 def test_duplicate_key_finds_the_repeated_key() -> None:
