@@ -13,6 +13,7 @@ from cartfhir.cli import run_cli
 from cartfhir.errors import UsageError
 from cartfhir.exports import export_tables, write_query
 from cartfhir.synth import generate
+from tests.transform.conftest import write_config
 
 EPISODE_COLUMNS = "site, patient_key, round, infusion_date, procedure_ids, dose"
 
@@ -163,13 +164,7 @@ def test_export_refuses_analysis_tables_older_than_the_latest_transform(
     """cohort.* from a new transform beside analysis.* from an earlier analyze would disagree
     silently: export refuses and says to run analyze; cohort.* alone still exports."""
     generate(tmp_path / "data", patients=3, seed=8, sites=["site_a"])
-    (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "a.key").write_text("0123456789abcdef0123456789abcdef\n")
-    config = tmp_path / "config.yaml"
-    config.write_text("study: {name: test}\nsites:\n"
-                      "  - {id: site_a, source: {kind: ndjson, path: data/site_a}, "
-                      "pseudonym_key: {file: secrets/a.key}}\n"
-                      "output: {duckdb: out/t.duckdb, dir: out}\nlanding: {workers: 0}\n")
+    config = write_config(tmp_path, ["site_a"])
     c = str(config)
     for command in ("extract", "transform", "analyze", "transform"):
         assert run_cli([command, "-c", c]) == 0, capsys.readouterr().err

@@ -25,6 +25,7 @@ from cartfhir.extract import extract
 from cartfhir.runs import failed_on_error, start_run
 from cartfhir.synth import generate
 from cartfhir.transform import transform
+from tests.transform.conftest import write_config
 from tests.transform.test_atomic import fingerprint, runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,13 +37,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A transformed one-site database large enough that a statement takes a while."""
     root = tmp_path_factory.mktemp("interrupt")
     generate(root / "data", patients=40, seed=5, sites=["site_a"])
-    (root / "secrets").mkdir()
-    (root / "secrets" / "a.key").write_text("0123456789abcdef0123456789abcdef\n")
-    path = root / "config.yaml"
-    path.write_text("study: {name: interrupt}\nsites:\n"
-                    "  - {id: site_a, source: {kind: ndjson, path: data/site_a}, "
-                    "pseudonym_key: {file: secrets/a.key}}\n"
-                    "output: {duckdb: out/t.duckdb, dir: out}\nlanding: {workers: 0}\n")
+    path = write_config(root, ["site_a"])
     config = load_config(path)
     extract(config)
     transform(config)

@@ -24,24 +24,12 @@ from cartfhir.config import load_config
 from cartfhir.extract import extract
 from cartfhir.synth import generate
 from cartfhir.transform import transform
+from tests.transform.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ("site_a", "site_b")
 KILL_AT = "flat.observation"  # built after flat.condition and before every model
 TRANSFORMED = ("flat", "harmonized", "cohort", "qa", "ref")
-
-
-def _config(root: Path) -> Path:
-    (root / "secrets").mkdir(exist_ok=True)
-    lines = ["study: {name: atomic}", "sites:"]
-    for site in SITES:
-        (root / "secrets" / f"{site}.key").write_text(f"0123456789abcdef0123456789abcdef{site}\n")
-        lines.append(f"  - {{id: {site}, source: {{kind: ndjson, path: data/{site}}}, "
-                     f"pseudonym_key: {{file: secrets/{site}.key}}}}")
-    lines += ["output: {duckdb: out/t.duckdb, dir: out}", "landing: {workers: 0}"]
-    path = root / "config.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def fingerprint(db: Path) -> dict[str, tuple]:
@@ -102,7 +90,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A transformed two-site database whose raw data then changed (site_b re-landed empty)."""
     root = tmp_path_factory.mktemp("atomic")
     generate(root / "data", patients=30, seed=5, sites=list(SITES))
-    path = _config(root)
+    path = write_config(root, list(SITES))
     config = load_config(path)
     extract(config)
     transform(config)
@@ -156,7 +144,7 @@ def test_killed_transform_leaves_every_table_as_it_was_and_later_stages_refuse(
 def test_failed_transform_is_rolled_back_and_later_stages_refuse(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     generate(tmp_path / "data", patients=3, seed=8, sites=list(SITES))
-    path = _config(tmp_path)
+    path = write_config(tmp_path, list(SITES))
     config = load_config(path)
     extract(config)
     first = transform(config)
@@ -165,7 +153,7 @@ def test_failed_transform_is_rolled_back_and_later_stages_refuse(
     con.close()
     before = fingerprint(config.output.duckdb)
     # site_a loses its pseudonym key: the transform fails after the flat tables, at the keys
-    path.write_text(path.read_text().replace(", pseudonym_key: {file: secrets/site_a.key}", ""))
+    write_config(tmp_path, list(SITES), site_a={"pseudonym_key": None})
 
     assert run_cli(["transform", "--config", str(path)]) == 2
     assert "sites[site_a].pseudonym_key is not set" in capsys.readouterr().err

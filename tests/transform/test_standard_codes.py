@@ -21,20 +21,10 @@ from cartfhir.errors import ConfigError
 from cartfhir.synth import generate
 
 from .broad_hospital import LOOK_ALIKES, broad_resources
+from .conftest import write_config
 from .test_harmonize import LOCAL, Site, one
 
 SITE = "site_a"
-
-
-def _config(root: Path) -> Path:
-    (root / "secrets").mkdir(exist_ok=True)
-    (root / "secrets" / f"{SITE}.key").write_text("0123456789abcdef0123456789abcdef\n")
-    path = root / "config.yaml"
-    path.write_text("study: {name: broad}\nsites:\n"
-                    f"  - {{id: {SITE}, source: {{kind: ndjson, path: data/{SITE}}}, "
-                    f"pseudonym_key: {{file: secrets/{SITE}.key}}}}\n"
-                    "output: {duckdb: out/broad.duckdb}\nlanding: {workers: 0}\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +36,12 @@ def broad_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     assert len(resources) > 250
     (root / "data" / SITE / "broad.ndjson").write_text(
         "\n".join(json.dumps(r) for r in resources) + "\n")
-    result = CliRunner().invoke(cli, ["run", "--config", str(_config(root))])
+    result = CliRunner().invoke(cli, ["run", "--config", str(write_config(root, [SITE]))])
     return root, result
 
 
 def _db(root: Path) -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(str(root / "out" / "broad.duckdb"), read_only=True)
+    return duckdb.connect(str(root / "out" / "t.duckdb"), read_only=True)
 
 
 def test_look_alike_loinc_codes_never_become_study_labs(broad_site) -> None:
@@ -178,20 +168,11 @@ Q2042_DESCRIPTOR = ("Tisagenlecleucel, up to 600 million CAR-positive viable T c
 
 def _run(site: Site, **site_config: object) -> tuple[object, duckdb.DuckDBPyConnection | None]:
     """Write the site's NDJSON and a config, run 'cartfhir run'; the result and the database."""
-    import yaml
-
     folder = site.root / "data" / site.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "all.ndjson").write_text(
         "\n".join(json.dumps(r, ensure_ascii=False) for r in site.resources) + "\n")
-    (site.root / "secrets").mkdir(exist_ok=True)
-    (site.root / "secrets" / "key").write_text("0123456789abcdef0123456789abcdef\n")
-    entry = {"id": site.name, "source": {"kind": "ndjson", "path": f"data/{site.name}"},
-             "pseudonym_key": {"file": "secrets/key"}, **site_config}
-    path = site.root / "config.yaml"
-    path.write_text(yaml.safe_dump({"study": {"name": "t"}, "sites": [entry],
-                                    "output": {"duckdb": "out/t.duckdb"},
-                                    "landing": {"workers": 0}}))
+    path = write_config(site.root, [site.name], **{site.name: site_config})
     result = CliRunner().invoke(cli, ["run", "--config", str(path)])
     db = site.root / "out" / "t.duckdb"
     return result, duckdb.connect(str(db), read_only=True) if db.exists() else None
