@@ -39,9 +39,11 @@ class Run:
     run_id: str
     command: str
     counts: dict[str, Any] = field(default_factory=dict)
+    status: RunStatus | None = None  # set by finish; None while the run is open
 
     def finish(self, status: RunStatus, message: str | None = None) -> None:
         """Close the run row; the message is redacted (servers echo credentials in errors)."""
+        self.status = status
         self.con.execute(
             "UPDATE meta.runs SET finished = ?, status = ?, counts = ?, message = ? "
             "WHERE run_id = ?",
