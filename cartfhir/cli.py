@@ -17,7 +17,7 @@ import click
 from cartfhir import __version__, api
 from cartfhir.config import DEFAULT_CONFIG, Config
 from cartfhir.errors import CartfhirError
-from cartfhir.expectations.gx_runner import expectation_column
+from cartfhir.expectations.gx import expectation_column
 from cartfhir.extract.checks import parse_instant
 from cartfhir.logs import configure
 from cartfhir.progress import make_progress

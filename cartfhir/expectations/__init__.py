@@ -22,7 +22,7 @@ import duckdb
 from cartfhir.config import Config
 from cartfhir.db import apply_ddl, connect
 from cartfhir.errors import ExpectationError
-from cartfhir.expectations.gx_runner import DocsSite, Outcome, SuiteSpec, validate_suite
+from cartfhir.expectations.gx import DocsSite, Outcome, SuiteSpec, validate_suite
 from cartfhir.expectations.suites import load_suites
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import failed_on_error, require_complete_transform, start_run

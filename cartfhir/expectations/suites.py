@@ -17,7 +17,7 @@ from typing import Any
 
 from cartfhir.config import Config, ExpectationRule
 from cartfhir.errors import ConfigError
-from cartfhir.expectations.gx_runner import SuiteSpec, expectation_column
+from cartfhir.expectations.gx import SuiteSpec, expectation_column
 
 PACKAGE = "cartfhir.expectations"
 

@@ -42,7 +42,7 @@ from cartfhir.config import Config, parse_config
 from cartfhir.db import write_frame
 from cartfhir.errors import PoolError, UsageError
 from cartfhir.expectations import store
-from cartfhir.expectations.gx_runner import validate_suite
+from cartfhir.expectations.gx import validate_suite
 from cartfhir.expectations.suites import package_suites, suite_spec
 from cartfhir.multisite import intake, signing
 from cartfhir.multisite.manifest import Manifest, parse_manifest
