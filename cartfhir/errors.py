@@ -65,6 +65,11 @@ class TransformError(CartfhirError):
     """A view or model could not be built; the message names the file and the cause."""
 
 
+class GraphError(CartfhirError):
+    """cartfhir/build.yaml or a table's sidecar (``*.yml``) is inconsistent: a file is
+    missing, a dependency unknown or built later, a column list differs from the table's."""
+
+
 class IncompleteTransformError(TransformError):
     """The latest transform was interrupted or failed, so its tables are not from the raw data."""
 

@@ -1,12 +1,4 @@
--- analysis.count_dynamics: blood counts day by day after each round.
--- Grain: (site, concept, round, day). Each episode contributes its last value of the
--- day (cohort.lab_daily.last_value); 'all' pools the sites.
---   site      text: site id, or 'all'
---   concept   text: anc | hemoglobin | platelets (canonical units: 10*9/L, g/L, 10*9/L)
---   round     integer: 1 = CART1, 2 = CART2
---   day       integer: 0..30 after infusion
---   n         integer: episodes with a value that day
---   median, q1, q3  double: median and quartiles (linear interpolation)
+-- analysis.count_dynamics: description, grain, columns and expectations in dynamics.yml
 WITH daily AS (
     SELECT site, concept, round, day, last_value AS value
     FROM cohort.lab_daily

@@ -1,35 +1,42 @@
-"""Expectation suites as data: ``suites/<schema>.<table>.json``, plus the config's changes.
+"""Expectation suites as data: each table's sidecar (``expectations:``), plus the config's
+changes.
 
-Each file is a GX 1.x ExpectationSuite (``name``, ``expectations`` with ``type``,
-``kwargs``, ``meta.severity``) whose ``meta`` also says which rows it checks:
-``query`` (a DuckDB SELECT, often joining what a rule needs, such as the episode's
-window) and ``chunk_by`` (the columns uniqueness is judged on, so a batch never
-splits a duplicate). Studies and sites add rules or change a rule's severity in
-the config (``expectations.add`` / ``expectations.override``).
+A suite is named after its table and read as a GX 1.x ExpectationSuite (``name``,
+``expectations`` with ``type``, ``kwargs``, ``meta.severity``) whose ``meta`` also says
+which rows it checks: ``query`` (a DuckDB SELECT, often joining what a rule needs, such as
+the episode's window; default every row of the table) and ``chunk_by`` (the columns
+uniqueness is judged on, so a batch never splits a duplicate). Studies and sites add
+rules or change a rule's severity in the config (``expectations.add`` /
+``expectations.override``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
-from importlib import resources
 from typing import Any
 
+from cartfhir.catalog.sidecars import load_sidecars
 from cartfhir.config import Config, ExpectationRule
 from cartfhir.errors import ConfigError
 from cartfhir.expectations.gx import SuiteSpec, expectation_column
 
-PACKAGE = "cartfhir.expectations"
-
 
 def package_suites() -> list[dict[str, Any]]:
-    """The built-in suites in file-name order (raw, flat, harmonized, cohort, qa)."""
-    folder = resources.files(PACKAGE).joinpath("suites")
+    """The built-in suites, one per table whose sidecar has ``expectations``, by layer
+    (raw, flat, harmonized, cohort, qa) and table name, in GX's suite shape."""
     order = {"raw": 0, "flat": 1, "harmonized": 2, "cohort": 3, "qa": 4}
-    files = sorted((f for f in folder.iterdir() if f.name.endswith(".json")),
-                   key=lambda f: (order.get(f.name.split(".")[0], 9), f.name))
-    return [json.loads(f.read_text(encoding="utf-8")) | {"_source": f"package:suites/{f.name}"}
-            for f in files]
+    found = sorted(((table, sidecar.expectations, doc)
+                    for table, (_, sidecar, doc) in load_sidecars().items()
+                    if sidecar.expectations is not None),
+                   key=lambda t: (order.get(t[0].split(".")[0], 9), t[0]))
+    return [{"name": table,
+             "meta": {"query": suite.query or f"SELECT * FROM {table}",
+                      "chunk_by": list(suite.chunk_by), "description": suite.description},
+             "expectations": [{"type": r.type, "kwargs": copy.deepcopy(r.kwargs),
+                               "meta": {"severity": r.severity}
+                               | ({"why": r.why} if r.why else {})} for r in suite.rules],
+             "_source": f"package:{doc}"}
+            for table, suite, doc in found]
 
 
 def _scoped(kwargs: dict[str, Any], site: str | None) -> dict[str, Any]:

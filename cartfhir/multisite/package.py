@@ -86,9 +86,9 @@ def package_files() -> list[str]:
 
 @cache
 def declared_schema(table: str) -> tuple[tuple[str, str], ...]:
-    """(column, DuckDB type) of a package table, in order, from the catalog (the SQL
-    headers and REF_DDL that also document the database): the one statement of what a
-    package table holds, used to write it and to check it on arrival."""
+    """(column, DuckDB type) of a package table, in order, from the catalog (the table's
+    sidecar, which also makes ref.* and documents the database): the one statement of what
+    a package table holds, used to write it and to check it on arrival."""
     found = find_table(load_catalog(), table)
     if found is None or not found.columns:
         raise PoolError(f"{table} is not documented in the catalog; cannot package it")

@@ -39,7 +39,7 @@ import pandas as pd
 
 from cartfhir.analyze import analyze
 from cartfhir.config import Config, parse_config
-from cartfhir.db import write_frame
+from cartfhir.db import apply_ddl, write_frame
 from cartfhir.errors import PoolError, UsageError
 from cartfhir.expectations import store
 from cartfhir.expectations.gx import validate_suite
@@ -330,10 +330,7 @@ def _ensure_table(con: duckdb.DuckDBPyConnection, table: str) -> None:
 
 def _load(con: duckdb.DuckDBPyConnection, package: Package) -> dict[str, int]:
     """Replace this site's rows in every pooled table with the package's."""
-    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
-    con.execute("CREATE TABLE IF NOT EXISTS meta.pool_package (site VARCHAR PRIMARY KEY, "
-                "created VARCHAR, manifest_sha256 VARCHAR, manifest JSON, source VARCHAR)")
-    con.execute("ALTER TABLE meta.pool_package ADD COLUMN IF NOT EXISTS signed_by VARCHAR")
+    apply_ddl(con, "cartfhir.multisite.sql", "pool_package")
     previous = con.execute("SELECT created, signed_by FROM meta.pool_package WHERE site = ?",
                            [package.site]).fetchone()
     created = package.manifest.created

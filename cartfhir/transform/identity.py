@@ -17,6 +17,7 @@ import pandas as pd
 from cartfhir.config import Site
 from cartfhir.db import registered
 from cartfhir.errors import ConfigError
+from cartfhir.graph import BuildContext
 
 MIN_KEY_LENGTH = 16
 TABLES_WITH_PATIENTS = ("patient", "observation", "condition", "procedure",
@@ -73,3 +74,8 @@ def write_patient_keys(con: duckdb.DuckDBPyConnection, sites: list[Site]) -> int
             con.execute("INSERT INTO raw.patient_key SELECT * FROM _patient_keys")
         total += len(ids)
     return total
+
+
+def build_patient_keys(con: duckdb.DuckDBPyConnection, context: BuildContext) -> int:
+    """Graph builder of ``raw.patient_key`` (build.yaml, stage identity) for ``context.sites``."""
+    return write_patient_keys(con, context.sites)

@@ -21,9 +21,11 @@ import duckdb
 import pandas as pd
 import yaml
 
+from cartfhir.catalog.sidecars import table_ddl
 from cartfhir.config import Config
 from cartfhir.db import registered
 from cartfhir.errors import ConfigError
+from cartfhir.graph import BuildContext, load_graph
 
 PACKAGE = "cartfhir.transform"
 # Who wins when several rules match one code: site maps, then study maps, then defaults.
@@ -317,29 +319,11 @@ def _thresholds(defaults: dict[str, float], overrides: dict[str, float]) -> list
     return [{"name": n, "value": float(overrides.get(n, v))} for n, v in defaults.items()]
 
 
-REF_DDL = {
-    "concept": "concept VARCHAR, kind VARCHAR, category VARCHAR, unit_group VARCHAR, "
-               "canonical_unit VARCHAR, plausible_min DOUBLE, plausible_max DOUBLE, "
-               "description VARCHAR",
-    "concept_map": "site VARCHAR, resource_type VARCHAR, system VARCHAR, code VARCHAR, "
-                   "concept VARCHAR, grade INTEGER, priority INTEGER, source VARCHAR",
-    "text_pattern": "site VARCHAR, resource_type VARCHAR, concept VARCHAR, priority INTEGER, "
-                    "pattern VARCHAR, refines VARCHAR, source VARCHAR",
-    "unit": "unit_group VARCHAR, unit VARCHAR, factor DOUBLE, \"offset\" DOUBLE",
-    "severity_grade": "system VARCHAR, code VARCHAR, grade INTEGER",
-    "body_site": "body_site VARCHAR, rank INTEGER, system VARCHAR, code VARCHAR, pattern VARCHAR",
-    "target": "target VARCHAR, priority INTEGER, pattern VARCHAR",
-    "reference_range": "concept VARCHAR, low DOUBLE, high DOUBLE",
-    "post_event": "event VARCHAR, priority INTEGER",
-    "qualitative_result": "concept VARCHAR, pattern VARCHAR, value DOUBLE, comparator VARCHAR",
-    "grade_cut": "concept VARCHAR, basis VARCHAR, direction VARCHAR, bound DOUBLE, grade INTEGER",
-    "concept_combination": "concept VARCHAR, requires VARCHAR[]",
-    "code_system": "system VARCHAR, canonical VARCHAR, name VARCHAR, hierarchy VARCHAR, "
-                   "case_insensitive BOOLEAN",
-    "scope_note": "system VARCHAR, rank INTEGER, pattern VARCHAR, note VARCHAR",
-    "window": "name VARCHAR, lo INTEGER, hi INTEGER",
-    "threshold": "name VARCHAR, value DOUBLE",
-}
+def ref_ddl() -> dict[str, str]:
+    """CREATE TABLE column lists of the ``ref.*`` tables, from their sidecars
+    (``transform/ref/<table>.yml``), in build order."""
+    return {node.name: table_ddl(node.table) for node in load_graph().stage("ref")
+            if node.schema == "ref"}
 
 
 # The ref columns holding a code system URI that models compare through system_key().
@@ -350,7 +334,7 @@ SYSTEM_COLUMNS = {"concept_map": ("system",), "code_system": ("system", "canonic
 def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id: str) -> None:
     """Replace the ``ref.*`` tables and record the sources' hashes for this run."""
     con.execute("CREATE SCHEMA IF NOT EXISTS ref")
-    for table, columns in REF_DDL.items():
+    for table, columns in ref_ddl().items():
         con.execute(f"CREATE OR REPLACE TABLE ref.{table} ({columns})")
         rows = reference.tables[table]
         if rows:
@@ -365,7 +349,6 @@ def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id
     for table, columns in SYSTEM_COLUMNS.items():
         con.execute(f"UPDATE ref.{table} SET "
                     + ", ".join(f"{c} = system_key({c})" for c in columns))
-    con.execute("ALTER TABLE ref.unit ADD COLUMN unit_key VARCHAR")
     con.execute("UPDATE ref.unit SET unit_key = unit_key(unit)")
     # Spellings of one unit ('10*9/L', '10^9/L') share a key; they must agree on the factor.
     clash = con.execute("SELECT unit_group, unit_key, list(DISTINCT unit) FROM ref.unit "
@@ -378,10 +361,17 @@ def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id
                 "min(unit) AS unit, any_value(factor) AS factor, "
                 "any_value(\"offset\") AS \"offset\" FROM ref.unit GROUP BY unit_group, unit_key")
     con.execute("CREATE SCHEMA IF NOT EXISTS meta")
-    con.execute("CREATE TABLE IF NOT EXISTS meta.reference_version (run_id VARCHAR, name VARCHAR, "
-                "origin VARCHAR, sha256 VARCHAR, lines INTEGER)")
+    con.execute("CREATE TABLE IF NOT EXISTS meta.reference_version "
+                f"({table_ddl('meta.reference_version')})")
     con.executemany("INSERT INTO meta.reference_version VALUES (?, ?, ?, ?, ?)",
                     [[run_id, s.name, s.origin, s.sha256, s.rows] for s in reference.sources])
+
+
+def build_reference(con: duckdb.DuckDBPyConnection, context: BuildContext) -> int:
+    """Graph builder of every ref.* table and meta.reference_version (build.yaml, stage ref);
+    ``context.reference`` is what ``load_reference`` read, ``context.run_id`` the transform."""
+    write_reference(con, context.reference, context.run_id)
+    return sum(len(rows) for rows in context.reference.tables.values())
 
 
 def reference_hash(reference: Reference) -> str:

@@ -1,21 +1,4 @@
--- meta.extract_request: one row per request batch (a search and all its pages) of a run.
--- Grain: (run_id, site, seq). The provenance of every landed REST resource.
---   run_id, site     text: the run and site
---   seq              integer: order within the site's run
---   query_key        text: the query without patients or dates
---   resource_type    text: the searched type (or 'Group', 'metadata', '$export' ...)
---   url              text: the first request's URL, secrets masked
---   patients         integer: patients in this batch (null for cohort searches)
---   pages            integer: pages followed
---   matched          integer: distinct match resources received (by type and id)
---   included         integer: distinct _include resources received
---   total            integer: Bundle.total announced by the server (null when absent)
---   shortfall        integer: total minus matched when the server sent fewer
---   status           text: complete | partial | failed
---   message          text: what went wrong, or server warnings
---   seconds          double: wall time of the batch
---   server_software, server_version, fhir_version  text: from the CapabilityStatement
---   final_url        text: the last URL that answered, after redirects, secrets masked
+-- meta.extract_request: description, grain, columns and expectations in extract_request.yml
 CREATE SCHEMA IF NOT EXISTS meta;
 CREATE TABLE IF NOT EXISTS meta.extract_request (
     run_id          VARCHAR NOT NULL,

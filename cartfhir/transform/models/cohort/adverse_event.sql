@@ -1,20 +1,4 @@
--- cohort.adverse_event: each recorded CRS, CRES/ICANS, infection and febrile
--- neutropenia placed on its episode's day axis. Grain: (site, patient_key, round,
--- source_id, event). CRS and ICANS come from Conditions and from grade assessment
--- Observations; infections and febrile neutropenia from Conditions.
---   site, patient_key  text: the episode's site and patient
---   round          integer: the episode's round
---   event          text: crs | icans | sepsis | pneumonia | bacteremia | infection |
---                  febrile_neutropenia
---   category       text: crs | icans | infection | febrile_neutropenia
---   source_type    text: Condition | Observation
---   source_id      text: the resource id (provenance)
---   day            integer: onset (or assessment) day offset from the infusion
---   grade          integer: grade 0-5 when recorded, else null
---   grade_source   text: code | stage | severity | observation
---   phase          text: the window the onset falls in: for CRS/ICANS 'crs'/'icans' window
---                  -> 'in_window'; for infections 'lymphodepletion' | 'early' | 'late';
---                  for febrile neutropenia 'in_window'; null when outside every window
+-- cohort.adverse_event: description, grain, columns and expectations in adverse_event.yml
 WITH events AS (
     SELECT c.site, c.patient_key, c.concept AS event,
            CASE WHEN k.category = 'infection' THEN 'infection' ELSE c.concept END AS category,

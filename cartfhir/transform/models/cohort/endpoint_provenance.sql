@@ -1,16 +1,4 @@
--- cohort.endpoint_provenance: which records each endpoint of cohort.episode_endpoints
--- came from. Grain: (site, patient_key, round, endpoint, resource_type, resource_id).
---   site, patient_key  text: the episode's site and patient
---   round          integer: the episode's round
---   endpoint       text: infusion | dose | crs | cres | <cytokine>_peak | anc_nadir |
---                  platelet_nadir | hemoglobin_nadir | liver_injury_grade |
---                  kidney_injury_grade | coagulopathy_grade | early_infection |
---                  late_infection | lymphodepletion_infection | febrile_neutropenia |
---                  best_response | mrd_negative | post_event
---   resource_type  text: Observation | Condition | Procedure | MedicationAdministration
---   resource_id    text: the record's id at the site
---   role           text: why it counts (e.g. 'peak value', 'nadir value', 'event in window',
---                  'graded result', 'marrow assessment')
+-- cohort.endpoint_provenance: description, grain, columns and expectations in endpoint_provenance.yml
 WITH lab AS (
     SELECT x.*, w.name AS window_name
     FROM cohort.episode_lab AS x

@@ -1,23 +1,4 @@
--- cohort.episode: one row per CAR-T infusion episode. Grain: (site, patient_key, round).
--- Infusion records of one patient on the same day are one infusion; rounds count
--- 1, 2, 3... by date. Windows end at the limit day: the day before the next
--- infusion or an HSCT after this infusion, or the day of death.
---   site, patient_key      text: the patient
---   round                  integer: 1 = CART1, 2 = CART2, ...
---   infusion_date          date: day 0
---   procedure_ids          text[]: the infusion records (Procedure or MedicationAdministration)
---                          merged into this episode
---   target                 text: CAR target when the product text names it (CD19, CD19/CD22)
---   dose                   double: CAR-T cells in 10*6/kg: a dose result on the infusion day,
---                          else the infusion's MedicationAdministration.dosage
---   dose_observation_id    text: the Observation the dose came from (null: from the infusion)
---   relapse_site_before    text: body sites of the last relapse before the infusion,
---                          'marrow', 'cns', 'testis' joined with '+' (e.g. 'marrow+cns')
---   sex                    text: from cohort.patient
---   age_years              integer: completed years at infusion
---   next_infusion_date, next_hsct_date, death_date  date: what may end the episode
---   limit_day              integer: last day offset in the episode (null: nothing ends it)
---   window_end_day         integer: least(limit_day, horizon_days)
+-- cohort.episode: description, grain, columns and expectations in episode.yml
 WITH infusion AS (
     SELECT site, patient_key, start_date AS infusion_date,
            list(procedure_id ORDER BY procedure_id) AS procedure_ids,

@@ -1,36 +1,4 @@
--- cohort.episode_endpoints: every endpoint of domain.md §2 for every episode.
--- Grain: (site, patient_key, round). Windows come from cohort.episode_window,
--- thresholds from ref.threshold, CTCAE cut-offs from ref.grade_cut.
---   site, patient_key, round, infusion_date, limit_day, sex, age_years, target, dose,
---   relapse_site_before: as in cohort.episode
---   crs_any / cres_any             boolean: a CRS / CRES-ICANS record with onset in its window
---   crs_max_grade / cres_max_grade integer: maximum grade in the window (0 when none or
---                                  when no grade was recorded)
---   crs_onset_day / cres_onset_day integer: first onset day in the window
---   il2_peak, il4_peak, il6_peak, il10_peak, il17a_peak, ifng_peak, tnfa_peak
---                                  double: max pg/mL in the cytokine window, censored
---                                  ('<x') results excluded
---   anc_nadir, platelet_nadir (10*9/L), hemoglobin_nadir (g/L)  double: min in nadir window
---   anc_nadir_grade, platelet_nadir_grade, hemoglobin_nadir_grade  integer: CTCAE v5 grade
---   severe_neutropenia, severe_thrombocytopenia, severe_anemia  boolean: nadir grade >=
---                                  severe_min_grade (null when no value)
---   liver_injury_grade             integer: max CTCAE grade of ALT, AST, bilirubin (organ window)
---   kidney_injury_grade            integer: creatinine, against ULN and the baseline
---   coagulopathy_grade             integer: fibrinogen decreased
---   organ_injury_any               boolean: some organ grade >= organ_injury_min_grade
---   early_infection, late_infection, lymphodepletion_infection  boolean: an infection
---                                  record with onset in that window
---   early_infection_n, late_infection_n  integer: infection records in the window
---   febrile_neutropenia            boolean: a febrile neutropenia record in its window
---   best_response                  text: CR | CRi | NR (null: no marrow assessment)
---   mrd_negative                   boolean: flow MRD negative at some marrow assessment
---   mrd_negative_cr                boolean: MRD negative at an assessment with CR or CRi
---   post_event_type                text: first event after the infusion (round
---                                  post_event_round only): death | hsct | relapse |
---                                  chemotherapy | none
---   post_event_date, relapse_after_date, chemotherapy_after_date, hsct_after_date  date:
---                                  day of the first such event after the infusion
---   death_date, last_contact_date  date: from cohort.patient
+-- cohort.episode_endpoints: description, grain, columns and expectations in episode_endpoints.yml
 WITH p AS (
     SELECT max(value) FILTER (WHERE name = 'severe_min_grade') AS severe_min_grade,
            max(value) FILTER (WHERE name = 'organ_injury_min_grade') AS organ_min_grade,

@@ -1,14 +1,4 @@
--- cohort.lab_daily: per episode, concept and day offset, the day's canonical values.
--- Grain: (site, patient_key, round, concept, day), days in the lab_daily window
--- (default -7..+90) and not past the episode's window end.
---   site, patient_key  text: the episode's site and patient
---   round          integer: the episode's round
---   concept        text: study concept (ref.concept)
---   day            integer: day offset from the infusion
---   n              integer: usable results that day
---   min_value, max_value, last_value  double: in the concept's canonical unit
---   censored       integer: results reported as below/above a limit ('<0.01')
---   canonical_unit text: the concept's canonical UCUM unit
+-- cohort.lab_daily: description, grain, columns and expectations in lab_daily.yml
 SELECT x.site, x.patient_key, x.round, x.concept, x.day,
        count(*) AS n,
        min(x.value) AS min_value, max(x.value) AS max_value,

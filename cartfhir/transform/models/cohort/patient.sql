@@ -1,15 +1,4 @@
--- cohort.patient: one row per patient per site who has at least one CAR-T infusion.
--- Grain: (site, patient_key).
---   site                    text: site id
---   patient_key             text: HMAC-SHA256 of site and patient id (per-site secret)
---   sex                     text: administrative gender (male | female | other | unknown)
---   birth_date              date: exact date of birth (stays in the site; pooling coarsens it)
---   birth_year              integer: year of birth
---   first_infusion_date     date: day of the first CAR-T infusion
---   age_at_first_infusion   integer: completed years at the first infusion
---   rounds                  integer: number of CAR-T infusions (same-day records merged)
---   death_date              date: local day of death, null when alive at last contact
---   last_contact_date       date: latest day with any record, or the day of death
+-- cohort.patient: description, grain, columns and expectations in patient.yml
 WITH infusion AS (
     SELECT site, patient_key, min(start_date) AS first_infusion_date,
            count(DISTINCT start_date) AS rounds

@@ -1,42 +1,4 @@
--- harmonized.code_concept: the study concept of each distinct code signature.
--- Grain: (signature). Candidates come from code maps (ref.concept_map: the
--- package defaults, then site and study maps with a higher priority) and from text
--- patterns on code.text and coding displays (ref.text_pattern). The highest
--- priority wins; several concepts at that priority are ambiguous unless a
--- ref.concept_combination joins them (neutropenia + fever = febrile neutropenia).
--- A coding in a standard system (ref.code_system: LOINC, SNOMED CT, ICD-10(-CM/-PCS),
--- CPT, HCPCS, RxNorm..., also under their OIDs) is authoritative. Precedence: (1) a map
--- of any of the signature's codings (default, study or site map: an explicit map is a
--- decision, not a guess), which only a text pattern declared to refine the mapped concept
--- (ref.text_pattern.refines) may still refine, at a higher priority (lymphodepletion is
--- a chemotherapy code told apart by its text); no text excludes a mapped code or turns
--- it into another concept (HCPCS Q2042's descriptor names leukapheresis; it stays an
--- infusion); (2) text patterns, only when no map decided and no coding is in a standard
--- system (local codes or text alone); (3) otherwise unmapped: a standard code no map
--- knows is never guessed from its display ('Bilirubin.total ... in Urine by Test strip'
--- is not serum bilirubin). Patterns match case-insensitively, as written.
--- Systems compare as system_key() (macros.sql: 'https://www.loinc.org/', SNOMED edition
--- URIs and '|version' suffixes reduce to the system), and in systems whose codes are
--- case-insensitive (ref.code_system.case_insensitive) codes compare trimmed and upper-cased.
--- Hierarchical systems (ref.code_system.hierarchy = 'prefix': ICD-10 and ICD-10-CM) are
--- matched by code structure: a map row covers its code and every code extending it,
--- compared without dots (code_key: 'A419' = 'A41.9'), so an A41 row maps A41.51 and the
--- Chinese clinical edition's A41.900 and J18.900x001 reach a J18 or J18.9 row. Per coding
--- the longest matching map code wins before priorities are compared: the most specific
--- knowledge decides (D89.831, grade 1, over a D89.83 row of any map), and a site overrides
--- a default for the codes it names at that depth. Other systems match exactly
--- (ICD-10-PCS characters are axes, not a hierarchy).
---   signature      text: see harmonized.resource_code
---   site, resource_type, code_text  text: the signature's parts
---   codings        json[]: the signature's codings
---   standard_coded boolean: a coding is in a standard code system
---   concept        text: the study concept (null when unmapped, ambiguous or excluded)
---   grade          integer: a grade the code itself carries (D89.833 -> 3), else null
---   status         text: mapped | unmapped | ambiguous | excluded
---   matched_by     text: the winning rule ('code <system>|<code>', with ' under <map code>'
---                  when a hierarchical map row matched a code extending it, or
---                  'text /<pattern>/')
---   candidates     text[]: every concept at the winning priority
+-- harmonized.code_concept: description, grain, columns and expectations in code_concept.yml
 WITH signatures AS (
     SELECT DISTINCT signature, site, resource_type, code_text, codings
     FROM harmonized.resource_code

@@ -1,17 +1,4 @@
--- harmonized.condition: Conditions mapped to study concepts, with onset day, grade and
--- body sites. Grain: (site, condition_id).
---   site, condition_id  text: provenance
---   patient_key         text: HMAC pseudonym
---   concept             text: crs, icans, sepsis, pneumonia, bacteremia, infection,
---                       febrile_neutropenia, b_all, relapse, hepatic_injury, ... (ref.concept);
---                       a B-ALL Condition whose clinicalStatus is relapse/recurrence is 'relapse'
---   matched_by          text: the mapping rule
---   onset_date          date: local day of onset (onset[x], else recordedDate)
---   grade               integer: CRS/ICANS grade 1-5 when recorded, else null
---   grade_source        text: code (ICD-10-CM grade digit) | stage (stage.summary text) |
---                       severity (Condition.severity, a last resort) | null
---   body_sites          text[]: marrow / cns / testis, from bodySite codes or text
---   problem             text: why the row is unusable (retracted, no patient, no date)
+-- harmonized.condition: description, grain, columns and expectations in condition.yml
 WITH mapped AS (
     SELECT o.*, k.patient_key, m.concept AS mapped_concept, m.grade AS code_grade, m.matched_by
     FROM flat.condition AS o

@@ -1,11 +1,4 @@
--- harmonized.grade_assessment: CRS and CRES/ICANS grades recorded as Observations
--- (daily grade assessments). Grain: (site, observation_id).
---   site, observation_id  text: provenance
---   patient_key           text: HMAC pseudonym
---   concept               text: crs | icans
---   assessed_date         date: local day of the assessment
---   grade                 integer: 0-5, from valueInteger, a coded value or text ('2级', 'Grade 2')
---   problem               text: why the row is unusable, null when usable
+-- harmonized.grade_assessment: description, grain, columns and expectations in grade_assessment.yml
 WITH mapped AS (
     SELECT o.*, k.patient_key, m.concept AS assessment
     FROM flat.observation AS o

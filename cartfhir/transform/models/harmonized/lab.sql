@@ -1,8 +1,4 @@
--- harmonized.lab: usable results only, one per distinct result (re-sent copies removed).
--- Grain: (site, observation_id). The input of every lab endpoint.
---   site, observation_id, patient_key, concept, effective_date, effective_at,
---   value (canonical unit), canonical_unit, comparator, value_original, unit_original,
---   reference_low, reference_high, part_of_procedure_id: as in harmonized.observation_value
+-- harmonized.lab: description, grain, columns and expectations in lab.yml
 SELECT site, observation_id, patient_key, concept, effective_date, effective_at,
        value, canonical_unit, comparator, value_original, unit_original,
        reference_low, reference_high, part_of_procedure_id

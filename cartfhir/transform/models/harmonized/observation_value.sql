@@ -1,23 +1,4 @@
--- harmonized.observation_value: every Observation mapped to a measured concept, its
--- value converted to the concept's canonical unit, and what (if anything) makes it
--- unusable. Grain: (site, observation_id). Results in Observation.component count as
--- records of their own ('<observation id>#<component index>').
---   site, observation_id   text: where the result came from (provenance)
---   patient_key            text: HMAC pseudonym of the patient (null: unknown patient)
---   concept                text: study concept (ref.concept, kind 'observation')
---   matched_by             text: the mapping rule that chose the concept
---   status                 text: Observation.status
---   effective_date         date: local calendar day of the result
---   effective_at           timestamptz: the result's time, to order results within a day
---   value_original         double: the value as reported
---   unit_original          text: the unit as reported (UCUM code when given, else text)
---   comparator             text: <, <=, >=, > for censored results, else null
---   value                  double: the value in canonical_unit
---   canonical_unit         text: the concept's canonical UCUM unit
---   reference_low, reference_high  double: reference range in canonical_unit
---   problem                text: why the result is unusable (quarantined), null when usable
---   part_of_procedure_id   text: the Procedure the result belongs to (a dose to its infusion)
---   duplicate_of           text: an earlier id with the same result (re-sent), else null
+-- harmonized.observation_value: description, grain, columns and expectations in observation_value.yml
 WITH records AS (
     SELECT site, observation_id, patient_id, status, effective_datetime, effective_start,
            effective_instant, issued, value_number, value_unit, value_unit_system,

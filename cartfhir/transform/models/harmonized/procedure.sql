@@ -1,18 +1,4 @@
--- harmonized.procedure: Procedures and MedicationAdministrations mapped to study
--- concepts (CAR-T infusion, lymphodepletion, chemotherapy, HSCT). Some hospitals record
--- the CAR-T infusion, with its dose, as a MedicationAdministration.
--- Grain: (site, procedure_id).
---   site, procedure_id  text: provenance (the Procedure or MedicationAdministration id)
---   resource_type       text: Procedure | MedicationAdministration
---   patient_key         text: HMAC pseudonym
---   concept             text: cart_infusion | lymphodepletion | chemotherapy | hsct
---   matched_by          text: the mapping rule
---   start_date          date: local day performed (performed/effective dateTime or start)
---   end_date            date: the period's end, else start_date
---   target              text: CAR target from the product text (CD19, CD19/CD22, ...), else null
---   product_text        text: usedCode / medication text as recorded
---   dose                double: CAR-T dose in 10*6/kg from MedicationAdministration.dosage
---   problem             text: why the row is unusable (status, no patient, no date)
+-- harmonized.procedure: description, grain, columns and expectations in procedure.yml
 WITH records AS (
     SELECT site, procedure_id, 'Procedure' AS resource_type, patient_id, status, code_text,
            coalesce(performed_datetime, performed_start) AS started, performed_end AS ended,

@@ -1,11 +1,4 @@
--- qa.quarantine: every mapped record the cohort tables do not use, with the reason.
--- Grain: (site, resource_type, resource_id, reason). Nothing is dropped silently:
--- retracted records, results without a unit or with one that cannot be converted,
--- implausible magnitudes, ambiguous or excluded codes, missing dates or patients.
---   site, resource_type, resource_id  text: the record
---   concept          text: the concept it mapped to (null when ambiguous or excluded)
---   reason           text: why it is not used
---   value_original   double, unit_original text: the value as reported (observations)
+-- qa.quarantine: description, grain, columns and expectations in quarantine.yml
 WITH observation AS (
     SELECT site, 'Observation' AS resource_type, observation_id AS resource_id, concept,
            problem AS reason, value_original, unit_original

@@ -1,15 +1,4 @@
--- qa.unmapped_codes: codes no concept map or text pattern recognised, with how often
--- they occur, so a data engineer sees what to map next. Grain: (site, resource_type,
--- system, code, display). A resource with several codings lists each of them.
---   site, resource_type  text: where the code was seen
---   system, code         text: the coding (null for a resource coded by text only)
---   display              text: the coding's display, else code.text
---   standard             boolean: the system is a standard one (ref.code_system): the maps
---                        are authoritative for it, so its text was not used to guess
---   scope_note           text: why the code is out of the study's scope, from its LOINC
---                        name (ref.scope_note: 'out of study scope: urine specimen'); a
---                        note for humans, never used to map. Null when nothing is known
---   count                bigint: resources carrying it
+-- qa.unmapped_codes: description, grain, columns and expectations in unmapped_codes.yml
 WITH signatures AS (
     -- Codes are read once per distinct signature, not once per record.
     SELECT site, resource_type, signature, count(*) AS records

@@ -1,12 +1,4 @@
--- qa.unmapped_record: every record no concept map or text pattern recognised.
--- Grain: (site, resource_type, resource_id). qa.unmapped_codes counts them by code;
--- the site-completeness expectation counts the ones that may be study data.
---   site, resource_type, resource_id  text: the record, as in harmonized.resource_code
---   signature       text: its code signature (harmonized.code_concept has the codings)
---   standard_coded  boolean: a coding is in a standard system (ref.code_system). No map
---                   knows that standard code, so the study's terminology has decided it is
---                   not a study concept (out of scope, not missing). False: only local codes
---                   or text, which may be study data a site concept map has to name.
+-- qa.unmapped_record: description, grain, columns and expectations in unmapped_record.yml
 SELECT r.site, r.resource_type, r.resource_id, r.signature, c.standard_coded
 FROM harmonized.resource_code AS r
 JOIN harmonized.code_concept AS c USING (signature)
