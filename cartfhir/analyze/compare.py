@@ -1,22 +1,25 @@
 """CART1 versus CART2, endpoint by endpoint: the rows of ``analysis.comparison``.
 
-Endpoints are data (``endpoints.yaml``): a key, a kind and a DuckDB expression
-over ``cohort.episode_endpoints``. For each site (and ``all`` pooled) the two
-rounds are compared as the paper did (unpaired: Fisher exact, Mann-Whitney U) and
+Endpoints are data (the registry, ``endpoints.yaml``): a key, a kind and a DuckDB
+expression over ``cohort.episode_endpoints``. For each site (and ``all`` pooled) the
+two rounds are compared as the paper did (unpaired: Fisher exact, Mann-Whitney U) and
 as the design deserves (paired over patients with both rounds: exact McNemar,
-Wilcoxon signed-rank). Pure functions over a DataFrame; I/O lives in __init__.
+Wilcoxon signed-rank). Pure functions over a DataFrame, and ``build_comparison``, the
+builder that writes ``analysis.comparison``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from importlib import resources
+from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 import pandas as pd
-import yaml
 
+from cartfhir.analyze import registry as endpoint_registry
 from cartfhir.analyze import stats
+from cartfhir.analyze.registry import Endpoint
+from cartfhir.db import write_frame
 
 COLUMNS = [
     "site", "endpoint", "kind",
@@ -28,27 +31,23 @@ POOLED = "all"
 COUNT_COLUMNS = ["cart1_n", "cart1_events", "cart2_n", "cart2_events", "n_pairs"]
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    key: str
-    kind: str  # proportion | continuous | ordinal
-    value: str  # DuckDB expression over one cohort.episode_endpoints row
-    label: str
-    section: str
+def load_endpoints() -> tuple[tuple[Endpoint, ...], dict[str, str]]:
+    """Transitional, for analyze() until it reads ``registry.effective``."""
+    reg = endpoint_registry.defaults()
+    return reg.endpoints, reg.sections
 
 
-def load_endpoints() -> tuple[list[Endpoint], dict[str, str]]:
-    """The endpoints and the report's section titles, from endpoints.yaml."""
-    text = resources.files("cartfhir.analyze").joinpath("endpoints.yaml").read_text("utf-8")
-    data = yaml.safe_load(text)
-    return [Endpoint(**e) for e in data["endpoints"]], dict(data["sections"])
-
-
-def endpoint_sql(endpoints: list[Endpoint], rounds: tuple[int, int]) -> str:
+def endpoint_sql(endpoints: Sequence[Endpoint], rounds: tuple[int, int]) -> str:
     """One row per episode of the two rounds, one column per endpoint."""
     values = ",\n       ".join(f"({e.value}) AS \"{e.key}\"" for e in endpoints)
     return (f"SELECT site, patient_key, round,\n       {values}\n"
-            f"FROM cohort.episode_endpoints WHERE round IN ({rounds[0]}, {rounds[1]})")
+            f"FROM cohort.episode_endpoints WHERE round IN ({int(rounds[0])}, {int(rounds[1])})")
+
+
+def episode_values(con: duckdb.DuckDBPyConnection,
+                   registry: endpoint_registry.Registry) -> pd.DataFrame:
+    """Every endpoint's value for every episode of the two rounds compared."""
+    return con.execute(endpoint_sql(registry.endpoints, registry.rounds)).df()
 
 
 def _describe(values: pd.Series, kind: str) -> dict[str, Any]:
@@ -90,7 +89,7 @@ def compare_endpoint(frame: pd.DataFrame, endpoint: Endpoint, site: str,
     return row
 
 
-def comparison(frame: pd.DataFrame, endpoints: list[Endpoint],
+def comparison(frame: pd.DataFrame, endpoints: Sequence[Endpoint],
                rounds: tuple[int, int] = (1, 2)) -> pd.DataFrame:
     """Every endpoint by site and pooled (site 'all'), with exactly ``COLUMNS``."""
     rows = []
@@ -111,3 +110,19 @@ def suppress_small_cells(table: pd.DataFrame, k: int) -> pd.DataFrame:
         out[column] = pd.Series([stats.small_cell(int(v), k) if not pd.isna(v) else None
                                  for v in out[column]], dtype=object, index=out.index)
     return out
+
+
+def build_comparison(con: duckdb.DuckDBPyConnection, context: Any = None) -> int:
+    """Builder of analysis.comparison (the registry's endpoints, CART1 vs CART2)."""
+    registry = endpoint_registry.effective(con)
+    table = comparison(episode_values(con, registry), registry.endpoints, registry.rounds)
+    con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
+    return write_frame(con, "analysis.comparison", table)
+
+
+def read_comparison(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """analysis.comparison as ``comparison`` returned it (whole counts, null where none)."""
+    table = con.execute("SELECT * FROM analysis.comparison").df()
+    for column in COUNT_COLUMNS:
+        table[column] = table[column].astype("Int64")
+    return table

@@ -1,69 +1,87 @@
 """Event-free survival after CART2: per-patient times and events, and Kaplan-Meier summaries.
 
-Two definitions (domain.md §2):
-- ``paper``: the first of relapse, new chemotherapy, HSCT or death after the CART2
-  infusion is an event (the paper counts consolidation as an event);
-- ``standard``: death, relapse, or no response (treatment failure, at day 0) are
-  events; later therapy is not (ELIANA style).
-Patients without an event are censored at their last contact. Pure functions.
+The definitions are data (``endpoints.yaml``, ``efs``: the paper's, which counts
+consolidation as an event, and the standard ELIANA-style one; domain.md §2), evaluated
+here by one rule: the earliest of the definition's events (same-day ties to the one
+listed first), else censored at the censor date. ``build_efs`` writes ``analysis.efs``,
+``analysis.efs_summary`` and ``analysis.efs_curve``; the rest are pure functions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import date
+from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 import pandas as pd
 
+from cartfhir.analyze import registry as endpoint_registry
 from cartfhir.analyze import stats
+from cartfhir.analyze.registry import EfsDefinition, EfsEvent
+from cartfhir.db import write_frame
 
-DEFINITIONS = ("paper", "standard")
+EVENT_COLUMNS = ["site", "patient_key", "definition", "event", "event_type", "time_days"]
 SUMMARY_COLUMNS = ["site", "definition", "n", "events", "median_days", "median_ci_low",
                    "median_ci_high"]
 CURVE_FIELDS = [f.name for f in dataclasses.fields(stats.KmStep)]
+CENSORED = "censored"
 
 
-def _days(start: date, end: Any) -> float | None:
-    if end is None or pd.isna(end):
+def _missing(value: Any) -> bool:
+    return value is None or (not isinstance(value, str) and pd.isna(value))
+
+
+def _days(start: Any, end: Any) -> float | None:
+    if _missing(end):
         return None
     return float((pd.Timestamp(end) - pd.Timestamp(start)).days)
 
 
-def patient_events(episodes: pd.DataFrame) -> pd.DataFrame:
+def _event_day(event: EfsEvent, episode: dict[str, Any]) -> float | None:
+    """The day of ``event`` for this episode, or None when it did not happen."""
+    if event.date is not None:
+        day = _days(episode["infusion_date"], episode[event.date])
+        return day if day is not None and day > 0 else None  # after the infusion day only
+    for column, allowed in event.when:
+        value = episode[column]
+        if not (None in allowed if _missing(value) else value in allowed):
+            return None
+    return float(event.day)
+
+
+def first_event(definition: EfsDefinition, episode: dict[str, Any]) -> tuple[str, float | None]:
+    """(event type, day) of the episode's first event, or ('censored', censor day)."""
+    happened = [(day, i, e.type) for i, e in enumerate(definition.events)
+                if (day := _event_day(e, episode)) is not None]
+    if happened:
+        day, _, kind = min(happened)
+        return kind, day
+    return CENSORED, _days(episode["infusion_date"], episode[definition.censor])
+
+
+def patient_events(episodes: pd.DataFrame,
+                   definitions: Sequence[EfsDefinition] | None = None) -> pd.DataFrame:
     """One row per CART2 episode and definition: site, patient_key, definition, time, event."""
+    definitions = endpoint_registry.defaults().efs if definitions is None else definitions
     rows = []
-    for r in episodes.itertuples(index=False):
-        censor = _days(r.infusion_date, r.last_contact_date)
-        paper_event = r.post_event_type not in (None, "none") and not pd.isna(r.post_event_type)
-        rows.append({"site": r.site, "patient_key": r.patient_key, "definition": "paper",
-                     "event": bool(paper_event),
-                     "event_type": r.post_event_type if paper_event else "censored",
-                     "time_days": _days(r.infusion_date, r.post_event_date) if paper_event
-                     else censor})
-        failure = r.best_response is None or pd.isna(r.best_response) or r.best_response == "NR"
-        dated = [(d, kind) for d, kind in ((_days(r.infusion_date, r.relapse_after_date),
-                                            "relapse"),
-                                           (_days(r.infusion_date, r.death_date), "death"))
-                 if d is not None and d > 0]
-        if failure:
-            time, kind = 0.0, "no_response"
-        elif dated:
-            time, kind = min(dated)
-        else:
-            time, kind = censor, "censored"
-        rows.append({"site": r.site, "patient_key": r.patient_key, "definition": "standard",
-                     "event": kind != "censored", "event_type": kind, "time_days": time})
-    return pd.DataFrame(rows, columns=["site", "patient_key", "definition", "event", "event_type",
-                                       "time_days"])
+    for episode in episodes.to_dict("records"):
+        for definition in definitions:
+            kind, day = first_event(definition, episode)
+            rows.append({"site": episode["site"], "patient_key": episode["patient_key"],
+                         "definition": definition.name, "event": kind != CENSORED,
+                         "event_type": kind, "time_days": day})
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 
-def summaries(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summaries(events: pd.DataFrame, definitions: Sequence[EfsDefinition] | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaplan-Meier per site (and 'all') and definition: (summary rows, curve rows)."""
+    definitions = endpoint_registry.defaults().efs if definitions is None else definitions
     summary, curve = [], []
     groups = [("all", events)] + list(events.groupby("site", sort=True))
     for site, part in groups:
-        for definition in DEFINITIONS:
+        for definition in (d.name for d in definitions):
             rows = part[(part["definition"] == definition) & part["time_days"].notna()]
             if rows.empty:
                 continue
@@ -78,3 +96,16 @@ def summaries(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # Explicit columns: a cohort with no CART2 episode yet still gets (empty) tables.
     return (pd.DataFrame(summary, columns=SUMMARY_COLUMNS),
             pd.DataFrame(curve, columns=["site", "definition", *CURVE_FIELDS]))
+
+
+def build_efs(con: duckdb.DuckDBPyConnection, context: Any = None) -> int:
+    """Builder of analysis.efs, analysis.efs_summary and analysis.efs_curve; rows of efs."""
+    registry = endpoint_registry.effective(con)
+    cart2 = con.execute("SELECT * FROM cohort.episode_endpoints WHERE round = ?",
+                        [registry.rounds[1]]).df()
+    events = patient_events(cart2, registry.efs)
+    summary, curve = summaries(events, registry.efs)
+    con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
+    write_frame(con, "analysis.efs_summary", summary)
+    write_frame(con, "analysis.efs_curve", curve)
+    return write_frame(con, "analysis.efs", events)

@@ -438,7 +438,13 @@ def heterogeneity(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
             except (ZeroDivisionError, ValueError, FloatingPointError):
                 pass  # a degenerate stratum set: the row stays empty rather than wrong
         rows.append(entry)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["endpoint", "sites", "mh_odds_ratio", "cmh_p_value",
+                                       "breslow_day_p_value"])
+
+
+def build_heterogeneity(con: duckdb.DuckDBPyConnection, context: Any = None) -> int:
+    """Builder of analysis.heterogeneity (pooled databases only)."""
+    return write_frame(con, "analysis.heterogeneity", heterogeneity(con))
 
 
 def pool(sources: list[Path], out: Path, *, keys: Path | None = None,

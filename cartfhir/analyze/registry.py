@@ -1,0 +1,196 @@
+"""The endpoint registry (``endpoints.yaml``), rendered with the windows and thresholds in use.
+
+``load()`` gives the file as data; ``render(raw, windows, thresholds)`` fills its label,
+value and title templates and returns a ``Registry``; ``effective(con)`` renders it
+with the database's own ``ref.window`` and ``ref.threshold`` (what the data was built
+with, so it also holds for a pooled database). ``build_endpoint`` writes the rendered
+endpoints to ``analysis.endpoint``. The report, the CLI summary and the pool read the
+registry; no endpoint list lives in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import duckdb
+import pandas as pd
+import yaml
+
+from cartfhir.db import write_frame
+from cartfhir.errors import ConfigError, DatabaseError
+
+SOURCE = "cartfhir/analyze/endpoints.yaml"
+KINDS = ("proportion", "continuous", "ordinal")
+PLACEHOLDER = re.compile(r"\{(window|threshold)\.([a-z0-9_]+)\}")
+Windows = dict[str, tuple[int, int]]
+Thresholds = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    key: str
+    kind: str  # proportion | continuous | ordinal
+    value: str  # DuckDB expression over one cohort.episode_endpoints row, thresholds filled in
+    label: str
+    section: str
+    headline: bool = False
+    heterogeneity: bool = False
+    figure: str | None = None
+    figure_label: str | None = None
+    concept: str | None = None
+    symlog: float | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    key: str
+    section: str
+    title: str
+
+
+@dataclass(frozen=True)
+class EfsEvent:
+    type: str
+    date: str | None = None  # a date column: the event happens then (when after the infusion)
+    day: int | None = None  # or a fixed day, when every column in `when` has a listed value
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class EfsDefinition:
+    name: str
+    description: str
+    events: tuple[EfsEvent, ...]
+    censor: str
+
+
+@dataclass(frozen=True)
+class Registry:
+    endpoints: tuple[Endpoint, ...]
+    sections: dict[str, str]  # key -> title, in report order
+    figures: tuple[Figure, ...]
+    efs: tuple[EfsDefinition, ...]
+    rounds: tuple[int, int]  # (CART1, CART2)
+    windows: Windows
+
+    @property
+    def headline(self) -> list[Endpoint]:
+        return [e for e in self.endpoints if e.headline]
+
+    @property
+    def heterogeneity(self) -> list[Endpoint]:
+        return [e for e in self.endpoints if e.heterogeneity]
+
+    def in_figure(self, figure: str) -> list[Endpoint]:
+        return [e for e in self.endpoints if e.figure == figure]
+
+    def label(self, key: str) -> str:
+        return next((e.label for e in self.endpoints if e.key == key), key)
+
+
+@cache
+def _text() -> str:
+    return resources.files("cartfhir.analyze").joinpath("endpoints.yaml").read_text("utf-8")
+
+
+def load() -> dict[str, Any]:
+    """endpoints.yaml as data (a fresh copy each call)."""
+    return yaml.safe_load(_text())
+
+
+def _number(value: float) -> str:
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _filler(windows: Windows, thresholds: Thresholds, where: str):
+    def fill(match: re.Match[str]) -> str:
+        kind, name = match.groups()
+        known = windows if kind == "window" else thresholds
+        if name not in known:
+            table = f"ref.{kind}"
+            raise ConfigError(
+                f"{SOURCE}: {where} names {kind} {name!r}, which {table} does not have "
+                f"(known: {', '.join(sorted(known))}); fix the name, or add it to "
+                "cartfhir/transform/study_defaults.yaml and run 'cartfhir transform'")
+        if kind == "window":
+            lo, hi = known[name]
+            return f"{lo}-{hi}"
+        return _number(known[name])
+    return fill
+
+
+def _render_text(text: str, windows: Windows, thresholds: Thresholds, where: str) -> str:
+    return PLACEHOLDER.sub(_filler(windows, thresholds, where), str(text))
+
+
+def render(raw: dict[str, Any], windows: Windows, thresholds: Thresholds) -> Registry:
+    """The registry with every template filled from ``windows`` and ``thresholds``."""
+    def fill(text: Any, where: str) -> Any:
+        return None if text is None else _render_text(text, windows, thresholds, where)
+
+    sections = {k: fill(v, f"section {k}") for k, v in raw["sections"].items()}
+    endpoints = []
+    for e in raw["endpoints"]:
+        where = f"endpoint {e['key']}"
+        if e["kind"] not in KINDS or e["section"] not in sections:
+            raise ConfigError(f"{SOURCE}: {where}: kind must be one of {', '.join(KINDS)} and "
+                              f"section one of {', '.join(sections)}")
+        endpoints.append(Endpoint(**{**e, "value": fill(e["value"], f"{where} value"),
+                                     "label": fill(e["label"], f"{where} label"),
+                                     "figure_label": fill(e.get("figure_label"), where)}))
+    figures = tuple(Figure(f["key"], f["section"], fill(f["title"], f"figure {f['key']}"))
+                    for f in raw["figures"])
+    efs = tuple(EfsDefinition(
+        name=d["name"], description=d["description"], censor=d["censor"],
+        events=tuple(EfsEvent(type=v["type"], date=v.get("date"), day=v.get("day"),
+                              when=tuple((c, tuple(ok)) for c, ok in v.get("when", {}).items()))
+                     for v in d["events"]))
+        for d in raw["efs"])
+    rounds = (int(fill(raw["rounds"]["cart1"], "rounds")),
+              int(fill(raw["rounds"]["cart2"], "rounds")))
+    return Registry(endpoints=tuple(endpoints), sections=sections, figures=figures, efs=efs,
+                    rounds=rounds, windows=dict(windows))
+
+
+def effective(con: duckdb.DuckDBPyConnection) -> Registry:
+    """The registry rendered with this database's ref.window and ref.threshold."""
+    try:
+        windows = {n: (int(lo), int(hi)) for n, lo, hi in con.execute(
+            "SELECT name, lo, hi FROM ref.window").fetchall()}
+        thresholds = dict(con.execute("SELECT name, value FROM ref.threshold").fetchall())
+    except duckdb.CatalogException as exc:
+        raise DatabaseError(f"{exc}; run 'cartfhir transform' first (the endpoint labels "
+                            "come from ref.window and ref.threshold)") from None
+    return render(load(), windows, thresholds)
+
+
+ENDPOINT_COLUMNS = ["position", "key", "label", "kind", "value", "section", "section_title",
+                    "headline", "heterogeneity", "figure", "figure_label", "concept"]
+
+
+def endpoint_frame(registry: Registry) -> pd.DataFrame:
+    """The rows of analysis.endpoint: the endpoints as this database renders them."""
+    rows = [[i, e.key, e.label, e.kind, e.value, e.section, registry.sections[e.section],
+             e.headline, e.heterogeneity, e.figure, e.figure_label, e.concept]
+            for i, e in enumerate(registry.endpoints, start=1)]
+    frame = pd.DataFrame(rows, columns=ENDPOINT_COLUMNS)
+    return frame.astype({"position": "int32", "headline": bool, "heterogeneity": bool})
+
+
+def build_endpoint(con: duckdb.DuckDBPyConnection, context: Any = None) -> int:
+    """Builder of analysis.endpoint (the registry rendered with ref.window/ref.threshold)."""
+    frame = endpoint_frame(effective(con))
+    con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
+    return write_frame(con, "analysis.endpoint", frame)
+
+
+def defaults() -> Registry:
+    """Transitional (until analyze() renders with ``effective``): the study defaults' labels."""
+    data = yaml.safe_load(resources.files("cartfhir.transform").joinpath(
+        "study_defaults.yaml").read_text("utf-8"))
+    return render(load(), {k: tuple(v) for k, v in data["windows"].items()}, data["thresholds"])

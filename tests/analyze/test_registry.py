@@ -1,0 +1,121 @@
+"""The endpoint registry: labels and values rendered from the effective windows and thresholds."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+from cartfhir.analyze import registry
+from cartfhir.errors import ConfigError, DatabaseError
+
+DEFAULT_WINDOWS = {"crs": (0, 30), "icans": (0, 30), "cytokine": (0, 14), "nadir": (0, 28),
+                   "organ": (0, 30), "early_infection": (0, 30), "late_infection": (31, 90),
+                   "febrile_neutropenia": (0, 30), "response": (0, 90),
+                   "count_dynamics": (0, 30)}
+DEFAULT_THRESHOLDS = {"severe_min_grade": 3.0, "organ_injury_min_grade": 2.0,
+                      "post_event_round": 2.0}
+
+
+def _render(**changes) -> registry.Registry:
+    windows = {**DEFAULT_WINDOWS, **changes.get("windows", {})}
+    thresholds = {**DEFAULT_THRESHOLDS, **changes.get("thresholds", {})}
+    return registry.render(registry.load(), windows, thresholds)
+
+
+def _labels(reg: registry.Registry) -> dict[str, str]:
+    return {e.key: e.label for e in reg.endpoints}
+
+
+def test_labels_follow_the_windows_and_thresholds() -> None:
+    default = _labels(_render())
+    assert default["early_infection"] == "Early infection (days 0-30)"
+    assert default["severe_neutropenia"] == "Severe neutropenia (CTCAE >= 3)"
+    assert default["crs_grade3plus"] == "CRS grade >= 3"
+    changed = _labels(_render(windows={"early_infection": (0, 21)},
+                              thresholds={"severe_min_grade": 4.0}))
+    assert changed["early_infection"] == "Early infection (days 0-21)"
+    assert changed["severe_neutropenia"] == "Severe neutropenia (CTCAE >= 4)"
+    assert changed["crs_grade3plus"] == "CRS grade >= 4"  # the key stays, the words follow
+
+
+def test_values_take_their_thresholds_from_the_database() -> None:
+    values = {e.key: e.value for e in _render(thresholds={"severe_min_grade": 4.0,
+                                                          "organ_injury_min_grade": 1.0}
+                                              ).endpoints}
+    assert values["crs_grade3plus"] == "crs_max_grade >= 4"
+    assert values["liver_injury"] == "liver_injury_grade >= 1"
+
+
+def test_the_rounds_compared_come_from_post_event_round() -> None:
+    assert _render().rounds == (1, 2)
+    assert _render(thresholds={"post_event_round": 3.0}).rounds == (1, 3)
+
+
+def test_an_unknown_window_or_threshold_in_a_template_is_an_error() -> None:
+    raw = registry.load()
+    broken = {**raw, "endpoints": [{**raw["endpoints"][0], "label": "x {window.no_such}"}]}
+    with pytest.raises(ConfigError, match="no_such"):
+        registry.render(broken, DEFAULT_WINDOWS, DEFAULT_THRESHOLDS)
+    broken = {**raw, "endpoints": [{**raw["endpoints"][0], "value": "{threshold.typo} > 1"}]}
+    with pytest.raises(ConfigError, match="typo"):
+        registry.render(broken, DEFAULT_WINDOWS, DEFAULT_THRESHOLDS)
+
+
+def test_the_flags_replace_the_lists_in_python() -> None:
+    reg = _render()
+    assert [e.key for e in reg.headline] == ["crs_any", "cres_any", "il17a_peak",
+                                             "early_infection", "late_infection",
+                                             "severe_neutropenia", "mrd_negative_cr"]
+    assert [e.key for e in reg.heterogeneity] == ["crs_any", "cres_any", "early_infection",
+                                                  "late_infection", "severe_neutropenia", "cr",
+                                                  "mrd_negative_cr"]
+    assert all(e.kind == "proportion" for e in reg.heterogeneity)
+    assert [e.concept for e in reg.in_figure("count_dynamics")] == ["anc", "platelets",
+                                                                    "hemoglobin"]
+    assert {f.section for f in reg.figures} <= set(reg.sections)
+    assert {e.section for e in reg.endpoints} <= set(reg.sections)
+
+
+def test_every_template_name_exists_in_the_study_defaults() -> None:
+    """The registry names only windows and thresholds that study_defaults.yaml defines."""
+    from importlib import resources
+
+    import yaml
+
+    defaults = yaml.safe_load(resources.files("cartfhir.transform").joinpath(
+        "study_defaults.yaml").read_text("utf-8"))
+    windows = {k: tuple(v) for k, v in defaults["windows"].items()}
+    registry.render(registry.load(), windows, defaults["thresholds"])  # raises on a typo
+
+
+def test_the_paper_definition_breaks_ties_as_ref_post_event() -> None:
+    """Same-day events go to the one listed first; the paper's order is ref.post_event's."""
+    import csv
+    from importlib import resources
+
+    text = resources.files("cartfhir.transform").joinpath(
+        "terminology/post_events.csv").read_text("utf-8")
+    by_priority = [r["event"] for r in sorted(csv.DictReader(text.splitlines()),
+                                              key=lambda r: int(r["priority"]))]
+    paper = next(d for d in _render().efs if d.name == "paper")
+    assert [e.type for e in paper.events] == by_priority
+
+
+def test_effective_reads_ref_and_writes_analysis_endpoint() -> None:
+    con = duckdb.connect()
+    with pytest.raises(DatabaseError, match="cartfhir transform"):
+        registry.effective(con)
+    con.execute("CREATE SCHEMA ref")
+    con.execute("CREATE TABLE ref.window (name VARCHAR, lo INTEGER, hi INTEGER)")
+    con.execute("CREATE TABLE ref.threshold (name VARCHAR, value DOUBLE)")
+    con.executemany("INSERT INTO ref.window VALUES (?, ?, ?)",
+                    [(k, lo, hi) for k, (lo, hi) in
+                     {**DEFAULT_WINDOWS, "early_infection": (0, 21)}.items()])
+    con.executemany("INSERT INTO ref.threshold VALUES (?, ?)",
+                    list({**DEFAULT_THRESHOLDS, "severe_min_grade": 4.0}.items()))
+    assert registry.build_endpoint(con) == len(registry.load()["endpoints"])
+    rows = dict(con.execute("SELECT key, label FROM analysis.endpoint").fetchall())
+    assert rows["early_infection"] == "Early infection (days 0-21)"
+    assert rows["severe_anemia"] == "Severe anemia (CTCAE >= 4)"
+    assert con.execute("SELECT list(key ORDER BY position) FROM analysis.endpoint "
+                       "WHERE headline").fetchone()[0][0] == "crs_any"
