@@ -16,7 +16,7 @@ import copy
 from typing import Any
 
 from cartfhir.catalog.sidecars import load_sidecars
-from cartfhir.config import Config, ExpectationRule
+from cartfhir.config import Config, ExpectationRule, Expectations
 from cartfhir.errors import ConfigError
 from cartfhir.expectations.gx import SuiteSpec, expectation_column
 
@@ -67,8 +67,29 @@ def _apply_override(suite: dict[str, Any], rule: ExpectationRule, where: str) ->
                           + "; check the name with 'cartfhir validate --list'")
 
 
+def _settings(settings: Expectations) -> dict[str, float]:
+    """The values a rule's kwargs may name as ``{setting: <name>}``: the ceilings."""
+    return {name: getattr(settings, name) for name, field in Expectations.model_fields.items()
+            if field.annotation is float}
+
+
+def _resolved(value: Any, settings: dict[str, float], where: str) -> Any:
+    """``value`` with every ``{setting: <name>}`` replaced by that setting's value."""
+    if isinstance(value, dict) and set(value) == {"setting"}:
+        if value["setting"] not in settings:
+            raise ConfigError(f"{where}: unknown setting {value['setting']!r}; known "
+                              f"(expectations section of the config): {', '.join(settings)}")
+        return settings[value["setting"]]
+    if isinstance(value, dict):
+        return {key: _resolved(item, settings, where) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_resolved(item, settings, where) for item in value]
+    return value
+
+
 def load_suites(config: Config) -> list[SuiteSpec]:
-    """Built-in suites with the config's additions and overrides applied ('off' removes)."""
+    """Built-in suites with the config's additions and overrides applied ('off' removes)
+    and the ``{setting: <name>}`` kwargs filled from the config's expectations section."""
     suites = {s["name"]: copy.deepcopy(s) for s in package_suites()}
     known_sites = {s.id for s in config.sites}
     rules = [("override", i, r) for i, r in enumerate(config.expectations.override)]
@@ -86,9 +107,14 @@ def load_suites(config: Config) -> list[SuiteSpec]:
             suites[rule.suite]["expectations"].append({
                 "type": rule.type, "kwargs": _scoped(rule.kwargs, rule.site),
                 "meta": {"severity": rule.severity, "added_by": where}})
+    settings = _settings(config.expectations)
     for suite in suites.values():
         suite["expectations"] = [e for e in suite["expectations"]
                                  if e.get("meta", {}).get("severity") != "off"]
+        for number, expectation in enumerate(suite["expectations"], start=1):
+            where = (f"suite {suite['name']} ({suite.get('_source', '')}), expectation "
+                     f"#{number} ({expectation['type']})")
+            expectation["kwargs"] = _resolved(expectation["kwargs"], settings, where)
     return [suite_spec(suite) for suite in suites.values()]
 
 

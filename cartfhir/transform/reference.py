@@ -33,6 +33,9 @@ PRIORITY_DEFAULT_CODE, PRIORITY_STUDY_CODE, PRIORITY_SITE_CODE = 10, 12, 15
 RESOURCE_TYPES = ("Observation", "Condition", "Procedure", "MedicationAdministration")
 # How a code system's codes nest: '' none (exact codes), 'prefix' (a code covers its extensions).
 HIERARCHIES = ("", "prefix")
+# What a FHIR status means for a record (terminology/record_statuses.csv): usable (it counts),
+# void (retracted or not done: it never counts), relapse (a B-ALL Condition's clinicalStatus).
+STATUS_USES = ("relapse", "usable", "void")
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,26 @@ def text_pattern_rows(text: str, origin: str, site: str | None,
     return out
 
 
+def record_status_rows(text: str, origin: str) -> list[dict[str, str]]:
+    """What each FHIR status means for a record, one row per (resource type, element, status)."""
+    columns = ("resource_type", "element", "status", "use")
+    rows = [{c: r[c] for c in columns} for r in _csv_rows(text, origin, columns)]
+    seen: set[tuple[str, str, str]] = set()
+    for line, row in enumerate(rows, start=2):
+        key = (row["resource_type"], row["element"], row["status"])
+        if row["resource_type"] not in RESOURCE_TYPES:
+            raise ConfigError(f"{origin} line {line}: resource_type must be one of "
+                              f"{', '.join(RESOURCE_TYPES)}, not {row['resource_type']!r}")
+        if row["use"] not in STATUS_USES:
+            raise ConfigError(f"{origin} line {line}: use {row['use']!r} of {'.'.join(key)} "
+                              f"is unknown; use one of {', '.join(STATUS_USES)}")
+        if key in seen:
+            raise ConfigError(f"{origin} line {line}: {'.'.join(key)} is listed twice; "
+                              "keep one row")
+        seen.add(key)
+    return rows
+
+
 def load_reference(config: Config) -> Reference:
     """Read the defaults and the config's additions; raise ConfigError on anything malformed."""
     sources: list[Source] = []
@@ -288,6 +311,10 @@ def load_reference(config: Config) -> Reference:
          "hierarchy": r["hierarchy"] or None,
          "case_insensitive": r["case_insensitive"] == "true"}
         for r in systems]
+
+    text, origin = read("terminology/record_statuses.csv")
+    tables["record_status"] = record_status_rows(text, origin)
+    tables["site"] = [{"site": site.id} for site in config.sites]
 
     text, origin = read("terminology/combinations.csv")
     tables["concept_combination"] = [

@@ -13,9 +13,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from cartfhir.api import extract, transform
 from cartfhir.errors import ConfigError
-from cartfhir.extract import extract
-from cartfhir.transform import transform
+from cartfhir.graph import build_node, create_macros, load_graph
+from cartfhir.transform import reference
 
 from .conftest import make_config
 
@@ -120,12 +121,13 @@ class Site:
         self.resources.append(resource)
         return resource["id"]
 
-    def build(self, **config: Any) -> duckdb.DuckDBPyConnection:
+    def build(self, *others: str, **config: Any) -> duckdb.DuckDBPyConnection:
+        """Land and transform this site (and the configured sites ``others``)."""
         folder = self.root / "data" / self.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "all.ndjson").write_text(
             "\n".join(json.dumps(r, ensure_ascii=False) for r in self.resources) + "\n")
-        cfg = make_config(self.root, [self.name], **config)
+        cfg = make_config(self.root, [self.name, *others], **config)
         extract(cfg)
         transform(cfg)
         return duckdb.connect(str(cfg.output.duckdb), read_only=True)
@@ -397,3 +399,37 @@ def test_an_infusion_recorded_as_a_medication_administration(tmp_path: Path) -> 
     assert one(con, "SELECT concept FROM harmonized.procedure WHERE procedure_id = 'ma2'") \
         == "lymphodepletion"
     assert endpoint(con, "anc_nadir") == pytest.approx(0.4)
+
+
+# ---- record statuses ------------------------------------------------------------------------
+def test_record_statuses_come_from_ref_record_status(site: Site) -> None:
+    preliminary = site.lab(3, 0.4, "10*9/L", ucum="10*9/L", status="preliminary")
+    site.lab(4, 0.9, "10*9/L", ucum="10*9/L")
+    site.build().close()
+    con = duckdb.connect(str(site.root / "out" / "t.duckdb"))
+    try:
+        assert one(con, "SELECT problem FROM harmonized.observation_value WHERE "
+                        "observation_id = ?", preliminary) \
+            == "status preliminary: not a final result"
+        # A study that accepts preliminary results says so in one place: ref.record_status.
+        con.execute("INSERT INTO ref.record_status (resource_type, element, status, use) "
+                    "VALUES ('Observation', 'status', 'preliminary', 'usable')")
+        graph = load_graph()
+        create_macros(con, graph)
+        build_node(con, graph.node("harmonized.observation_value"))
+        assert one(con, "SELECT problem FROM harmonized.observation_value WHERE "
+                        "observation_id = ?", preliminary) is None
+    finally:
+        con.close()
+
+
+def test_a_record_status_with_an_unknown_use_is_a_config_error(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    package_text = reference._package_text
+    text = ("resource_type,element,status,use\n"
+            "Observation,status,final,usable\nObservation,status,cancelled,voided\n")
+    monkeypatch.setattr(reference, "_package_text", lambda name: (
+        (text, f"package:{name}") if name.endswith("record_statuses.csv")
+        else package_text(name)))
+    with pytest.raises(ConfigError, match=r"record_statuses.csv.*'voided'.*relapse, usable, void"):
+        reference.load_reference(make_config(tmp_path, ["site_x"]))

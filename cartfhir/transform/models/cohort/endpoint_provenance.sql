@@ -1,10 +1,7 @@
 -- cohort.endpoint_provenance: description, grain, columns and expectations in endpoint_provenance.yml
 WITH lab AS (
-    SELECT x.*, w.name AS window_name
-    FROM cohort.episode_lab AS x
-    JOIN cohort.episode_window AS w
-      ON w.site = x.site AND w.patient_key = x.patient_key AND w.round = x.round
-     AND x.day BETWEEN w.lo AND w.hi
+    -- One row per result and window it falls in.
+    SELECT x.*, unnest(x.windows) AS window_name FROM cohort.episode_lab AS x
 ),
 peaks AS (
     SELECT site, patient_key, round, concept || '_peak' AS endpoint, 'Observation' AS resource_type,
@@ -43,7 +40,7 @@ events AS (
                          ELSE category END,
            source_type, source_id, 'event in window'
     FROM cohort.adverse_event
-    WHERE phase IS NOT NULL AND NOT (source_type = 'Observation' AND grade = 0)
+    WHERE phase IS NOT NULL AND is_event(source_type, grade)
 ),
 marrow AS (
     SELECT m.site, m.patient_key, m.round, e.endpoint, 'Observation', m.observation_id,

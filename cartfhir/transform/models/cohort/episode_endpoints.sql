@@ -11,11 +11,8 @@ WITH p AS (
     FROM ref.threshold
 ),
 lab AS (
-    SELECT x.*, w.name AS window_name
-    FROM cohort.episode_lab AS x
-    JOIN cohort.episode_window AS w
-      ON w.site = x.site AND w.patient_key = x.patient_key AND w.round = x.round
-     AND x.day BETWEEN w.lo AND w.hi
+    -- One row per result and window it falls in.
+    SELECT x.*, unnest(x.windows) AS window_name FROM cohort.episode_lab AS x
 ),
 cytokine AS (
     SELECT site, patient_key, round,
@@ -106,7 +103,7 @@ toxicity AS (
                AS lymphodepletion_infection_n,
            bool_or(category = 'febrile_neutropenia' AND phase IS NOT NULL) AS febrile_neutropenia
     FROM cohort.adverse_event
-    WHERE NOT (source_type = 'Observation' AND grade = 0)  -- a grade 0 assessment is no event
+    WHERE is_event(source_type, grade)
     GROUP BY ALL
 ),
 marrow AS (

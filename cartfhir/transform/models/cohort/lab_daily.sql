@@ -6,8 +6,6 @@ SELECT x.site, x.patient_key, x.round, x.concept, x.day,
        count(x.comparator) AS censored,
        any_value(c.canonical_unit) AS canonical_unit
 FROM cohort.episode_lab AS x
-JOIN cohort.episode_window AS w
-  ON w.site = x.site AND w.patient_key = x.patient_key AND w.round = x.round
- AND w.name = 'lab_daily' AND x.day BETWEEN w.lo AND w.hi
 JOIN ref.concept AS c ON c.concept = x.concept
+WHERE list_contains(x.windows, 'lab_daily')
 GROUP BY ALL

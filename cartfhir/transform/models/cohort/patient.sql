@@ -14,8 +14,11 @@ person AS (
 ),
 contact AS (
     SELECT site, patient_key, max(d) AS last_record_date FROM (
+        -- Any dated result but a retracted one (or one without a status) is a contact.
         SELECT site, patient_key, effective_date AS d FROM harmonized.observation_value
-        WHERE status NOT IN ('entered-in-error', 'cancelled')
+        WHERE status NOT IN (SELECT status FROM ref.record_status
+                             WHERE resource_type = 'Observation' AND element = 'status'
+                               AND use = 'void')
         UNION ALL
         SELECT site, patient_key, onset_date FROM harmonized.condition WHERE problem IS NULL
         UNION ALL

@@ -1,15 +1,22 @@
 -- harmonized.condition: description, grain, columns and expectations in condition.yml
 WITH mapped AS (
-    SELECT o.*, k.patient_key, m.concept AS mapped_concept, m.grade AS code_grade, m.matched_by
+    SELECT o.*, k.patient_key, m.concept AS mapped_concept, m.grade AS code_grade, m.matched_by,
+           v.use AS verification_use, c.use AS clinical_use
     FROM flat.condition AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Condition' AND m.resource_id = o.condition_id
      AND m.kind = 'condition'
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
+    LEFT JOIN ref.record_status AS v
+      ON v.resource_type = 'Condition' AND v.element = 'verificationStatus'
+     AND v.status = o.verification_status
+    LEFT JOIN ref.record_status AS c
+      ON c.resource_type = 'Condition' AND c.element = 'clinicalStatus'
+     AND c.status = o.clinical_status
 ),
 classified AS (
     SELECT *,
-           CASE WHEN mapped_concept = 'b_all' AND clinical_status IN ('relapse', 'recurrence')
+           CASE WHEN mapped_concept = 'b_all' AND clinical_use = 'relapse'
                 THEN 'relapse' ELSE mapped_concept END AS concept,
            local_date(coalesce(onset_datetime, onset_start, recorded_date)) AS onset_date
     FROM mapped
@@ -40,7 +47,7 @@ SELECT g.site, g.condition_id, g.patient_key, g.concept, g.matched_by, g.onset_d
             WHEN g.severity_grade IS NOT NULL THEN 'severity' END AS grade_source,
        coalesce(s.body_sites, []) AS body_sites,
        CASE
-           WHEN g.verification_status IN ('entered-in-error', 'refuted')
+           WHEN g.verification_use = 'void'
                THEN 'verification ' || g.verification_status || ': the diagnosis was retracted'
            WHEN g.patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
            WHEN g.onset_date IS NULL THEN 'no usable onset or recorded date'

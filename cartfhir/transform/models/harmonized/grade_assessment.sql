@@ -1,11 +1,13 @@
 -- harmonized.grade_assessment: description, grain, columns and expectations in grade_assessment.yml
 WITH mapped AS (
-    SELECT o.*, k.patient_key, m.concept AS assessment
+    SELECT o.*, k.patient_key, m.concept AS assessment, s.use AS status_use
     FROM flat.observation AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
      AND m.kind = 'assessment'
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
+    LEFT JOIN ref.record_status AS s
+      ON s.resource_type = 'Observation' AND s.element = 'status' AND s.status = o.status
 ),
 graded AS (
     SELECT *,
@@ -19,9 +21,8 @@ graded AS (
 )
 SELECT site, observation_id, patient_key, concept, assessed_date, grade,
        CASE
-           WHEN status IN ('entered-in-error', 'cancelled')
-               THEN 'status ' || status || ': the assessment was retracted'
-           WHEN status NOT IN ('final', 'amended', 'corrected') OR status IS NULL
+           WHEN status_use = 'void' THEN 'status ' || status || ': the assessment was retracted'
+           WHEN status_use IS DISTINCT FROM 'usable'
                THEN 'status ' || coalesce(status, 'missing') || ': not a final assessment'
            WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
            WHEN assessed_date IS NULL THEN 'no usable effective date'

@@ -21,13 +21,16 @@ WITH records AS (
 ),
 mapped AS (
     SELECT o.*, k.patient_key, m.concept, m.matched_by,
-           c.unit_group, c.canonical_unit, c.plausible_min, c.plausible_max
+           c.unit_group, c.canonical_unit, c.plausible_min, c.plausible_max,
+           s.use AS status_use
     FROM records AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
      AND m.kind = 'observation'
     JOIN ref.concept AS c ON c.concept = m.concept
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
+    LEFT JOIN ref.record_status AS s
+      ON s.resource_type = 'Observation' AND s.element = 'status' AND s.status = o.status
 ),
 parsed AS (
     SELECT *,
@@ -97,9 +100,8 @@ converted AS (
 judged AS (
     SELECT *,
            CASE
-               WHEN status IN ('entered-in-error', 'cancelled')
-                   THEN 'status ' || status || ': the result was retracted'
-               WHEN status NOT IN ('final', 'amended', 'corrected') OR status IS NULL
+               WHEN status_use = 'void' THEN 'status ' || status || ': the result was retracted'
+               WHEN status_use IS DISTINCT FROM 'usable'
                    THEN 'status ' || coalesce(status, 'missing') || ': not a final result'
                WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
                WHEN local_date(effective) IS NULL THEN 'no usable effective date'

@@ -11,12 +11,14 @@ WITH records AS (
     FROM flat.medication_administration
 ),
 mapped AS (
-    SELECT o.*, k.patient_key, m.concept, m.matched_by
+    SELECT o.*, k.patient_key, m.concept, m.matched_by, s.use AS status_use
     FROM records AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = o.resource_type AND m.resource_id = o.procedure_id
      AND m.kind = 'procedure'
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
+    LEFT JOIN ref.record_status AS s
+      ON s.resource_type = o.resource_type AND s.element = 'status' AND s.status = o.status
 ),
 targets AS (
     SELECT m.site, m.procedure_id, t.target
@@ -33,9 +35,8 @@ SELECT m.site, m.procedure_id, m.resource_type, m.patient_key, m.concept, m.matc
        t.target, m.used_text AS product_text,
        m.dose_value * u.factor + u.offset AS dose,
        CASE
-           WHEN m.status IN ('entered-in-error', 'not-done')
-               THEN 'status ' || m.status || ': not performed'
-           WHEN m.status NOT IN ('completed', 'in-progress', 'stopped') OR m.status IS NULL
+           WHEN m.status_use = 'void' THEN 'status ' || m.status || ': not performed'
+           WHEN m.status_use IS DISTINCT FROM 'usable'
                THEN 'status ' || coalesce(m.status, 'missing') || ': not known to be performed'
            WHEN m.patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
            WHEN local_date(m.started) IS NULL THEN 'no usable performed date'
