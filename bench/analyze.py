@@ -50,9 +50,8 @@ def config_for(work: Path):
 def prepare(work: Path, patients: int) -> dict:
     import duckdb
 
-    from cartfhir.extract import extract
+    from cartfhir.api import extract, transform
     from cartfhir.synth import generate
-    from cartfhir.transform import transform
 
     generate(work / "data", patients=BASE_PATIENTS, seed=17, sites=SITES)
     config = config_for(work)
@@ -70,7 +69,7 @@ def prepare(work: Path, patients: int) -> dict:
 
 
 def child(work: Path) -> dict:
-    from cartfhir.analyze import analyze
+    from cartfhir.api import analyze
 
     config = config_for(work)
     started = time.perf_counter()

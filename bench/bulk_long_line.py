@@ -26,8 +26,8 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cartfhir.api import extract  # noqa: E402
 from cartfhir.config import parse_config  # noqa: E402
-from cartfhir.extract import extract  # noqa: E402
 from tests.extract.stub_server import FakeFhir, serve  # noqa: E402
 
 

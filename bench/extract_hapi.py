@@ -28,8 +28,8 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cartfhir.api import extract  # noqa: E402
 from cartfhir.config import parse_config  # noqa: E402
-from cartfhir.extract import extract  # noqa: E402
 from cartfhir.extract.rest import plan  # noqa: E402
 from cartfhir.synth import generate  # noqa: E402
 from tests.integration import hapi  # noqa: E402

@@ -165,8 +165,8 @@ def land_child(
     memory_limit: str,
 ) -> None:
     """Run in a fresh interpreter: land ``data`` into ``db`` and print JSON figures."""
+    from cartfhir.api import extract
     from cartfhir.config import parse_config
-    from cartfhir.extract import extract
     from cartfhir.extract.landing import auto_workers
 
     config = parse_config(

@@ -10,7 +10,7 @@ That is landed with ``cartfhir.extract.extract`` (structural validation; its
 time is shown but is not what is measured), and then three things are timed,
 each in a fresh child process whose peak RSS is recorded:
 
-- ``transform (cartfhir)``: ``cartfhir.transform.transform(config)``, the whole
+- ``transform (cartfhir)``: ``cartfhir.api.transform(config)``, the whole
   stage from raw.resources to the cohort and qa tables;
 - ``floor: read_ndjson flatten``: one hand-written DuckDB query that reads the
   same Observation NDJSON with ``read_json`` and flattens the columns the
@@ -193,7 +193,7 @@ def _rusage() -> dict:
 
 
 def child_land(work: Path) -> dict:
-    from cartfhir.extract import extract
+    from cartfhir.api import extract
 
     config = _config(work / "config.json")
     started = time.perf_counter()
@@ -204,7 +204,7 @@ def child_land(work: Path) -> dict:
 
 
 def child_transform(work: Path) -> dict:
-    from cartfhir.transform import transform
+    from cartfhir.api import transform
 
     config = _config(work / "config.json")
     started = time.perf_counter()

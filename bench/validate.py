@@ -42,8 +42,7 @@ def _config(work: Path, chunk_rows: int | None = None):
 
 def child(role: str, work: Path, chunk_rows: int) -> dict:
     if role == "prepare":
-        from cartfhir.extract import extract
-        from cartfhir.transform import transform
+        from cartfhir.api import extract, transform
 
         config = _config(work)
         extract(config, command="bench")
@@ -51,7 +50,7 @@ def child(role: str, work: Path, chunk_rows: int) -> dict:
         return {}
     import duckdb
 
-    from cartfhir.expectations import validate
+    from cartfhir.api import validate
 
     config = _config(work, chunk_rows)
     started = time.perf_counter()

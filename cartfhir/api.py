@@ -6,41 +6,49 @@
     df = api.query(config, "select site, count(*) from raw.resources group by site").df()
 
 Every function takes a validated ``Config`` (or paths), returns a result
-object, never prints, and raises ``CartfhirError`` subclasses on failure.
+object, never prints, and raises ``CartfhirError`` subclasses on failure. The
+stages themselves (``cartfhir.extract.extract`` and so on) take a ``Store`` and
+their own config section; these functions build both from the config.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pandas
 
-from cartfhir.analyze import AnalysisResult, analyze
-from cartfhir.config import Config, load_config
-from cartfhir.db import connect
+from cartfhir import analyze as analysis_stage
+from cartfhir import expectations as expectations_stage
+from cartfhir import exports
+from cartfhir import extract as extract_stage
+from cartfhir import transform as transform_stage
+from cartfhir.analyze import AnalysisResult
+from cartfhir.config import Config, Site, load_config
 from cartfhir.errors import DatabaseError, UsageError
-from cartfhir.expectations import ValidationReport, load_suites, validate
-from cartfhir.extract import ExtractResult, extract
+from cartfhir.expectations import ValidationReport, load_suites
+from cartfhir.exports import DEFAULT_TABLES, ExportedFile, ExportResult
+from cartfhir.extract import ExtractResult
 from cartfhir.multisite.package import PackageResult, SignResult, export_site
 from cartfhir.multisite.package import sign_package as sign
 from cartfhir.multisite.pool import PoolResult, pool
 from cartfhir.multisite.signing import KeyPair
 from cartfhir.multisite.signing import generate_keypair as keygen
 from cartfhir.progress import Progress
+from cartfhir.store import Store
 from cartfhir.synth import SynthResult, generate
 from cartfhir.synth.profiles import available_profiles
-from cartfhir.transform import TransformResult, transform
+from cartfhir.transform import TransformResult, load_reference
 from cartfhir.transform.views import ViewResult, run_view_file
 
-__all__ = ["AnalysisResult", "DemoResult", "QueryResult", "RunResult", "TransformResult",
-           "ValidationReport", "analyze", "export_site", "pool", "PackageResult", "PoolResult",
-           "KeyPair", "SignResult", "keygen", "sign",
-           "ViewResult", "demo", "extract", "generate", "load_config", "load_suites", "query",
-           "run", "transform", "validate", "view"]
+__all__ = ["AnalysisResult", "DemoResult", "ExportResult", "ExportedFile", "QueryResult",
+           "RunResult", "TransformResult", "ValidationReport", "analyze", "export",
+           "export_site", "pool", "PackageResult", "PoolResult", "KeyPair", "SignResult",
+           "keygen", "sign", "ViewResult", "demo", "extract", "generate", "load_config",
+           "load_suites", "query", "query_to_file", "run", "transform", "validate", "view"]
 
 
 @dataclass
@@ -66,6 +74,52 @@ class DemoResult:
     synth: SynthResult
     run: RunResult
     duckdb_path: Path
+
+
+def extract(config: Config, site_ids: Sequence[str] | None = None,
+            progress: Progress | None = None, command: str = "extract",
+            workers: int | None = None, full: bool = False,
+            since: str | None = None) -> ExtractResult:
+    """Land the selected sites (default: all) into the config's DuckDB file.
+
+    Raises ConfigError for an unknown site id; see ``cartfhir.extract.extract`` for
+    the rest (``workers``, ``full``, ``since``, partial and strict runs).
+    """
+    return extract_stage.extract(Store.of(config), _sites(config, site_ids), config.landing,
+                                 progress=progress, command=command, workers=workers,
+                                 full=full, since=since)
+
+
+def _sites(config: Config, site_ids: Sequence[str] | None) -> list[Site]:
+    if not site_ids:
+        return list(config.sites)
+    return [config.site(site_id) for site_id in dict.fromkeys(site_ids)]
+
+
+def transform(config: Config, progress: Progress | None = None,
+              command: str = "transform") -> TransformResult:
+    """Rebuild ref, flat, harmonized, cohort and qa tables in the config's DuckDB."""
+    reference = load_reference(config)  # config problems surface before anything is touched
+    return transform_stage.transform(Store.of(config), reference, config.sites,
+                                     progress=progress, command=command)
+
+
+def validate(config: Config, progress: Progress | None = None,
+             command: str = "validate") -> ValidationReport:
+    """Run every suite, with the config's rules, against the config's DuckDB."""
+    suites = load_suites(config)  # config mistakes surface before anything runs
+    docs = config.output.folder / "gx" if config.expectations.data_docs else None
+    return expectations_stage.validate(
+        Store.of(config), suites, config.expectations, docs=docs, progress=progress,
+        command=command)
+
+
+def analyze(config: Config, progress: Progress | None = None, command: str = "analyze",
+            invalid_warning: str | None = None) -> AnalysisResult:
+    """Compute the analysis tables, the report and the exports into the output folder."""
+    return analysis_stage.analyze(Store.of(config), config.analysis, out=config.output.folder,
+                                  study=config.study.name, progress=progress,
+                                  command=command, invalid_warning=invalid_warning)
 
 
 def run(config: Config, progress: Progress | None = None, command: str = "run",
@@ -159,16 +213,39 @@ class QueryResult:
             self._con.close()
 
 
+def _store(config: Config | None, db: Path | None) -> Store:
+    """The config's store, or the DuckDB file ``db`` (with the config's memory limit, if any)."""
+    if db is None and config is None:
+        raise UsageError("give a config or a database path")
+    if config is None:
+        return Store(Path(db))  # type: ignore[arg-type]
+    return Store(Path(db) if db is not None else config.output.duckdb,
+                 config.output.memory_limit, config.config_hash)
+
+
 def query(config: Config | None, sql: str, db: Path | None = None) -> QueryResult:
     """Run SQL on a read-only connection to the output DuckDB (or ``db``)."""
-    path = db if db is not None else config.output.duckdb if config else None
-    if path is None:
-        raise UsageError("give a config or a database path")
-    con = connect(path, read_only=True)
+    store = _store(config, db)
+    con = store.connect(read_only=True)
     try:
         con.execute(sql)
     except duckdb.Error as exc:
         con.close()
-        raise DatabaseError(f"query failed on {path}: {exc}") from None
+        raise DatabaseError(f"query failed on {store.path}: {exc}") from None
     columns = [d[0] for d in con.description] if con.description else []
     return QueryResult(columns=columns, _con=con)
+
+
+def query_to_file(config: Config | None, sql: str, out: Path, fmt: str,
+                  db: Path | None = None) -> ExportedFile:
+    """Write one query's rows to ``out`` as csv, json or parquet (read-only connection)."""
+    store = _store(config, db)
+    return exports.write_query(store.path, sql, Path(out), fmt, memory_limit=store.memory_limit)
+
+
+def export(config: Config, out: Path, fmt: str = "parquet",
+           tables: Sequence[str] = DEFAULT_TABLES, *, force: bool = False) -> ExportResult:
+    """Write the chosen tables (names or patterns like 'cohort.*') to ``out``, split by site."""
+    store = Store.of(config)
+    return exports.export_tables(store.path, Path(out), fmt, list(tables), force=force,
+                                 memory_limit=store.memory_limit)

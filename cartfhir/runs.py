@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -85,7 +85,8 @@ def failed_on_error(run: Run) -> Iterator[Run]:
     try:
         yield run
     except BaseException as exc:
-        finish_after(run, exc)
+        with suppress(duckdb.Error):  # the error that stopped the run says more than this one
+            finish_after(run, exc)
         if is_interrupt(exc) and not isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt(INTERRUPTED_BY_USER) from exc
         raise

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cartfhir.db import connect
+from cartfhir.errors import DatabaseError
 from cartfhir.runs import Run, Stage, failed_on_error, start_run
 
 if TYPE_CHECKING:
@@ -41,6 +42,11 @@ class Store:
     def of(cls, config: Config) -> Store:
         """The store a site config writes to."""
         return cls(Path(config.output.duckdb), config.output.memory_limit, config.config_hash)
+
+    @classmethod
+    def scratch(cls, memory_limit: str | None = None) -> Store:
+        """An in-memory database (nothing on disk), e.g. for reading Parquet files."""
+        return cls(Path(":memory:"), memory_limit)
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """A connection with the store's memory limit; the caller closes it."""
@@ -62,10 +68,14 @@ class Store:
         The block may close the run itself (``run.finish(status, message)``) when its
         status depends on what it found; a block that ends without doing so succeeded.
         A block that raises leaves the run ``failed`` with the reason, or
-        ``interrupted`` on Ctrl-C (``runs.failed_on_error``).
+        ``interrupted`` on Ctrl-C (``runs.failed_on_error``). A database the run
+        record cannot be written to is a ``DatabaseError`` before the block runs.
         """
         with self.session() as con:
-            run = start_run(con, command, self.config_hash, stage=stage)
+            try:
+                run = start_run(con, command, self.config_hash, stage=stage)
+            except duckdb.Error as exc:
+                raise DatabaseError(f"cannot prepare database {self.path}: {exc}") from exc
             with failed_on_error(run):
                 yield run
                 if run.status is None:

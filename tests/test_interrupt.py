@@ -20,11 +20,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from cartfhir.api import extract, transform
 from cartfhir.config import load_config
-from cartfhir.extract import extract
 from cartfhir.runs import failed_on_error, start_run
 from cartfhir.synth import generate
-from cartfhir.transform import transform
 from tests.transform.conftest import write_config
 from tests.transform.test_atomic import fingerprint, runs
 

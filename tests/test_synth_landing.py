@@ -7,8 +7,8 @@ from pathlib import Path
 
 import duckdb
 
+from cartfhir.api import extract
 from cartfhir.config import parse_config
-from cartfhir.extract import extract
 from cartfhir.synth import generate
 
 

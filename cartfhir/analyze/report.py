@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ import pandas as pd  # noqa: E402
 from cartfhir import __version__  # noqa: E402
 from cartfhir.analyze.compare import Endpoint  # noqa: E402
 from cartfhir.analyze.stats import format_p  # noqa: E402
-from cartfhir.config import Config  # noqa: E402
 
 CART1, CART2 = "#1f77b4", "#d62728"
 MAX_PAIRED_LINES = 300  # per cytokine panel; a random (fixed-seed) sample beyond that
@@ -227,16 +227,17 @@ thead th{border-bottom:2px solid #444} td.p{font-variant-numeric:tabular-nums}
 
 
 def write_report(con: duckdb.DuckDBPyConnection, path: Path, table: pd.DataFrame,
-                 endpoints: list[Endpoint], sections: dict[str, str], config: Config,
+                 endpoints: list[Endpoint], sections: dict[str, str], *, study: str,
+                 sites: Sequence[str], small_cell_k: int | None,
                  warning: str | None = None) -> Path:
     """Write the self-contained HTML report to ``path`` and return it."""
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-             f"<title>{html.escape(config.study.name)}: CART1 vs CART2</title>"
+             f"<title>{html.escape(study)}: CART1 vs CART2</title>"
              f"<style>{STYLE}</style></head><body>",
-             f"<h1>{html.escape(config.study.name)}: first versus second CAR-T infusion</h1>",
+             f"<h1>{html.escape(study)}: first versus second CAR-T infusion</h1>",
              f"<p class=small>cartfhir {__version__}, "
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; sites: "
-             f"{', '.join(html.escape(s.id) for s in config.sites)}. Unpaired tests as in the "
+             f"{', '.join(html.escape(s) for s in sites)}. Unpaired tests as in the "
              "paper (Fisher exact; Mann-Whitney U), paired tests over patients with both "
              "rounds (exact McNemar; Wilcoxon signed-rank). Medians with IQR.</p>"]
     if warning:
@@ -252,7 +253,7 @@ def write_report(con: duckdb.DuckDBPyConnection, path: Path, table: pd.DataFrame
         elif key == "hematologic":
             parts.append(_dynamics_figure(con))
     parts.append("<h2>Event-free survival after CART2</h2>"
-                 + _efs_tables(con, bool(config.analysis.small_cell_k)) + _km_figure(con))
+                 + _efs_tables(con, bool(small_cell_k)) + _km_figure(con))
     parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")

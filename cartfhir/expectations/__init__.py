@@ -1,31 +1,33 @@
 """Expectations stage: Great Expectations suites over the landed, flat, harmonized, cohort tables.
 
-``validate(config)`` runs every suite (``suites/*.json`` plus the config's rules)
-with GX's pandas engine on bounded batches read from DuckDB; GX's SQL path on
-DuckDB is broken (every expectation fails with "list index out of range"), so it
-is never used. Results go to ``qa.validation_result`` and, optionally, GX Data
-Docs in ``<output>/gx``. An expectation GX could not evaluate counts as failed.
-A run whose ``error`` expectations failed is invalid: ``cartfhir run`` stops
-before analysis unless ``--allow-invalid`` is given.
+``validate(store, suites, settings)`` runs the suites (``load_suites``: the built-in
+ones plus the config's rules) with GX's pandas engine on bounded batches read from
+DuckDB; GX's SQL path on DuckDB is broken (every expectation fails with "list index
+out of range"), so it is never used. Results go to ``qa.validation_result`` and,
+optionally, GX Data Docs (``<output>/gx`` for a site). An expectation GX could not
+evaluate counts as failed. A run whose ``error`` expectations failed is invalid:
+``cartfhir run`` stops before analysis unless ``--allow-invalid`` is given.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
-from cartfhir.config import Config
-from cartfhir.db import apply_ddl, connect
+from cartfhir.config import Expectations
+from cartfhir.db import apply_ddl
 from cartfhir.errors import ExpectationError
 from cartfhir.expectations.gx import DocsSite, Outcome, SuiteSpec, validate_suite
 from cartfhir.expectations.suites import load_suites
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import failed_on_error, require_complete_transform, start_run
+from cartfhir.runs import require_complete_transform
+from cartfhir.store import Store
 
 
 @dataclass
@@ -56,24 +58,13 @@ class ValidationReport:
                 "failed_warn": len(self.failed_warnings)}
 
 
-def _inputs(con: duckdb.DuckDBPyConnection, config: Config) -> None:
-    """Temp tables the check queries read: the configured sites and the ceilings."""
-    con.execute("CREATE OR REPLACE TEMP TABLE configured_site (site VARCHAR)")
-    con.executemany("INSERT INTO configured_site VALUES (?)", [[s.id] for s in config.sites])
-    con.execute("CREATE OR REPLACE TEMP TABLE expectation_parameter (name VARCHAR, value DOUBLE)")
-    con.executemany("INSERT INTO expectation_parameter VALUES (?, ?)", [
-        ["max_quarantine_share", config.expectations.max_quarantine_share],
-        ["max_unmapped_share", config.expectations.max_unmapped_share],
-        ["max_rejected_share", config.expectations.max_rejected_share]])
-
-
 def _require_tables(con: duckdb.DuckDBPyConnection) -> None:
-    have = {f"{s}.{t}" for s, t in con.execute(
-        "SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
-    for needed in ("raw.resources", "cohort.episode_endpoints"):
-        if needed not in have:
-            raise ExpectationError(f"{needed} does not exist: run 'cartfhir extract' and "
-                                   "'cartfhir transform' (or 'cartfhir run') before validating")
+    """Refuse a database no transform has built (a pooled one has cohort tables, no raw)."""
+    needed = "cohort.episode_endpoints"
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE "
+                       "table_schema || '.' || table_name = ?", [needed]).fetchone()[0]:
+        raise ExpectationError(f"{needed} does not exist: run 'cartfhir extract' and "
+                               "'cartfhir transform' (or 'cartfhir run') before validating")
 
 
 def _suite_failed(suite: SuiteSpec, exc: Exception) -> list[Outcome]:
@@ -86,7 +77,9 @@ def _suite_failed(suite: SuiteSpec, exc: Exception) -> list[Outcome]:
             for e in suite.expectations]
 
 
-def store(con: duckdb.DuckDBPyConnection, run_id: str, outcomes: list[Outcome]) -> None:
+def store_outcomes(con: duckdb.DuckDBPyConnection, run_id: str,
+                   outcomes: list[Outcome]) -> None:
+    """Append a run's outcomes to ``qa.validation_result``."""
     apply_ddl(con, "cartfhir.expectations.sql", "qa_validation_result")
     now = datetime.now(UTC)
     index: dict[str, int] = {}
@@ -102,40 +95,39 @@ def store(con: duckdb.DuckDBPyConnection, run_id: str, outcomes: list[Outcome]) 
                         "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
-def validate(config: Config, progress: Progress | None = None,
+def validate(store: Store, suites: Sequence[SuiteSpec], settings: Expectations, *,
+             docs: Path | None = None, progress: Progress | None = None,
              command: str = "validate") -> ValidationReport:
-    """Run every suite against the config's DuckDB; store and return the outcomes."""
+    """Run ``suites`` (``load_suites``) against the store; store and return the outcomes.
+
+    ``settings`` gives the batch size; ``docs`` a folder for GX Data Docs (None: none
+    written). Nothing else is read from a config, so a pooled database validates too.
+    """
     progress = progress or NullProgress()
     started = time.perf_counter()
-    suites = load_suites(config)  # config mistakes surface before anything runs
-    con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
-    try:
+    with store.session() as con:  # nothing to validate: refused before a run is recorded
         _require_tables(con)
-        run = start_run(con, command, config.config_hash, stage="validate")
+    with store.run(command, stage="validate") as run:
+        con = run.con
         report = ValidationReport(run_id=run.run_id)
-        with failed_on_error(run):
-            require_complete_transform(con)
-            _inputs(con, config)
-            docs = DocsSite(config.output.folder / "gx") if config.expectations.data_docs \
-                else None
-            with progress.task("validating", total=len(suites), unit="suites") as bar:
-                for suite in suites:
-                    try:
-                        report.outcomes += validate_suite(
-                            con, suite, chunk_rows=config.expectations.chunk_rows, docs=docs)
-                    except ExpectationError as exc:  # the suite's rows could not be read
-                        report.outcomes += _suite_failed(suite, exc)
-                    bar.advance()
-            if docs is not None:
-                report.docs_index = docs.build()
-            store(con, run.run_id, report.outcomes)
-            report.seconds = time.perf_counter() - started
-            run.counts = report.summary()
-            run.finish("success" if report.valid else "failed",
-                       None if report.valid else
-                       f"{len(report.failed_errors)} error expectations failed")
-    finally:
-        con.close()
+        require_complete_transform(con)
+        site = DocsSite(docs) if docs is not None else None
+        with progress.task("validating", total=len(suites), unit="suites") as bar:
+            for suite in suites:
+                try:
+                    report.outcomes += validate_suite(
+                        con, suite, chunk_rows=settings.chunk_rows, docs=site)
+                except ExpectationError as exc:  # the suite's rows could not be read
+                    report.outcomes += _suite_failed(suite, exc)
+                bar.advance()
+        if site is not None:
+            report.docs_index = site.build()
+        store_outcomes(con, run.run_id, report.outcomes)
+        report.seconds = time.perf_counter() - started
+        run.counts = report.summary()
+        run.finish("success" if report.valid else "failed",
+                   None if report.valid else
+                   f"{len(report.failed_errors)} error expectations failed")
     return report
 
 

@@ -7,7 +7,6 @@ reason), recording the run and its counts in ``meta.runs``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -18,8 +17,8 @@ from typing import Any
 
 import duckdb
 
-from cartfhir.config import Config, Site
-from cartfhir.db import apply_ddl, connect
+from cartfhir.config import Landing, Site
+from cartfhir.db import apply_ddl
 from cartfhir.errors import DatabaseError, StrictLandingError
 from cartfhir.extract import ndjson
 from cartfhir.extract.bulk import export_site
@@ -34,7 +33,8 @@ from cartfhir.extract.landing import (
 from cartfhir.extract.ndjson import ReadLimits
 from cartfhir.extract.rest import pull_site
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import RunStatus, finish_after, start_run
+from cartfhir.runs import RunStatus
+from cartfhir.store import Store
 
 __all__ = ["ExtractResult", "create_tables", "extract", "land_folder"]
 
@@ -88,32 +88,28 @@ def _site_totals(counts: SiteCounts) -> dict[str, int]:
     return {o: sum(by_type.get(o, 0) for by_type in counts.values()) for o in OUTCOMES}
 
 
-def _select_sites(config: Config, site_ids: Sequence[str] | None) -> list[Site]:
-    if not site_ids:
-        return list(config.sites)
-    return [config.site(site_id) for site_id in dict.fromkeys(site_ids)]
-
-
 def extract(
-    config: Config,
-    site_ids: Sequence[str] | None = None,
+    store: Store,
+    sites: Sequence[Site],
+    landing: Landing,
+    *,
     progress: Progress | None = None,
     command: str = "extract",
     workers: int | None = None,
     full: bool = False,
     since: str | None = None,
 ) -> ExtractResult:
-    """Land the selected sites (default: all) into the config's DuckDB file.
+    """Land ``sites`` into the store, recording the run in ``meta.runs``.
 
-    Raises ConfigError for an unknown site id, SourceError when a site's folder
-    is missing or empty (checked before anything is written), DatabaseError
-    when DuckDB fails, and StrictLandingError when ``landing.strict`` is on and
-    any line was rejected (the accepted lines stay landed).
+    Raises SourceError when a site's folder is missing or empty (checked before
+    anything is written), DatabaseError when DuckDB fails, and StrictLandingError
+    when ``landing.strict`` is on and any line was rejected (the accepted lines
+    stay landed).
 
     ``workers``: processes that check lines in parallel; None takes
-    ``landing.workers`` from the config ('auto' picks by input size and CPUs;
-    0 = check in this process). A pool is started with spawn, so
-    a script calling ``extract`` needs an ``if __name__ == "__main__":`` guard.
+    ``landing.workers`` ('auto' picks by input size and CPUs; 0 = check in this
+    process). A pool is started with spawn, so a script calling ``extract`` needs an
+    ``if __name__ == "__main__":`` guard.
 
     FHIR servers (``fhir`` sources): ``full`` ignores the stored watermarks;
     ``since`` (a FHIR instant) pulls what changed after it. A server that sent
@@ -121,31 +117,25 @@ def extract(
     the run ``partial``: everything that did arrive is landed.
     """
     started = time.perf_counter()
-    sites = _select_sites(config, site_ids)
     # Fail on a missing or empty folder before the database is touched.
     input_bytes = sum(
         path.stat().st_size for site in sites if site.source.kind == "ndjson"
         for path in ndjson.find_files(site.source.path)
     )
     if workers is None:
-        configured = config.landing.workers
-        workers = (auto_workers(input_bytes, config.landing.validation)
-                   if configured == "auto" else configured)
+        workers = (auto_workers(input_bytes, landing.validation)
+                   if landing.workers == "auto" else landing.workers)
     progress = progress or NullProgress()
-    landing = config.landing
 
-    con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
-    try:
+    with store.run(command, stage="extract") as run:
+        con = run.con
         try:
             create_tables(con)
-            run = start_run(con, command, config.config_hash, stage="extract")
         except duckdb.Error as exc:
-            raise DatabaseError(
-                f"cannot prepare database {config.output.duckdb}: {exc}"
-            ) from exc
+            raise DatabaseError(f"cannot prepare database {store.path}: {exc}") from exc
         log.info(
             "run %s: landing %d site(s) into %s (validation %s, %d check worker(s))",
-            run.run_id, len(sites), config.output.duckdb, landing.validation, workers,
+            run.run_id, len(sites), store.path, landing.validation, workers,
             extra={"run_id": run.run_id},
         )
         pool = make_check_pool(workers) if workers > 0 else None
@@ -199,11 +189,6 @@ def extract(
                     time.perf_counter() - site_started,
                     extra={"run_id": run.run_id, "site": site.id, "counts": totals},
                 )
-        except BaseException as exc:
-            # The original error says more than a failed bookkeeping write.
-            with contextlib.suppress(duckdb.Error):
-                finish_after(run, exc)  # a Ctrl-C is 'interrupted', not 'failed'
-            raise
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -214,7 +199,7 @@ def extract(
             problems=tuple(problems),
             sites=summaries,
             counts=run.counts,
-            duckdb_path=config.output.duckdb,
+            duckdb_path=store.path,
             seconds=time.perf_counter() - started,
         )
         totals = result.totals()
@@ -226,8 +211,7 @@ def extract(
                 f"lines are landed. See why with: select * from raw.rejected "
                 f"where run_id = '{run.run_id}'"
             )
-            run.finish("failed", message)
-            raise StrictLandingError(message)
+            raise StrictLandingError(message)  # the store records the run failed with it
         if rejected:
             log.warning(
                 "%d line(s) rejected; see why with: select * from raw.rejected "
@@ -239,7 +223,5 @@ def extract(
             run.finish("partial", summary + "; INCOMPLETE: " + " | ".join(problems))
         else:
             run.finish("success", summary)
-        log.info("run %s: %s", run.run_id, summary, extra={"run_id": run.run_id})
-        return result
-    finally:
-        con.close()
+    log.info("run %s: %s", run.run_id, summary, extra={"run_id": run.run_id})
+    return result

@@ -38,10 +38,10 @@ import pandas as pd
 from cartfhir import __version__
 from cartfhir.catalog import DUCKDB_TYPES, find_table, load_catalog
 from cartfhir.config import Config
-from cartfhir.db import connect
 from cartfhir.errors import PoolError
 from cartfhir.multisite import signing
 from cartfhir.runs import require_complete_transform, transform_since
+from cartfhir.store import Store
 from cartfhir.transform.identity import keyed_hash, site_secret
 
 SCHEMA_VERSION = "cartfhir-site-package/2"
@@ -50,9 +50,10 @@ SIGNATURE = "manifest.sig"
 
 # Per table: columns emptied, record-id columns pseudonymized, date/timestamp columns
 # shifted with date_shift_days. Tables without patient rows (ref.*) are copied as is: they
-# are the study's definitions (windows, thresholds, concepts, grade cut-offs), the same at
-# every site, and the pool refuses packages whose definitions differ. Site-level maps stay
-# at the site; the manifest's ``reference`` list records their hashes per site.
+# are the study's definitions (windows, thresholds, concepts, grade cut-offs, CAR targets,
+# post-event priorities), the same at every site, and the pool refuses packages whose
+# definitions differ. Site-level maps stay at the site; the manifest's ``reference`` list
+# records their hashes per site.
 POLICY: dict[str, dict[str, list[str]]] = {
     "cohort.patient": {"null": ["birth_date"], "ids": [],
                        "dates": ["first_infusion_date", "death_date", "last_contact_date"]},
@@ -70,6 +71,7 @@ POLICY: dict[str, dict[str, list[str]]] = {
     "harmonized.lab": {"null": [], "ids": ["observation_id", "part_of_procedure_id"],
                        "dates": ["effective_date", "effective_at"]},
     "ref.threshold": {}, "ref.window": {}, "ref.concept": {}, "ref.grade_cut": {},
+    "ref.target": {}, "ref.post_event": {},  # the pooled suites check against them
 }
 STUDY_DEFINITIONS = tuple(t for t in POLICY if t.startswith("ref."))
 
@@ -183,7 +185,7 @@ def _validation_problem(con: duckdb.DuckDBPyConnection,
 
 
 def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret: str,
-                  shift_days: int, target: Path) -> int:
+                  shift_days: int, target: Path, memory_limit: str | None) -> int:
     policy = POLICY[table]
     schema = declared_schema(table)
     columns = ", ".join(quoted(c) for c, _ in schema)
@@ -205,14 +207,11 @@ def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret:
         for column in policy["dates"]:
             frame[column] = (pd.to_datetime(frame[column]) + offset).dt.date \
                 if column != "effective_at" else frame[column] + offset
-    out = duckdb.connect()
-    try:
+    with Store.scratch(memory_limit).session() as out:
         out.register("frame", frame)
         casts = ", ".join(f"CAST({quoted(c)} AS {kind}) AS {quoted(c)}" for c, kind in schema)
         path = str(target).replace("'", "''")
         out.execute(f"COPY (SELECT {casts} FROM frame) TO '{path}' (FORMAT parquet)")
-    finally:
-        out.close()
     return len(frame)
 
 
@@ -229,8 +228,8 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
     if out.exists() and (out.is_file() or any(out.iterdir())):
         raise PoolError(f"{out} already exists; choose a new path (packages are never "
                         "overwritten)")
-    con = connect(config.output.duckdb, read_only=True)
-    try:
+    store = Store.of(config)
+    with store.session(read_only=True) as con:
         require_complete_transform(con)
         validation = _validation(con)
         problem = _validation_problem(con, validation)
@@ -247,13 +246,12 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
         tables: dict[str, dict[str, Any]] = {}
         for table in POLICY:
             name = table_file(table)
-            rows = _export_table(con, table, site_id, secret, date_shift_days, folder / name)
+            rows = _export_table(con, table, site_id, secret, date_shift_days, folder / name,
+                                 store.memory_limit)
             tables[table] = {"file": name, "rows": rows, "sha256": file_sha256(folder / name)}
         reference = con.execute(
             "SELECT name, origin, sha256 FROM meta.reference_version WHERE run_id = "
             "(SELECT run_id FROM meta.reference_version ORDER BY rowid DESC LIMIT 1)").fetchall()
-    finally:
-        con.close()
     manifest = {
         "schema_version": SCHEMA_VERSION, "tool_version": __version__, "site": site_id,
         "study": config.study.name, "config_hash": config.config_hash,

@@ -37,12 +37,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from cartfhir.analyze import analyze
-from cartfhir.config import Config, parse_config
+from cartfhir.analyze import AnalysisResult, analyze
+from cartfhir.config import Analysis, Expectations, Output
 from cartfhir.db import apply_ddl, write_frame
-from cartfhir.errors import PoolError, UsageError
-from cartfhir.expectations import store
-from cartfhir.expectations.gx import validate_suite
+from cartfhir.errors import DatabaseError, PoolError, UsageError
+from cartfhir.expectations import ValidationReport, validate
+from cartfhir.expectations.gx import SuiteSpec
 from cartfhir.expectations.suites import package_suites, suite_spec
 from cartfhir.multisite import intake, signing
 from cartfhir.multisite.manifest import Manifest, parse_manifest
@@ -57,12 +57,14 @@ from cartfhir.multisite.package import (
     shown,
     table_file,
 )
+from cartfhir.store import Store
 
 POOLED_SUITES = ("harmonized.lab", "cohort.patient", "cohort.episode",
                  "cohort.episode_endpoints", "cohort.lab_daily", "cohort.adverse_event")
 HETEROGENEITY_ENDPOINTS = ("crs_any", "cres_any", "early_infection", "late_infection",
                            "severe_neutropenia", "cr", "mrd_negative_cr")
 UNSIGNED = "unsigned (--allow-unsigned)"
+MEMORY_LIMIT: str = Output.model_fields["memory_limit"].default  # as a site's DuckDB
 # Rows per table per package: a Parquet file of 100 KB can hold millions of repeated rows,
 # so the count is capped from the file's metadata before it is read. 50 million is far
 # above any CAR-T cohort (harmonized.lab, the largest table, has ~10^4 rows per patient).
@@ -90,8 +92,8 @@ class PoolResult:
     path: Path
     sites: list[str]
     rows: dict[str, int] = field(default_factory=dict)
-    validation: Any = None
-    analysis: Any = None
+    validation: ValidationReport | None = None
+    analysis: AnalysisResult | None = None
     unsigned: list[str] = field(default_factory=list)  # sites pooled with --allow-unsigned
 
 
@@ -112,7 +114,7 @@ def _signature(package_folder: Path, raw: bytes, manifest: Manifest, where: str,
 
 
 def verify(source: Path, work: Path, *, keys: Path | None = None,
-           allow_unsigned: bool = False) -> Package:
+           allow_unsigned: bool = False, memory_limit: str | None = MEMORY_LIMIT) -> Package:
     """Read and check one package; raise PoolError saying exactly what is wrong.
 
     Nothing is read from ``source`` but the package's own file names; the checks run on
@@ -140,20 +142,17 @@ def verify(source: Path, work: Path, *, keys: Path | None = None,
                             "in the manifest: it was changed or damaged after export")
     package = Package(Path(source), folder, manifest, hashlib.sha256(raw).hexdigest(),
                       signed_by)
-    _check_content(package)
+    _check_content(package, memory_limit)
     return package
 
 
-def _check_content(package: Package) -> None:
+def _check_content(package: Package, memory_limit: str | None) -> None:
     """Each table has exactly the declared columns and types, the rows the manifest
     counts, and only rows of the package's own site."""
-    con = duckdb.connect()
-    try:
+    with Store.scratch(memory_limit).session() as con:
         for table in POLICY:
             with _reading(package, table):
                 _check_table(con, package, table)
-    finally:
-        con.close()
 
 
 @contextmanager
@@ -374,15 +373,13 @@ def _wal(database: Path) -> Path:
     return database.with_name(database.name + ".wal")
 
 
-def _install(building: Path, out: Path) -> None:
+def _install(store: Store, out: Path) -> None:
     """Move the built database to ``out`` atomically: checkpointed (no WAL of its own),
     copied next to ``out`` under a fresh name, renamed over it, and the old file's WAL
     removed, which would otherwise be replayed into the new file."""
-    con = duckdb.connect(str(building))
-    try:
+    with store.session() as con:
         con.execute("CHECKPOINT")
-    finally:
-        con.close()
+    building = store.path
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
     staged = Path(name)
@@ -398,13 +395,9 @@ def _install(building: Path, out: Path) -> None:
     _wal(out).unlink(missing_ok=True)
 
 
-def pooled_config(path: Path, report_dir: Path, sites: list[str], study: str) -> Config:
-    """A config for analysing the pooled file (no sources: the packages were the sources)."""
-    return parse_config({"study": {"name": f"{study} (pooled)"},
-                         "sites": [{"id": s, "source": {"kind": "ndjson", "path": "."}}
-                                   for s in sites],
-                         "output": {"duckdb": str(path), "dir": str(report_dir)},
-                         "expectations": {"data_docs": False}}, base_dir=path.parent)
+def pooled_suites() -> list[SuiteSpec]:
+    """The suites that check pooled data: the cohort tables' (no raw or flat tables there)."""
+    return [suite_spec(suite) for suite in package_suites() if suite["name"] in POOLED_SUITES]
 
 
 def _finite(value: float) -> float | None:
@@ -448,12 +441,15 @@ def build_heterogeneity(con: duckdb.DuckDBPyConnection, context: Any = None) -> 
 
 
 def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
-         allow_unsigned: bool = False, analyse: bool = True) -> PoolResult:
+         allow_unsigned: bool = False, analyse: bool = True,
+         memory_limit: str | None = MEMORY_LIMIT) -> PoolResult:
     """Verify the packages, pool them into ``out`` (atomically), validate and analyse.
 
     ``keys`` is the folder of the sites' public keys (``<site>.pub``); every package must
     be signed by its own site's key unless ``allow_unsigned`` (local testing), which the
-    pooled database (meta.pool_package.signed_by) and the report record.
+    pooled database (meta.pool_package.signed_by) and the report record. Every DuckDB
+    connection is opened with ``memory_limit``. The report and exports go to the folder
+    ``<out stem>_report`` next to ``out``.
     """
     if keys is None and not allow_unsigned:
         raise UsageError("give --keys DIR (the sites' public keys, <site>.pub) to verify the "
@@ -465,20 +461,21 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
         raise UsageError(f"--out {out} is a folder; give the path of the pooled DuckDB file")
     work = Path(tempfile.mkdtemp(prefix="cartfhir-pool-"))
     try:
-        packages = [verify(Path(s), work, keys=keys, allow_unsigned=allow_unsigned)
-                    for s in sources]
+        packages = [verify(Path(s), work, keys=keys, allow_unsigned=allow_unsigned,
+                           memory_limit=memory_limit) for s in sources]
         if not packages:
             raise PoolError("give at least one site package")
         _check_set(packages)
-        building = work / "pooled.duckdb"
+        store = Store(work / "pooled.duckdb", memory_limit)
         if out.exists():  # with its WAL: changes not yet checkpointed live only there
-            shutil.copy2(out, building)
+            shutil.copy2(out, store.path)
             if _wal(out).exists():
-                shutil.copy2(_wal(out), _wal(building))
+                shutil.copy2(_wal(out), _wal(store.path))
         try:
-            con = duckdb.connect(str(building))
-        except duckdb.Error as exc:
-            raise PoolError(f"{out} is not a DuckDB database ({exc})") from None
+            con = store.connect()
+        except DatabaseError as exc:  # name the user's file, not our copy of it
+            raise PoolError(f"{out} is not a DuckDB database "
+                            f"({str(exc).replace(str(store.path), str(out))})") from None
         try:
             _check_study(con, packages, str(out))
             _check_definitions(con, packages, str(out))
@@ -494,34 +491,25 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
         finally:
             con.close()
         result = PoolResult(path=out, sites=sites, rows=rows, unsigned=unsigned)
-        study = packages[0].manifest.study
-        config = pooled_config(building, out.parent / f"{out.stem}_report", sites, study)
         if analyse:
-            con = duckdb.connect(str(building))
-            try:
-                outcomes = []
-                for suite in package_suites():
-                    if suite["name"] in POOLED_SUITES:
-                        outcomes += validate_suite(con, suite_spec(suite))
-                con.execute("CREATE SCHEMA IF NOT EXISTS qa")
-                store(con, "pool", outcomes)
-            finally:
-                con.close()
-            result.validation = outcomes
-            failed = [o for o in outcomes if not o.success and o.severity == "error"]
-            warnings_ = [f"the pooled data failed {len(failed)} error expectations"] \
-                if failed else []
-            if unsigned:
-                warnings_.append(f"the packages of {', '.join(unsigned)} were pooled without "
-                                 "signature verification (--allow-unsigned)")
-            result.analysis = analyze(config, command="pool",
-                                      invalid_warning="; ".join(warnings_) or None)
-            con = duckdb.connect(str(building))
-            try:
-                write_frame(con, "analysis.heterogeneity", heterogeneity(con))
-            finally:
-                con.close()
-        _install(building, out)  # only now is the old pooled file replaced
+            _analyse(store, result, study=packages[0].manifest.study,
+                     report=out.parent / f"{out.stem}_report")
+        _install(store, out)  # only now is the old pooled file replaced
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _analyse(store: Store, result: PoolResult, *, study: str, report: Path) -> None:
+    """Validate the pooled data with the cohort suites, analyse it pooled and by site."""
+    checked = validate(store, pooled_suites(), Expectations(), command="pool")
+    result.validation = checked
+    warnings_ = [f"the pooled data failed {len(checked.failed_errors)} error expectations"] \
+        if not checked.valid else []
+    if result.unsigned:
+        warnings_.append(f"the packages of {', '.join(result.unsigned)} were pooled without "
+                         "signature verification (--allow-unsigned)")
+    result.analysis = analyze(store, Analysis(), out=report, study=f"{study} (pooled)",
+                              command="pool", invalid_warning="; ".join(warnings_) or None)
+    with store.session() as con:
+        build_heterogeneity(con)

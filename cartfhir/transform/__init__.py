@@ -1,6 +1,6 @@
 """Transform stage: SQL-on-FHIR v2 views on DuckDB, harmonization, cohort tables.
 
-``transform(config)`` rebuilds, from ``raw.resources`` alone:
+``transform(store, reference, sites)`` rebuilds, from ``raw.resources`` alone:
 
 1. ``ref.*``      value sets, code maps, units, windows, thresholds, CTCAE cut-offs
                   (package defaults + the config's site and study additions);
@@ -32,21 +32,25 @@ holds both versions.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
-from cartfhir.config import Config
-from cartfhir.db import connect
+from cartfhir.config import Site
 from cartfhir.errors import DatabaseError
 from cartfhir.progress import NullProgress, Progress
-from cartfhir.runs import failed_on_error, start_run
+from cartfhir.store import Store
 from cartfhir.transform.identity import write_patient_keys
 from cartfhir.transform.models import build_model, create_macros, load_models
-from cartfhir.transform.reference import load_reference, reference_hash, write_reference
+from cartfhir.transform.reference import (
+    Reference,
+    load_reference,
+    reference_hash,
+    write_reference,
+)
 from cartfhir.transform.views import build_flat
 
 
@@ -68,27 +72,29 @@ class TransformResult:
                 "unmapped_codes": self.unmapped_codes, "reference_hash": self.reference_hash}
 
 
-def transform(config: Config, progress: Progress | None = None,
-              command: str = "transform") -> TransformResult:
-    """Rebuild ref, flat, harmonized, cohort and qa tables in the config's DuckDB."""
+def transform(store: Store, reference: Reference, sites: Sequence[Site], *,
+              progress: Progress | None = None, command: str = "transform") -> TransformResult:
+    """Rebuild ref, flat, harmonized, cohort and qa tables in the store.
+
+    ``reference`` is the study's definitions (``load_reference``: package defaults plus
+    the config's additions); ``sites`` give each site's pseudonym key.
+    """
     progress = progress or NullProgress()
     started = time.perf_counter()
-    reference = load_reference(config)  # config problems surface before anything is touched
-    con = connect(config.output.duckdb, memory_limit=config.output.memory_limit)
-    # Tables here are sets (every model says its grain); not keeping insertion order
-    # lets DuckDB stream large CREATE TABLE AS statements within the memory limit.
-    con.execute("SET preserve_insertion_order = false")
-    try:
-        run = start_run(con, command, config.config_hash, stage="transform")
+    with store.run(command, stage="transform") as run:
+        con = run.con
+        # Tables here are sets (every model says its grain); not keeping insertion order
+        # lets DuckDB stream large CREATE TABLE AS statements within the memory limit.
+        con.execute("SET preserve_insertion_order = false")
         result = TransformResult(run_id=run.run_id, reference_hash=reference_hash(reference))
-        with failed_on_error(run), all_or_nothing(con):
+        with all_or_nothing(con):
             models = load_models()
             with progress.task("transform", total=len(models) + 2) as bar:
                 create_macros(con)
                 write_reference(con, reference, run.run_id)
                 result.tables.update(build_flat(con))
                 bar.advance()
-                write_patient_keys(con, config.sites)
+                write_patient_keys(con, list(sites))
                 bar.advance()
                 for model in models:
                     result.tables[model.name] = build_model(con, model)
@@ -100,9 +106,7 @@ def transform(config: Config, progress: Progress | None = None,
             result.unmapped_codes = result.tables["qa.unmapped_codes"][0]
             result.seconds = time.perf_counter() - started
             run.counts = result.summary()
-            run.finish("success")
-    finally:
-        con.close()
+            run.finish("success")  # inside the transaction: committed with the tables
     return result
 
 
@@ -124,4 +128,4 @@ def all_or_nothing(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
                             "again") from None
 
 
-__all__ = ["TransformResult", "transform"]
+__all__ = ["TransformResult", "load_reference", "transform"]

@@ -14,9 +14,10 @@ from typing import Any
 import duckdb
 import pytest
 
+from cartfhir.api import extract
 from cartfhir.config import Config, parse_config
 from cartfhir.errors import ConfigError, SourceError, StrictLandingError
-from cartfhir.extract import ExtractResult, extract
+from cartfhir.extract import ExtractResult
 
 from .recording import RecordingProgress
 

@@ -16,8 +16,8 @@ import orjson
 import pytest
 import requests
 
+from cartfhir.api import extract
 from cartfhir.config import parse_config
-from cartfhir.extract import extract
 from cartfhir.synth import generate
 from tests.integration import hapi
 from tests.integration.fault_proxy import FaultProxy, Rule

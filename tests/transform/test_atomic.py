@@ -19,11 +19,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from cartfhir.api import extract, transform
 from cartfhir.cli import run_cli
 from cartfhir.config import load_config
-from cartfhir.extract import extract
 from cartfhir.synth import generate
-from cartfhir.transform import transform
 from tests.transform.conftest import write_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,9 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cartfhir.extract import extract
+from cartfhir.api import extract, transform
 from cartfhir.synth import generate
-from cartfhir.transform import transform
 
 from .conftest import make_config
 from .truth import differences
