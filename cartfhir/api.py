@@ -239,13 +239,10 @@ def query(config: Config | None, sql: str, db: Path | None = None) -> QueryResul
 def query_to_file(config: Config | None, sql: str, out: Path, fmt: str,
                   db: Path | None = None) -> ExportedFile:
     """Write one query's rows to ``out`` as csv, json or parquet (read-only connection)."""
-    store = _store(config, db)
-    return exports.write_query(store.path, sql, Path(out), fmt, memory_limit=store.memory_limit)
+    return exports.write_query(_store(config, db), sql, Path(out), fmt)
 
 
 def export(config: Config, out: Path, fmt: str = "parquet",
            tables: Sequence[str] = DEFAULT_TABLES, *, force: bool = False) -> ExportResult:
     """Write the chosen tables (names or patterns like 'cohort.*') to ``out``, split by site."""
-    store = Store.of(config)
-    return exports.export_tables(store.path, Path(out), fmt, list(tables), force=force,
-                                 memory_limit=store.memory_limit)
+    return exports.export_tables(Store.of(config), Path(out), fmt, list(tables), force=force)

@@ -11,15 +11,18 @@ import shlex
 import sys
 import traceback
 from pathlib import Path
+from typing import Annotated
 
 import click
+from pydantic import TypeAdapter, ValidationError
 
 from cartfhir import __version__, api
-from cartfhir.config import DEFAULT_CONFIG, Config
+from cartfhir.config import DEFAULT_CONFIG, Config, Output
 from cartfhir.errors import CartfhirError
 from cartfhir.expectations.gx import expectation_column
 from cartfhir.extract.checks import parse_instant
 from cartfhir.logs import configure
+from cartfhir.multisite.pool import MEMORY_LIMIT
 from cartfhir.progress import make_progress
 from cartfhir.redact import redact
 from cartfhir.render import render_rows
@@ -28,6 +31,7 @@ from cartfhir.synth import DEFAULT_SITES
 from cartfhir.synth.profiles import available_profiles
 
 _state = {"verbose": False}
+MemoryLimit = TypeAdapter(Annotated[str, Output.model_fields["memory_limit"]])
 EXIT_PARTIAL = 3
 
 config_option = click.option(
@@ -324,8 +328,11 @@ def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, forc
 @click.option("--allow-unsigned", is_flag=True,
               help="Local testing only: accept packages without a signature (recorded in "
                    "meta.pool_package and the report).")
+@click.option("--memory-limit", default=MEMORY_LIMIT, show_default=True,
+              callback=lambda ctx, param, value: _memory_limit(value),
+              help="DuckDB's memory limit while pooling (as output.memory_limit at a site).")
 def pool_cmd(packages: tuple[Path, ...], out: Path, keys: Path | None,
-             allow_unsigned: bool) -> None:
+             allow_unsigned: bool, memory_limit: str) -> None:
     """Verify site packages and pool them; validate and analyse the pooled data.
 
     Every package is checked before anything is written: its site's signature, its
@@ -337,13 +344,22 @@ def pool_cmd(packages: tuple[Path, ...], out: Path, keys: Path | None,
     \b
     Example: cartfhir pool site_a.zip site_b.zip --out pooled.duckdb --keys keys/
     """
-    result = api.pool(list(packages), out, keys=keys, allow_unsigned=allow_unsigned)
+    result = api.pool(list(packages), out, keys=keys, allow_unsigned=allow_unsigned,
+                      memory_limit=memory_limit)
     click.echo(f"pooled sites: {', '.join(result.sites)} -> {result.path}")
     if result.unsigned:
         click.echo(f"WARNING: pooled without signature verification (--allow-unsigned): "
                    f"{', '.join(result.unsigned)}", err=True)
     if result.analysis is not None:
         _report_analysis(result.analysis)
+
+
+def _memory_limit(value: str) -> str:
+    try:
+        return MemoryLimit.validate_python(value)
+    except ValidationError:
+        raise click.BadParameter(f"{value!r} is not a size like 512MB or 2GB",
+                                 param_hint="--memory-limit") from None
 
 
 @cli.command("keygen")
@@ -469,15 +485,11 @@ def query(sql: str, config: Path, db: Path | None, fmt: str, out: Path | None) -
 
 def _query_to_file(cfg: Config | None, sql: str, db: Path | None, fmt: str,
                    out: Path | None) -> None:
-    from cartfhir.exports import write_query
-
     if out is None:
         raise click.UsageError("--format parquet writes a file: give --out FILE")
     if fmt == "table":
         raise click.UsageError("--out writes csv, json or parquet: give --format too")
-    path = db if db is not None else cfg.output.duckdb  # type: ignore[union-attr]
-    written = write_query(path, sql, out, fmt,
-                          memory_limit=cfg.output.memory_limit if cfg else None)
+    written = api.query_to_file(cfg, sql, out, fmt, db=db)
     click.echo(f"{written.rows} row{'s' if written.rows != 1 else ''} -> {written.path}",
                err=True)
 
@@ -550,14 +562,11 @@ def export_cmd(config: Path, fmt: str, out: Path, patterns: str, force: bool) ->
     \b
     Example: cartfhir export --config config.yaml --out out/store --tables "cohort.*"
     """
-    from cartfhir.exports import export_tables
-
     cfg = api.load_config(config)
     chosen = [p.strip() for p in patterns.split(",") if p.strip()]
     if not chosen:
         raise click.BadParameter("name at least one table or pattern", param_hint="--tables")
-    result = export_tables(cfg.output.duckdb, out, fmt, chosen, force=force,
-                           memory_limit=cfg.output.memory_limit)
+    result = api.export(cfg, out, fmt, chosen, force=force)
     render_rows(["table", "site", "rows", "file"],
                 [[f.table, f.site or "", f.rows, str(f.path.relative_to(result.out))]
                  for f in result.files],

@@ -2,8 +2,9 @@
 
 ``export_tables`` writes chosen tables to ``<out>/<schema>/<table>/``, split by site
 into hive-style ``site=<id>/`` folders (a table without a ``site`` column is one file);
-``write_query`` writes one query's rows to a file. Both read the database on a
-read-only connection, refuse to overwrite unless told to, and return what they wrote.
+``write_query`` writes one query's rows to a file. Both read the store on a read-only
+connection (with its memory limit), refuse to overwrite unless told to, and return
+what they wrote.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import duckdb
 
-from cartfhir.db import connect
 from cartfhir.errors import DatabaseError, StaleResultError, UsageError
 from cartfhir.render import render_rows
 from cartfhir.runs import latest_success, require_complete_transform, transform_since
+from cartfhir.store import Store
 
 DEFAULT_TABLES = ("cohort.*", "analysis.*")
 TABLE_FORMATS = ("parquet", "csv")
@@ -138,9 +139,9 @@ def _require_current_analysis(con: duckdb.DuckDBPyConnection, chosen: list[str])
                          "(--tables 'cohort.*')")
 
 
-def export_tables(db: Path, out: Path, fmt: str = "parquet",
+def export_tables(store: Store, out: Path, fmt: str = "parquet",
                   patterns: list[str] | tuple[str, ...] = DEFAULT_TABLES, *,
-                  force: bool = False, memory_limit: str | None = None) -> ExportResult:
+                  force: bool = False) -> ExportResult:
     """Write each chosen table to ``out/<schema>/<table>/``, by site where it has a site column.
 
     Refuses a non-empty ``out`` unless ``force``; then only the folders of the tables
@@ -150,8 +151,7 @@ def export_tables(db: Path, out: Path, fmt: str = "parquet",
         raise UsageError(f"format must be one of {', '.join(TABLE_FORMATS)}, not {fmt!r}")
     out = Path(out).absolute()
     _check_out_folder(out, force)
-    con = connect(db, read_only=True, memory_limit=memory_limit)
-    try:
+    with store.session(read_only=True) as con:
         require_complete_transform(con)
         available = database_tables(con)
         chosen = select_tables(list(available), list(patterns))
@@ -175,12 +175,9 @@ def export_tables(db: Path, out: Path, fmt: str = "parquet",
             result.files += [ExportedFile(table, path, rows, _site_of(path, folder))
                              for path, rows in sorted(_file_rows(con, folder, fmt).items())]
         return result
-    finally:
-        con.close()
 
 
-def write_query(db: Path, sql: str, out: Path, fmt: str, *,
-                memory_limit: str | None = None) -> ExportedFile:
+def write_query(store: Store, sql: str, out: Path, fmt: str) -> ExportedFile:
     """Write the rows of one query to ``out`` as Parquet, CSV or JSON; return rows written.
 
     CSV and JSON look exactly like ``cartfhir query``'s stdout; Parquet keeps DuckDB's types.
@@ -190,7 +187,7 @@ def write_query(db: Path, sql: str, out: Path, fmt: str, *,
     if out.is_dir():
         raise UsageError(f"{out} is a folder; --out must name a file")
     out.parent.mkdir(parents=True, exist_ok=True)
-    con = connect(db, read_only=True, memory_limit=memory_limit)
+    con = store.connect(read_only=True)
     try:
         if fmt == "parquet":
             select = sql.strip().rstrip(";")
@@ -202,7 +199,7 @@ def write_query(db: Path, sql: str, out: Path, fmt: str, *,
             with out.open("w", encoding="utf-8", newline="") as fh:
                 rows = render_rows(columns, _stream(con), fmt=fmt, out=fh)  # type: ignore[arg-type]
     except duckdb.Error as exc:
-        raise DatabaseError(f"query failed on {db}: {exc}") from None
+        raise DatabaseError(f"query failed on {store.path}: {exc}") from None
     finally:
         con.close()
     return ExportedFile("query", out, int(rows))

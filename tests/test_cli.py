@@ -173,3 +173,78 @@ def test_real_process_exit_codes(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "cartfhir", "run", "--config",
                           str(tmp_path / "none.yaml")], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "not found" in bad.stderr and bad.stdout == ""
+
+
+# --- the CLI goes through cartfhir.api (it parses, calls api, renders) ---
+
+def test_query_to_a_file_goes_through_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    from click.testing import CliRunner
+
+    from cartfhir import api
+    from cartfhir.exports import ExportedFile
+
+    calls = []
+
+    def query_to_file(config, sql, out, fmt, db=None):  # noqa: ANN001, ANN202
+        calls.append((config, sql, out, fmt, db))
+        return ExportedFile("query", out, 7)
+
+    monkeypatch.setattr(api, "query_to_file", query_to_file)
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(cli, ["query", "select 1", "--db", str(tmp_path / "x.duckdb"),
+                                      "-f", "csv", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert calls == [(None, "select 1", out, "csv", tmp_path / "x.duckdb")]
+    assert f"7 rows -> {out}" in result.stderr
+
+
+def test_export_goes_through_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cartfhir import api
+    from cartfhir.exports import ExportResult
+
+    calls = []
+
+    def export(config, out, fmt, tables, *, force=False):  # noqa: ANN001, ANN202
+        calls.append((config.output.duckdb.name, out, fmt, tables, force))
+        return ExportResult(out=out, format=fmt)
+
+    monkeypatch.setattr(api, "export", export)
+    config = write_config(tmp_path)
+    result = CliRunner().invoke(cli, ["export", "-c", str(config), "-o", str(tmp_path / "s"),
+                                      "--tables", "cohort.episode, analysis.*", "--force"])
+    assert result.exit_code == 0, result.output
+    assert calls == [("test.duckdb", tmp_path / "s", "parquet",
+                      ["cohort.episode", "analysis.*"], True)]
+
+
+def test_pool_takes_a_memory_limit_defaulting_to_the_sites(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from cartfhir import api
+    from cartfhir.config import Output
+    from cartfhir.multisite.pool import PoolResult
+
+    limits = []
+
+    def pool(sources, out, *, keys=None, allow_unsigned=False, memory_limit=None):  # noqa: ANN001, ANN202
+        limits.append(memory_limit)
+        return PoolResult(path=out, sites=["site_a"])
+
+    monkeypatch.setattr(api, "pool", pool)
+    args = ["pool", "pkg", "--out", str(tmp_path / "p.duckdb"), "--allow-unsigned"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert CliRunner().invoke(cli, [*args, "--memory-limit", "2GB"]).exit_code == 0
+    assert limits == [Output.model_fields["memory_limit"].default, "2GB"]
+
+
+def test_a_malformed_pool_memory_limit_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["pool", "pkg", "--out", str(tmp_path / "p.duckdb"), "--allow-unsigned",
+                    "--memory-limit", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert "--memory-limit" in err and "'lots'" in err and "No such option" not in err, err
+    assert not (tmp_path / "p.duckdb").exists()

@@ -12,6 +12,7 @@ import pytest
 from cartfhir.cli import run_cli
 from cartfhir.errors import UsageError
 from cartfhir.exports import export_tables, write_query
+from cartfhir.store import Store
 from cartfhir.synth import generate
 from tests.transform.conftest import write_config
 
@@ -47,7 +48,7 @@ def _rows(con: duckdb.DuckDBPyConnection, source: str, columns: str = EPISODE_CO
 def test_parquet_export_is_partitioned_by_site_and_reads_back_equal(db: Path,
                                                                     tmp_path: Path) -> None:
     out = tmp_path / "store"
-    result = export_tables(db, out)
+    result = export_tables(Store(db), out)
     assert result.tables == {"cohort.episode": 10, "analysis.comparison": 2, "analysis.note": 1}
     assert {f.path.relative_to(out.absolute()).as_posix() for f in result.files} == {
         "cohort/episode/site=site_a/data_0.parquet", "cohort/episode/site=site_b/data_0.parquet",
@@ -74,7 +75,7 @@ def test_parquet_export_is_partitioned_by_site_and_reads_back_equal(db: Path,
 
 def test_csv_export_of_chosen_tables_reads_back(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "csv"
-    result = export_tables(db, out, "csv", ["cohort.episode", "meta.*"])
+    result = export_tables(Store(db), out, "csv", ["cohort.episode", "meta.*"])
     assert result.tables == {"cohort.episode": 10, "meta.runs": 1}
     assert (out / "meta" / "runs" / "runs.csv").read_text().splitlines() == [
         "run_id,status", "r1,success"]
@@ -89,14 +90,14 @@ def test_csv_export_of_chosen_tables_reads_back(db: Path, tmp_path: Path) -> Non
 
 def test_export_refuses_a_non_empty_folder_unless_forced(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "store"
-    export_tables(db, out, patterns=["cohort.*"])
+    export_tables(Store(db), out, patterns=["cohort.*"])
     (out / "README.txt").write_text("mine")
     with pytest.raises(UsageError, match="is not empty.*--force"):
-        export_tables(db, out, patterns=["cohort.*"])
+        export_tables(Store(db), out, patterns=["cohort.*"])
     con = duckdb.connect(str(db))
     con.execute("DELETE FROM cohort.episode WHERE site = 'site_c'")
     con.close()
-    result = export_tables(db, out, patterns=["cohort.*"], force=True)
+    result = export_tables(Store(db), out, patterns=["cohort.*"], force=True)
     assert result.tables == {"cohort.episode": 7}
     assert not (out / "cohort" / "episode" / "site=site_c").exists()  # replaced, not merged
     assert (out / "README.txt").read_text() == "mine"  # the rest of the folder is left alone
@@ -104,19 +105,19 @@ def test_export_refuses_a_non_empty_folder_unless_forced(db: Path, tmp_path: Pat
 
 def test_a_pattern_that_matches_nothing_is_a_usage_error(db: Path, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="'harmonized.\\*' matches no table"):
-        export_tables(db, tmp_path / "x", patterns=["cohort.*", "harmonized.*"])
+        export_tables(Store(db), tmp_path / "x", patterns=["cohort.*", "harmonized.*"])
     assert not (tmp_path / "x").exists()
 
 
 def test_write_query_to_parquet_csv_and_json(db: Path, tmp_path: Path) -> None:
     sql = "select site, count(*) as n from cohort.episode group by site order by site;"
-    written = write_query(db, sql, tmp_path / "q" / "n.parquet", "parquet")
+    written = write_query(Store(db), sql, tmp_path / "q" / "n.parquet", "parquet")
     assert written.rows == 3
     assert duckdb.sql(f"SELECT * FROM '{written.path}'").fetchall() == [
         ("site_a", 4), ("site_b", 3), ("site_c", 3)]
-    assert write_query(db, sql, tmp_path / "n.csv", "csv").rows == 3
+    assert write_query(Store(db), sql, tmp_path / "n.csv", "csv").rows == 3
     assert list(csv.reader((tmp_path / "n.csv").open()))[:2] == [["site", "n"], ["site_a", "4"]]
-    write_query(db, sql, tmp_path / "n.json", "json")
+    write_query(Store(db), sql, tmp_path / "n.json", "json")
     assert json.loads((tmp_path / "n.json").read_text())[0] == {"site": "site_a", "n": 4}
 
 
