@@ -181,3 +181,37 @@ def test_a_relative_out_puts_the_report_next_to_the_pooled_file(
     report = next(line for line in out.splitlines() if line.startswith("report"))
     assert Path(report.split(":", 1)[1].strip()).exists(), out
     assert (tmp_path / "center" / "pooled_report").is_dir()
+
+
+def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
+        pooled_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stages take the store and their own config sections: no site config is forged."""
+    from cartfhir.analyze import analyze
+    from cartfhir.config import Analysis, Config, Expectations
+    from cartfhir.expectations import validate
+    from cartfhir.multisite.pool import pooled_suites
+    from cartfhir.store import Store
+
+    def no_config(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a Config was made")
+
+    monkeypatch.setattr(Config, "__init__", no_config)
+    monkeypatch.setattr(Config, "model_validate", no_config)
+    store = Store(tmp_path / "pooled.duckdb", memory_limit="256MB")
+    shutil.copy2(pooled_a, store.path)
+
+    report = validate(store, pooled_suites(), Expectations(), command="test")
+    result = analyze(store, Analysis(), out=tmp_path / "report", study="Pooled study",
+                     command="test")
+
+    assert report.valid and report.outcomes, [o for o in report.outcomes if not o.success]
+    assert result.report is not None and "Pooled study" in result.report.read_text()
+    assert "sites: site_a." in result.report.read_text()
+    with store.session(read_only=True) as con:
+        runs = con.execute("SELECT stage, status FROM meta.runs WHERE command = 'test' "
+                           "ORDER BY started").fetchall()
+        stored = con.execute("SELECT count(*) FROM qa.validation_result WHERE run_id = ?",
+                             [report.run_id]).fetchone()[0]
+        sites = {r[0] for r in con.execute("SELECT site FROM analysis.comparison").fetchall()}
+    assert runs == [("validate", "success"), ("analyze", "success")]
+    assert stored == len(report.outcomes) and sites == {"all", "site_a"}
