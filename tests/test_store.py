@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from cartfhir.errors import DatabaseError, TransformError
@@ -12,12 +11,9 @@ from cartfhir.store import Store
 
 
 def _runs(path: Path) -> list[tuple]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
+    with Store(path).session(read_only=True) as con:
         return con.execute("SELECT command, stage, status, message, counts::VARCHAR "
                            "FROM meta.runs ORDER BY started").fetchall()
-    finally:
-        con.close()
 
 
 def test_a_block_that_ends_records_success_with_its_counts(tmp_path: Path) -> None:
