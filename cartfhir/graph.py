@@ -328,8 +328,9 @@ def build_node(con: duckdb.DuckDBPyConnection, node: Node,
     elif node.kind == "view":
         import json
 
-        from cartfhir.transform.views import materialize
+        from cartfhir.transform.views import materialize, require_raw
 
+        require_raw(con)
         materialize(con, json.loads(read_text(node.path)), quoted(node.table))
     else:
         try:

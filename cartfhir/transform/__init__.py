@@ -1,12 +1,13 @@
 """Transform stage: SQL-on-FHIR v2 views on DuckDB, harmonization, cohort tables.
 
-``transform(store, reference, sites)`` rebuilds, from ``raw.resources`` alone:
+``transform(store, reference, sites)`` rebuilds, from ``raw.resources`` alone, the
+stages ``ref`` .. ``qa`` of ``cartfhir/build.yaml`` in its order:
 
 1. ``ref.*``      value sets, code maps, units, windows, thresholds, CTCAE cut-offs
                   (package defaults + the config's site and study additions);
 2. ``flat.*``     the project's ViewDefinitions (``views/*.json``);
 3. ``raw.patient_key``  HMAC pseudonyms (raw ids never leave the raw schema);
-4. ``harmonized.*``, ``cohort.*``, ``qa.*``  the SQL models in ``models/manifest.yaml``.
+4. ``harmonized.*``, ``cohort.*``, ``qa.*``  the SQL models (``models/<schema>/*.sql``).
 
 Everything is rebuilt from raw each time, so a transform after an incremental
 extraction gives exactly the tables of a full rebuild.
@@ -41,17 +42,13 @@ import duckdb
 
 from cartfhir.config import Site
 from cartfhir.errors import DatabaseError
+from cartfhir.graph import BuildContext, build_node, create_macros, load_graph
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.store import Store
-from cartfhir.transform.identity import write_patient_keys
-from cartfhir.transform.models import build_model, create_macros, load_models
-from cartfhir.transform.reference import (
-    Reference,
-    load_reference,
-    reference_hash,
-    write_reference,
-)
-from cartfhir.transform.views import build_flat
+from cartfhir.transform.reference import Reference, load_reference, reference_hash
+
+# The stages of cartfhir/build.yaml a transform rebuilds, all in one transaction.
+STAGES = ("ref", "flat", "identity", "harmonized", "cohort", "qa")
 
 
 @dataclass
@@ -88,16 +85,17 @@ def transform(store: Store, reference: Reference, sites: Sequence[Site], *,
         con.execute("SET preserve_insertion_order = false")
         result = TransformResult(run_id=run.run_id, reference_hash=reference_hash(reference))
         with all_or_nothing(con):
-            models = load_models()
-            with progress.task("transform", total=len(models) + 2) as bar:
-                create_macros(con)
-                write_reference(con, reference, run.run_id)
-                result.tables.update(build_flat(con))
-                bar.advance()
-                write_patient_keys(con, list(sites))
-                bar.advance()
-                for model in models:
-                    result.tables[model.name] = build_model(con, model)
+            graph = load_graph()
+            steps = [step for stage in STAGES for step in graph.steps(stage)]
+            context = BuildContext(run_id=run.run_id, reference=reference, sites=list(sites))
+            with progress.task("transform", total=len(steps)) as bar:
+                create_macros(con, graph)
+                for step in steps:
+                    step_started = time.perf_counter()
+                    rows = build_node(con, step[0], context)
+                    if step[0].kind != "builder":  # a view's or model's own table
+                        result.tables[step[0].table] = (
+                            rows, time.perf_counter() - step_started)
                     bar.advance()
             result.episodes = [tuple(r) for r in con.execute(
                 "SELECT site, round, count(*) FROM cohort.episode GROUP BY ALL ORDER BY ALL"

@@ -8,7 +8,6 @@ runs any analyst's ViewDefinition (``cartfhir view FILE.json``).
 from __future__ import annotations
 
 import json
-import logging
 import re
 import time
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from cartfhir.transform.sof import ERROR_MARK, compile_view
 
 PACKAGE = "cartfhir.transform"
 RAW = "raw.resources"
-log = logging.getLogger(__name__)
 
 
 def project_views() -> list[dict[str, Any]]:
@@ -64,18 +62,11 @@ def materialize(con: duckdb.DuckDBPyConnection, view: dict[str, Any], table: str
     return rows, time.perf_counter() - started
 
 
-def build_flat(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, float]]:
-    """Every project view as ``flat.<name>``; returns rows and seconds per table."""
-    con.execute("CREATE SCHEMA IF NOT EXISTS flat")
+def require_raw(con: duckdb.DuckDBPyConnection) -> None:
+    """The project views read raw.resources; without it there is nothing to transform."""
     if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'raw' "
                        "AND table_name = 'resources'").fetchone()[0]:
         raise TransformError("raw.resources does not exist: run 'cartfhir extract' first")
-    built = {}
-    for view in project_views():
-        table = f"flat.{view['name']}"
-        log.info("building %s", table, extra={"table": table})
-        built[table] = materialize(con, view, table)
-    return built
 
 
 @dataclass(frozen=True)
