@@ -30,9 +30,6 @@ ColumnType = Literal[tuple(DUCKDB_TYPES)]  # type: ignore[valid-type]
 Name = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")]
 TableName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")]
 
-# Sidecars that hold a suite for a table no graph entry builds yet.
-PENDING: tuple[str, ...] = ()
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -124,15 +121,9 @@ def node_sidecar(node: Node) -> Sidecar:
 
 
 @cache
-def load_sidecars() -> dict[str, tuple[Node | None, Sidecar, str]]:
-    """Every sidecar by table: (graph entry or None when pending, sidecar, its path)."""
-    found: dict[str, tuple[Node | None, Sidecar, str]] = {
-        n.table: (n, node_sidecar(n), n.doc) for n in load_graph().nodes}
-    for path in PENDING:
-        sidecar = parse_sidecar(read_text(path), f"cartfhir/{path}")
-        if sidecar.table not in found:
-            found[sidecar.table] = (None, sidecar, path)
-    return found
+def load_sidecars() -> dict[str, tuple[Node, Sidecar, str]]:
+    """Every graph table's sidecar, in build order: (graph entry, sidecar, its path)."""
+    return {n.table: (n, node_sidecar(n), n.doc) for n in load_graph().nodes}
 
 
 def table_columns(table: str) -> list[tuple[str, str]]:
@@ -159,5 +150,5 @@ def table_ddl(table: str) -> str:
     return ", ".join(f'"{name}" {kind}' for name, kind in table_columns(table))
 
 
-__all__ = ["DUCKDB_TYPES", "PENDING", "Rule", "Sidecar", "SidecarColumn", "Suite",
+__all__ = ["DUCKDB_TYPES", "Rule", "Sidecar", "SidecarColumn", "Suite",
            "load_sidecars", "node_sidecar", "parse_sidecar", "table_columns", "table_ddl"]

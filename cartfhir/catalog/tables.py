@@ -96,10 +96,10 @@ def _column(column: SidecarColumn, where: str, resolved: dict[str, Table]) -> Co
     return Column(column.name, kind, text)
 
 
-def _table(node: Node | None, sidecar: Sidecar, doc: str,
+def _table(node: Node, sidecar: Sidecar, doc: str,
            resolved: dict[str, Table]) -> Table:
     schema, name = sidecar.table.split(".", 1)
-    if node is not None and node.kind == "view":
+    if node.kind == "view":
         view = json.loads(read_text(node.path))
         if view.get("name") != name:
             raise GraphError(f"cartfhir/{node.path}: the ViewDefinition's name is "
@@ -113,8 +113,8 @@ def _table(node: Node | None, sidecar: Sidecar, doc: str,
         description = _sentence(sidecar.description or "")
         columns = [_column(c, f"cartfhir/{doc}", resolved) for c in sidecar.columns]
     return Table(schema, name, _grain(sidecar), description, columns,
-                 source=node.source if node is not None else "", optional=sidecar.optional,
-                 doc=f"cartfhir/{doc}", depends=node.depends if node is not None else ())
+                 source=node.source, optional=sidecar.optional, doc=f"cartfhir/{doc}",
+                 depends=node.depends)
 
 
 def _layer(table: Table) -> tuple[int, str]:
@@ -125,8 +125,8 @@ def _layer(table: Table) -> tuple[int, str]:
 def _catalog() -> tuple[Table, ...]:
     sidecars = load_sidecars()
     resolved: dict[str, Table] = {}
-    pending = [t for t, (node, _, _) in sidecars.items() if node is not None]
-    while pending:  # same_as points at tables resolved before (no cycles: checked below)
+    pending = list(sidecars)
+    while pending:  # a same_as column needs its table resolved first
         progress = False
         for table in list(pending):
             node, sidecar, doc = sidecars[table]

@@ -88,12 +88,6 @@ def test_same_as_copies_the_other_table_s_description_and_type_with_its_note() -
     assert lab.column("value").type == value.type == "double"
 
 
-def test_analysis_comparison_columns_are_the_analysis_code_s() -> None:
-    from cartfhir.analyze.compare import COLUMNS
-
-    assert [c.name for c in find_table(load_catalog(), "analysis.comparison").columns] == COLUMNS
-
-
 def test_find_table_by_full_or_unique_short_name() -> None:
     catalog = load_catalog()
     assert find_table(catalog, "episode_window").full_name == "cohort.episode_window"
