@@ -2,8 +2,9 @@
 
 SQL reads ref.window / ref.threshold by name; a misspelt name matches no row and turns
 into a silent NULL. The names are found where the SQL looks them up (``name = '...'``,
-``CASE w.name WHEN '...'``, the lists a window name is matched against) and in the
-endpoint registry's ``{window.NAME}`` / ``{threshold.NAME}`` placeholders.
+``CASE w.name WHEN '...'``, the lists a window name is matched against,
+``list_contains(x.windows, '...')``) and in the endpoint registry's ``{window.NAME}`` /
+``{threshold.NAME}`` placeholders.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _WHEN = re.compile(r"\bWHEN\s+'([a-z_0-9]+)'")
 _MATCHED = re.compile(r"list_contains\((?:(?!list_contains).)*?,\s*\w+\.name\)", re.S)
 _LISTED = re.compile(r"\[([^\]]*)\]")
 _LITERAL = re.compile(r"'([a-z_0-9]+)'")
+_IN_WINDOWS = re.compile(r"list_contains\(\s*(?:\w+\.)?windows\s*,\s*'([a-z_0-9]+)'\s*\)")
 _PLACEHOLDER = re.compile(r"\{(window|threshold)\.([a-z_0-9]+)\}")
 
 
@@ -35,7 +37,7 @@ def _defaults() -> dict[str, set[str]]:
 def sql_names(sql: str) -> set[str]:
     """Window and threshold names a SQL text looks up (comments ignored)."""
     code = _NOISE.sub(" ", sql)
-    names = set(_EQUALS.findall(code))
+    names = set(_EQUALS.findall(code)) | set(_IN_WINDOWS.findall(code))
     for case in _CASE.findall(code):
         names |= set(_WHEN.findall(case))
     for matched in _MATCHED.findall(code):
@@ -56,8 +58,9 @@ def test_the_scanner_finds_names_in_each_form() -> None:
     sql = ("SELECT max(value) FILTER (WHERE name = 'a') FROM ref.threshold -- name = 'z'\n"
            "JOIN w ON w.name = 'b' AND x.window_name = 'c'\n"
            "SELECT CASE w.name WHEN 'd' THEN 'not_a_name' ELSE 'e' END,\n"
-           "list_contains(CASE p.category WHEN 'cat' THEN ['f', 'g'] ELSE ['h'] END, w.name)")
-    assert sql_names(sql) == {"a", "b", "c", "d", "f", "g", "h"}
+           "list_contains(CASE p.category WHEN 'cat' THEN ['f', 'g'] ELSE ['h'] END, w.name)\n"
+           "WHERE list_contains(x.windows, 'i')")
+    assert sql_names(sql) == {"a", "b", "c", "d", "f", "g", "h", "i"}
 
 
 def test_every_name_the_sql_looks_up_is_in_study_defaults() -> None:
