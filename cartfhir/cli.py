@@ -257,18 +257,20 @@ def _report_analysis(result: api.AnalysisResult) -> None:
 
     table = result.comparison
     if table is not None:
-        keys = ["crs_any", "cres_any", "il17a_peak", "early_infection", "late_infection",
-                "severe_neutropenia", "mrd_negative_cr"]
         rows = []
-        for _, r in table[(table["site"] == "all") & table["endpoint"].isin(keys)].iterrows():
+        for endpoint in (e for e in result.endpoints if e.headline):  # endpoints.yaml
+            match = table[(table["site"] == "all") & (table["endpoint"] == endpoint.key)]
+            if match.empty:
+                continue
+            r = match.iloc[0]
             if r["kind"] == "proportion":
                 a, b = f"{r['cart1_events']}/{r['cart1_n']}", f"{r['cart2_events']}/{r['cart2_n']}"
             else:
                 a = "–" if r["cart1_median"] is None else f"{r['cart1_median']:.1f}"
                 b = "–" if r["cart2_median"] is None else f"{r['cart2_median']:.1f}"
             p = None if r["p_value"] is None else float(r["p_value"])
-            rows.append([r["endpoint"], a, b, format_p(p)])
-        render_rows(["endpoint", "CART1", "CART2", "p"], rows,
+            rows.append([endpoint.key, endpoint.label, a, b, format_p(p)])
+        render_rows(["endpoint", "label", "CART1", "CART2", "p"], rows,
                     title="CART1 vs CART2 (all sites; analysis.comparison)")
     if result.warning:
         click.echo(f"WARNING: {result.warning}", err=True)

@@ -2,13 +2,16 @@
 
 ``analyze(store, settings, out=, study=)`` reads ``cohort.*`` and writes:
 
+- ``analysis.endpoint``       the endpoint registry (endpoints.yaml) with the labels this
+                              database's windows and thresholds give (ref.window/threshold);
 - ``analysis.comparison``     one row per endpoint and site (and ``all``): counts or
                               median/IQR/range per round, unpaired and paired tests;
 - ``analysis.efs``            per CART2 patient and EFS definition: time, event, type;
 - ``analysis.efs_summary``    Kaplan-Meier median and 95 % CI per site and definition;
 - ``analysis.efs_curve``      the Kaplan-Meier steps, for plots;
-- ``analysis.count_dynamics`` ANC, hemoglobin and platelets by round and day 0-30;
+- ``analysis.count_dynamics`` the registry's blood counts by round and day;
 
+in the order of the build graph's analysis stage (cartfhir/build.yaml),
 plus ``<out>/report.html`` (self-contained, figures embedded) and CSV/JSON exports
 of every table in ``<out>/analysis/``. Counts below ``analysis.small_cell_k`` are
 shown as ``<k`` in the report and exports (the DuckDB tables keep the numbers).
@@ -18,23 +21,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
-from cartfhir.analyze.compare import comparison, endpoint_sql, load_endpoints, suppress_small_cells
-from cartfhir.analyze.efs import patient_events, summaries
+from cartfhir.analyze import registry as endpoint_registry
+from cartfhir.analyze.compare import read_comparison, suppress_small_cells
+from cartfhir.analyze.registry import Endpoint
 from cartfhir.analyze.report import write_report
 from cartfhir.config import Analysis
-from cartfhir.db import write_frame
 from cartfhir.errors import DatabaseError
+from cartfhir.graph import BuildContext, build_node, load_graph, quoted
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store
-
-ROUNDS = (1, 2)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class AnalysisResult:
     report: Path | None = None
     exports: list[Path] = field(default_factory=list)
     comparison: pd.DataFrame | None = None
+    endpoints: tuple[Endpoint, ...] = ()  # as this database renders them (analysis.endpoint)
     warning: str | None = None
     seconds: float = 0.0
 
@@ -60,46 +62,34 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
     """
     progress = progress or NullProgress()
     started = time.perf_counter()
-    endpoints, sections = load_endpoints()
     with store.run(command, stage="analyze") as run:
         con = run.con
         result = AnalysisResult(run_id=run.run_id, warning=invalid_warning)
         require_complete_transform(con)
-        with progress.task("analysis", total=4) as bar:
+        steps = load_graph().steps("analysis")  # build.yaml: endpoint, comparison, efs, ...
+        context = BuildContext(run_id=run.run_id, settings=settings)
+        with progress.task("analysis", total=len(steps) + 1) as bar:
             try:
-                episodes = con.execute(endpoint_sql(endpoints, ROUNDS)).df()
-                cart2 = con.execute(
-                    "SELECT * FROM cohort.episode_endpoints WHERE round = 2").df()
+                registry = endpoint_registry.effective(con)
                 sites = [r[0] for r in con.execute(
                     "SELECT DISTINCT site FROM cohort.patient ORDER BY site").fetchall()]
+                for step in steps:  # a builder making several tables is one step
+                    result.tables[step[0].table] = build_node(con, step[0], context)
+                    for node in step[1:]:
+                        result.tables[node.table] = con.execute(
+                            f"SELECT count(*) FROM {quoted(node.table)}").fetchone()[0]
+                    bar.advance()
             except duckdb.CatalogException as exc:
                 raise DatabaseError(f"{exc}; run 'cartfhir transform' first") from None
-            con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
-            table = comparison(episodes, endpoints, ROUNDS)
-            result.tables["analysis.comparison"] = write_frame(
-                con, "analysis.comparison", table)
-            bar.advance()
-            events = patient_events(cart2)
-            summary, curve = summaries(events)
-            result.tables["analysis.efs"] = write_frame(con, "analysis.efs", events)
-            result.tables["analysis.efs_summary"] = write_frame(
-                con, "analysis.efs_summary", summary)
-            result.tables["analysis.efs_curve"] = write_frame(
-                con, "analysis.efs_curve", curve)
-            bar.advance()
-            sql = resources.files("cartfhir.analyze").joinpath("dynamics.sql").read_text(
-                "utf-8")
-            con.execute(f"CREATE OR REPLACE TABLE analysis.count_dynamics AS {sql}")
-            result.tables["analysis.count_dynamics"] = con.execute(
-                "SELECT count(*) FROM analysis.count_dynamics").fetchone()[0]
-            bar.advance()
             k = settings.small_cell_k
+            table = read_comparison(con)
             shown = suppress_small_cells(table, k) if k else table
             result.comparison = shown
+            result.endpoints = registry.endpoints
             result.exports = _export(con, out / "analysis", shown, k)
-            result.report = write_report(con, out / "report.html", shown, endpoints,
-                                         sections, study=study, sites=sites,
-                                         small_cell_k=k, warning=invalid_warning)
+            result.report = write_report(con, out / "report.html", shown, registry,
+                                         study=study, sites=sites, small_cell_k=k,
+                                         warning=invalid_warning)
             bar.advance()
         result.seconds = time.perf_counter() - started
         run.counts = dict(result.tables)
@@ -109,11 +99,11 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
 
 def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
             k: int | None) -> list[Path]:
-    """CSV and JSON of every analysis table (the comparison with small cells suppressed)."""
+    """CSV and JSON of the analysis tables (the comparison with small cells suppressed)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     frames = {"comparison": shown}
-    for name in ("efs", "efs_summary", "count_dynamics"):
+    for name in ("endpoint", "efs", "efs_summary", "count_dynamics"):
         frames[name] = con.execute(f"SELECT * FROM analysis.{name}").df()
     if k:  # per-patient EFS rows would reveal small cells: only summaries leave with k set
         frames.pop("efs")

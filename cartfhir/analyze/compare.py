@@ -11,6 +11,7 @@ builder that writes ``analysis.comparison``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import duckdb
@@ -21,20 +22,25 @@ from cartfhir.analyze import stats
 from cartfhir.analyze.registry import Endpoint
 from cartfhir.db import write_frame
 
-COLUMNS = [
-    "site", "endpoint", "kind",
-    "cart1_n", "cart1_events", "cart1_median", "cart1_q1", "cart1_q3", "cart1_min", "cart1_max",
-    "cart2_n", "cart2_events", "cart2_median", "cart2_q1", "cart2_q3", "cart2_min", "cart2_max",
-    "test", "p_value", "paired_test", "paired_p_value", "n_pairs",
-]
+TABLE = "analysis.comparison"  # its columns and their types: analyze/tables/comparison.yml
 POOLED = "all"
-COUNT_COLUMNS = ["cart1_n", "cart1_events", "cart2_n", "cart2_events", "n_pairs"]
 
 
-def load_endpoints() -> tuple[tuple[Endpoint, ...], dict[str, str]]:
-    """Transitional, for analyze() until it reads ``registry.effective``."""
-    reg = endpoint_registry.defaults()
-    return reg.endpoints, reg.sections
+@cache
+def _sidecar_columns() -> tuple[tuple[str, str], ...]:
+    from cartfhir.catalog.sidecars import table_columns
+
+    return tuple(table_columns(TABLE))
+
+
+def columns() -> list[str]:
+    """analysis.comparison's columns, in order (from its sidecar)."""
+    return [name for name, _ in _sidecar_columns()]
+
+
+def count_columns() -> list[str]:
+    """Its whole-number columns (BIGINT in the sidecar): counts, null where they do not apply."""
+    return [name for name, kind in _sidecar_columns() if kind == "BIGINT"]
 
 
 def endpoint_sql(endpoints: Sequence[Endpoint], rounds: tuple[int, int]) -> str:
@@ -91,14 +97,14 @@ def compare_endpoint(frame: pd.DataFrame, endpoint: Endpoint, site: str,
 
 def comparison(frame: pd.DataFrame, endpoints: Sequence[Endpoint],
                rounds: tuple[int, int] = (1, 2)) -> pd.DataFrame:
-    """Every endpoint by site and pooled (site 'all'), with exactly ``COLUMNS``."""
+    """Every endpoint by site and pooled (site 'all'), with exactly its sidecar's columns."""
     rows = []
     groups = [(POOLED, frame)] + [(site, part) for site, part in frame.groupby("site", sort=True)]
     for site, part in groups:
         for endpoint in endpoints:
             rows.append(compare_endpoint(part, endpoint, str(site), rounds))
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    for column in COUNT_COLUMNS:  # whole numbers, null where they do not apply
+    table = pd.DataFrame(rows, columns=columns())
+    for column in count_columns():  # whole numbers, null where they do not apply
         table[column] = table[column].astype("Int64")
     return table
 
@@ -106,7 +112,7 @@ def comparison(frame: pd.DataFrame, endpoints: Sequence[Endpoint],
 def suppress_small_cells(table: pd.DataFrame, k: int) -> pd.DataFrame:
     """Counts below k (but above 0) shown as '<k', for anything that leaves the site."""
     out = table.copy()
-    for column in COUNT_COLUMNS:
+    for column in count_columns():
         out[column] = pd.Series([stats.small_cell(int(v), k) if not pd.isna(v) else None
                                  for v in out[column]], dtype=object, index=out.index)
     return out
@@ -123,6 +129,6 @@ def build_comparison(con: duckdb.DuckDBPyConnection, context: Any = None) -> int
 def read_comparison(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """analysis.comparison as ``comparison`` returned it (whole counts, null where none)."""
     table = con.execute("SELECT * FROM analysis.comparison").df()
-    for column in COUNT_COLUMNS:
+    for column in count_columns():
         table[column] = table[column].astype("Int64")
     return table

@@ -1,9 +1,15 @@
 -- analysis.count_dynamics: description, grain, columns and expectations in dynamics.yml
-WITH daily AS (
-    SELECT site, concept, round, day, last_value AS value
-    FROM cohort.lab_daily
-    WHERE concept IN ('anc', 'hemoglobin', 'platelets') AND day BETWEEN 0 AND 30
-      AND round IN (1, 2)
+-- Parameters, from the endpoint registry (cartfhir/analyze/dynamics.py):
+--   $concepts  the lab concepts of the report's count_dynamics figure
+--   $rounds    the rounds compared: CART1 and CART2 (threshold post_event_round)
+WITH span AS (
+    SELECT lo, hi FROM ref.window WHERE name = 'count_dynamics'
+),
+daily AS (
+    SELECT d.site, d.concept, d.round, d.day, d.last_value AS value
+    FROM cohort.lab_daily AS d
+    JOIN span ON d.day BETWEEN span.lo AND span.hi
+    WHERE list_contains($concepts, d.concept) AND list_contains($rounds, d.round)
 ),
 both_levels AS (
     SELECT site, concept, round, day, value FROM daily

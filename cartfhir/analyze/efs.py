@@ -61,9 +61,8 @@ def first_event(definition: EfsDefinition, episode: dict[str, Any]) -> tuple[str
 
 
 def patient_events(episodes: pd.DataFrame,
-                   definitions: Sequence[EfsDefinition] | None = None) -> pd.DataFrame:
+                   definitions: Sequence[EfsDefinition]) -> pd.DataFrame:
     """One row per CART2 episode and definition: site, patient_key, definition, time, event."""
-    definitions = endpoint_registry.defaults().efs if definitions is None else definitions
     rows = []
     for episode in episodes.to_dict("records"):
         for definition in definitions:
@@ -74,10 +73,9 @@ def patient_events(episodes: pd.DataFrame,
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
 
 
-def summaries(events: pd.DataFrame, definitions: Sequence[EfsDefinition] | None = None
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summaries(events: pd.DataFrame,
+              definitions: Sequence[EfsDefinition]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaplan-Meier per site (and 'all') and definition: (summary rows, curve rows)."""
-    definitions = endpoint_registry.defaults().efs if definitions is None else definitions
     summary, curve = [], []
     groups = [("all", events)] + list(events.groupby("site", sort=True))
     for site, part in groups:

@@ -190,7 +190,7 @@ def build_endpoint(con: duckdb.DuckDBPyConnection, context: Any = None) -> int:
 
 
 def defaults() -> Registry:
-    """Transitional (until analyze() renders with ``effective``): the study defaults' labels."""
+    """The registry as the study defaults render it, without a database (tests, docs)."""
     data = yaml.safe_load(resources.files("cartfhir.transform").joinpath(
         "study_defaults.yaml").read_text("utf-8"))
     return render(load(), {k: tuple(v) for k, v in data["windows"].items()}, data["thresholds"])

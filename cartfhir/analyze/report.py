@@ -2,7 +2,9 @@
 
 Figures are drawn with matplotlib (Agg) and embedded as base64 PNG, so the file
 opens anywhere without a server or network. p-values are printed journal style
-(``.029``). Counts arrive already suppressed when small-cell suppression is on.
+(``.029``). Counts arrive already suppressed when small-cell suppression is on. What
+the tables and figures show, and their labels, come from the endpoint registry
+rendered with the database's windows and thresholds (``registry.effective``).
 """
 
 from __future__ import annotations
@@ -23,16 +25,14 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import pandas as pd  # noqa: E402
 
 from cartfhir import __version__  # noqa: E402
-from cartfhir.analyze.compare import Endpoint  # noqa: E402
+from cartfhir.analyze.compare import episode_values  # noqa: E402
+from cartfhir.analyze.registry import Figure, Registry  # noqa: E402
 from cartfhir.analyze.stats import format_p  # noqa: E402
 
-CART1, CART2 = "#1f77b4", "#d62728"
+ROUND_NAMES = ("CART1", "CART2")  # the two rounds compared, registry.rounds
+COLORS = ("#1f77b4", "#d62728")
+EFS_COLORS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2")
 MAX_PAIRED_LINES = 300  # per cytokine panel; a random (fixed-seed) sample beyond that
-CYTOKINES = [("il2_peak", "IL-2"), ("il4_peak", "IL-4"), ("il6_peak", "IL-6"),
-             ("il10_peak", "IL-10"), ("il17a_peak", "IL-17A"), ("ifng_peak", "IFN-γ"),
-             ("tnfa_peak", "TNF-α")]
-COUNTS = [("anc", "ANC (10^9/L)"), ("hemoglobin", "Hemoglobin (g/L)"),
-          ("platelets", "Platelets (10^9/L)")]
 
 
 def _png(fig: Any) -> str:
@@ -65,8 +65,8 @@ def _cell(row: pd.Series, prefix: str) -> str:
             f"n={n}")
 
 
-def _section_table(table: pd.DataFrame, endpoints: list[Endpoint], section: str) -> str:
-    keys = [e for e in endpoints if e.section == section]
+def _section_table(table: pd.DataFrame, registry: Registry, section: str) -> str:
+    keys = [e for e in registry.endpoints if e.section == section]
     rows = []
     for endpoint in keys:
         match = table[(table["site"] == "all") & (table["endpoint"] == endpoint.key)]
@@ -88,80 +88,90 @@ def _p(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def _dynamics_figure(con: duckdb.DuckDBPyConnection) -> str:
+def _rounds(registry: Registry) -> list[tuple[int, str, str]]:
+    """(round, name, colour) of the two rounds compared."""
+    return list(zip(registry.rounds, ROUND_NAMES, COLORS, strict=True))
+
+
+def _dynamics_figure(con: duckdb.DuckDBPyConnection, registry: Registry, figure: Figure) -> str:
+    panels = registry.in_figure(figure.key)
     data = con.execute("SELECT * FROM analysis.count_dynamics WHERE site = 'all' "
                        "ORDER BY concept, round, day").df()
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, (concept, label) in zip(axes, COUNTS, strict=True):
-        for rnd, color in ((1, CART1), (2, CART2)):
-            part = data[(data["concept"] == concept) & (data["round"] == rnd)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for rnd, name, color in _rounds(registry):
+            part = data[(data["concept"] == panel.concept) & (data["round"] == rnd)]
             if part.empty:
                 continue
-            ax.plot(part["day"], part["median"], color=color, label=f"CART{rnd}")
+            ax.plot(part["day"], part["median"], color=color, label=name)
             ax.fill_between(part["day"], part["q1"], part["q3"], color=color, alpha=0.15)
-        ax.set_title(label)
+        ax.set_title(panel.figure_label)
         ax.set_xlabel("days after infusion")
-        if concept != "hemoglobin":
-            ax.set_yscale("symlog", linthresh=0.1 if concept == "anc" else 10)
+        if panel.symlog is not None:
+            ax.set_yscale("symlog", linthresh=panel.symlog)
         ax.legend(frameon=False)
-    fig.suptitle("Blood counts after each infusion (median and IQR)")
+    fig.suptitle(figure.title)
     return _png(fig)
 
 
-def _cytokine_figure(con: duckdb.DuckDBPyConnection) -> str:
-    data = con.execute("SELECT site, patient_key, round, " +
-                       ", ".join(c for c, _ in CYTOKINES) +
-                       " FROM cohort.episode_endpoints WHERE round IN (1, 2)").df()
-    fig, axes = plt.subplots(1, len(CYTOKINES), figsize=(15, 3.4), sharey=False)
-    for ax, (column, label) in zip(axes, CYTOKINES, strict=True):
-        wide = data.pivot_table(index=["site", "patient_key"], columns="round", values=column)
-        if {1, 2} <= set(wide.columns):
+def _cytokine_figure(episodes: pd.DataFrame, registry: Registry, figure: Figure) -> str:
+    panels = registry.in_figure(figure.key)
+    first, second = registry.rounds
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.4), sharey=False, squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        column = panel.key
+        wide = episodes.pivot_table(index=["site", "patient_key"], columns="round",
+                                    values=column)
+        if {first, second} <= set(wide.columns):
             pairs = wide.dropna()
             if len(pairs) > MAX_PAIRED_LINES:  # thousands of lines hide each other anyway
                 pairs = pairs.sample(MAX_PAIRED_LINES, random_state=0)
-            ax.plot([[1] * len(pairs), [2] * len(pairs)], [pairs[1], pairs[2]],
+            ax.plot([[1] * len(pairs), [2] * len(pairs)], [pairs[first], pairs[second]],
                     color="grey", alpha=0.4, lw=0.8)
-        for rnd, color in ((1, CART1), (2, CART2)):
-            values = data.loc[data["round"] == rnd, column].dropna()
-            ax.scatter([rnd] * len(values), values, color=color, s=10, zorder=3)
-        ax.set_xticks([1, 2], ["CART1", "CART2"])
+        for x, (rnd, _, color) in enumerate(_rounds(registry), start=1):
+            values = episodes.loc[episodes["round"] == rnd, column].dropna()
+            ax.scatter([x] * len(values), values, color=color, s=10, zorder=3)
+        ax.set_xticks([1, 2], list(ROUND_NAMES))
         ax.set_xlim(0.6, 2.4)
-        ax.set_title(label)
-        if (data[column].dropna() > 0).any():
+        ax.set_title(panel.figure_label)
+        if (episodes[column].dropna() > 0).any():
             ax.set_yscale("log")
         else:
             ax.text(1.5, 0.5, "no results", ha="center", transform=ax.get_xaxis_transform())
-    axes[0].set_ylabel("peak, pg/mL (log)")
-    fig.suptitle("Cytokine peaks per patient, days 0-14 (lines join a patient's two rounds; "
-                 f"at most {MAX_PAIRED_LINES} patients' lines per panel)")
+    axes[0][0].set_ylabel("peak, pg/mL (log)")
+    fig.suptitle(f"{figure.title} (lines join a patient's two rounds; at most "
+                 f"{MAX_PAIRED_LINES} patients' lines per panel)")
     return _png(fig)
 
 
-def _grade_figure(con: duckdb.DuckDBPyConnection) -> str:
-    data = con.execute("SELECT round, crs_max_grade, cres_max_grade FROM "
-                       "cohort.episode_endpoints WHERE round IN (1, 2)").df()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for ax, (column, title) in zip(axes, (("crs_max_grade", "CRS"),
-                                          ("cres_max_grade", "CRES/ICANS")), strict=True):
-        width = 0.38
-        for offset, rnd, color in ((-width / 2, 1, CART1), (width / 2, 2, CART2)):
-            counts = data.loc[data["round"] == rnd, column].value_counts()
-            grades = list(range(0, 6))
+def _grade_figure(episodes: pd.DataFrame, registry: Registry, figure: Figure) -> str:
+    panels = registry.in_figure(figure.key)
+    grades = list(range(0, 6))
+    width = 0.38
+    fig, axes = plt.subplots(1, len(panels), figsize=(10, 3.4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for offset, (rnd, name, color) in zip((-width / 2, width / 2), _rounds(registry),
+                                              strict=True):
+            counts = episodes.loc[episodes["round"] == rnd, panel.key].value_counts()
             ax.bar([g + offset for g in grades], [counts.get(g, 0) for g in grades], width,
-                   color=color, label=f"CART{rnd}")
-        ax.set_xticks(range(0, 6))
+                   color=color, label=name)
+        ax.set_xticks(grades)
         ax.set_xlabel("maximum grade")
         ax.set_ylabel("episodes")
-        ax.set_title(f"{title} grade distribution")
+        ax.set_title(panel.figure_label)
         ax.legend(frameon=False)
+    fig.suptitle(figure.title)
     return _png(fig)
 
 
-def _km_figure(con: duckdb.DuckDBPyConnection) -> str:
+FIGURES = {"grade_distribution": _grade_figure, "cytokine_peaks": _cytokine_figure}
+
+
+def _km_figure(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
     curve = con.execute("SELECT * FROM analysis.efs_curve WHERE site = 'all' "
                         "ORDER BY definition, time").df()
     fig, ax = plt.subplots(figsize=(7, 4))
-    for definition, color in (("paper", "#2ca02c"), ("standard", "#9467bd")):
+    for definition, color in zip((d.name for d in registry.efs), EFS_COLORS, strict=False):
         part = curve[curve["definition"] == definition]
         if part.empty:
             continue
@@ -178,7 +188,7 @@ def _km_figure(con: duckdb.DuckDBPyConnection) -> str:
     return _png(fig)
 
 
-def _characteristics(con: duckdb.DuckDBPyConnection) -> str:
+def _characteristics(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
     rows = con.execute("""
         SELECT round, count(*) AS episodes,
                count(*) FILTER (WHERE sex = 'male') AS male,
@@ -186,17 +196,18 @@ def _characteristics(con: duckdb.DuckDBPyConnection) -> str:
                count(*) FILTER (WHERE relapse_site_before = 'marrow') AS marrow,
                count(*) FILTER (WHERE relapse_site_before LIKE 'marrow+%') AS combined,
                count(*) FILTER (WHERE relapse_site_before NOT LIKE 'marrow%') AS extramedullary
-        FROM cohort.episode_endpoints WHERE round IN (1, 2) GROUP BY round ORDER BY round
-    """).fetchall()
+        FROM cohort.episode_endpoints WHERE round IN (?, ?) GROUP BY round ORDER BY round
+    """, list(registry.rounds)).fetchall()
+    names = dict(zip(registry.rounds, ROUND_NAMES, strict=True))
     body = "".join(
-        f"<tr><td>CART{r[0]}</td><td>{r[1]}</td><td>{r[2]}</td><td>{_num(r[3], 0)}</td>"
+        f"<tr><td>{names[r[0]]}</td><td>{r[1]}</td><td>{r[2]}</td><td>{_num(r[3], 0)}</td>"
         f"<td>{r[4]}</td><td>{r[5]}</td><td>{r[6]}</td></tr>" for r in rows)
     return ("<table><thead><tr><th>round</th><th>episodes</th><th>male</th>"
             "<th>median age (y)</th><th>relapse: marrow only</th><th>marrow + other</th>"
             "<th>isolated extramedullary</th></tr></thead><tbody>" + body + "</tbody></table>")
 
 
-def _efs_tables(con: duckdb.DuckDBPyConnection, small_cells: bool) -> str:
+def _efs_tables(con: duckdb.DuckDBPyConnection, registry: Registry, small_cells: bool) -> str:
     summary = con.execute("SELECT * FROM analysis.efs_summary WHERE site = 'all' "
                           "ORDER BY definition").fetchall()
     out = ["<table><thead><tr><th>definition</th><th>patients</th><th>events</th>"
@@ -207,10 +218,12 @@ def _efs_tables(con: duckdb.DuckDBPyConnection, small_cells: bool) -> str:
         out.append(f"<tr><td>{r[1]}</td><td>{r[2]}</td><td>{r[3]}</td><td>{median}</td>"
                    f"<td>{low}–{high}</td></tr>")
     out.append("</tbody></table>")
-    if not small_cells:
-        types = con.execute("SELECT event_type, count(*) FROM analysis.efs WHERE definition = "
-                            "'paper' GROUP BY ALL ORDER BY 2 DESC").fetchall()
-        out.append("<p>First event after CART2 (paper definition): " + ", ".join(
+    if not small_cells and registry.efs:  # the first definition is the primary one
+        primary = registry.efs[0].name
+        types = con.execute("SELECT event_type, count(*) FROM analysis.efs WHERE definition = ? "
+                            "GROUP BY ALL ORDER BY 2 DESC", [primary]).fetchall()
+        out.append(f"<p>First event after CART2 ({html.escape(primary)} definition): "
+                   + ", ".join(
             f"{html.escape(str(t))} {n}" for t, n in types) + "</p>")
     return "".join(out)
 
@@ -227,10 +240,10 @@ thead th{border-bottom:2px solid #444} td.p{font-variant-numeric:tabular-nums}
 
 
 def write_report(con: duckdb.DuckDBPyConnection, path: Path, table: pd.DataFrame,
-                 endpoints: list[Endpoint], sections: dict[str, str], *, study: str,
-                 sites: Sequence[str], small_cell_k: int | None,
-                 warning: str | None = None) -> Path:
+                 registry: Registry, *, study: str, sites: Sequence[str],
+                 small_cell_k: int | None, warning: str | None = None) -> Path:
     """Write the self-contained HTML report to ``path`` and return it."""
+    episodes = episode_values(con, registry)
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
              f"<title>{html.escape(study)}: CART1 vs CART2</title>"
              f"<style>{STYLE}</style></head><body>",
@@ -242,18 +255,18 @@ def write_report(con: duckdb.DuckDBPyConnection, path: Path, table: pd.DataFrame
              "rounds (exact McNemar; Wilcoxon signed-rank). Medians with IQR.</p>"]
     if warning:
         parts.append(f"<p class=warning>WARNING: {html.escape(warning)}</p>")
-    parts.append("<h2>Patient characteristics</h2>" + _characteristics(con))
-    for key, title in sections.items():
-        heading = "" if key == "characteristics" else f"<h2>{html.escape(title)}</h2>"
-        parts.append(heading + _section_table(table, endpoints, key))
-        if key == "adverse_events":
-            parts.append(_grade_figure(con))
-        elif key == "cytokines":
-            parts.append(_cytokine_figure(con))
-        elif key == "hematologic":
-            parts.append(_dynamics_figure(con))
+    for i, (key, title) in enumerate(registry.sections.items()):
+        parts.append(f"<h2>{html.escape(title)}</h2>")
+        if i == 0:  # the first section opens with the cohort's characteristics
+            parts.append(_characteristics(con, registry))
+        parts.append(_section_table(table, registry, key))
+        for figure in (f for f in registry.figures if f.section == key):
+            if figure.key == "count_dynamics":
+                parts.append(_dynamics_figure(con, registry, figure))
+            else:
+                parts.append(FIGURES[figure.key](episodes, registry, figure))
     parts.append("<h2>Event-free survival after CART2</h2>"
-                 + _efs_tables(con, bool(small_cell_k)) + _km_figure(con))
+                 + _efs_tables(con, registry, bool(small_cell_k)) + _km_figure(con, registry))
     parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")

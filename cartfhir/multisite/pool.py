@@ -61,8 +61,6 @@ from cartfhir.store import Store
 
 POOLED_SUITES = ("harmonized.lab", "cohort.patient", "cohort.episode",
                  "cohort.episode_endpoints", "cohort.lab_daily", "cohort.adverse_event")
-HETEROGENEITY_ENDPOINTS = ("crs_any", "cres_any", "early_infection", "late_infection",
-                           "severe_neutropenia", "cr", "mrd_negative_cr")
 UNSIGNED = "unsigned (--allow-unsigned)"
 MEMORY_LIMIT: str = Output.model_fields["memory_limit"].default  # as a site's DuckDB
 # Rows per table per package: a Parquet file of 100 KB can hold millions of repeated rows,
@@ -406,13 +404,18 @@ def _finite(value: float) -> float | None:
 
 
 def heterogeneity(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Site-stratified CART1 vs CART2 odds ratio (Mantel-Haenszel) and Breslow-Day test."""
+    """Site-stratified CART1 vs CART2 odds ratio (Mantel-Haenszel) and Breslow-Day test.
+
+    For the endpoints analysis.endpoint flags (endpoints.yaml ``heterogeneity``).
+    """
     from statsmodels.stats.contingency_tables import StratifiedTable
 
     rows = []
     table = con.execute("SELECT * FROM analysis.comparison WHERE site <> 'all' AND kind = "
                         "'proportion'").df()
-    for endpoint in HETEROGENEITY_ENDPOINTS:
+    tested = [r[0] for r in con.execute("SELECT key FROM analysis.endpoint WHERE heterogeneity "
+                                        "ORDER BY position").fetchall()]
+    for endpoint in tested:
         part = table[table["endpoint"] == endpoint]
         strata = [[[r.cart1_events, r.cart1_n - r.cart1_events],
                    [r.cart2_events, r.cart2_n - r.cart2_events]]

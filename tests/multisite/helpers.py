@@ -15,7 +15,8 @@ import duckdb
 import pandas as pd
 import pytest
 
-from cartfhir.analyze.compare import comparison, endpoint_sql, load_endpoints
+from cartfhir.analyze import registry
+from cartfhir.analyze.compare import comparison, endpoint_sql
 from cartfhir.cli import run_cli
 
 
@@ -35,10 +36,12 @@ def truth_comparison(truth_files: list[Path], thresholds: pd.DataFrame) -> pd.Da
     con.execute(f"CREATE TABLE cohort.episode_endpoints AS SELECT * REPLACE "
                 f"(CAST(round AS INTEGER) AS round, {casts}), patient_id AS patient_key "
                 f"FROM read_csv([{files}], header = true, all_varchar = true)")
-    endpoints, _ = load_endpoints()
-    frame = con.execute(endpoint_sql(endpoints, (1, 2))).df()
+    # the values need the thresholds; the labels' windows do not matter here
+    thresholds = dict(con.execute("SELECT name, value FROM ref.threshold").fetchall())
+    rendered = registry.render(registry.load(), registry.defaults().windows, thresholds)
+    frame = con.execute(endpoint_sql(rendered.endpoints, rendered.rounds)).df()
     con.close()
-    return comparison(frame, endpoints)
+    return comparison(frame, rendered.endpoints, rendered.rounds)
 
 
 def _types() -> dict[str, str]:
