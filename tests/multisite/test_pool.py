@@ -215,3 +215,18 @@ def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
         sites = {r[0] for r in con.execute("SELECT site FROM analysis.comparison").fetchall()}
     assert runs == [("validate", "success"), ("analyze", "success")]
     assert stored == len(report.outcomes) and sites == {"all", "site_a"}
+
+
+def test_every_connection_the_pool_opens_has_its_memory_limit(
+        packaged: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = []
+    connect = duckdb.connect
+
+    def recording(database: str = ":memory:", *args: object, **kwargs: object):  # noqa: ANN202
+        opened.append((database, (kwargs.get("config") or {}).get("memory_limit")))
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(duckdb, "connect", recording)
+    api.pool([packaged["packages"]["site_a"]], tmp_path / "pooled.duckdb",
+             memory_limit="300MB", **packaged["pool_kwargs"])
+    assert opened and {limit for _, limit in opened} == {"300MB"}, opened
