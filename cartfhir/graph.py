@@ -11,10 +11,11 @@ built earlier, nothing depends on itself through a cycle.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -209,7 +210,7 @@ def _derive(node: Node, known: set[str]) -> Node:
         raise GraphError(f"cartfhir/{GRAPH_FILE}: {node.table} declares depends "
                          f"{sorted(node.depends)} but its {node.kind} reads {list(derived)}; "
                          "drop 'depends' (it is derived) or make it match")
-    return Node(**{**node.__dict__, "depends": derived})
+    return replace(node, depends=derived)
 
 
 def _check_files(nodes: list[Node]) -> None:
@@ -326,9 +327,7 @@ def build_node(con: duckdb.DuckDBPyConnection, node: Node,
     if node.kind == "ddl":
         con.execute(read_text(node.path))
     elif node.kind == "view":
-        import json
-
-        from cartfhir.transform.views import materialize, require_raw
+        from cartfhir.transform.views import materialize, require_raw  # the view compiler
 
         require_raw(con)
         materialize(con, json.loads(read_text(node.path)), quoted(node.table))
