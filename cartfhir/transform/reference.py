@@ -34,8 +34,9 @@ RESOURCE_TYPES = ("Observation", "Condition", "Procedure", "MedicationAdministra
 # How a code system's codes nest: '' none (exact codes), 'prefix' (a code covers its extensions).
 HIERARCHIES = ("", "prefix")
 # What a FHIR status means for a record (terminology/record_statuses.csv): usable (it counts),
-# void (retracted or not done: it never counts), relapse (a B-ALL Condition's clinicalStatus).
-STATUS_USES = ("relapse", "usable", "void")
+# pending (not final yet: it does not count), void (retracted or not done: it never counts),
+# relapse (a B-ALL Condition's clinicalStatus).
+STATUS_USES = ("pending", "relapse", "usable", "void")
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from cartfhir.errors import ConfigError
-from cartfhir.expectations.suites import load_suites
+from cartfhir.expectations.suites import load_suites, package_suites
 from tests.transform.conftest import make_config
 
 
@@ -37,3 +40,29 @@ def test_an_unknown_setting_is_a_config_error(tmp_path: Path) -> None:
                  "kwargs": {"column": "dose", "max_value": {"setting": "max_dose"}}}]})
     with pytest.raises(ConfigError, match=r"cohort.episode.*'max_dose'.*max_quarantine_share"):
         load_suites(config)
+
+
+def terminology(name: str) -> list[dict[str, str]]:
+    text = resources.files("cartfhir.transform").joinpath("terminology", name).read_text(
+        encoding="utf-8")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_no_suite_restates_a_terminology_file() -> None:
+    # Rules that need reference data join ref.* in the suite's query instead.
+    lists = [{r["target"] for r in terminology("targets.csv")},
+             {r["event"] for r in terminology("post_events.csv")},
+             {r["status"] for r in terminology("record_statuses.csv")}]
+    ranges = {(float(r["plausible_min"]), float(r["plausible_max"]))
+              for r in terminology("concepts.csv") if r["plausible_min"] and r["plausible_max"]}
+    copied = []
+    for suite in package_suites():
+        for rule in suite["expectations"]:
+            kwargs = rule["kwargs"]
+            value_set = set(map(str, kwargs.get("value_set", [])))
+            if any(len(value_set & listed) > 1 for listed in lists):
+                copied.append((suite["name"], kwargs["column"], kwargs["value_set"]))
+            if "min_value" in kwargs and "max_value" in kwargs and (
+                    (kwargs["min_value"], kwargs["max_value"]) in ranges):
+                copied.append((suite["name"], kwargs["column"], kwargs["max_value"]))
+    assert copied == []

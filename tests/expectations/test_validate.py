@@ -50,7 +50,7 @@ def test_clean_synthetic_data_passes_every_expectation(copy: Path) -> None:
               for o in report.outcomes if not o.success]
     assert report.valid and not failed, failed
     stored = results(config)
-    assert len(stored) == len(report.outcomes) > 80
+    assert len(stored) == len(report.outcomes) > 60
     assert {r[0] for r in stored} >= {"raw.resources", "harmonized.lab", "cohort.episode",
                                       "cohort.episode_endpoints", "qa.site_completeness"}
     assert report.docs_index is not None and report.docs_index.exists()
@@ -74,8 +74,9 @@ def test_broken_cohort_rows_fail_the_expectations_that_guard_them(copy: Path) ->
               for o in report.outcomes if not o.success}
     assert failed[("cohort.episode", "expect_column_pair_values_to_be_equal",
                    "round,expected_round")] == 1
-    assert failed[("cohort.episode_endpoints", "expect_column_values_to_be_between",
-                   "crs_max_grade")] == 1
+    # A CRS grade of 6 is off the grade scale of ref.concept (crs_grade).
+    assert failed[("cohort.episode_endpoints", "expect_column_values_to_be_in_set",
+                   "values_plausible")] == 1
     assert failed[("harmonized.lab", "expect_column_pair_values_to_be_equal",
                    "canonical_unit,expected_unit")] == 1
     assert not report.valid

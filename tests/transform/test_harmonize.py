@@ -412,8 +412,8 @@ def test_record_statuses_come_from_ref_record_status(site: Site) -> None:
                         "observation_id = ?", preliminary) \
             == "status preliminary: not a final result"
         # A study that accepts preliminary results says so in one place: ref.record_status.
-        con.execute("INSERT INTO ref.record_status (resource_type, element, status, use) "
-                    "VALUES ('Observation', 'status', 'preliminary', 'usable')")
+        con.execute("UPDATE ref.record_status SET use = 'usable' WHERE resource_type = "
+                    "'Observation' AND element = 'status' AND status = 'preliminary'")
         graph = load_graph()
         create_macros(con, graph)
         build_node(con, graph.node("harmonized.observation_value"))

@@ -1,10 +1,12 @@
 -- harmonized.grade_assessment: description, grain, columns and expectations in grade_assessment.yml
 WITH mapped AS (
-    SELECT o.*, k.patient_key, m.concept AS assessment, s.use AS status_use
+    SELECT o.*, k.patient_key, m.concept AS assessment, s.use AS status_use,
+           CAST(c.plausible_min AS INTEGER) AS lowest, CAST(c.plausible_max AS INTEGER) AS highest
     FROM flat.observation AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
      AND m.kind = 'assessment'
+    JOIN ref.concept AS c ON c.concept = m.concept
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
     LEFT JOIN ref.record_status AS s
       ON s.resource_type = 'Observation' AND s.element = 'status' AND s.status = o.status
@@ -26,6 +28,7 @@ SELECT site, observation_id, patient_key, concept, assessed_date, grade,
                THEN 'status ' || coalesce(status, 'missing') || ': not a final assessment'
            WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
            WHEN assessed_date IS NULL THEN 'no usable effective date'
-           WHEN grade IS NULL OR grade NOT BETWEEN 0 AND 5 THEN 'no grade 0-5 in the value'
+           WHEN grade IS NULL OR grade NOT BETWEEN lowest AND highest
+               THEN 'no grade ' || lowest || '-' || highest || ' in the value'
        END AS problem
 FROM graded
