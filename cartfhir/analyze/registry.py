@@ -43,6 +43,7 @@ class Endpoint:
     figure_label: str | None = None
     concept: str | None = None
     symlog: float | None = None
+    digits: int = 1  # decimals of the report's medians and quartiles
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,8 @@ def render(raw: dict[str, Any], windows: Windows, thresholds: Thresholds) -> Reg
         if e["kind"] not in KINDS or e["section"] not in sections:
             raise ConfigError(f"{SOURCE}: {where}: kind must be one of {', '.join(KINDS)} and "
                               f"section one of {', '.join(sections)}")
-        endpoints.append(Endpoint(**{**e, "value": fill(e["value"], f"{where} value"),
+        endpoints.append(Endpoint(**{"digits": 0 if e["kind"] == "ordinal" else 1, **e,
+                                     "value": fill(e["value"], f"{where} value"),
                                      "label": fill(e["label"], f"{where} label"),
                                      "figure_label": fill(e.get("figure_label"), where)}))
     figures = tuple(Figure(f["key"], f["section"], fill(f["title"], f"figure {f['key']}"))

@@ -49,7 +49,7 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{float(value):,.{digits}f}"
 
 
-def _cell(row: pd.Series, prefix: str) -> str:
+def _cell(row: pd.Series, prefix: str, digits: int) -> str:
     if row["kind"] == "proportion":
         events, n = row[f"{prefix}_events"], row[f"{prefix}_n"]
         if isinstance(events, str) or isinstance(n, str):
@@ -59,7 +59,6 @@ def _cell(row: pd.Series, prefix: str) -> str:
     n = row[f"{prefix}_n"]
     if not isinstance(n, str) and not n:
         return "–"
-    digits = 0 if row["kind"] == "ordinal" else 2 if "nadir" in row["endpoint"] else 1
     return (f"{_num(row[f'{prefix}_median'], digits)} "
             f"({_num(row[f'{prefix}_q1'], digits)}–{_num(row[f'{prefix}_q3'], digits)}); "
             f"n={n}")
@@ -73,9 +72,10 @@ def _section_table(table: pd.DataFrame, registry: Registry, section: str) -> str
         if match.empty:
             continue
         r = match.iloc[0]
+        first, second = (_cell(r, prefix, endpoint.digits) for prefix in ("cart1", "cart2"))
         rows.append(
-            f"<tr><td>{html.escape(endpoint.label)}</td><td>{_cell(r, 'cart1')}</td>"
-            f"<td>{_cell(r, 'cart2')}</td><td class=p>{format_p(_p(r['p_value']))}</td>"
+            f"<tr><td>{html.escape(endpoint.label)}</td><td>{first}</td>"
+            f"<td>{second}</td><td class=p>{format_p(_p(r['p_value']))}</td>"
             f"<td class=small>{html.escape(str(r['test']))}</td>"
             f"<td class=p>{format_p(_p(r['paired_p_value']))}</td>"
             f"<td class=small>{r['n_pairs']}</td></tr>")

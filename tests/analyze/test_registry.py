@@ -73,6 +73,8 @@ def test_the_flags_replace_the_lists_in_python() -> None:
     assert [e.concept for e in reg.in_figure("count_dynamics")] == ["anc", "platelets",
                                                                     "hemoglobin"]
     assert {f.section for f in reg.figures} <= set(reg.sections)
+    digits = {e.key: e.digits for e in reg.endpoints}  # the report's decimals, as data
+    assert (digits["anc_nadir"], digits["crs_grade"], digits["il6_peak"]) == (2, 0, 1)
     assert {e.section for e in reg.endpoints} <= set(reg.sections)
 
 
