@@ -13,6 +13,7 @@ rules or change a rule's severity in the config (``expectations.add`` /
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from cartfhir.catalog.sidecars import load_sidecars
@@ -88,12 +89,23 @@ def _resolved(value: Any, settings: dict[str, float], where: str) -> Any:
 
 
 def load_suites(config: Config) -> list[SuiteSpec]:
-    """Built-in suites with the config's additions and overrides applied ('off' removes)
-    and the ``{setting: <name>}`` kwargs filled from the config's expectations section."""
+    """The suites a site's config asks for: ``expectation_suites`` with its expectations
+    section and its site ids."""
+    return expectation_suites(config.expectations, sites=[s.id for s in config.sites])
+
+
+def expectation_suites(settings: Expectations, *, sites: Iterable[str] = (),
+                       names: Collection[str] | None = None) -> list[SuiteSpec]:
+    """Built-in suites (only ``names`` when given) with ``settings``' additions and overrides
+    applied ('off' removes) and the ``{setting: <name>}`` kwargs filled from ``settings``;
+    ``sites`` are the site ids a rule may be restricted to."""
     suites = {s["name"]: copy.deepcopy(s) for s in package_suites()}
-    known_sites = {s.id for s in config.sites}
-    rules = [("override", i, r) for i, r in enumerate(config.expectations.override)]
-    rules += [("add", i, r) for i, r in enumerate(config.expectations.add)]
+    if unknown := sorted(set(names or ()) - set(suites)):
+        raise ConfigError(f"unknown suite(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(suites))}")
+    known_sites = set(sites)
+    rules = [("override", i, r) for i, r in enumerate(settings.override)]
+    rules += [("add", i, r) for i, r in enumerate(settings.add)]
     for kind, i, rule in rules:
         where = f"expectations.{kind}[{i}]"
         if rule.suite not in suites:
@@ -107,15 +119,16 @@ def load_suites(config: Config) -> list[SuiteSpec]:
             suites[rule.suite]["expectations"].append({
                 "type": rule.type, "kwargs": _scoped(rule.kwargs, rule.site),
                 "meta": {"severity": rule.severity, "added_by": where}})
-    settings = _settings(config.expectations)
+    values = _settings(settings)
     for suite in suites.values():
         suite["expectations"] = [e for e in suite["expectations"]
                                  if e.get("meta", {}).get("severity") != "off"]
         for number, expectation in enumerate(suite["expectations"], start=1):
             where = (f"suite {suite['name']} ({suite.get('_source', '')}), expectation "
                      f"#{number} ({expectation['type']})")
-            expectation["kwargs"] = _resolved(expectation["kwargs"], settings, where)
-    return [suite_spec(suite) for suite in suites.values()]
+            expectation["kwargs"] = _resolved(expectation["kwargs"], values, where)
+    return [suite_spec(suite) for name, suite in suites.items()
+            if names is None or name in names]
 
 
 def suite_spec(suite: dict[str, Any]) -> SuiteSpec:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cartfhir.config import Expectations
 from cartfhir.errors import ConfigError
-from cartfhir.expectations.suites import load_suites, package_suites
+from cartfhir.expectations.suites import expectation_suites, load_suites, package_suites
 from tests.transform.conftest import make_config
 
 
@@ -66,3 +67,10 @@ def test_no_suite_restates_a_terminology_file() -> None:
                     (kwargs["min_value"], kwargs["max_value"]) in ranges):
                 copied.append((suite["name"], kwargs["column"], kwargs["max_value"]))
     assert copied == []
+
+
+def test_suites_need_no_config_file(tmp_path: Path) -> None:
+    # The pool checks a pooled database with the default settings and some suites only.
+    (suite,) = expectation_suites(Expectations(), names=["qa.site_completeness"])
+    ceilings = {e["kwargs"]["column"]: e["kwargs"].get("max_value") for e in suite.expectations}
+    assert ceilings["quarantine_share"] == Expectations().max_quarantine_share
