@@ -16,7 +16,6 @@ import pytest
 from cartfhir.api import extract, transform
 from cartfhir.errors import ConfigError
 from cartfhir.graph import build_node, create_macros, load_graph
-from cartfhir.transform import reference
 
 from .conftest import make_config
 
@@ -421,15 +420,3 @@ def test_record_statuses_come_from_ref_record_status(site: Site) -> None:
                         "observation_id = ?", preliminary) is None
     finally:
         con.close()
-
-
-def test_a_record_status_with_an_unknown_use_is_a_config_error(tmp_path: Path,
-                                                               monkeypatch) -> None:
-    package_text = reference._package_text
-    text = ("resource_type,element,status,use\n"
-            "Observation,status,final,usable\nObservation,status,cancelled,voided\n")
-    monkeypatch.setattr(reference, "_package_text", lambda name: (
-        (text, f"package:{name}") if name.endswith("record_statuses.csv")
-        else package_text(name)))
-    with pytest.raises(ConfigError, match=r"record_statuses.csv.*'voided'.*relapse, usable, void"):
-        reference.load_reference(make_config(tmp_path, ["site_x"]))
