@@ -63,9 +63,14 @@ def _apply_override(suite: dict[str, Any], rule: ExpectationRule, where: str) ->
             expectation["kwargs"].update(rule.kwargs)
         matched = True
     if not matched:
+        listed = "; ".join(f"{e['type']}"
+                           + (f" on {column}" if (column := expectation_column(e["kwargs"]))
+                              else "")
+                           for e in suite["expectations"])
         raise ConfigError(f"{where}: suite {rule.suite} has no {rule.type}"
                           + (f" on column {rule.column}" if rule.column else "")
-                          + "; check the name with 'cartfhir validate --list'")
+                          + f"; its rules: {listed or 'none'} (renamed rules are listed "
+                          "in the README, section Validation)")
 
 
 def _settings(settings: Expectations) -> dict[str, float]:
@@ -77,10 +82,11 @@ def _settings(settings: Expectations) -> dict[str, float]:
 def _resolved(value: Any, settings: dict[str, float], where: str) -> Any:
     """``value`` with every ``{setting: <name>}`` replaced by that setting's value."""
     if isinstance(value, dict) and set(value) == {"setting"}:
-        if value["setting"] not in settings:
-            raise ConfigError(f"{where}: unknown setting {value['setting']!r}; known "
+        name = value["setting"]
+        if not isinstance(name, str) or name not in settings:
+            raise ConfigError(f"{where}: {{setting: {name!r}}} names no setting; give one of "
                               f"(expectations section of the config): {', '.join(settings)}")
-        return settings[value["setting"]]
+        return settings[name]
     if isinstance(value, dict):
         return {key: _resolved(item, settings, where) for key, item in value.items()}
     if isinstance(value, list):
@@ -124,8 +130,11 @@ def expectation_suites(settings: Expectations, *, sites: Iterable[str] = (),
         suite["expectations"] = [e for e in suite["expectations"]
                                  if e.get("meta", {}).get("severity") != "off"]
         for number, expectation in enumerate(suite["expectations"], start=1):
-            where = (f"suite {suite['name']} ({suite.get('_source', '')}), expectation "
-                     f"#{number} ({expectation['type']})")
+            if added_by := expectation.get("meta", {}).get("added_by"):
+                where = f"{added_by} (suite {suite['name']}, {expectation['type']})"
+            else:
+                where = (f"suite {suite['name']} ({suite.get('_source', '')}), expectation "
+                         f"#{number} ({expectation['type']})")
             expectation["kwargs"] = _resolved(expectation["kwargs"], values, where)
     return [suite_spec(suite) for name, suite in suites.items()
             if names is None or name in names]

@@ -74,3 +74,38 @@ def test_suites_need_no_config_file(tmp_path: Path) -> None:
     (suite,) = expectation_suites(Expectations(), names=["qa.site_completeness"])
     ceilings = {e["kwargs"]["column"]: e["kwargs"].get("max_value") for e in suite.expectations}
     assert ceilings["quarantine_share"] == Expectations().max_quarantine_share
+
+
+@pytest.mark.parametrize("setting", [["x"], 3, "nope", {"a": 1}, None])
+def test_a_setting_that_is_not_a_known_name_is_a_config_error_naming_the_rule(
+        tmp_path: Path, setting: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from cartfhir.cli import run_cli
+    from tests.transform.conftest import write_config
+
+    config = write_config(tmp_path, ["site_a"], expectations={"add": [
+        {"suite": "cohort.episode", "type": "expect_column_values_to_not_be_null",
+         "kwargs": {"column": "dose"}},
+        {"suite": "cohort.patient", "type": "expect_column_values_to_be_between",
+         "kwargs": {"column": "age_years", "max_value": {"setting": setting}}}]})
+    code = run_cli(["validate", "--config", str(config)])  # the CLI's exit codes
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    assert "internal error" not in stderr
+    assert "expectations.add[1]" in stderr and "max_quarantine_share" in stderr
+
+
+def test_an_override_matching_no_rule_lists_the_suites_rules(tmp_path: Path) -> None:
+    # Rules were renamed in issue 12 (e.g. flat.observation's status -> known_status):
+    # the error shows the suite's rules so the user finds the new name.
+    config = make_config(tmp_path, ["site_a"], expectations={"override": [
+        {"suite": "flat.observation", "type": "expect_column_values_to_be_in_set",
+         "column": "status", "severity": "warn"}]})
+    with pytest.raises(ConfigError) as error:
+        load_suites(config)
+    message = str(error.value)
+    assert "expectations.override[0]" in message
+    (suite,) = [s for s in package_suites() if s["name"] == "flat.observation"]
+    for rule in suite["expectations"]:
+        column = rule["kwargs"].get("column")
+        assert rule["type"] in message and (column is None or column in message)
+    assert "known_status" in message
