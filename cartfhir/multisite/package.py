@@ -44,7 +44,9 @@ from cartfhir.runs import require_complete_transform, transform_since
 from cartfhir.store import Store
 from cartfhir.transform.identity import keyed_hash, site_secret
 
-SCHEMA_VERSION = "cartfhir-site-package/2"
+# 3: ref.target and ref.post_event travel (the pooled suites join them), and
+# cohort.episode_endpoints' columns are in the table's order (its sidecar's).
+SCHEMA_VERSION = "cartfhir-site-package/3"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 

@@ -443,3 +443,22 @@ def test_package_text_in_messages_is_shown_escaped(
     err = assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
                          r"field '\\x1b\[2Jwiped' is not a field of a site package manifest")
     assert "\x1b" not in err
+
+
+def test_a_package_of_the_previous_format_is_refused_with_re_export_advice(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Version 2 packages carried no ref.target or ref.post_event (the pooled suites now
+    # join them) and another column order for cohort.episode_endpoints.
+    package = _site_c(packaged, tmp_path / "old")
+    for table in ("ref.target", "ref.post_event"):
+        (package / f"{table}.parquet").unlink()
+
+    def older(manifest: dict) -> None:
+        manifest["schema_version"] = "cartfhir-site-package/2"
+        for table in ("ref.target", "ref.post_event"):
+            del manifest["tables"][table]
+
+    edit_manifest(package, older)
+    packaged["resign"](package)
+    assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
+                   r"schema version.*re-export")
