@@ -42,8 +42,7 @@ from cartfhir.config import Analysis, Expectations, Output
 from cartfhir.db import apply_ddl, write_frame
 from cartfhir.errors import DatabaseError, PoolError, UsageError
 from cartfhir.expectations import ValidationReport, validate
-from cartfhir.expectations.gx import SuiteSpec
-from cartfhir.expectations.suites import package_suites, suite_spec
+from cartfhir.expectations.suites import expectation_suites
 from cartfhir.multisite import intake, signing
 from cartfhir.multisite.manifest import Manifest, parse_manifest
 from cartfhir.multisite.package import (
@@ -393,11 +392,6 @@ def _install(store: Store, out: Path) -> None:
     _wal(out).unlink(missing_ok=True)
 
 
-def pooled_suites() -> list[SuiteSpec]:
-    """The suites that check pooled data: the cohort tables' (no raw or flat tables there)."""
-    return [suite_spec(suite) for suite in package_suites() if suite["name"] in POOLED_SUITES]
-
-
 def _finite(value: float) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
@@ -505,7 +499,9 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
 
 def _analyse(store: Store, result: PoolResult, *, study: str, report: Path) -> None:
     """Validate the pooled data with the cohort suites, analyse it pooled and by site."""
-    checked = validate(store, pooled_suites(), Expectations(), command="pool")
+    settings = Expectations()  # the defaults: a pool has no site config
+    checked = validate(store, expectation_suites(settings, names=POOLED_SUITES), settings,
+                       command="pool")
     result.validation = checked
     warnings_ = [f"the pooled data failed {len(checked.failed_errors)} error expectations"] \
         if not checked.valid else []

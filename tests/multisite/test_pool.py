@@ -189,7 +189,8 @@ def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
     from cartfhir.analyze import analyze
     from cartfhir.config import Analysis, Config, Expectations
     from cartfhir.expectations import validate
-    from cartfhir.multisite.pool import pooled_suites
+    from cartfhir.expectations.suites import expectation_suites
+    from cartfhir.multisite.pool import POOLED_SUITES
     from cartfhir.store import Store
 
     def no_config(*args: object, **kwargs: object) -> None:
@@ -200,7 +201,9 @@ def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
     store = Store(tmp_path / "pooled.duckdb", memory_limit="256MB")
     shutil.copy2(pooled_a, store.path)
 
-    report = validate(store, pooled_suites(), Expectations(), command="test")
+    settings = Expectations()
+    suites = expectation_suites(settings, names=POOLED_SUITES)
+    report = validate(store, suites, settings, command="test")
     result = analyze(store, Analysis(), out=tmp_path / "report", study="Pooled study",
                      command="test")
 
