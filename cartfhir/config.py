@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -310,6 +313,24 @@ class Site(_Model):
     )
 
 
+@cache
+def whole_thresholds() -> frozenset[str]:
+    """The thresholds study_defaults.yaml declares whole numbers (grades, days, rounds)."""
+    text = resources.files("cartfhir.transform").joinpath("study_defaults.yaml").read_text("utf-8")
+    return frozenset(yaml.safe_load(text).get("whole_numbers", ()))
+
+
+def threshold_problem(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be threshold ``name`` (None when it can): it must be a finite
+    number, and a whole one when study_defaults.yaml lists the name under whole_numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"threshold {name!r} must be a finite number, not {value!r}"
+    if name in whole_thresholds() and not float(value).is_integer():
+        return (f"threshold {name!r} counts grades, days or rounds: it must be a whole "
+                f"number, not {value!r}")
+    return None
+
+
 class Transform(_Model):
     """Study definitions that override the defaults in cartfhir/transform/study_defaults.yaml."""
 
@@ -331,6 +352,14 @@ class Transform(_Model):
             if lo > hi:
                 raise ValueError(f"window {name!r} starts after it ends ({lo} > {hi})")
         return windows
+
+    @field_validator("thresholds")
+    @classmethod
+    def _usable(cls, thresholds: dict[str, float]) -> dict[str, float]:
+        problems = [p for n, v in thresholds.items() if (p := threshold_problem(n, v))]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return thresholds
 
 
 class Study(_Model):

@@ -193,3 +193,23 @@ def test_site_id_problem_matches_the_whole_id() -> None:
 
     assert site_id_problem("site_a") is None
     assert site_id_problem("site_a\n") and site_id_problem("Site") and site_id_problem("all")
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_a_threshold_must_be_a_finite_number(tmp_path: Path, value: float) -> None:
+    text = problems(minimal(transform={"thresholds": {"organ_injury_min_grade": value}}),
+                    tmp_path)
+    assert "transform.thresholds" in text and "finite" in text
+
+
+@pytest.mark.parametrize("name", ["post_event_round", "severe_min_grade", "horizon_days"])
+def test_a_threshold_declared_whole_must_be_a_whole_number(tmp_path: Path, name: str) -> None:
+    text = problems(minimal(transform={"thresholds": {name: 2.5}}), tmp_path)
+    assert "transform.thresholds" in text and name in text and "whole" in text
+
+
+def test_other_thresholds_may_be_fractions(tmp_path: Path) -> None:
+    config = parse_config(minimal(transform={"thresholds": {"mrd_negative_below": 0.05,
+                                                            "post_event_round": 3}}),
+                          base_dir=tmp_path)
+    assert config.transform.thresholds == {"mrd_negative_below": 0.05, "post_event_round": 3}

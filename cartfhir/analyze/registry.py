@@ -20,6 +20,7 @@ import duckdb
 import pandas as pd
 import yaml
 
+from cartfhir.config import threshold_problem
 from cartfhir.db import write_frame
 from cartfhir.errors import ConfigError, DatabaseError
 
@@ -103,7 +104,11 @@ def load() -> dict[str, Any]:
     return yaml.safe_load(_text())
 
 
-def _number(value: float) -> str:
+def _number(name: str, value: Any) -> str:
+    """A threshold as a SQL literal: a finite number (whole when declared so), else an error."""
+    if problem := threshold_problem(name, value):
+        raise ConfigError(f"ref.threshold: {problem}; set it in the config's "
+                          "transform.thresholds and run 'cartfhir transform'")
     value = float(value)
     return str(int(value)) if value.is_integer() else repr(value)
 
@@ -116,12 +121,13 @@ def _filler(windows: Windows, thresholds: Thresholds, where: str):
             table = f"ref.{kind}"
             raise ConfigError(
                 f"{SOURCE}: {where} names {kind} {name!r}, which {table} does not have "
-                f"(known: {', '.join(sorted(known))}); fix the name, or add it to "
-                "cartfhir/transform/study_defaults.yaml and run 'cartfhir transform'")
+                f"(known: {', '.join(sorted(known))}); the database predates this "
+                "cartfhir: run 'cartfhir transform' to rebuild ref.* (or fix the name in "
+                f"{SOURCE})")
         if kind == "window":
             lo, hi = known[name]
             return f"{lo}-{hi}"
-        return _number(known[name])
+        return _number(name, known[name])
     return fill
 
 
@@ -162,12 +168,15 @@ def render(raw: dict[str, Any], windows: Windows, thresholds: Thresholds) -> Reg
 def effective(con: duckdb.DuckDBPyConnection) -> Registry:
     """The registry rendered with this database's ref.window and ref.threshold."""
     try:
-        windows = {n: (int(lo), int(hi)) for n, lo, hi in con.execute(
+        windows = {n: (lo, hi) for n, lo, hi in con.execute(
             "SELECT name, lo, hi FROM ref.window").fetchall()}
         thresholds = dict(con.execute("SELECT name, value FROM ref.threshold").fetchall())
     except duckdb.CatalogException as exc:
         raise DatabaseError(f"{exc}; run 'cartfhir transform' first (the endpoint labels "
                             "come from ref.window and ref.threshold)") from None
+    if unset := sorted(n for n, (lo, hi) in windows.items() if lo is None or hi is None):
+        raise ConfigError(f"ref.window: window(s) {', '.join(unset)} have no bounds; run "
+                          "'cartfhir transform' to rebuild ref.*")
     return render(load(), windows, thresholds)
 
 

@@ -121,3 +121,35 @@ def test_effective_reads_ref_and_writes_analysis_endpoint() -> None:
     assert rows["severe_anemia"] == "Severe anemia (CTCAE >= 4)"
     assert con.execute("SELECT list(key ORDER BY position) FROM analysis.endpoint "
                        "WHERE headline").fetchone()[0][0] == "crs_any"
+
+
+@pytest.mark.parametrize("thresholds", [{"post_event_round": 2.5}, {"severe_min_grade": 3.5},
+                                        {"severe_min_grade": float("inf")},
+                                        {"organ_injury_min_grade": float("nan")},
+                                        {"organ_injury_min_grade": None}])
+def test_a_threshold_unfit_for_sql_is_a_config_error(thresholds) -> None:
+    name = next(iter(thresholds))
+    with pytest.raises(ConfigError, match=f"{name}.*cartfhir transform"):
+        _render(thresholds=thresholds)
+
+
+@pytest.mark.parametrize("bad", [("post_event_round", 2.5), ("organ_injury_min_grade", None),
+                                 ("severe_min_grade", float("inf"))])
+def test_a_database_with_an_unfit_threshold_is_a_config_error(bad) -> None:
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA ref")
+    con.execute("CREATE TABLE ref.window (name VARCHAR, lo INTEGER, hi INTEGER)")
+    con.execute("CREATE TABLE ref.threshold (name VARCHAR, value DOUBLE)")
+    con.executemany("INSERT INTO ref.window VALUES (?, ?, ?)",
+                    [(k, lo, hi) for k, (lo, hi) in DEFAULT_WINDOWS.items()])
+    con.executemany("INSERT INTO ref.threshold VALUES (?, ?)",
+                    list({**DEFAULT_THRESHOLDS, bad[0]: bad[1]}.items()))
+    with pytest.raises(ConfigError, match=bad[0]):
+        registry.build_endpoint(con)
+
+
+def test_a_name_the_database_lacks_says_to_rebuild_it_not_to_edit_the_package() -> None:
+    thresholds = {k: v for k, v in DEFAULT_THRESHOLDS.items() if k != "severe_min_grade"}
+    with pytest.raises(ConfigError, match="cartfhir transform") as info:
+        registry.render(registry.load(), DEFAULT_WINDOWS, thresholds)
+    assert "study_defaults.yaml" not in str(info.value)
