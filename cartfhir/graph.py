@@ -145,6 +145,15 @@ def _where(i: int, stage: str) -> str:
     return f"cartfhir/{GRAPH_FILE}, stage {stage}, entry {i + 1}"
 
 
+def _inside(path: Any, where: str) -> str:
+    """``path`` when it is relative to the cartfhir package and stays inside it."""
+    if (not isinstance(path, str) or not path or path.startswith(("/", "\\"))
+            or ".." in path.replace("\\", "/").split("/") or ":" in path):
+        raise GraphError(f"{where}: {path!r} must be a path relative to the cartfhir "
+                         "package and stay inside it")
+    return path
+
+
 def _entry(stage: str, i: int, entry: Any) -> Node:
     where = _where(i, stage)
     if not isinstance(entry, dict):
@@ -176,15 +185,14 @@ def _entry(stage: str, i: int, entry: Any) -> Node:
         if depends is None:
             raise GraphError(f"{where} ({table}): a builder declares 'depends' (the tables "
                              "it reads; [] for none)")
-    path = None if kind == "builder" else value
-    if path is not None and (path.startswith("/") or ".." in path.split("/")):
-        raise GraphError(f"{where} ({table}): {path!r} must be relative to the cartfhir "
-                         "package and stay inside it")
+    path = None if kind == "builder" else _inside(value, f"{where} ({table}): {kind}")
     if depends is not None and (not isinstance(depends, list)
                                 or not all(isinstance(d, str) for d in depends)):
         raise GraphError(f"{where} ({table}): depends must be a list of schema.table names")
     doc = entry.get("doc")
-    if doc is None:
+    if doc is not None:
+        doc = _inside(doc, f"{where} ({table}): doc")
+    else:
         if path is None:
             raise GraphError(f"{where} ({table}): a builder entry names its sidecar ('doc')")
         doc = path.rsplit(".", 1)[0] + ".yml"
@@ -276,6 +284,8 @@ def parse_graph(text: str) -> Graph:
     nodes = [_derive(n, seen) for n in nodes]
     _check_order(nodes)
     macros = data.get("macros")
+    if macros is not None:
+        macros = _inside(macros, f"cartfhir/{GRAPH_FILE}: macros")
     if macros is not None and not _package().joinpath(macros).is_file():
         raise GraphError(f"cartfhir/{GRAPH_FILE}: macros file cartfhir/{macros} does not exist")
     return Graph(nodes=tuple(nodes), macros=macros)

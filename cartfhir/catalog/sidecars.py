@@ -133,7 +133,12 @@ def table_columns(table: str) -> list[tuple[str, str]]:
     for column in sidecar.columns:
         kind = column.type
         if kind is None:
-            kind = next(t for n, t in _typed_columns(column.same_as) if n == column.name)
+            kind = next((t for n, t in _typed_columns(column.same_as) if n == column.name),
+                        None)
+        if kind is None:
+            raise GraphError(f"cartfhir/{node.doc} ({table}): column {column.name} is "
+                             f"same_as {column.same_as}, which has no column {column.name}; "
+                             "fix the table name or give the column a type and description")
         out.append((column.name, DUCKDB_TYPES[kind]))
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cartfhir.catalog import load_sidecars, parse_sidecar, table_ddl
+from cartfhir.catalog import load_sidecars, parse_sidecar, sidecars, table_columns, table_ddl
 from cartfhir.errors import GraphError
 from cartfhir.graph import load_graph
 
@@ -55,3 +55,17 @@ def test_ref_ddl_comes_from_the_sidecar_with_quoted_names() -> None:
     assert table_ddl("ref.window") == '"name" VARCHAR, "lo" INTEGER, "hi" INTEGER'
     assert '"offset" DOUBLE' in table_ddl("ref.unit")  # a keyword, quoted
     assert table_ddl("ref.concept_combination").endswith('"requires" VARCHAR[]')
+
+
+def test_same_as_a_table_without_that_column_is_an_error_naming_both(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    other = parse_sidecar("table: s.other\ndescription: x\ngrain: [z]\n"
+                          "columns:\n  - {name: z, type: text, description: z}\n", "o.yml")
+    graph = {n.table: n for n in load_graph().nodes}
+    fake = {"s.t": (graph["ref.window"], parse_sidecar(GOOD, "t.yml"), "t.yml"),
+            "s.other": (graph["ref.window"], other, "o.yml")}
+    monkeypatch.setattr(sidecars, "load_sidecars", lambda: fake)
+    with pytest.raises(GraphError) as caught:
+        table_columns("s.t")
+    assert "s.t" in str(caught.value) and "s.other" in str(caught.value)
+    assert "column b" in str(caught.value)
