@@ -20,16 +20,15 @@ from cartfhir.catalog.sidecars import load_sidecars
 from cartfhir.config import Config, ExpectationRule, Expectations
 from cartfhir.errors import ConfigError
 from cartfhir.expectations.gx import SuiteSpec, expectation_column
+from cartfhir.graph import STAGES
 
 
 def package_suites() -> list[dict[str, Any]]:
-    """The built-in suites, one per table whose sidecar has ``expectations``, by layer
-    (raw, flat, harmonized, cohort, qa) and table name, in GX's suite shape."""
-    order = {"raw": 0, "flat": 1, "harmonized": 2, "cohort": 3, "qa": 4}
-    found = sorted(((table, sidecar.expectations, doc)
-                    for table, (_, sidecar, doc) in load_sidecars().items()
-                    if sidecar.expectations is not None),
-                   key=lambda t: (order.get(t[0].split(".")[0], 9), t[0]))
+    """The built-in suites, one per table whose sidecar has ``expectations``, by the
+    table's build stage (cartfhir/build.yaml) and name, in GX's suite shape."""
+    found = sorted(((STAGES.index(node.stage), table, sidecar.expectations, doc)
+                    for table, (node, sidecar, doc) in load_sidecars().items()
+                    if sidecar.expectations is not None))
     return [{"name": table,
              "meta": {"query": suite.query or f"SELECT * FROM {table}",
                       "chunk_by": list(suite.chunk_by), "description": suite.description},
@@ -37,7 +36,7 @@ def package_suites() -> list[dict[str, Any]]:
                                "meta": {"severity": r.severity}
                                | ({"why": r.why} if r.why else {})} for r in suite.rules],
              "_source": f"package:{doc}"}
-            for table, suite, doc in found]
+            for _, table, suite, doc in found]
 
 
 def _scoped(kwargs: dict[str, Any], site: str | None) -> dict[str, Any]:

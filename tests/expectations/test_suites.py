@@ -109,3 +109,12 @@ def test_an_override_matching_no_rule_lists_the_suites_rules(tmp_path: Path) -> 
         column = rule["kwargs"].get("column")
         assert rule["type"] in message and (column is None or column in message)
     assert "known_status" in message
+
+
+def test_suites_come_in_the_graphs_stage_order_then_by_name() -> None:
+    from cartfhir.graph import STAGES, load_graph
+
+    names = [s["name"] for s in package_suites()]
+    graph = load_graph()
+    assert names == sorted(names, key=lambda t: (STAGES.index(graph.node(t).stage), t))
+    assert names[0] == "raw.resources" and names[-1] == "qa.site_completeness"
