@@ -27,15 +27,19 @@ import duckdb
 import pandas as pd
 
 from cartfhir.analyze import registry as endpoint_registry
+from cartfhir.analyze.compare import TABLE as COMPARISON
 from cartfhir.analyze.compare import read_comparison, suppress_small_cells
 from cartfhir.analyze.registry import Endpoint
 from cartfhir.analyze.report import write_report
+from cartfhir.catalog.sidecars import load_sidecars
 from cartfhir.config import Analysis
 from cartfhir.errors import DatabaseError
 from cartfhir.graph import BuildContext, build_node, load_graph, quoted
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store
+
+PATIENT = "patient_key"  # a table with it in its grain has a row per patient
 
 
 @dataclass
@@ -97,16 +101,33 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
     return result
 
 
+def export_tables() -> list[str]:
+    """The analysis tables exported to ``<out>/analysis/``: build.yaml's analysis stage,
+    less the tables only a pooled database has."""
+    return [node.table for node in load_graph().stage("analysis")]
+
+
+def read_in_grain(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
+    """An analysis table's rows ordered by its grain (its sidecar), so exports repeat."""
+    grain = ", ".join(quoted(column) for column in load_sidecars()[table][1].grain)
+    return con.execute(f"SELECT * FROM {quoted(table)} ORDER BY {grain}").df()
+
+
+def _per_patient(table: str) -> bool:
+    return PATIENT in load_sidecars()[table][1].grain
+
+
 def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
             k: int | None) -> list[Path]:
     """CSV and JSON of the analysis tables (the comparison with small cells suppressed)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    frames = {"comparison": shown}
-    for name in ("endpoint", "efs", "efs_summary", "count_dynamics"):
-        frames[name] = con.execute(f"SELECT * FROM analysis.{name}").df()
-    if k:  # per-patient EFS rows would reveal small cells: only summaries leave with k set
-        frames.pop("efs")
+    frames = {}
+    for table in export_tables():
+        if k and _per_patient(table):  # per-patient rows would reveal small cells
+            continue
+        frames[table.split(".", 1)[1]] = (shown if table == COMPARISON
+                                          else read_in_grain(con, table))
     for name, frame in frames.items():
         for suffix, writer in ((".csv", lambda f, p: f.to_csv(p, index=False)),
                                (".json", lambda f, p: f.to_json(p, orient="records",
@@ -118,4 +139,4 @@ def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
     return written
 
 
-__all__ = ["AnalysisResult", "analyze"]
+__all__ = ["AnalysisResult", "analyze", "export_tables", "read_in_grain"]

@@ -127,8 +127,13 @@ def build_comparison(con: duckdb.DuckDBPyConnection, context: Any = None) -> int
 
 
 def read_comparison(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """analysis.comparison as ``comparison`` returned it (whole counts, null where none)."""
-    table = con.execute("SELECT * FROM analysis.comparison").df()
+    """analysis.comparison in its grain's order as ``comparison`` writes it: the pooled
+    rows first, then by site, each in the registry's endpoint order (analysis.endpoint's
+    position); whole counts, null where none."""
+    table = con.execute(
+        "SELECT c.* FROM analysis.comparison c "
+        "LEFT JOIN analysis.endpoint e ON e.key = c.endpoint "
+        "ORDER BY c.site <> ?, c.site, e.position, c.endpoint", [POOLED]).df()
     for column in count_columns():
         table[column] = table[column].astype("Int64")
     return table
