@@ -42,12 +42,14 @@ from cartfhir.config import Analysis, Expectations, Output
 from cartfhir.db import apply_ddl, write_frame
 from cartfhir.errors import DatabaseError, PoolError, UsageError
 from cartfhir.expectations import ValidationReport, validate
-from cartfhir.expectations.suites import expectation_suites
+from cartfhir.expectations.suites import expectation_suites, package_suites
+from cartfhir.graph import sql_tables
 from cartfhir.multisite import intake, signing
 from cartfhir.multisite.manifest import Manifest, parse_manifest
 from cartfhir.multisite.package import (
     MANIFEST,
     POLICY,
+    SCHEMA_VERSION,
     SIGNATURE,
     STUDY_DEFINITIONS,
     declared_schema,
@@ -58,8 +60,6 @@ from cartfhir.multisite.package import (
 )
 from cartfhir.store import Store
 
-POOLED_SUITES = ("harmonized.lab", "cohort.patient", "cohort.episode",
-                 "cohort.episode_endpoints", "cohort.lab_daily", "cohort.adverse_event")
 UNSIGNED = "unsigned (--allow-unsigned)"
 MEMORY_LIMIT: str = Output.model_fields["memory_limit"].default  # as a site's DuckDB
 # Rows per table per package: a Parquet file of 100 KB can hold millions of repeated rows,
@@ -280,6 +280,15 @@ def _check_study(con: duckdb.DuckDBPyConnection, packages: list[Package], pooled
                          "table_schema = 'meta' AND table_name = 'pool_package'").fetchone()[0]
     if not exists:
         return
+    older = con.execute(
+        "SELECT json_extract_string(manifest, '$.schema_version') AS version, "
+        "string_agg(site, ', ' ORDER BY site) FROM meta.pool_package WHERE version IS DISTINCT "
+        "FROM ? GROUP BY ALL ORDER BY 1 LIMIT 1", [SCHEMA_VERSION]).fetchone()
+    if older is not None:  # its tables and study definitions are that format's
+        raise PoolError(f"the pooled database {pooled} holds packages of schema version "
+                        f"{shown(older[0])} (sites {shown(older[1])}), this cartfhir pools "
+                        f"{SCHEMA_VERSION!r}; pool the sites' current packages into a new "
+                        "database")
     studies = [r[0] for r in con.execute(
         "SELECT DISTINCT json_extract_string(manifest, '$.study') FROM meta.pool_package "
         "ORDER BY 1").fetchall()]
@@ -368,6 +377,13 @@ def _moment(text: str) -> datetime:
 
 def _wal(database: Path) -> Path:
     return database.with_name(database.name + ".wal")
+
+
+def pooled_suite_names() -> list[str]:
+    """The suites a pooled database can run: those whose rows come only from tables that
+    travel in site packages (the others read raw, flat or site-only tables)."""
+    return [suite["name"] for suite in package_suites()
+            if sql_tables(suite["meta"]["query"]) <= set(POLICY)]
 
 
 def _install(store: Store, out: Path) -> None:
@@ -500,8 +516,8 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
 def _analyse(store: Store, result: PoolResult, *, study: str, report: Path) -> None:
     """Validate the pooled data with the cohort suites, analyse it pooled and by site."""
     settings = Expectations()  # the defaults: a pool has no site config
-    checked = validate(store, expectation_suites(settings, names=POOLED_SUITES), settings,
-                       command="pool")
+    checked = validate(store, expectation_suites(settings, names=pooled_suite_names()),
+                       settings, command="pool")
     result.validation = checked
     warnings_ = [f"the pooled data failed {len(checked.failed_errors)} error expectations"] \
         if not checked.valid else []

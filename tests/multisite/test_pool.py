@@ -190,7 +190,7 @@ def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
     from cartfhir.config import Analysis, Config, Expectations
     from cartfhir.expectations import validate
     from cartfhir.expectations.suites import expectation_suites
-    from cartfhir.multisite.pool import POOLED_SUITES
+    from cartfhir.multisite.pool import pooled_suite_names
     from cartfhir.store import Store
 
     def no_config(*args: object, **kwargs: object) -> None:
@@ -202,7 +202,7 @@ def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
     shutil.copy2(pooled_a, store.path)
 
     settings = Expectations()
-    suites = expectation_suites(settings, names=POOLED_SUITES)
+    suites = expectation_suites(settings, names=pooled_suite_names())
     report = validate(store, suites, settings, command="test")
     result = analyze(store, Analysis(), out=tmp_path / "report", study="Pooled study",
                      command="test")

@@ -462,3 +462,17 @@ def test_a_package_of_the_previous_format_is_refused_with_re_export_advice(
     packaged["resign"](package)
     assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
                    r"schema version.*re-export")
+
+
+def test_a_pooled_database_of_the_previous_format_is_not_added_to(
+        packaged: dict, center: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A pooled database made by the previous format holds its tables and definitions:
+    # adding a current package must say so, not blame the sites' study configs.
+    import duckdb
+
+    pooled = center / "pooled.duckdb"
+    with duckdb.connect(str(pooled)) as con:
+        con.execute("UPDATE meta.pool_package SET manifest = json_merge_patch(manifest, "
+                    "'{\"schema_version\": \"cartfhir-site-package/2\"}')")
+    assert_refused(_args(packaged, [packaged["packages"]["site_c"]], pooled), tmp_path, capsys,
+                   r"schema version 'cartfhir-site-package/2' \(sites 'site_a'\).*new database")
