@@ -25,6 +25,7 @@ from cartfhir.db import apply_ddl
 from cartfhir.errors import ExpectationError
 from cartfhir.expectations.gx import DocsSite, Outcome, SuiteSpec, validate_suite
 from cartfhir.expectations.suites import load_suites
+from cartfhir.graph import sql_tables
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store
@@ -58,13 +59,26 @@ class ValidationReport:
                 "failed_warn": len(self.failed_warnings)}
 
 
-def _require_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Refuse a database no transform has built (a pooled one has cohort tables, no raw)."""
-    needed = "cohort.episode_endpoints"
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE "
-                       "table_schema || '.' || table_name = ?", [needed]).fetchone()[0]:
-        raise ExpectationError(f"{needed} does not exist: run 'cartfhir extract' and "
-                               "'cartfhir transform' (or 'cartfhir run') before validating")
+def _require_tables(con: duckdb.DuckDBPyConnection, suites: Sequence[SuiteSpec]) -> None:
+    """Refuse a database that lacks a table a suite reads (its query, read with the build
+    graph's table scanner): nothing built yet, or built by an older cartfhir."""
+    readers: dict[str, list[str]] = {}
+    for suite in suites:
+        for table in sorted(sql_tables(suite.query)):
+            readers.setdefault(table, []).append(suite.name)
+    present = {t for (t,) in con.execute(
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables").fetchall()}
+    missing = {t: names for t, names in readers.items() if t not in present}
+    if not missing:
+        return
+    if len(missing) == len(readers):  # nothing the suites read: never transformed
+        raise ExpectationError(f"{', '.join(sorted(missing))} do not exist: run 'cartfhir "
+                               "extract' and 'cartfhir transform' (or 'cartfhir run') before "
+                               "validating")
+    listed = "; ".join(f"{t} (read by {', '.join(names)})" for t, names in sorted(missing.items()))
+    raise ExpectationError(f"the database lacks {listed}: it was built by an older cartfhir "
+                           "or by a transform that did not finish; run 'cartfhir transform' "
+                           "to rebuild its tables, then validate again")
 
 
 def _suite_failed(suite: SuiteSpec, exc: Exception) -> list[Outcome]:
@@ -106,7 +120,7 @@ def validate(store: Store, suites: Sequence[SuiteSpec], settings: Expectations, 
     progress = progress or NullProgress()
     started = time.perf_counter()
     with store.session() as con:  # nothing to validate: refused before a run is recorded
-        _require_tables(con)
+        _require_tables(con, suites)
     with store.run(command, stage="validate") as run:
         con = run.con
         report = ValidationReport(run_id=run.run_id)

@@ -136,6 +136,23 @@ def test_validating_before_transform_says_what_to_do(tmp_path: Path) -> None:
         validate(config)
 
 
+def test_a_database_missing_a_table_a_suite_reads_is_refused_up_front(copy: Path) -> None:
+    # e.g. built by a cartfhir from before the suites joined ref.record_status
+    config = make_config(copy, SITES)
+    con = duckdb.connect(str(config.output.duckdb))
+    con.execute("DROP TABLE ref.record_status")
+    runs = con.execute("SELECT count(*) FROM meta.runs").fetchone()[0]
+    con.close()
+    with pytest.raises(ExpectationError) as caught:
+        validate(config)
+    message = str(caught.value)
+    assert "ref.record_status" in message and "flat.observation" in message
+    assert "run 'cartfhir transform'" in message
+    con = duckdb.connect(str(config.output.duckdb), read_only=True)
+    assert con.execute("SELECT count(*) FROM meta.runs").fetchone()[0] == runs  # no run
+    con.close()
+
+
 def test_run_stops_on_invalid_data_unless_allowed(copy: Path) -> None:
     config = make_config(copy, SITES, expectations={"max_quarantine_share": 0.0})
     result = api.run(config)
