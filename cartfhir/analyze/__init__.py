@@ -39,8 +39,6 @@ from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store
 
-PATIENT = "patient_key"  # a table with it in its grain has a row per patient
-
 
 @dataclass
 class AnalysisResult:
@@ -113,8 +111,9 @@ def read_in_grain(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
     return con.execute(f"SELECT * FROM {quoted(table)} ORDER BY {grain}").df()
 
 
-def _per_patient(table: str) -> bool:
-    return PATIENT in load_sidecars()[table][1].grain
+def _withheld(table: str) -> bool:
+    """Whether the table's sidecar keeps it at the site when small cells are suppressed."""
+    return load_sidecars()[table][1].small_cells == "withhold"
 
 
 def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
@@ -124,7 +123,7 @@ def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
     written = []
     frames = {}
     for table in export_tables():
-        if k and _per_patient(table):  # per-patient rows would reveal small cells
+        if k and _withheld(table):
             continue
         frames[table.split(".", 1)[1]] = (shown if table == COMPARISON
                                           else read_in_grain(con, table))

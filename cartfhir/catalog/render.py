@@ -51,6 +51,8 @@ def render_markdown(tables: list[Table]) -> str:
                 facts.append("Reads " + ", ".join(f"`{d}`" for d in table.depends) + ".")
             if table.optional:
                 facts.append(f"Optional: {table.optional}.")
+            if table.withheld:
+                facts.append("Not exported when `analysis.small_cell_k` is set.")
             if facts:
                 out += [" ".join(facts), ""]
             out += ["| column | type | description |", "|---|---|---|"]

@@ -77,6 +77,9 @@ class Sidecar(_Strict):
     description: str | None = None
     grain: list[Name]
     optional: str | None = None  # why the table may be absent
+    # 'withhold': with analysis.small_cell_k set, the table never leaves the site (its rows
+    # are patients or single events, so any count in them can be a small cell).
+    small_cells: Literal["withhold"] | None = None
     columns: list[SidecarColumn] = Field(default_factory=list)
     expectations: Suite | None = None
 

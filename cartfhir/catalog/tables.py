@@ -39,6 +39,7 @@ class Table:
     optional: str | None = None  # why the table may be absent, when it may
     doc: str = ""  # its sidecar
     depends: tuple[str, ...] = ()
+    withheld: bool = False  # kept at the site when analysis.small_cell_k is set
 
     @property
     def full_name(self) -> str:
@@ -114,7 +115,7 @@ def _table(node: Node, sidecar: Sidecar, doc: str,
         columns = [_column(c, f"cartfhir/{doc}", resolved) for c in sidecar.columns]
     return Table(schema, name, _grain(sidecar), description, columns,
                  source=node.source, optional=sidecar.optional, doc=f"cartfhir/{doc}",
-                 depends=node.depends)
+                 depends=node.depends, withheld=sidecar.small_cells == "withhold")
 
 
 def _layer(table: Table) -> tuple[int, str]:

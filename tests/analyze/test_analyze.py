@@ -54,7 +54,7 @@ def test_the_comparison_is_pooled_first_then_by_site_and_endpoint_position() -> 
         (s, e) for s in ("all", "site_a", "site_b") for e in ("dose", "age", "crs_any")]
 
 
-def test_exports_follow_the_grain_and_leave_per_patient_rows_out_with_k(tmp_path: Path) -> None:
+def test_exports_follow_the_grain_and_keep_per_event_rows_in_with_k(tmp_path: Path) -> None:
     con = _analysis_db()
     shown = read_comparison(con)
     written = _export(con, tmp_path / "a", shown, None)
@@ -65,5 +65,7 @@ def test_exports_follow_the_grain_and_leave_per_patient_rows_out_with_k(tmp_path
     assert efs == sorted(efs)
     with (tmp_path / "a" / "endpoint.csv").open() as handle:
         assert [r["key"] for r in csv.DictReader(handle)] == ["age", "crs_any", "dose"]
-    written = _export(con, tmp_path / "k", shown, 5)
-    assert "efs.csv" not in {p.name for p in written}
+    written = {p.name for p in _export(con, tmp_path / "k", shown, 5)}
+    # per-patient rows and the Kaplan-Meier steps (one per event) stay at the site
+    assert not {"efs.csv", "efs_curve.csv", "efs.json", "efs_curve.json"} & written
+    assert {"comparison.csv", "efs_summary.csv", "count_dynamics.csv"} <= written
