@@ -14,7 +14,7 @@ from cartfhir.errors import UsageError
 from cartfhir.exports import export_tables, write_query
 from cartfhir.store import Store
 from cartfhir.synth import generate
-from tests.transform.conftest import write_config
+from tests.testbed import write_config
 
 EPISODE_COLUMNS = "site, patient_key, round, infusion_date, procedure_ids, dose"
 

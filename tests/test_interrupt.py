@@ -24,7 +24,7 @@ from cartfhir.api import extract, transform
 from cartfhir.config import load_config
 from cartfhir.runs import failed_on_error, start_run
 from cartfhir.synth import generate
-from tests.transform.conftest import write_config
+from tests.testbed import write_config
 from tests.transform.test_atomic import fingerprint, runs
 
 ROOT = Path(__file__).resolve().parents[1]

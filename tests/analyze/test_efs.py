@@ -35,7 +35,7 @@ def test_analyze_a_cohort_without_second_infusions(tmp_path) -> None:
     from cartfhir import api
     from cartfhir.api import analyze
     from tests.analyze.paper_cohort import build
-    from tests.transform.conftest import make_config
+    from tests.testbed import make_config
 
     build(tmp_path / "data" / "paper")
     config = make_config(tmp_path, ["paper"])

@@ -15,7 +15,7 @@ import pytest
 
 from cartfhir import api
 from cartfhir.analyze.stats import format_p
-from tests.transform.conftest import make_config
+from tests.testbed import make_config
 
 from .paper_cohort import build
 

@@ -15,7 +15,7 @@ import pytest
 
 from cartfhir import api
 from cartfhir.cli import run_cli
-from tests.transform.conftest import write_config
+from tests.testbed import write_config
 
 from .paper_cohort import build
 

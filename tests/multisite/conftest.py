@@ -10,9 +10,8 @@ import pytest
 from cartfhir import api
 from cartfhir.cli import run_cli
 from cartfhir.synth import generate
-from tests.transform.conftest import make_config
-
-SITES = ["site_a", "site_c"]
+from tests.multisite.helpers import SITES
+from tests.testbed import make_config
 
 
 @pytest.fixture(scope="session")

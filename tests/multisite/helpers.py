@@ -19,6 +19,8 @@ from cartfhir.analyze import registry
 from cartfhir.analyze.compare import comparison, endpoint_sql
 from cartfhir.cli import run_cli
 
+SITES = ["site_a", "site_c"]  # the sites of the shared pooling fixture (conftest.packaged)
+
 
 def truth_comparison(truth_files: list[Path], thresholds: pd.DataFrame) -> pd.DataFrame:
     """analysis.comparison computed from the generator's truth instead of the pipeline."""

@@ -13,10 +13,9 @@ import pytest
 from cartfhir import api
 from cartfhir.cli import run_cli
 from cartfhir.errors import PoolError
-from tests.transform.conftest import make_config
+from tests.testbed import make_config
 
-from .conftest import SITES
-from .helpers import assert_same_comparison, identifiers, leaked, sha256, truth_comparison
+from .helpers import SITES, assert_same_comparison, identifiers, leaked, sha256, truth_comparison
 
 
 def test_no_identifier_of_the_cohort_is_in_a_package(packaged: dict, tmp_path: Path) -> None:

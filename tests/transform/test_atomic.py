@@ -23,7 +23,7 @@ from cartfhir.api import extract, transform
 from cartfhir.cli import run_cli
 from cartfhir.config import load_config
 from cartfhir.synth import generate
-from tests.transform.conftest import write_config
+from tests.testbed import write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ("site_a", "site_b")

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from cartfhir.cli import cli
 from cartfhir.errors import ConfigError
+from tests.testbed import SECRET
 
-from .conftest import SECRET
 from .test_harmonize import Site, one
 
 CM = "http://hl7.org/fhir/sid/icd-10-cm"

@@ -11,8 +11,8 @@ import pytest
 
 from cartfhir.api import extract, transform
 from cartfhir.synth import generate
+from tests.testbed import make_config
 
-from .conftest import make_config
 from .truth import differences
 
 SITES = ["site_a", "site_b", "site_c"]

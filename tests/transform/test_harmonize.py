@@ -16,8 +16,7 @@ import pytest
 from cartfhir.api import extract, transform
 from cartfhir.errors import ConfigError
 from cartfhir.graph import build_node, create_macros, load_graph
-
-from .conftest import make_config
+from tests.testbed import make_config
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"

@@ -8,7 +8,7 @@ import pytest
 
 from cartfhir.errors import ConfigError
 from cartfhir.transform import reference
-from tests.transform.conftest import make_config
+from tests.testbed import make_config
 
 
 def with_record_statuses(monkeypatch: pytest.MonkeyPatch, text: str) -> None:

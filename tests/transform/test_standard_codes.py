@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from cartfhir.cli import cli
 from cartfhir.errors import ConfigError
 from cartfhir.synth import generate
+from tests.testbed import write_config
 
 from .broad_hospital import LOOK_ALIKES, broad_resources
-from .conftest import write_config
 from .test_harmonize import LOCAL, Site, one
 
 SITE = "site_a"

@@ -11,7 +11,7 @@ from cartfhir import transform as transform_module
 from cartfhir.errors import TransformError
 from cartfhir.graph import load_graph
 from cartfhir.synth import generate
-from tests.transform.conftest import make_config
+from tests.testbed import make_config
 
 SITES = ["site_a"]
 
