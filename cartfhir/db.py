@@ -18,6 +18,21 @@ import duckdb
 from cartfhir.errors import DatabaseError
 
 
+def quote_name(name: str) -> str:
+    """One SQL identifier (a column, a schema or a table name) in double quotes.
+
+    Every identifier cartfhir puts into SQL comes from its own lists (the graph, the
+    sidecars, a ViewDefinition it validated) and still goes through here, so a name can
+    never end the identifier early.
+    """
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quoted(name: str) -> str:
+    """A ``schema.table`` name (or a plain one) quoted part by part."""
+    return ".".join(quote_name(part) for part in name.split("."))
+
+
 def connect(path: Path, read_only: bool = False,
             memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
     """Open the DuckDB file, with errors that say what to do.

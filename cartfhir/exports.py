@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from cartfhir.db import quote_name
 from cartfhir.errors import DatabaseError, StaleResultError, UsageError
 from cartfhir.render import render_rows
 from cartfhir.runs import latest_success, require_complete_transform, transform_since
@@ -54,10 +55,6 @@ class ExportResult:
 
 def _quote_path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _copy_options(fmt: str, partition: bool = False) -> str:
@@ -167,7 +164,7 @@ def export_tables(store: Store, out: Path, fmt: str = "parquet",
             target = folder if partition else folder / f"{name}.{fmt}"
             try:
                 written = con.execute(
-                    f"COPY (SELECT * FROM {_ident(schema)}.{_ident(name)}) TO "
+                    f"COPY (SELECT * FROM {quote_name(schema)}.{quote_name(name)}) TO "
                     f"{_quote_path(target)} ({_copy_options(fmt, partition)})").fetchone()[0]
             except duckdb.Error as exc:
                 raise DatabaseError(f"exporting {table} to {folder} failed: {exc}") from None

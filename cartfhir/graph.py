@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from cartfhir.db import quoted
 from cartfhir.errors import GraphError, TransformError
 
 PACKAGE = "cartfhir"
@@ -309,11 +310,6 @@ def builder_function(node: Node) -> Callable[[duckdb.DuckDBPyConnection, BuildCo
         raise GraphError(f"cartfhir/{GRAPH_FILE}: {node.table}: {node.builder} is not a "
                          "function")
     return found
-
-
-def quoted(table: str) -> str:
-    """A schema.table name from the graph, quoted for SQL."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in table.split("."))
 
 
 def create_macros(con: duckdb.DuckDBPyConnection, graph: Graph | None = None) -> None:

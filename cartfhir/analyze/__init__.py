@@ -33,8 +33,9 @@ from cartfhir.analyze.registry import Endpoint
 from cartfhir.analyze.report import write_report
 from cartfhir.catalog.sidecars import load_sidecars
 from cartfhir.config import Analysis
+from cartfhir.db import quoted
 from cartfhir.errors import DatabaseError
-from cartfhir.graph import BuildContext, build_node, load_graph, quoted
+from cartfhir.graph import BuildContext, build_node, load_graph
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store

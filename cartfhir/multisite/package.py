@@ -38,6 +38,7 @@ import pandas as pd
 from cartfhir import __version__
 from cartfhir.catalog import DUCKDB_TYPES, find_table, load_catalog
 from cartfhir.config import Config
+from cartfhir.db import quoted
 from cartfhir.errors import PoolError
 from cartfhir.multisite import signing
 from cartfhir.runs import require_complete_transform, transform_since
@@ -105,11 +106,6 @@ def shown(value: object) -> str:
     other unprintable characters escaped, so a name or value cannot drive the terminal
     (``\\x1b]0;...``) or hide itself. Every message quoting package content uses it."""
     return repr(value if isinstance(value, str) else str(value))
-
-
-def quoted(name: str) -> str:
-    """A schema-qualified or plain identifier from the tool's own lists, quoted for SQL."""
-    return ".".join('"' + part.replace('"', '""') + '"' for part in name.split("."))
 
 
 @dataclass(frozen=True)

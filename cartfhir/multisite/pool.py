@@ -39,7 +39,7 @@ import pandas as pd
 
 from cartfhir.analyze import AnalysisResult, analyze
 from cartfhir.config import Analysis, Expectations, Output
-from cartfhir.db import apply_ddl, write_frame
+from cartfhir.db import apply_ddl, quoted, write_frame
 from cartfhir.errors import DatabaseError, PoolError, UsageError
 from cartfhir.expectations import ValidationReport, validate
 from cartfhir.expectations.suites import expectation_suites, package_suites
@@ -54,7 +54,6 @@ from cartfhir.multisite.package import (
     STUDY_DEFINITIONS,
     declared_schema,
     file_sha256,
-    quoted,
     shown,
     table_file,
 )

@@ -11,6 +11,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from cartfhir.db import quote_name
 from cartfhir.errors import ExpectationError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ def chunks(con: duckdb.DuckDBPyConnection, suite: SuiteSpec,
     body = suite.query.strip().rstrip(";").strip()
     rows_alias = "cartfhir_rows"
     source = f"(\n{body}\n) AS {rows_alias}"
-    key = (", ".join(f"{rows_alias}.{_quote(c)}" for c in suite.chunk_by)
+    key = (", ".join(f"{rows_alias}.{quote_name(c)}" for c in suite.chunk_by)
            if suite.chunk_by else rows_alias)
     total = _fetch(con, suite, f"SELECT count(*) FROM {source}").fetchone()[0]
     count = max(1, math.ceil(total / chunk_rows))
@@ -65,10 +66,6 @@ def _fetch(con: duckdb.DuckDBPyConnection, suite: SuiteSpec, sql: str) -> Any:
             f"{suite.where}: its query failed in DuckDB: {exc}. Check the query and chunk_by, "
             "or run the stage that builds its tables first"
         ) from exc
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _numpy_backed(frame: pd.DataFrame) -> pd.DataFrame:

@@ -57,11 +57,6 @@ def sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def sql_ident(name: str) -> str:
-    """Quote a name as a SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def sql_error(message: str) -> str:
     """A SQL expression that aborts the query with a recognisable message."""
     return f"error({sql_str(ERROR_MARK + message)})"

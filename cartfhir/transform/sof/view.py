@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cartfhir.db import quote_name
 from cartfhir.transform.sof.compile import (
     BOOL,
     COLL,
@@ -30,7 +31,6 @@ from cartfhir.transform.sof.compile import (
     array_items,
     as_list,
     sql_error,
-    sql_ident,
     sql_str,
 )
 from cartfhir.transform.sof.errors import ViewDefinitionError
@@ -145,17 +145,17 @@ class ViewCompiler:
         if clash:
             raise ViewDefinitionError(
                 f"view columns {sorted(clash)} clash with passthrough columns")
-        inner_cols = ", ".join([*(f"_t.{sql_ident(p)}" for p in passthrough),
+        inner_cols = ", ".join([*(f"_t.{quote_name(p)}" for p in passthrough),
                                 *(f"{c.sql} AS _c{i}" for i, c in enumerate(part.cols))])
-        outer_cols = ", ".join([*(sql_ident(p) for p in passthrough),
+        outer_cols = ", ".join([*(quote_name(p) for p in passthrough),
                                 *(f"{output_sql(c.column, f'_c{i}', c.kind)} "
-                                  f"AS {sql_ident(c.column.name)}"
+                                  f"AS {quote_name(c.column.name)}"
                                   for i, c in enumerate(part.cols))])
         joins = "".join(f"\n  {j}" for j in part.joins)
         # The whole resource is carried only when a path needs it as a value
         # (``$this`` or ``%resource`` on their own, ``where()`` on the resource...).
         used = " ".join([*(c.sql for c in part.cols), *part.joins])
-        carried = [sql_ident(p) for p in passthrough]
+        carried = [quote_name(p) for p in passthrough]
         if "_t.resource" in used:
             carried.append("resource")
         filters = " AND ".join([f"_src.resource_type = {sql_str(self.resource_type)}", *where])
