@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,18 +17,6 @@ from cartfhir.cli import cli, run_cli
 
 COMMANDS = ["synth", "extract", "transform", "view", "validate", "analyze", "run", "demo",
             "query", "schema", "export", "export-site", "pool", "keygen", "sign"]
-
-
-def write_config(tmp_path: Path, sites: tuple[str, ...] = ("site_a", "site_b"),
-                 extra: str = "") -> Path:
-    lines = ["study: {name: test}", "sites:"]
-    for site in sites:
-        lines.append(f"  - {{id: {site}, source: {{kind: ndjson, path: data/{site}}}, "
-                     f"pseudonym_key: {{file: secrets/{site}.key}}}}")
-    lines.append("output: {duckdb: out/test.duckdb}")
-    path = tmp_path / "config.yaml"
-    path.write_text("\n".join(lines) + "\n" + extra)
-    return path
 
 
 def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,21 +42,24 @@ def test_missing_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "not found" in capsys.readouterr().err
 
 
-def test_invalid_config_exits_2_naming_the_key(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path, extra="landing: {validation: sometimes}\n")
+def test_invalid_config_exits_2_naming_the_key(
+        config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_a", "site_b"], landing={"validation": "sometimes"})
     assert run_cli(["run", "--config", str(path)]) == 2
     assert "landing.validation: input should be 'full' or 'structural'" in capsys.readouterr().err
 
 
-def test_missing_source_folder_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path)
+def test_missing_source_folder_exits_1(
+        config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_a", "site_b"])
     assert run_cli(["extract", "--config", str(path)]) == 1
     assert "error:" in capsys.readouterr().err
 
 
-def test_synth_extract_query_roundtrip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path)
+def test_synth_extract_query_roundtrip(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_a", "site_b"])
     assert run_cli(["synth", "--out", str(tmp_path / "data"), "--patients", "4"]) == 0
     capsys.readouterr()
     assert run_cli(["extract", "--config", str(path)]) == 0
@@ -91,12 +83,14 @@ def test_synth_extract_query_roundtrip(tmp_path: Path, capsys: pytest.CaptureFix
     assert len(runs) == 1 and runs[0]["status"] == "success" and runs[0]["started"]
 
     assert run_cli(["query", "select 1 as one", "--db",
-                    str(tmp_path / "out" / "test.duckdb")]) == 0
+                    str(tmp_path / "out" / "t.duckdb")]) == 0
     assert "one" in capsys.readouterr().out
 
 
-def test_query_is_read_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path, sites=("site_a",))
+def test_query_is_read_only(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_a"])
     run_cli(["synth", "--out", str(tmp_path / "data"), "--patients", "1", "--sites", "site_a"])
     assert run_cli(["extract", "--config", str(path)]) == 0
     capsys.readouterr()
@@ -107,26 +101,32 @@ def test_query_is_read_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert int(capsys.readouterr().out.splitlines()[1]) > 0
 
 
-def test_query_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path)
+def test_query_errors_exit_1(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_a", "site_b"])
     assert run_cli(["query", "select 1", "--config", str(path)]) == 1
     assert "does not exist yet" in capsys.readouterr().err
     assert run_cli(["query", "select * from nowhere", "--db", str(tmp_path / "x.duckdb")]) == 1
 
 
-def test_demo_generates_and_lands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path)
+def test_demo_generates_and_lands(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_a", "site_b"], write_keys=False)
     assert run_cli(["demo", "--config", str(path), "--patients", "4"]) == 0
     out = capsys.readouterr().out
-    assert "DuckDB file:" in out and str(tmp_path / "out" / "test.duckdb") in out
+    assert "DuckDB file:" in out and str(tmp_path / "out" / "t.duckdb") in out
     assert (tmp_path / "data" / "site_a" / "manifest.json").exists()
     assert "records quarantined (qa.quarantine)" in out
     key = tmp_path / "secrets" / "site_a.key"  # the demo made a random key, readable by us only
     assert len(key.read_text().strip()) == 64 and key.stat().st_mode & 0o077 == 0
 
 
-def test_transform_and_view_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path, sites=("site_b",))
+def test_transform_and_view_commands(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_b"], write_keys=False)  # the demo makes the key
     assert run_cli(["demo", "--config", str(path), "--patients", "3"]) == 0
     capsys.readouterr()
     assert run_cli(["transform", "--config", str(path)]) == 0
@@ -147,15 +147,17 @@ def test_transform_and_view_commands(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "not valid JSON" in capsys.readouterr().err
 
 
-def test_demo_refuses_sites_it_cannot_generate(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path, sites=("site_x",))
+def test_demo_refuses_sites_it_cannot_generate(
+        config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_x"])
     assert run_cli(["demo", "--config", str(path)]) == 2
     assert "site 'site_x' is not one" in capsys.readouterr().err
 
 
-def test_json_logs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write_config(tmp_path, sites=("site_a",))
+def test_json_logs(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    path = config_file(["site_a"])
     run_cli(["synth", "--out", str(tmp_path / "data"), "--patients", "1", "--sites", "site_a"])
     capsys.readouterr()
     assert run_cli(["--log-format", "json", "extract", "--config", str(path)]) == 0
@@ -199,7 +201,8 @@ def test_query_to_a_file_goes_through_api(tmp_path: Path, monkeypatch: pytest.Mo
     assert f"7 rows -> {out}" in result.stderr
 
 
-def test_export_goes_through_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_goes_through_api(
+        tmp_path: Path, config_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
     from cartfhir import api
@@ -212,11 +215,11 @@ def test_export_goes_through_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         return ExportResult(out=out, format=fmt)
 
     monkeypatch.setattr(api, "export", export)
-    config = write_config(tmp_path)
+    config = config_file(["site_a", "site_b"])
     result = CliRunner().invoke(cli, ["export", "-c", str(config), "-o", str(tmp_path / "s"),
                                       "--tables", "cohort.episode, analysis.*", "--force"])
     assert result.exit_code == 0, result.output
-    assert calls == [("test.duckdb", tmp_path / "s", "parquet",
+    assert calls == [("t.duckdb", tmp_path / "s", "parquet",
                       ["cohort.episode", "analysis.*"], True)]
 
 
