@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -10,6 +11,7 @@ import pytest
 
 from cartfhir.cli import run_cli
 from cartfhir.synth import generate
+from tests.testbed import fhir_source
 
 from .stub_server import FakeFhir, serve
 
@@ -26,20 +28,15 @@ def server(tmp_path: Path):
     srv.shutdown()
 
 
-def write_config(tmp_path: Path, base_url: str) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        "study: {name: t}\n"
-        "sites:\n"
-        f"  - id: site_b\n    source: {{kind: fhir, base_url: '{base_url}',\n"
-        "              cohort: {search: ['Patient?_count=100']}}\n"
-        "output: {duckdb: out/t.duckdb}\n")
-    return path
+def rest_site(base_url: str, **source: object) -> dict:
+    """site_b's entry: a FHIR REST source whose cohort is every patient."""
+    return {"source": fhir_source(base_url, cohort={"search": ["Patient?_count=100"]}, **source)}
 
 
-def test_complete_then_partial(tmp_path: Path, server, capsys: pytest.CaptureFixture[str]) -> None:
+def test_complete_then_partial(tmp_path: Path, config_file: Callable[..., Path], server,
+                               capsys: pytest.CaptureFixture[str]) -> None:
     fake, srv = server
-    config = write_config(tmp_path, srv.base_url)
+    config = config_file(["site_b"], site_b=rest_site(srv.base_url))
     assert run_cli(["extract", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "success" in out
@@ -56,19 +53,17 @@ def test_complete_then_partial(tmp_path: Path, server, capsys: pytest.CaptureFix
     assert status[0] == "partial"
 
 
-def test_bad_since_is_a_usage_error(tmp_path: Path, server,
+def test_bad_since_is_a_usage_error(config_file: Callable[..., Path], server,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     _, srv = server
-    config = write_config(tmp_path, srv.base_url)
+    config = config_file(["site_b"], site_b=rest_site(srv.base_url))
     assert run_cli(["extract", "--config", str(config), "--since", "yesterday"]) == 2
     assert "not a FHIR instant" in capsys.readouterr().err
 
 
-def test_unreachable_server_fails_with_exit_1(tmp_path: Path,
+def test_unreachable_server_fails_with_exit_1(config_file: Callable[..., Path],
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_config(tmp_path, "http://127.0.0.1:9/fhir")
-    text = config.read_text().replace("cohort:", "http: {max_retries: 1, retry_budget: 5},\n"
-                                      "              cohort:")
-    config.write_text(text)
+    config = config_file(["site_b"], site_b=rest_site(
+        "http://127.0.0.1:9/fhir", http={"max_retries": 1, "retry_budget": 5}))
     assert run_cli(["extract", "--config", str(config)]) == 1
     assert "giving up on http://127.0.0.1:9/fhir/metadata" in capsys.readouterr().err
