@@ -7,12 +7,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cartfhir.config import BulkSource, Site, parse_config
+from cartfhir.config import BulkSource, Site
 from cartfhir.errors import FhirServerError
 from cartfhir.extract.bulk import export_site
 from cartfhir.extract.http import FhirClient
 from cartfhir.runs import start_run
 from cartfhir.synth import generate
+from tests.testbed import bulk_source, make_config
 
 from .cli_site import extract
 from .recording import RecordingProgress
@@ -30,13 +31,9 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
 
 
 def bulk_site(tmp_path: Path, **source: object) -> Site:
-    config = parse_config({
-        "study": {"name": "t"},
-        "sites": [{"id": "site_c", "source": {"kind": "bulk", "base_url": BASE,
-                                              "level": "system", **source}}],
-        "output": {"duckdb": "t.duckdb"},
-    }, base_dir=tmp_path)
-    return config.sites[0]
+    """site_c exporting the whole system from the stub at BASE; source overrides fields."""
+    return make_config(tmp_path, ["site_c"], site_c={"source": bulk_source(
+        BASE, **{"level": "system", **source})}).sites[0]
 
 
 def run_export(con, site: Site, fake: FakeFhir, slept: list[float] | None = None, **kw):

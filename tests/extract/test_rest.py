@@ -7,11 +7,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cartfhir.config import FhirSource, Site, parse_config
+from cartfhir.config import FhirSource, Site
 from cartfhir.extract.http import FhirClient
 from cartfhir.extract.rest import pull_site, query_key
 from cartfhir.runs import start_run
 from cartfhir.synth import generate
+from tests.testbed import fhir_source, make_config
 
 from .cli_site import extract
 from .recording import RecordingProgress
@@ -30,15 +31,11 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     return resources
 
 
-def site_config(tmp_path: Path, **source: object) -> Site:
-    config = parse_config({
-        "study": {"name": "t"},
-        "sites": [{"id": "site_a", "source": {
-            "kind": "fhir", "base_url": BASE, "cohort": {"search": ["Patient?active=true"]},
-            "patients_per_query": 2, "page_size": 50, **source}}],
-        "output": {"duckdb": "t.duckdb"},
-    }, base_dir=tmp_path)
-    return config.sites[0]
+def rest_site(tmp_path: Path, **source: object) -> Site:
+    """site_a pulling from the stub at BASE, two patients per query; source overrides fields."""
+    return make_config(tmp_path, ["site_a"], site_a={"source": fhir_source(
+        BASE, **{"cohort": {"search": ["Patient?active=true"]}, "patients_per_query": 2,
+                 "page_size": 50, **source})}).sites[0]
 
 
 def pull(con, site: Site, fake: FakeFhir, **kw):
@@ -57,7 +54,7 @@ def landed(con) -> dict[tuple[str, str], dict]:
 
 def test_pulls_exactly_the_server_resources(con, tmp_path: Path, cohort: list[dict]) -> None:
     fake = FakeFhir(BASE, cohort)
-    _, report = pull(con, site_config(tmp_path), fake)
+    _, report = pull(con, rest_site(tmp_path), fake)
     assert report.status == "complete", report.problems
     expected = {(r["resourceType"], r["id"]) for r in cohort}
     assert set(landed(con)) == expected
@@ -74,7 +71,7 @@ def test_pulls_exactly_the_server_resources(con, tmp_path: Path, cohort: list[di
 
 def test_second_run_is_incremental(con, tmp_path: Path, cohort: list[dict]) -> None:
     fake = FakeFhir(BASE, [dict(r) for r in cohort], now="2026-01-01T00:00:00Z")
-    site = site_config(tmp_path)
+    site = rest_site(tmp_path)
     pull(con, site, fake)
     marks = dict(con.execute("select query_key, watermark from meta.extract_state").fetchall())
     assert marks["Patient"] == "2026-01-01T00:00:00Z"
@@ -102,7 +99,7 @@ def test_a_failed_search_makes_the_run_partial_and_keeps_the_watermark(
     fake = FakeFhir(BASE, cohort)
     fake.faults.append(lambda r: outcome("database is down", 500)
                        if "/Condition?" in (r.url or "") else None)
-    _, report = pull(con, site_config(tmp_path), fake)
+    _, report = pull(con, rest_site(tmp_path), fake)
     assert report.status == "partial"
     assert any("database is down" in p for p in report.problems)
     marks = {k for (k,) in con.execute("select query_key from meta.extract_state").fetchall()}
@@ -117,7 +114,7 @@ def test_a_server_that_sends_less_than_it_announces_is_partial(
         con, tmp_path: Path, cohort: list[dict]) -> None:
     fake = FakeFhir(BASE, cohort)
     fake.lie_about_total = 1
-    _, report = pull(con, site_config(tmp_path), fake)
+    _, report = pull(con, rest_site(tmp_path), fake)
     assert report.status == "partial"
     assert any("announced" in p and "missing" in p for p in report.problems)
     failed = con.execute("select count(*) from meta.extract_request where status = 'partial'")
@@ -135,7 +132,7 @@ def test_expired_paging_restarts_the_query(con, tmp_path: Path, cohort: list[dic
         return None
 
     fake.faults.append(expire_once)
-    _, report = pull(con, site_config(tmp_path, page_size=10), fake)
+    _, report = pull(con, rest_site(tmp_path, page_size=10), fake)
     assert expired and report.status == "complete", report.problems
     assert set(landed(con)) == {(r["resourceType"], r["id"]) for r in cohort}
 
@@ -145,11 +142,11 @@ def test_cohort_from_group_and_from_file(con, tmp_path: Path, cohort: list[dict]
     group = {"resourceType": "Group", "id": "cart", "type": "person", "actual": True,
              "member": [{"entity": {"reference": f"Patient/{p}"}} for p in patients[:2]]}
     fake = FakeFhir(BASE, [*cohort, group])
-    _, report = pull(con, site_config(tmp_path, cohort={"group_id": "cart"}), fake)
+    _, report = pull(con, rest_site(tmp_path, cohort={"group_id": "cart"}), fake)
     assert report.patients == 2
     ids_file = tmp_path / "ids.txt"
     ids_file.write_text("# cohort\n" + "\n".join(patients[:3]) + "\n")
-    _, report = pull(con, site_config(tmp_path, cohort={"patient_ids_file": "ids.txt"}), fake)
+    _, report = pull(con, rest_site(tmp_path, cohort={"patient_ids_file": "ids.txt"}), fake)
     assert report.patients == 3
 
 
@@ -164,7 +161,7 @@ def test_query_key_is_stable() -> None:
 
 def test_progress_has_one_bar_per_resource_type(con, tmp_path: Path, cohort: list[dict]) -> None:
     progress = RecordingProgress()
-    _, report = pull(con, site_config(tmp_path), FakeFhir(BASE, cohort), progress=progress)
+    _, report = pull(con, rest_site(tmp_path), FakeFhir(BASE, cohort), progress=progress)
     searches = {}
     for request in report.requests:
         if request.patients is not None:  # a per-patient-batch search, not the cohort query
