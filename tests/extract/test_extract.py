@@ -15,9 +15,10 @@ import duckdb
 import pytest
 
 from cartfhir.api import extract
-from cartfhir.config import Config, parse_config
+from cartfhir.config import Config
 from cartfhir.errors import ConfigError, SourceError, StrictLandingError
 from cartfhir.extract import ExtractResult
+from tests.testbed import make_config
 
 from .recording import RecordingProgress
 
@@ -73,17 +74,9 @@ def config_for(
     validation: str = "full",
     batch_size: int = 5000,
 ) -> Config:
-    return parse_config(
-        {
-            "study": {"name": "test"},
-            "sites": [
-                {"id": s, "source": {"kind": "ndjson", "path": f"sources/{s}"}} for s in sites
-            ],
-            "output": {"duckdb": "out/study.duckdb"},
-            "landing": {"strict": strict, "validation": validation, "batch_size": batch_size},
-        },
-        base_dir=tmp_path,
-    )
+    """Sites reading NDJSON under tmp_path/sources/<site>, with these landing settings."""
+    return make_config(tmp_path, sites, data="sources", landing={
+        "strict": strict, "validation": validation, "batch_size": batch_size})
 
 
 # --- reading the database back --------------------------------------------------
@@ -145,7 +138,7 @@ def test_first_landing_stores_every_resource_with_provenance(tmp_path: Path) -> 
     result = extract(config)
 
     assert result.status == "success"
-    assert result.duckdb_path == tmp_path / "out" / "study.duckdb"
+    assert result.duckdb_path == tmp_path / "out" / "t.duckdb"
     assert counts(result) == {"Observation": c(received=1, inserted=1),
                               "Patient": c(received=2, inserted=2)}
     rows = stored(config)
