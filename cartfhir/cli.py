@@ -17,7 +17,7 @@ import click
 from pydantic import TypeAdapter, ValidationError
 
 from cartfhir import __version__, api
-from cartfhir.config import DEFAULT_CONFIG, Config, Output
+from cartfhir.config import DEFAULT_CONFIG, POOLED_SITE, Config, Output
 from cartfhir.errors import CartfhirError
 from cartfhir.expectations.gx import expectation_column
 from cartfhir.extract.checks import parse_instant
@@ -259,7 +259,7 @@ def _report_analysis(result: api.AnalysisResult) -> None:
     if table is not None:
         rows = []
         for endpoint in (e for e in result.endpoints if e.headline):  # endpoints.yaml
-            match = table[(table["site"] == "all") & (table["endpoint"] == endpoint.key)]
+            match = table[(table["site"] == POOLED_SITE) & (table["endpoint"] == endpoint.key)]
             if match.empty:
                 continue
             r = match.iloc[0]
@@ -450,7 +450,7 @@ def demo(config: Path, patients: int, seed: int) -> int:
         _report_validation(result.run.validation)
     click.echo(f"DuckDB file: {result.duckdb_path}")
     click.echo("try: cartfhir query \"select endpoint, cart1_events, cart1_n, cart2_events, "
-               "cart2_n, p_value from analysis.comparison where site = 'all' and "
+               f"cart2_n, p_value from analysis.comparison where site = '{POOLED_SITE}' and "
                "kind = 'proportion'\"")
     if result.run.analysis is not None:
         _report_analysis(result.run.analysis)

@@ -36,8 +36,10 @@ from cartfhir.redact import register as register_secret
 
 DEFAULT_CONFIG = Path("config.yaml")
 SITE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
-# 'all' names the pooled rows of every site (analysis.comparison's site = 'all').
-RESERVED_SITE_IDS = frozenset({"all"})
+# The site of the pooled rows of every site in the analysis tables (site = 'all'); so no
+# site may be called that.
+POOLED_SITE = "all"
+RESERVED_SITE_IDS = frozenset({POOLED_SITE})
 
 
 def site_id_problem(value: str) -> str | None:

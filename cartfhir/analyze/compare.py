@@ -20,10 +20,11 @@ import pandas as pd
 from cartfhir.analyze import registry as endpoint_registry
 from cartfhir.analyze import stats
 from cartfhir.analyze.registry import Endpoint
+from cartfhir.config import POOLED_SITE
 from cartfhir.db import write_frame
 
 TABLE = "analysis.comparison"  # its columns and their types: analyze/tables/comparison.yml
-POOLED = "all"
+POOLED = POOLED_SITE
 
 
 @cache

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from cartfhir.analyze import registry as endpoint_registry
+from cartfhir.config import POOLED_SITE
 
 FIGURE = "count_dynamics"  # the registry figure whose concepts the table keeps
 
@@ -23,5 +24,5 @@ def build_count_dynamics(con: duckdb.DuckDBPyConnection, context: Any = None) ->
     concepts = [e.concept for e in registry.in_figure(FIGURE)]
     con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
     con.execute(f"CREATE OR REPLACE TABLE analysis.count_dynamics AS {sql}",
-                {"concepts": concepts, "rounds": list(registry.rounds)})
+                {"concepts": concepts, "rounds": list(registry.rounds), "pooled": POOLED_SITE})
     return con.execute("SELECT count(*) FROM analysis.count_dynamics").fetchone()[0]

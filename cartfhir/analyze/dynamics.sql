@@ -2,6 +2,7 @@
 -- Parameters, from the endpoint registry (cartfhir/analyze/dynamics.py):
 --   $concepts  the lab concepts of the report's count_dynamics figure
 --   $rounds    the rounds compared: CART1 and CART2 (threshold post_event_round)
+--   $pooled    the site of the rows pooling every site ('all', config.POOLED_SITE)
 WITH span AS (
     SELECT lo, hi FROM ref.window WHERE name = 'count_dynamics'
 ),
@@ -14,7 +15,7 @@ daily AS (
 both_levels AS (
     SELECT site, concept, round, day, value FROM daily
     UNION ALL
-    SELECT 'all', concept, round, day, value FROM daily
+    SELECT $pooled, concept, round, day, value FROM daily
 )
 SELECT site, concept, round, day, count(*) AS n,
        quantile_cont(value, 0.5) AS median,

@@ -19,6 +19,7 @@ import pandas as pd
 from cartfhir.analyze import registry as endpoint_registry
 from cartfhir.analyze import stats
 from cartfhir.analyze.registry import EfsDefinition, EfsEvent
+from cartfhir.config import POOLED_SITE
 from cartfhir.db import write_frame
 
 EVENT_COLUMNS = ["site", "patient_key", "definition", "event", "event_type", "time_days"]
@@ -77,7 +78,7 @@ def summaries(events: pd.DataFrame,
               definitions: Sequence[EfsDefinition]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Kaplan-Meier per site (and 'all') and definition: (summary rows, curve rows)."""
     summary, curve = [], []
-    groups = [("all", events)] + list(events.groupby("site", sort=True))
+    groups = [(POOLED_SITE, events)] + list(events.groupby("site", sort=True))
     for site, part in groups:
         for definition in (d.name for d in definitions):
             rows = part[(part["definition"] == definition) & part["time_days"].notna()]

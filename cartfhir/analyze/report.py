@@ -28,6 +28,7 @@ from cartfhir import __version__  # noqa: E402
 from cartfhir.analyze.compare import episode_values  # noqa: E402
 from cartfhir.analyze.registry import Figure, Registry  # noqa: E402
 from cartfhir.analyze.stats import format_p  # noqa: E402
+from cartfhir.config import POOLED_SITE  # noqa: E402
 
 ROUND_NAMES = ("CART1", "CART2")  # the two rounds compared, registry.rounds
 COLORS = ("#1f77b4", "#d62728")
@@ -68,7 +69,7 @@ def _section_table(table: pd.DataFrame, registry: Registry, section: str) -> str
     keys = [e for e in registry.endpoints if e.section == section]
     rows = []
     for endpoint in keys:
-        match = table[(table["site"] == "all") & (table["endpoint"] == endpoint.key)]
+        match = table[(table["site"] == POOLED_SITE) & (table["endpoint"] == endpoint.key)]
         if match.empty:
             continue
         r = match.iloc[0]
@@ -95,8 +96,8 @@ def _rounds(registry: Registry) -> list[tuple[int, str, str]]:
 
 def _dynamics_figure(con: duckdb.DuckDBPyConnection, registry: Registry, figure: Figure) -> str:
     panels = registry.in_figure(figure.key)
-    data = con.execute("SELECT * FROM analysis.count_dynamics WHERE site = 'all' "
-                       "ORDER BY concept, round, day").df()
+    data = con.execute("SELECT * FROM analysis.count_dynamics WHERE site = ? "
+                       "ORDER BY concept, round, day", [POOLED_SITE]).df()
     fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         for rnd, name, color in _rounds(registry):
@@ -168,8 +169,8 @@ FIGURES = {"grade_distribution": _grade_figure, "cytokine_peaks": _cytokine_figu
 
 
 def _km_figure(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
-    curve = con.execute("SELECT * FROM analysis.efs_curve WHERE site = 'all' "
-                        "ORDER BY definition, time").df()
+    curve = con.execute("SELECT * FROM analysis.efs_curve WHERE site = ? "
+                        "ORDER BY definition, time", [POOLED_SITE]).df()
     fig, ax = plt.subplots(figsize=(7, 4))
     for definition, color in zip((d.name for d in registry.efs), EFS_COLORS, strict=False):
         part = curve[curve["definition"] == definition]
@@ -208,8 +209,8 @@ def _characteristics(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
 
 
 def _efs_tables(con: duckdb.DuckDBPyConnection, registry: Registry, small_cells: bool) -> str:
-    summary = con.execute("SELECT * FROM analysis.efs_summary WHERE site = 'all' "
-                          "ORDER BY definition").fetchall()
+    summary = con.execute("SELECT * FROM analysis.efs_summary WHERE site = ? "
+                          "ORDER BY definition", [POOLED_SITE]).fetchall()
     out = ["<table><thead><tr><th>definition</th><th>patients</th><th>events</th>"
            "<th>median EFS (days)</th><th>95% CI</th></tr></thead><tbody>"]
     for r in summary:

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cartfhir.analyze import AnalysisResult, analyze
-from cartfhir.config import Analysis, Expectations, Output
+from cartfhir.config import POOLED_SITE, Analysis, Expectations, Output
 from cartfhir.db import apply_ddl, quoted, write_frame
 from cartfhir.errors import DatabaseError, PoolError, UsageError
 from cartfhir.expectations import ValidationReport, validate
@@ -420,8 +420,8 @@ def heterogeneity(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     from statsmodels.stats.contingency_tables import StratifiedTable
 
     rows = []
-    table = con.execute("SELECT * FROM analysis.comparison WHERE site <> 'all' AND kind = "
-                        "'proportion'").df()
+    table = con.execute("SELECT * FROM analysis.comparison WHERE site <> ? AND kind = "
+                        "'proportion'", [POOLED_SITE]).df()
     tested = [r[0] for r in con.execute("SELECT key FROM analysis.endpoint WHERE heterogeneity "
                                         "ORDER BY position").fetchall()]
     for endpoint in tested:
