@@ -10,6 +10,7 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -18,8 +19,21 @@ import pytest
 from cartfhir.analyze import registry
 from cartfhir.analyze.compare import comparison, endpoint_sql
 from cartfhir.cli import run_cli
+from tests.testbed import ndjson_source, write_config
 
 SITES = ["site_a", "site_c"]  # the sites of the shared pooling fixture (conftest.packaged)
+
+
+def site_a_config(packaged: dict, folder: Path, **extra: Any) -> Path:
+    """folder/config.yaml for site_a of the shared run (its data, keys and database, by
+    absolute path); ``extra`` as in testbed.config_dict (``site_a={...}`` updates the site)."""
+    root = packaged["root"]
+    site = {"source": ndjson_source(root / "data" / "site_a"),
+            "pseudonym_key": {"file": str(root / "secrets" / "site_a.key")},
+            "signing_key": {"file": str(root / "site_keys" / "site_a.key")},
+            **extra.pop("site_a", {})}
+    extra.setdefault("output", {"duckdb": str(root / "out" / "t.duckdb")})
+    return write_config(folder, ["site_a"], write_keys=False, site_a=site, **extra)
 
 
 def truth_comparison(truth_files: list[Path], thresholds: pd.DataFrame) -> pd.DataFrame:

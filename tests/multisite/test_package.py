@@ -11,25 +11,14 @@ import pytest
 from cartfhir.cli import run_cli
 from cartfhir.multisite.package import package_files
 
-
-def _config(packaged: dict, tmp_path: Path) -> Path:
-    root = packaged["root"]
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "study: {name: test}\n"
-        "sites:\n"
-        f"  - {{id: site_a, source: {{kind: ndjson, path: {root}/data/site_a}},\n"
-        f"     pseudonym_key: {{file: {root}/secrets/site_a.key}},\n"
-        f"     signing_key: {{file: {root}/site_keys/site_a.key}}}}\n"
-        f"output: {{duckdb: {root}/out/t.duckdb}}\n")
-    return config
+from .helpers import site_a_config
 
 
 def test_export_into_an_existing_empty_folder_writes_the_files_there(
         packaged: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "outbox"
     empty.mkdir()
-    assert run_cli(["export-site", "--config", str(_config(packaged, tmp_path)), "--site",
+    assert run_cli(["export-site", "--config", str(site_a_config(packaged, tmp_path)), "--site",
                     "site_a", "--out", str(empty)]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in empty.iterdir()) == sorted(package_files())
     assert run_cli(["pool", str(empty), "--out", str(tmp_path / "pooled.duckdb"),
@@ -42,7 +31,7 @@ def test_export_refuses_a_folder_that_is_not_empty(
     full.mkdir()
     (full / "keep.txt").write_text("mine")
     capsys.readouterr()
-    assert run_cli(["export-site", "--config", str(_config(packaged, tmp_path)), "--site",
+    assert run_cli(["export-site", "--config", str(site_a_config(packaged, tmp_path)), "--site",
                     "site_a", "--out", str(full)]) == 1
     assert "already exists" in capsys.readouterr().err
     assert [p.name for p in full.iterdir()] == ["keep.txt"]
@@ -55,9 +44,7 @@ def test_export_refuses_a_validation_older_than_the_latest_transform(
     root = packaged["root"]
     db = tmp_path / "t.duckdb"
     shutil.copy(root / "out" / "t.duckdb", db)
-    config = tmp_path / "config.yaml"
-    config.write_text(_config(packaged, tmp_path).read_text().replace(
-        f"{root}/out/t.duckdb", str(db)) + "landing: {workers: 0}\n")
+    config = site_a_config(packaged, tmp_path, output={"duckdb": str(db)})
     assert run_cli(["transform", "--config", str(config)]) == 0, capsys.readouterr().err
     capsys.readouterr()
 

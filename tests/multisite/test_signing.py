@@ -14,7 +14,15 @@ import pytest
 from cartfhir import api
 from cartfhir.cli import run_cli
 
-from .helpers import assert_refused, edit_manifest, pool_cli, sha256, unpack, zip_folder
+from .helpers import (
+    assert_refused,
+    edit_manifest,
+    pool_cli,
+    sha256,
+    site_a_config,
+    unpack,
+    zip_folder,
+)
 
 
 def test_keygen_writes_a_private_key_only_its_owner_reads_and_never_overwrites(
@@ -112,15 +120,8 @@ def test_allow_unsigned_is_recorded_in_the_pooled_database_and_the_report(
 def test_export_site_signs_with_a_key_from_an_environment_variable(
         packaged: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    root = packaged["root"]
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "study: {name: test}\n"
-        "sites:\n"
-        f"  - {{id: site_a, source: {{kind: ndjson, path: {root}/data/site_a}},\n"
-        f"     pseudonym_key: {{file: {root}/secrets/site_a.key}},\n"
-        "     signing_key: {env: SITE_A_SIGNING_KEY}}\n"
-        f"output: {{duckdb: {root}/out/t.duckdb}}\n")
+    config = site_a_config(packaged, tmp_path,
+                           site_a={"signing_key": {"env": "SITE_A_SIGNING_KEY"}})
     pem = (packaged["site_keys"] / "site_a.key").read_text()
     monkeypatch.setenv("SITE_A_SIGNING_KEY", pem)
     package = tmp_path / "site_a.zip"
