@@ -121,17 +121,9 @@ def test_write_query_to_parquet_csv_and_json(db: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "n.json").read_text())[0] == {"site": "site_a", "n": 4}
 
 
-def _config(tmp_path: Path, db: Path) -> Path:
-    path = tmp_path / "config.yaml"
-    path.write_text("study: {name: test}\nsites:\n"
-                    "  - {id: site_a, source: {kind: ndjson, path: data/site_a}}\n"
-                    f"output: {{duckdb: {db}}}\n")
-    return path
-
-
 def test_cli_query_out_and_export(db: Path, tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
-    config = str(_config(tmp_path, db))
+    config = str(write_config(tmp_path, ["site_a"], output={"duckdb": str(db)}))
     sql = "select * from meta.runs"
     assert run_cli(["query", sql, "-c", config, "-f", "parquet"]) == 2
     assert "give --out" in capsys.readouterr().err

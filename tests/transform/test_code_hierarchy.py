@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from cartfhir.cli import cli
 from cartfhir.errors import ConfigError
-from tests.testbed import SECRET
+from tests.testbed import write_config
 
 from .test_harmonize import Site, one
 
@@ -72,16 +72,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     # make 3E04302 (high-dose IL-2) chemotherapy.
     (root / "pcs_map.csv").write_text(
         f"resource_type,system,code,concept\nProcedure,{PCS},3E0430,chemotherapy\n")
-    (root / "secrets").mkdir()
-    sites = ""
-    for name in (US, CN):
-        (root / "secrets" / f"{name}.key").write_text(f"{SECRET}-{name}\n")
-        maps = ", concept_maps: [pcs_map.csv]" if name == US else ""
-        sites += (f"  - {{id: {name}, source: {{kind: ndjson, path: data/{name}}}, "
-                  f"pseudonym_key: {{file: secrets/{name}.key}}{maps}}}\n")
-    config = root / "config.yaml"
-    config.write_text("study: {name: hierarchy}\nsites:\n" + sites
-                      + "output: {duckdb: out/h.duckdb}\nlanding: {workers: 0}\n")
+    config = write_config(root, [US, CN], **{US: {"concept_maps": ["pcs_map.csv"]}},
+                          study={"name": "hierarchy"}, output={"duckdb": "out/h.duckdb"})
     result = CliRunner().invoke(cli, ["run", "--config", str(config)])
     assert result.exit_code == 0, result.output
     return duckdb.connect(str(root / "out" / "h.duckdb"), read_only=True)
