@@ -24,7 +24,7 @@ from cartfhir.transform.sof import (
     run_view,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 # The shared checkout of the suite when it is there; else the copy vendored with the
 # tests (tests/data/sof-conformance, with its LICENSE), so a clone alone runs it.
 _SHARED = ROOT.parent / "shared" / "conformance" / "sql-on-fhir-v2" / "tests"
