@@ -1,4 +1,4 @@
-"""The synthetic cohort through landing: exactly the injected bad lines are rejected."""
+"""The writer's injected bad lines (truth/injected.csv) are exactly those landing rejects."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ from pathlib import Path
 import duckdb
 
 from cartfhir.api import extract
-from cartfhir.config import parse_config
 from cartfhir.synth import generate
+from tests.testbed import make_config
 
 
 def test_landing_rejects_exactly_the_injected_lines(tmp_path: Path) -> None:
     synth = generate(tmp_path / "data", patients=12, seed=21, bad_rate=0.02, compress=True)
-    config = parse_config({
-        "study": {"name": "t"},
-        "sites": [{"id": s, "source": {"kind": "ndjson", "path": f"data/{s}"}}
-                  for s in ("site_a", "site_b")],
-        "output": {"duckdb": "out/t.duckdb"},
-        "landing": {"validation": "full"},
-    }, base_dir=tmp_path)
+    config = make_config(tmp_path, ["site_a", "site_b"], landing={"validation": "full"})
     result = extract(config)
     assert result.status == "success"
 
