@@ -16,6 +16,7 @@ import duckdb
 import pytest
 
 from cartfhir.cli import run_cli
+from tests.testbed import bulk_source, fhir_source, write_config
 
 from .stub_server import json_response
 
@@ -65,22 +66,19 @@ def searching(rtype: str, request: Any) -> dict[str, list[str]] | None:
 
 
 def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], base_url: str, *,
-            source: str = "", args: tuple[str, ...] = (), options: tuple[str, ...] = (),
-            kind: str = "fhir") -> Outcome:
-    """Write a one-site config (Patient only unless ``source`` says more) and run extract.
+            source: dict[str, Any] | None = None, args: tuple[str, ...] = (),
+            options: tuple[str, ...] = (), kind: str = "fhir") -> Outcome:
+    """Write a one-site config (Patient only; ``source`` adds or replaces source fields)
+    and run extract.
 
     ``options`` go before the command (``--verbose``), ``args`` after it (``--full``).
     """
-    config = tmp_path / "config.yaml"
     if kind == "fhir":
-        body = (f"{{kind: fhir, base_url: '{base_url}', "
-                "cohort: {search: ['Patient?active=true']},\n"
-                f"              resources: [{{type: Patient}}]{source}}}")
+        body = fhir_source(base_url, cohort={"search": ["Patient?active=true"]},
+                           resources=[{"type": "Patient"}])
     else:
-        body = f"{{kind: bulk, base_url: '{base_url}', level: system, types: [Patient]{source}}}"
-    config.write_text("study: {name: t}\nsites:\n"
-                      f"  - id: site_x\n    source: {body}\n"
-                      "output: {duckdb: out/t.duckdb}\n")
+        body = bulk_source(base_url, level="system", types=["Patient"])
+    config = write_config(tmp_path, ["site_x"], site_x={"source": {**body, **(source or {})}})
     code = run_cli([*options, "extract", "--config", str(config), *args])
     captured = capsys.readouterr()
     return Outcome(code, captured.out, captured.err, tmp_path / "out" / "t.duckdb")

@@ -184,7 +184,7 @@ def test_a_redirect_to_an_allowed_host_is_followed_and_recorded(tmp_path, capsys
     redirect_searches(hostile, elsewhere)
     port = urlsplit(elsewhere.base).port
     result = extract(tmp_path, capsys, hostile.base,
-                     source=f", http: {{allowed_hosts: ['127.0.0.1:{port}']}}")
+                     source={"http": {"allowed_hosts": [f"127.0.0.1:{port}"]}})
     assert result.code == 0, result.err
     assert len(result.rows("select * from raw.resources")) == 3
     rows = result.rows("select url, final_url from meta.extract_request")

@@ -169,7 +169,7 @@ def test_max_pages_from_the_config_caps_a_search_without_total(tmp_path, capsys,
         return bundle([p(f"p{k}")], next_url=more)  # no total: nothing to derive a cap from
 
     hostile.faults.append(forever)
-    result = extract(tmp_path, capsys, hostile.base, source=", max_pages: 4")
+    result = extract(tmp_path, capsys, hostile.base, source={"max_pages": 4})
     assert result.code == 3, result.err
     assert "stopped after 4 pages" in result.run_row()[1]
     assert result.rows("select max(pages) from meta.extract_request")[0][0] == 4

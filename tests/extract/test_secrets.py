@@ -23,8 +23,9 @@ USER, PASSWORD = "alice", "pa55-W0rd-z9y8x7"
 STATUS_TOKEN = "st4tus-T0ken-1a2b3c4d"
 
 AUTH = {
-    "bearer": ", auth: {kind: bearer, token: {env: CARTFHIR_TEST_SECRET}}",
-    "basic": f", auth: {{kind: basic, username: {USER}, password: {{env: CARTFHIR_TEST_SECRET}}}}",
+    "bearer": {"auth": {"kind": "bearer", "token": {"env": "CARTFHIR_TEST_SECRET"}}},
+    "basic": {"auth": {"kind": "basic", "username": USER,
+                       "password": {"env": "CARTFHIR_TEST_SECRET"}}},
 }
 SECRETS = {
     "bearer": [TOKEN],
@@ -108,7 +109,7 @@ def test_a_status_url_token_is_masked_and_its_job_not_resumed(tmp_path, capsys,
                                                               hostile) -> None:
     with_status_token(hostile)
     hostile.export_polls = 100
-    first = extract(tmp_path, capsys, hostile.base, kind="bulk", source=", max_wait: 1",
+    first = extract(tmp_path, capsys, hostile.base, kind="bulk", source={"max_wait": 1},
                     options=("--verbose",))
     assert first.code == 1 and "next run resumes it" in first.err
     [(url, status)] = first.rows("select status_url, status from meta.bulk_job")
