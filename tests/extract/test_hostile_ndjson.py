@@ -22,6 +22,7 @@ import pytest
 
 from cartfhir.cli import run_cli
 from cartfhir.extract.checks import MAX_DEPTH
+from tests import testbed
 
 from .stub_server import FakeFhir, serve
 
@@ -76,13 +77,10 @@ class Run:
         return self.rows("select status, message from meta.runs order by started desc limit 1")[0]
 
 
-def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str,
-            landing: str = "", workers: int = 0) -> Run:
-    config = tmp_path / "config.yaml"
-    config.write_text("study: {name: t}\n"
-                      f"sites:\n  - id: s\n    source: {source}\n"
-                      "output: {duckdb: out/t.duckdb}\n"
-                      f"landing: {{workers: {workers}{landing}}}\n")
+def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: dict[str, Any],
+            landing: dict[str, Any] | None = None, workers: int = 0) -> Run:
+    config = testbed.write_config(tmp_path, ["s"], s={"source": source},
+                                  landing={"workers": workers, **(landing or {})})
     code = run_cli(["extract", "--config", str(config)])
     captured = capsys.readouterr()
     return Run(code, captured.out, captured.err, tmp_path / "out" / "t.duckdb")
@@ -91,11 +89,11 @@ def extract(tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str,
 # --- a folder ---------------------------------------------------------------------
 
 
-def folder_source(tmp_path: Path, name: str, data: bytes) -> str:
+def folder_source(tmp_path: Path, name: str, data: bytes) -> dict[str, Any]:
     folder = tmp_path / "in"
     folder.mkdir(exist_ok=True)
     (folder / name).write_bytes(data)
-    return "{kind: ndjson, path: in}"
+    return testbed.ndjson_source("in")
 
 
 def test_folder_deep_nesting_and_duplicate_keys_are_rejected_the_rest_lands(
@@ -133,7 +131,7 @@ def test_folder_line_over_the_cap_is_rejected_keeping_its_start(
     big = orjson.dumps(patient("big", name=[{"family": "x" * 5000}]))
     data = b"\n".join([orjson.dumps(patient("p1")), big, orjson.dumps(patient("p3"))])
     run = extract(tmp_path, capsys, folder_source(tmp_path, "p.ndjson", data),
-                  ", max_line_bytes: 2048")
+                  {"max_line_bytes": 2048})
     assert run.code == 0, run.err
     assert run.ids() == ["p1", "p3"]
     ((line_no, rtype, reason, payload),) = run.rejected()
@@ -161,7 +159,7 @@ def test_folder_file_over_the_decompressed_cap_makes_the_run_partial(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = b"".join(orjson.dumps(patient(f"p{i}")) + b"\n" for i in range(200))
     run = extract(tmp_path, capsys, folder_source(tmp_path, "p.ndjson.gz", gzip.compress(lines)),
-                  ", max_decompressed_bytes: 4096")
+                  {"max_decompressed_bytes": 4096})
     assert run.code == 3, run.err
     assert "landing.max_decompressed_bytes" in run.run_row()[1]
     assert 0 < len(run.ids()) < 200
@@ -194,7 +192,7 @@ def test_folder_of_symlinks_only_says_so(
     outside.write_bytes(orjson.dumps(patient("p8")) + b"\n")
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "p.ndjson").symlink_to(outside)
-    run = extract(tmp_path, capsys, "{kind: ndjson, path: in}")
+    run = extract(tmp_path, capsys, testbed.ndjson_source("in"))
     assert run.code != 0
     assert "no *.ndjson or *.ndjson.gz files found" in run.err
     assert "p.ndjson: skipped, a symbolic link" in run.err
@@ -223,8 +221,8 @@ def bulk() -> Iterator[FakeFhir]:
     server.shutdown()
 
 
-def bulk_source(fake: FakeFhir) -> str:
-    return f"{{kind: bulk, base_url: '{fake.base}', level: system, types: [Patient]}}"
+def bulk_source(fake: FakeFhir) -> dict[str, Any]:
+    return testbed.bulk_source(fake.base, level="system", types=["Patient"])
 
 
 def serve_file(fake: FakeFhir, body: bytes, count: int | None = None,
@@ -272,7 +270,7 @@ def test_bulk_line_over_the_cap_is_rejected_keeping_its_start(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], bulk: FakeFhir) -> None:
     big = patient("big", name=[{"family": "x" * 300_000}])
     bulk.resources.insert(1, big)
-    run = extract(tmp_path, capsys, bulk_source(bulk), ", max_line_bytes: 100000")
+    run = extract(tmp_path, capsys, bulk_source(bulk), {"max_line_bytes": 100000})
     assert run.code == 0, run.err
     assert run.ids() == ["p1", "p2", "p3"]
     ((line_no, _, reason, payload),) = run.rejected()
@@ -324,7 +322,7 @@ def test_bulk_gzip_bomb_stops_at_the_decompressed_cap(
     bomb = gzip.compress(b" " * 64 * 2**20)  # 64 MiB of one line in 64 KiB
     serve_file(bulk, bomb)
     run = extract(tmp_path, capsys, bulk_source(bulk),
-                  ", max_line_bytes: 1048576, max_decompressed_bytes: 4194304")
+                  {"max_line_bytes": 1048576, "max_decompressed_bytes": 4194304})
     assert run.code == 3, run.err
     status, message = run.run_row()
     assert status == "partial"
@@ -348,9 +346,7 @@ def test_rest_deep_nesting_is_rejected_the_rest_lands(
         return 200, {"Content-Type": "application/fhir+json"}, json.dumps(body).encode()
 
     bulk.faults.append(search)
-    source = (f"{{kind: fhir, base_url: '{bulk.base}', cohort: {{search: ['Patient?active=true']}},"
-              " resources: [{type: Patient}]}")
-    run = extract(tmp_path, capsys, source)
+    run = extract(tmp_path, capsys, rest_source(bulk))
     assert run.code == 0, run.err
     assert run.ids() == ["p1", "p3"]
     assert [r[1:3] for r in run.rejected()] == [("Patient", TOO_DEEP)]
@@ -375,9 +371,9 @@ def test_rest_last_updated_out_of_range_in_utc_is_rejected_the_rest_lands(
     assert [r[1:3] for r in run.rejected()] == [("Patient", out_of_range_reason(stamp))]
 
 
-def rest_source(fake: FakeFhir) -> str:
-    return (f"{{kind: fhir, base_url: '{fake.base}', cohort: {{search: ['Patient?active=true']}},"
-            " resources: [{type: Patient}]}")
+def rest_source(fake: FakeFhir) -> dict[str, Any]:
+    return testbed.fhir_source(fake.base, cohort={"search": ["Patient?active=true"]},
+                               resources=[{"type": "Patient"}])
 
 
 def page_text(*entries: bytes, envelope: bytes = b'"total":4') -> bytes:
