@@ -13,6 +13,7 @@ import duckdb
 import orjson
 
 from cartfhir.synth import generate
+from tests.testbed import fhir_source, write_config
 
 from .stub_server import FakeFhir, serve
 
@@ -27,15 +28,9 @@ def test_killed_pull_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     fake = FakeFhir(resources=resources)
     fake.delay = 0.03
     server = serve(fake)
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "study: {name: t}\n"
-        "sites:\n"
-        f"  - id: site_a\n    source: {{kind: fhir, base_url: '{server.base_url}',\n"
-        "              cohort: {search: ['Patient?_count=100']}, page_size: 20,\n"
-        "              patients_per_query: 1, http: {max_connections: 2}}\n"
-        "output: {duckdb: out/t.duckdb}\n"
-        "landing: {workers: 0}\n")
+    config = write_config(tmp_path, ["site_a"], site_a={"source": fhir_source(
+        server.base_url, cohort={"search": ["Patient?_count=100"]}, page_size=20,
+        patients_per_query=1, http={"max_connections": 2})})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "cartfhir", "extract", "--config", str(config)]
     try:

@@ -28,6 +28,7 @@ from cartfhir.config import Http, NoAuth, Tls
 from cartfhir.errors import FhirServerError
 from cartfhir.extract.http import FhirClient
 from cartfhir.synth import generate
+from tests.testbed import fhir_source, write_config
 
 from .stub_server import FakeFhir, answer, serve
 from .tls_certs import Pki, make_pki
@@ -171,15 +172,10 @@ def test_extract_with_smart_backend_services(tmp_path: Path, cohort: list[dict],
     server = TokenServer(public_key=key.public_key(), algorithm="RS384", fhir=fake).start()
     fake.base = server.base_url
     try:
-        config = tmp_path / "config.yaml"
-        config.write_text(
-            "study: {name: t}\n"
-            "sites:\n"
-            f"  - id: site_a\n    source: {{kind: fhir, base_url: '{server.base_url}',\n"
-            "      cohort: {search: ['Patient?_count=100']},\n"
-            "      auth: {kind: smart, client_id: cartfhir-test,\n"
-            f"             private_key: {{file: '{key_file}'}}}}}}\n"
-            "output: {duckdb: out/t.duckdb}\n")
+        config = write_config(tmp_path, ["site_a"], site_a={"source": fhir_source(
+            server.base_url, cohort={"search": ["Patient?_count=100"]},
+            auth={"kind": "smart", "client_id": "cartfhir-test",
+                  "private_key": {"file": str(key_file)}})})
         assert run_cli(["extract", "--config", str(config)]) == 0, capsys.readouterr().err
         captured = capsys.readouterr()
     finally:
