@@ -17,10 +17,10 @@ import pytest
 import requests
 
 from cartfhir.api import extract
-from cartfhir.config import parse_config
 from cartfhir.synth import generate
 from tests.integration import hapi
 from tests.integration.fault_proxy import FaultProxy, Rule
+from tests.testbed import bulk_source, fhir_source, make_config
 
 pytestmark = pytest.mark.integration
 
@@ -42,15 +42,14 @@ def loaded(hapi_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def config(tmp_path: Path, base_url: str, ids_file: Path, **source: object):
-    kind = source.pop("kind", "fhir")
-    body: dict = {"kind": kind, "base_url": base_url, **source}
-    if kind == "fhir":
-        body.setdefault("cohort", {"patient_ids_file": str(ids_file)})
-        body.setdefault("patients_per_query", 2)
-        body.setdefault("page_size", 100)
-    return parse_config({"study": {"name": "t"}, "sites": [{"id": "site_a", "source": body}],
-                         "output": {"duckdb": "t.duckdb"}, "landing": {"workers": 0}},
-                        base_dir=tmp_path)
+    """site_a pulling the loaded patients from base_url (REST unless ``kind="bulk"``)."""
+    if source.pop("kind", "fhir") == "bulk":
+        body = bulk_source(base_url, **source)
+    else:
+        body = fhir_source(base_url, **{"cohort": {"patient_ids_file": str(ids_file)},
+                                        "patients_per_query": 2, "page_size": 100, **source})
+    return make_config(tmp_path, ["site_a"], site_a={"source": body},
+                       output={"duckdb": "t.duckdb"})
 
 
 def landed(tmp_path: Path) -> list[tuple[str, str]]:

@@ -15,27 +15,22 @@ import orjson
 import pytest
 
 from cartfhir import api
-from cartfhir.config import parse_config
 from cartfhir.synth import generate
 from tests.integration import hapi
 from tests.multisite.helpers import assert_same_comparison, truth_comparison
+from tests.testbed import fhir_source, make_config, ndjson_source
 
 pytestmark = pytest.mark.integration
 
 
 def site_config(root: Path, site: str, source: dict, center_keys: Path) -> object:
     """A hospital's own config; its signing key's public half goes to the center."""
-    (root / "secrets").mkdir(parents=True, exist_ok=True)
-    (root / "secrets" / f"{site}.key").write_text(f"integration-secret-for-{site}-0123456789")
     pair = api.keygen(site, root / "signing")
     center_keys.mkdir(exist_ok=True)
     shutil.copy(pair.public, center_keys)
-    return parse_config({"study": {"name": "pooled-e2e"},
-                         "sites": [{"id": site, "source": source,
-                                    "pseudonym_key": {"file": f"secrets/{site}.key"},
-                                    "signing_key": {"file": f"signing/{site}.key"}}],
-                         "output": {"duckdb": "out/site.duckdb"},
-                         "landing": {"workers": 0}}, base_dir=root)
+    return make_config(root, [site], **{site: {"source": source,
+                                              "signing_key": {"file": f"signing/{site}.key"}}},
+                       study={"name": "pooled-e2e"}, output={"duckdb": "out/site.duckdb"})
 
 
 def test_two_sites_rest_and_ndjson_pool_to_the_combined_truth(
@@ -48,13 +43,12 @@ def test_two_sites_rest_and_ndjson_pool_to_the_combined_truth(
            for e in orjson.loads(b.read_bytes())["entry"]
            if e["resource"]["resourceType"] == "Patient"]
     (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
-    rest = site_config(tmp_path / "hospital_a", "site_a", {
-        "kind": "fhir", "base_url": hapi_base_url,
-        "cohort": {"patient_ids_file": str(tmp_path / "ids.txt")}, "patients_per_query": 3},
-        tmp_path / "center_keys")
+    rest = site_config(tmp_path / "hospital_a", "site_a", fhir_source(
+        hapi_base_url, cohort={"patient_ids_file": str(tmp_path / "ids.txt")},
+        patients_per_query=3), tmp_path / "center_keys")
     generate(tmp_path / "c", patients=6, seed=52, sites=["site_c"])
     files = site_config(tmp_path / "hospital_c", "site_c",
-                        {"kind": "ndjson", "path": str(tmp_path / "c" / "site_c")},
+                        ndjson_source(tmp_path / "c" / "site_c"),
                         tmp_path / "center_keys")
 
     packages = []
