@@ -21,7 +21,7 @@ from cartfhir.cli import cli
 from cartfhir.errors import ConfigError
 from tests.testbed import write_config
 
-from .test_harmonize import Site, one
+from .small_site import Site, one
 
 CM = "http://hl7.org/fhir/sid/icd-10-cm"
 WHO = "http://hl7.org/fhir/sid/icd-10"

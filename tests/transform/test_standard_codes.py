@@ -22,7 +22,7 @@ from cartfhir.synth import generate
 from tests.testbed import write_config
 
 from .broad_hospital import LOOK_ALIKES, broad_resources
-from .test_harmonize import LOCAL, Site, one
+from .small_site import LOCAL, Site, one
 
 SITE = "site_a"
 
