@@ -24,8 +24,8 @@ from cartfhir.api import extract, transform
 from cartfhir.config import load_config
 from cartfhir.runs import failed_on_error, start_run
 from cartfhir.synth import generate
+from tests.snapshots import fingerprint, runs
 from tests.testbed import write_config
-from tests.transform.test_atomic import fingerprint, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERRUPT_AT = "harmonized.observation_value"  # one long statement, most of the models after it
