@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
+from cartfhir.config import Config
 from cartfhir.errors import ConfigError
 from cartfhir.transform import reference
-from tests.testbed import make_config
 
 
 def with_record_statuses(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
@@ -18,24 +18,24 @@ def with_record_statuses(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
         else package_text(name)))
 
 
-def test_the_configured_sites_are_ref_site(tmp_path: Path) -> None:
-    loaded = reference.load_reference(make_config(tmp_path, ["site_a", "site_b"]))
+def test_the_configured_sites_are_ref_site(site_config: Callable[..., Config]) -> None:
+    loaded = reference.load_reference(site_config(["site_a", "site_b"]))
     assert loaded.tables["site"] == [{"site": "site_a"}, {"site": "site_b"}]
 
 
 def test_a_record_status_with_an_unknown_use_is_a_config_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        site_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     with_record_statuses(monkeypatch, "resource_type,element,status,use\n"
                                       "Observation,status,final,usable\n"
                                       "Observation,status,cancelled,voided\n")
     with pytest.raises(ConfigError, match=r"record_statuses.csv line 3.*'voided'.*usable, void"):
-        reference.load_reference(make_config(tmp_path, ["site_x"]))
+        reference.load_reference(site_config(["site_x"]))
 
 
 def test_a_record_status_listed_twice_is_a_config_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        site_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
     with_record_statuses(monkeypatch, "resource_type,element,status,use\n"
                                       "Observation,status,final,usable\n"
                                       "Observation,status,final,void\n")
     with pytest.raises(ConfigError, match=r"line 3: Observation.status.final is listed twice"):
-        reference.load_reference(make_config(tmp_path, ["site_x"]))
+        reference.load_reference(site_config(["site_x"]))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cartfhir import api
 from cartfhir import transform as transform_module
+from cartfhir.config import Config
 from cartfhir.errors import TransformError
 from cartfhir.graph import load_graph
 from cartfhir.synth import generate
@@ -39,8 +41,9 @@ def test_the_transform_walks_the_graph_stages_ref_to_qa(tmp_path: Path,
                                    if graph.node(t).kind in ("sql", "view")]
 
 
-def test_a_transform_before_any_extraction_says_to_extract(tmp_path: Path) -> None:
-    config = make_config(tmp_path, SITES)
+def test_a_transform_before_any_extraction_says_to_extract(
+        site_config: Callable[..., Config]) -> None:
+    config = site_config(SITES)
     with pytest.raises(TransformError, match=r"raw.resources does not exist: run "
                                              r"'cartfhir extract' first"):
         api.transform(config)
