@@ -9,7 +9,7 @@ from cartfhir import api
 from cartfhir.catalog import DUCKDB_TYPES, database_columns, find_table, load_catalog
 from cartfhir.graph import BuildContext, build_node, load_graph
 from cartfhir.synth import generate
-from tests.transform.conftest import make_config
+from tests.testbed import make_config
 
 SITES = ["site_a", "site_b", "site_c"]
 # DuckDB's type for a column whose every value was null in a frame written from pandas.

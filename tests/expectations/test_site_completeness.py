@@ -16,8 +16,8 @@ import duckdb
 import pytest
 
 from cartfhir.api import validate
-from tests.transform.conftest import make_config
-from tests.transform.test_harmonize import LOCAL, Site
+from tests.testbed import make_config
+from tests.transform.small_site import LOCAL, Site
 
 SNOMED = "http://snomed.info/sct"
 

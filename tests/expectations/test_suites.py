@@ -12,7 +12,7 @@ import pytest
 from cartfhir.config import Expectations
 from cartfhir.errors import ConfigError
 from cartfhir.expectations.suites import expectation_suites, load_suites, package_suites
-from tests.transform.conftest import make_config
+from tests.testbed import make_config
 
 
 def rules(suites: list, name: str) -> list[dict]:
@@ -80,7 +80,7 @@ def test_suites_need_no_config_file(tmp_path: Path) -> None:
 def test_a_setting_that_is_not_a_known_name_is_a_config_error_naming_the_rule(
         tmp_path: Path, setting: object, capsys: pytest.CaptureFixture[str]) -> None:
     from cartfhir.cli import run_cli
-    from tests.transform.conftest import write_config
+    from tests.testbed import write_config
 
     config = write_config(tmp_path, ["site_a"], expectations={"add": [
         {"suite": "cohort.episode", "type": "expect_column_values_to_not_be_null",

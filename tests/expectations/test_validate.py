@@ -12,7 +12,7 @@ from cartfhir import api
 from cartfhir.api import extract, transform, validate
 from cartfhir.errors import ConfigError, ExpectationError
 from cartfhir.synth import generate
-from tests.transform.conftest import make_config
+from tests.testbed import make_config
 
 SITES = ["site_a", "site_b", "site_c"]
 

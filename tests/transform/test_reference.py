@@ -23,19 +23,14 @@ def test_the_configured_sites_are_ref_site(site_config: Callable[..., Config]) -
     assert loaded.tables["site"] == [{"site": "site_a"}, {"site": "site_b"}]
 
 
-def test_a_record_status_with_an_unknown_use_is_a_config_error(
-        site_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("last_line", "message"), [
+    ("Observation,status,cancelled,voided", r"record_statuses.csv line 3.*'voided'.*usable, void"),
+    ("Observation,status,final,void", r"line 3: Observation.status.final is listed twice"),
+], ids=["unknown use", "listed twice"])
+def test_a_bad_record_status_is_a_config_error_naming_its_line(
+        site_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch,
+        last_line: str, message: str) -> None:
     with_record_statuses(monkeypatch, "resource_type,element,status,use\n"
-                                      "Observation,status,final,usable\n"
-                                      "Observation,status,cancelled,voided\n")
-    with pytest.raises(ConfigError, match=r"record_statuses.csv line 3.*'voided'.*usable, void"):
-        reference.load_reference(site_config(["site_x"]))
-
-
-def test_a_record_status_listed_twice_is_a_config_error(
-        site_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch) -> None:
-    with_record_statuses(monkeypatch, "resource_type,element,status,use\n"
-                                      "Observation,status,final,usable\n"
-                                      "Observation,status,final,void\n")
-    with pytest.raises(ConfigError, match=r"line 3: Observation.status.final is listed twice"):
+                                      f"Observation,status,final,usable\n{last_line}\n")
+    with pytest.raises(ConfigError, match=message):
         reference.load_reference(site_config(["site_x"]))
