@@ -11,16 +11,19 @@ placed AS (
     WHERE date_diff('day', e.infusion_date, l.effective_date)
           BETWEEN (SELECT lo FROM bounds) AND (SELECT hi FROM bounds)
 ),
-windowed AS (
+day_windows AS (
     -- The one place a result's day meets the episode's windows (cut at its window end).
-    SELECT p.site, p.patient_key, p.round, p.observation_id,
+    -- Windows depend on the episode and the day only, so they are listed per episode
+    -- day, over the days the episode has results (however wide a configured window),
+    -- and joined to the results by equality.
+    SELECT w.site, w.patient_key, w.round, d.day,
            list(w.name ORDER BY w.lo, w.name) AS windows
-    FROM placed AS p
-    JOIN cohort.episode_window AS w
-      ON w.site = p.site AND w.patient_key = p.patient_key AND w.round = p.round
-     AND p.day BETWEEN w.lo AND w.hi
+    FROM cohort.episode_window AS w
+    JOIN (SELECT site, patient_key, round, min(day) AS first_day, max(day) AS last_day
+          FROM placed GROUP BY ALL) AS r USING (site, patient_key, round),
+         range(greatest(w.lo, r.first_day), least(w.hi, r.last_day) + 1) AS d(day)
     GROUP BY ALL
 )
 SELECT p.*, coalesce(w.windows, []) AS windows
 FROM placed AS p
-LEFT JOIN windowed AS w USING (site, patient_key, round, observation_id)
+LEFT JOIN day_windows AS w USING (site, patient_key, round, day)
