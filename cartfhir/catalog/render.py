@@ -31,7 +31,7 @@ def render_markdown(tables: list[Table]) -> str:
            "Generated from the tables' sidecars (the `.yml` beside each SQL, ViewDefinition",
            "or DDL file, listed in `cartfhir/build.yaml`) by",
            "`cartfhir schema --format markdown > docs/data-dictionary.md`;",
-           "`tests/catalog/test_docs.py` fails when this file or the sidecars drift apart.", ""]
+           "`tests/catalog/test_render.py` fails when this file or the sidecars drift apart.", ""]
     schemas = list(dict.fromkeys(t.schema for t in tables))
     out += ["Schemas: " + ", ".join(f"[`{s}`](#{s})" for s in schemas) + ".", ""]
     for schema in schemas:
