@@ -9,11 +9,8 @@ statement is among the longest; the second lands one inside a statement for cert
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -25,9 +22,9 @@ from cartfhir.config import load_config
 from cartfhir.runs import failed_on_error, start_run
 from cartfhir.synth import generate
 from tests.snapshots import fingerprint, runs
+from tests.stopping import signal_transform_at
 from tests.testbed import write_config
 
-ROOT = Path(__file__).resolve().parents[1]
 INTERRUPT_AT = "harmonized.observation_value"  # one long statement, most of the models after it
 
 
@@ -47,26 +44,9 @@ def test_ctrl_c_during_a_transform_exits_130_and_records_the_run_interrupted(
         site: Path) -> None:
     db = site.parent / "out" / "t.duckdb"
     before = fingerprint(db)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "cartfhir", "--log-format", "json",
-                             "transform", "--config", str(site)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line.decode("utf-8", "replace"))
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("table") == INTERRUPT_AT:
-            proc.send_signal(signal.SIGINT)
-            break
-    seen.append(proc.stderr.read().decode("utf-8", "replace"))
-    proc.wait(timeout=120)
-    err = "".join(seen)
+    code, err = signal_transform_at(site, INTERRUPT_AT, signal.SIGINT)
 
-    assert proc.returncode == 130, f"exit {proc.returncode}; stderr:\n{err}"
+    assert code == 130, f"exit {code}; stderr:\n{err}"
     assert "internal error" not in err and "please report it" not in err, err
     assert "interrupted" in err
     last = runs(db)[-1]

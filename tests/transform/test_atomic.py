@@ -9,11 +9,7 @@ kill lands mid-transform; the test checks that it did (the process died by the s
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -24,35 +20,18 @@ from cartfhir.cli import run_cli
 from cartfhir.config import load_config
 from cartfhir.synth import generate
 from tests.snapshots import fingerprint, runs
+from tests.stopping import signal_transform_at
 from tests.testbed import write_config
 
-ROOT = Path(__file__).resolve().parents[2]
 SITES = ("site_a", "site_b")
 KILL_AT = "flat.observation"  # built after flat.condition and before every model
 
 
-def kill_transform_at(config: Path, table: str) -> subprocess.Popen:
-    """Start 'cartfhir transform' and SIGKILL it when it logs that ``table`` is being built."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "cartfhir", "--log-format", "json",
-                             "transform", "--config", str(config)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seen = []
-    assert proc.stderr is not None
-    for line in proc.stderr:  # ends when the process does
-        seen.append(line.decode("utf-8", "replace"))
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("table") == table:
-            proc.send_signal(signal.SIGKILL)
-            break
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, (
-        f"the transform was not killed part-way (exit {proc.returncode}); stderr:\n"
-        + "".join(seen))
-    return proc
+def kill_transform_at(config: Path, table: str) -> None:
+    """SIGKILL 'cartfhir transform' when it logs that ``table`` is being built."""
+    code, err = signal_transform_at(config, table, signal.SIGKILL)
+    assert code == -signal.SIGKILL, (
+        f"the transform was not killed part-way (exit {code}); stderr:\n{err}")
 
 
 @pytest.fixture(scope="module")

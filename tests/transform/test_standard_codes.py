@@ -186,14 +186,19 @@ def _product(site: Site, system: str, code: str, display: str) -> None:
                            "performedDateTime": "2024-03-01T10:00:00+08:00"})
 
 
-def test_a_hcpcs_product_code_is_not_excluded_by_its_cms_descriptor(tmp_path: Path) -> None:
-    site = Site(tmp_path)
-    _product(site, HCPCS, "Q2042", Q2042_DESCRIPTOR)
-    site.lab(3, 0.4, "10*9/L")
+def _assert_infusion_counted(site: Site) -> None:
+    """The site's one product Procedure maps to cart_infusion and makes one episode."""
     _, con = _run(site)
     assert one(con, "SELECT status, concept FROM harmonized.code_concept "
                     "WHERE resource_type = 'Procedure'") == ("mapped", "cart_infusion")
     assert one(con, "SELECT count(*) FROM cohort.episode") == 1
+
+
+def test_a_hcpcs_product_code_is_not_excluded_by_its_cms_descriptor(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    _product(site, HCPCS, "Q2042", Q2042_DESCRIPTOR)
+    site.lab(3, 0.4, "10*9/L")
+    _assert_infusion_counted(site)
 
 
 def test_a_site_map_is_not_overruled_by_an_unrelated_text_pattern(tmp_path: Path) -> None:
@@ -264,10 +269,7 @@ def test_case_insensitive_codes_match_in_any_case(tmp_path: Path, system: str, c
     site = Site(tmp_path)
     _product(site, system, code, "CAR-T")
     site.lab(3, 0.4, "10*9/L", code="751-8")
-    _, con = _run(site)
-    assert one(con, "SELECT status, concept FROM harmonized.code_concept "
-                    "WHERE resource_type = 'Procedure'") == ("mapped", "cart_infusion")
-    assert one(con, "SELECT count(*) FROM cohort.episode") == 1
+    _assert_infusion_counted(site)
 
 
 def test_site_patterns_keep_their_escapes_and_match_any_case(tmp_path: Path) -> None:
