@@ -30,7 +30,7 @@ from cartfhir.runs import is_interrupt
 from cartfhir.synth import DEFAULT_SITES
 from cartfhir.synth.profiles import available_profiles
 
-_state = {"verbose": False}
+_state: dict = {"verbose": False, "log_format": "text", "human": False, "wait": 0.0}
 MemoryLimit = TypeAdapter(Annotated[str, Output.model_fields["memory_limit"]])
 EXIT_PARTIAL = 3
 
@@ -45,15 +45,32 @@ config_option = click.option(
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Logs on stderr: text or json (one object per line).")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logs, and tracebacks on errors.")
+@click.option("--human", is_flag=True,
+              help="With --log-format json: still print the summary tables on stdout "
+                   "(they are printed anyway when stdout is a terminal).")
+@click.option("--wait", type=click.FloatRange(0, 86_400), default=0, show_default=True,
+              metavar="SECONDS",
+              help="Wait up to this long for another process's lock on the DuckDB file "
+                   "(e.g. an open analyst session) instead of failing at once.")
 @click.version_option(__version__, prog_name="cartfhir", message="%(prog)s %(version)s")
-def cli(log_format: str, verbose: bool) -> None:
+def cli(log_format: str, verbose: bool, human: bool, wait: float) -> None:
     """Pull a CAR-T cohort out of FHIR data into validated DuckDB tables and compare
     first and second infusions.
 
     Start with 'cartfhir demo', then 'cartfhir query'.
     """
     configure(log_format, verbose)  # type: ignore[arg-type]
-    _state["verbose"] = verbose
+    _state.update(verbose=verbose, log_format=log_format, human=human, wait=wait)
+
+
+def _human() -> bool:
+    """Whether to print the human summaries (tables, "see why" hints) on stdout.
+
+    Always in text log mode; in JSON mode (a scheduler reads the output) only when
+    stdout is a terminal or --human asked for them, so a log file stays JSON.
+    """
+    return (_state["log_format"] == "text" or _state["human"]
+            or sys.stdout.isatty())
 
 
 def _command_line() -> str:
