@@ -18,6 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from cartfhir import __version__, api
 from cartfhir.config import DEFAULT_CONFIG, POOLED_SITE, Config, Output
+from cartfhir.db import set_lock_wait
 from cartfhir.errors import CartfhirError
 from cartfhir.expectations.gx import expectation_column
 from cartfhir.extract.checks import parse_instant
@@ -61,6 +62,7 @@ def cli(log_format: str, verbose: bool, human: bool, wait: float) -> None:
     """
     configure(log_format, verbose)  # type: ignore[arg-type]
     _state.update(verbose=verbose, log_format=log_format, human=human, wait=wait)
+    set_lock_wait(wait)
 
 
 def _human() -> bool:

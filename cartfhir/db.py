@@ -7,6 +7,9 @@ stage can be run first.
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -16,6 +19,8 @@ from typing import Any
 import duckdb
 
 from cartfhir.errors import DatabaseError
+
+log = logging.getLogger(__name__)
 
 
 def quote_name(name: str) -> str:
@@ -33,12 +38,32 @@ def quoted(name: str) -> str:
     return ".".join(quote_name(part) for part in name.split("."))
 
 
-def connect(path: Path, read_only: bool = False,
-            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+def set_lock_wait(seconds: float) -> None:
+    """How long ``connect`` waits for another process's lock when not told (``--wait``)."""
+    _lock_wait["seconds"] = max(0.0, float(seconds))
+
+
+_lock_wait = {"seconds": 0.0}
+# DuckDB names the process holding the file: 'Conflicting lock is held in <program> (PID n)'.
+_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+_RETRY_EVERY = 0.25  # seconds between attempts while waiting for a lock
+
+
+def lock_holder(message: str) -> str | None:
+    """'<program> (PID n)' from DuckDB's lock error, or None when it does not say."""
+    match = _HOLDER.search(message)
+    return None if match is None else f"{match['program']} (PID {match['pid']})"
+
+
+def connect(path: Path, read_only: bool = False, memory_limit: str | None = None,
+            wait: float | None = None) -> duckdb.DuckDBPyConnection:
     """Open the DuckDB file, with errors that say what to do.
 
     ``memory_limit`` caps DuckDB's buffer pool (its default is 80 % of RAM,
-    which lets a large load grow the process far beyond what it needs).
+    which lets a large load grow the process far beyond what it needs). ``wait``
+    (default: ``set_lock_wait``, the CLI's ``--wait``) is how many seconds to keep
+    retrying while another process holds the file's lock, e.g. an analyst's open
+    session when the nightly run starts.
     """
     path = Path(path)
     if read_only and not path.exists():
@@ -47,19 +72,38 @@ def connect(path: Path, read_only: bool = False,
         )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        settings = {"memory_limit": memory_limit} if memory_limit else {}
-        return duckdb.connect(str(path), read_only=read_only, config=settings)
-    except duckdb.IOException as exc:
-        text = str(exc)
-        if "lock" in text.lower():
-            raise DatabaseError(
-                f"database {path} is in use by another process (DuckDB allows one writer); "
-                "wait for it to finish or close the other connection"
-            ) from None
-        raise DatabaseError(f"cannot open database {path}: {text}") from None
-    except duckdb.Error as exc:
-        raise DatabaseError(f"cannot open database {path}: {exc}") from None
+    wait = _lock_wait["seconds"] if wait is None else max(0.0, wait)
+    deadline = time.monotonic() + wait
+    logged = False
+    settings = {"memory_limit": memory_limit} if memory_limit else {}
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=settings)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" not in text.lower():
+                raise DatabaseError(f"cannot open database {path}: {text}") from None
+            holder = lock_holder(text)
+            if time.monotonic() + _RETRY_EVERY > deadline:
+                raise _locked(path, holder, wait) from None
+            if not logged:
+                log.info("waiting for the lock on %s held by %s (up to %.0f s)", path,
+                         holder or "another process", wait,
+                         extra={"event": "db.lock_wait", "path": str(path),
+                                "holder": holder, "wait_s": wait})
+                logged = True
+            time.sleep(_RETRY_EVERY)
+        except duckdb.Error as exc:
+            raise DatabaseError(f"cannot open database {path}: {exc}") from None
+
+
+def _locked(path: Path, holder: str | None, waited: float) -> DatabaseError:
+    who = f"held by {holder}" if holder else "in use by another process"
+    after = f" after waiting {waited:g} s" if waited else ""
+    return DatabaseError(
+        f"database {path} is {who}{after} (DuckDB allows one writer, and no writer while "
+        "another process has it open); close that session (or let it finish) and run "
+        "again, or give --wait SECONDS to wait for it")
 
 
 def apply_ddl(con: duckdb.DuckDBPyConnection, package: str, *names: str) -> None:

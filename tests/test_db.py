@@ -1,10 +1,18 @@
-"""cartfhir/db.py: identifiers quoted once, in one place."""
+"""cartfhir/db.py: identifiers quoted once, in one place; the file lock waited for or named."""
 
 from __future__ import annotations
 
-import duckdb
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from cartfhir.db import quote_name, quoted
+import duckdb
+import pytest
+
+from cartfhir.db import connect, quote_name, quoted
+from cartfhir.errors import DatabaseError
 
 
 def test_a_name_with_quotes_and_dots_stays_one_identifier() -> None:
@@ -21,3 +29,67 @@ def test_a_table_name_is_quoted_part_by_part() -> None:
     assert con.execute("SELECT table_schema, table_name FROM information_schema.tables"
                        ).fetchone() == ("cohort", "episode")
     assert quoted('ref."x"') == '"ref"."""x"""'
+
+
+# --- the lock: an analyst's open session must not make a nightly run fail blindly ---
+
+HOLD = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1], read_only=True); "
+        "print('ready', flush=True); time.sleep(float(sys.argv[2]))")
+
+
+def _hold(path: Path, seconds: float) -> subprocess.Popen[str]:
+    """A second process with a read-only connection open on ``path`` for ``seconds``."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    return holder
+
+
+@pytest.fixture()
+def database(tmp_path: Path) -> Path:
+    path = tmp_path / "cartfhir.duckdb"
+    duckdb.connect(str(path)).close()
+    return path
+
+
+def test_a_held_lock_is_refused_naming_the_holder(database: Path) -> None:
+    holder = _hold(database, 30)
+    try:
+        with pytest.raises(DatabaseError) as caught:
+            connect(database)
+    finally:
+        holder.kill()
+        holder.wait()
+    message = str(caught.value)
+    assert f"PID {holder.pid}" in message
+    assert "--wait" in message and str(database) in message
+
+
+def test_wait_gets_the_lock_once_the_holder_exits(
+        database: Path, caplog: pytest.LogCaptureFixture) -> None:
+    holder = _hold(database, 1.5)
+    try:
+        with caplog.at_level(logging.INFO, logger="cartfhir"):
+            started = time.monotonic()
+            con = connect(database, wait=30)
+        con.execute("CREATE TABLE t AS SELECT 1 AS x")
+        con.close()
+        assert 0.5 < time.monotonic() - started < 25
+    finally:
+        holder.kill()
+        holder.wait()
+    waits = [r for r in caplog.records if getattr(r, "event", None) == "db.lock_wait"]
+    assert waits and f"PID {holder.pid}" in waits[0].getMessage()
+    assert "waiting for the lock on" in waits[0].getMessage()
+
+
+def test_wait_gives_up_at_the_deadline(database: Path) -> None:
+    holder = _hold(database, 30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseError, match=r"after waiting 0\.6 s"):
+            connect(database, wait=0.6)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
