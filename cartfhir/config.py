@@ -123,6 +123,20 @@ class SecretRef(_Model):
         return value
 
 
+def require_source_folder(path: Path) -> Path:
+    """``path``, or ConfigError (exit 2) when it is missing or not a folder.
+
+    Not checked when the config loads: ``cartfhir demo`` and ``synth`` fill the folder
+    after loading. A missing folder is a wrong path in the config, so every command that
+    reads one (extract, run, check) fails the same way, with the config's exit code.
+    """
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise ConfigError(
+            f"NDJSON folder {path} {what}; check sites[].source.path in the config")
+    return path
+
+
 class NdjsonSource(_Model):
     """A folder of ``*.ndjson`` / ``*.ndjson.gz`` files (any names, any depth)."""
 

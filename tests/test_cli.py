@@ -49,11 +49,11 @@ def test_invalid_config_exits_2_naming_the_key(
     assert "landing.validation: input should be 'full' or 'structural'" in capsys.readouterr().err
 
 
-def test_missing_source_folder_exits_1(
+def test_missing_source_folder_exits_2(
         config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
     path = config_file(["site_a", "site_b"])
-    assert run_cli(["extract", "--config", str(path)]) == 1
-    assert "error:" in capsys.readouterr().err
+    assert run_cli(["extract", "--config", str(path)]) == 2
+    assert "does not exist; check sites[].source.path" in capsys.readouterr().err
 
 
 def test_synth_extract_query_roundtrip(

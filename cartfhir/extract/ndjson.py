@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from cartfhir.config import Landing
+from cartfhir.config import Landing, require_source_folder
 from cartfhir.errors import SourceError
 from cartfhir.extract.checks import TOO_DEEP
 
@@ -115,15 +115,10 @@ def scan_folder(folder: Path) -> FolderScan:
     cartfhir read data from outside the site's folder. Each link that is named
     like NDJSON or leads to a folder is skipped and named, as is anything else
     named like NDJSON that is not a regular file (a pipe would block the read).
-    Raises SourceError when the folder is missing or holds no NDJSON file, as a
-    site with nothing to land is almost always a wrong path in the config.
+    Raises ConfigError when the folder is missing and SourceError when it holds no
+    NDJSON file, as a site with nothing to land is almost always a wrong path in the config.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise SourceError(
-            f"NDJSON folder {folder} {what}; check sites[].source.path in the config"
-        )
+    folder = require_source_folder(Path(folder))
     files: list[Path] = []
     skipped: list[str] = []
     pending = [folder]

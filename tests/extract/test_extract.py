@@ -482,7 +482,7 @@ def test_unknown_site_is_a_config_error(tmp_path: Path) -> None:
 
 def test_missing_or_empty_folder_fails_before_the_database_is_created(tmp_path: Path) -> None:
     config = config_for(tmp_path)
-    with pytest.raises(SourceError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         extract(config)
     site_folder(tmp_path)
     write_ndjson(site_folder(tmp_path), "manifest.json", "{}")

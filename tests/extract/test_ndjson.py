@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cartfhir.errors import SourceError
+from cartfhir.errors import ConfigError, SourceError
 from cartfhir.extract import ndjson
 from cartfhir.extract.checks import TOO_DEEP
 from cartfhir.extract.ndjson import (
@@ -55,9 +55,9 @@ def test_finds_ndjson_at_any_depth_sorted_and_ignores_other_files(tmp_path: Path
     assert found == ["a/Patient.000.ndjson.gz", "b/deep/Observation.ndjson", "z.NDJSON"]
 
 
-def test_missing_folder_is_a_source_error_naming_it(tmp_path: Path) -> None:
+def test_missing_folder_is_a_config_error_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(SourceError, match=f"NDJSON folder {missing} does not exist"):
+    with pytest.raises(ConfigError, match=f"NDJSON folder {missing} does not exist"):
         find_files(missing)
 
 
