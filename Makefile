@@ -10,6 +10,21 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench clean venv
 
+# The report's browser test (tests/analyze/test_report_browser.py) drives Debian's
+# chromium; install it when missing (as root, with apt-get), else say how and fail.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
+			apt-get update && apt-get install -y chromium || exit 1; \
+		else \
+			echo "$(CHROMIUM) is missing: install Debian's chromium (as root: apt-get install -y chromium)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] < (3, 11))' 2>/dev/null \
 		|| { echo "need Python 3.11 on PATH (python3.11 or python3)" >&2; exit 2; }
@@ -25,7 +40,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cartfhir demo --config config.yaml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check cartfhir tests bench
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
