@@ -25,6 +25,7 @@ from cartfhir import analyze as analysis_stage
 from cartfhir import expectations as expectations_stage
 from cartfhir import exports
 from cartfhir import extract as extract_stage
+from cartfhir import preflight
 from cartfhir import transform as transform_stage
 from cartfhir.analyze import AnalysisResult
 from cartfhir.config import Config, Site, load_config
@@ -37,22 +38,25 @@ from cartfhir.multisite.package import sign_package as sign
 from cartfhir.multisite.pool import PoolResult, pool
 from cartfhir.multisite.signing import KeyPair
 from cartfhir.multisite.signing import generate_keypair as keygen
+from cartfhir.preflight import CheckReport
 from cartfhir.progress import Progress
+from cartfhir.results import ResultDict
 from cartfhir.store import Store
 from cartfhir.synth import SynthResult, generate
 from cartfhir.synth.profiles import available_profiles
 from cartfhir.transform import TransformResult, load_reference
 from cartfhir.transform.views import ViewResult, run_view_file
 
-__all__ = ["AnalysisResult", "DemoResult", "ExportResult", "ExportedFile", "QueryResult",
-           "RunResult", "TransformResult", "ValidationReport", "analyze", "export",
+__all__ = ["AnalysisResult", "DemoResult", "ExtractResult", "ExportResult", "ExportedFile",
+           "QueryResult",
+           "RunResult", "TransformResult", "ValidationReport", "analyze", "check", "export",
            "export_site", "pool", "PackageResult", "PoolResult", "KeyPair", "SignResult",
            "keygen", "sign", "ViewResult", "demo", "extract", "generate", "load_config",
            "load_suites", "query", "query_to_file", "run", "transform", "validate", "view"]
 
 
 @dataclass
-class RunResult:
+class RunResult(ResultDict):
     """What ``run`` did, stage by stage (stages arrive with their issues)."""
 
     extract: ExtractResult
@@ -70,10 +74,14 @@ class RunResult:
 
 
 @dataclass(frozen=True)
-class DemoResult:
+class DemoResult(ResultDict):
     synth: SynthResult
     run: RunResult
     duckdb_path: Path
+
+    @property
+    def status(self) -> str:
+        return self.run.status
 
 
 def extract(config: Config, site_ids: Sequence[str] | None = None,
@@ -129,8 +137,20 @@ def run(config: Config, progress: Progress | None = None, command: str = "run",
     A partial extraction is still transformed and validated (the run stays
     'partial'), so what did arrive can be inspected; a failed one raises. Data that
     fails an 'error' expectation makes the run 'invalid' and stops it before
-    analysis, unless ``allow_invalid``.
+    analysis, unless ``allow_invalid``. The pre-flight ``check`` runs first: any
+    problem raises ConfigError naming every failed item before anything is written.
     """
+    check(config).raise_if_failed()
+    return _run_stages(config, progress, command, allow_invalid)
+
+
+def check(config: Config, *, network: bool = True) -> CheckReport:
+    """Pre-flight: the config's files, secrets, output, servers and engine (see preflight)."""
+    return preflight.check(config, network=network)
+
+
+def _run_stages(config: Config, progress: Progress | None, command: str,
+                allow_invalid: bool) -> RunResult:
     landed = extract(config, progress=progress, command=command)
     built = transform(config, progress=progress, command=command)
     checked = validate(config, progress=progress, command=command)
@@ -178,7 +198,8 @@ def demo(config: Config, patients: int = 40, seed: int = 42,
     _demo_keys(config)
     synth = generate(folders.pop(), patients=patients, seed=seed,
                      sites=[s.id for s in config.sites], overwrite=True, progress=progress)
-    result = run(config, progress=progress, command="demo")
+    check(config).raise_if_failed()
+    result = _run_stages(config, progress, "demo", allow_invalid=False)
     return DemoResult(synth=synth, run=result, duckdb_path=config.output.duckdb)
 
 

@@ -24,6 +24,7 @@ import duckdb
 
 from cartfhir.db import connect
 from cartfhir.errors import DatabaseError
+from cartfhir.logs import stage_events
 from cartfhir.runs import Run, Stage, failed_on_error, start_run
 
 if TYPE_CHECKING:
@@ -76,10 +77,14 @@ class Store:
                 run = start_run(con, command, self.config_hash, stage=stage)
             except duckdb.Error as exc:
                 raise DatabaseError(f"cannot prepare database {self.path}: {exc}") from exc
-            with failed_on_error(run):
-                yield run
-                if run.status is None:
-                    run.finish("success")
+            with stage_events(stage or command, command, run.run_id,
+                              db=str(self.path)) as outcome, failed_on_error(run):
+                try:
+                    yield run
+                    if run.status is None:
+                        run.finish("success")
+                finally:
+                    outcome.status, outcome.counts = run.status, run.counts
 
 
 __all__ = ["Store"]

@@ -37,12 +37,13 @@ from cartfhir.db import quoted
 from cartfhir.errors import DatabaseError
 from cartfhir.graph import BuildContext, build_node, load_graph
 from cartfhir.progress import NullProgress, Progress
+from cartfhir.results import ResultDict
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store
 
 
 @dataclass
-class AnalysisResult:
+class AnalysisResult(ResultDict):
     run_id: str
     tables: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
@@ -51,6 +52,11 @@ class AnalysisResult:
     endpoints: tuple[Endpoint, ...] = ()  # as this database renders them (analysis.endpoint)
     warning: str | None = None
     seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """Always 'success': an analysis that did not finish raises."""
+        return "success"
 
 
 def analyze(store: Store, settings: Analysis, *, out: Path, study: str,

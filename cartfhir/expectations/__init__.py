@@ -27,18 +27,25 @@ from cartfhir.expectations.gx import DocsSite, Outcome, SuiteSpec, validate_suit
 from cartfhir.expectations.suites import load_suites
 from cartfhir.graph import sql_tables
 from cartfhir.progress import NullProgress, Progress
+from cartfhir.results import ResultDict
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store
 
 
 @dataclass
-class ValidationReport:
+class ValidationReport(ResultDict):
     """Every expectation's outcome, and what that means for the run."""
 
     run_id: str
     outcomes: list[Outcome] = field(default_factory=list)
     docs_index: Path | None = None
     seconds: float = 0.0
+    _derived = ("valid", "summary")
+
+    @property
+    def status(self) -> str:
+        """'invalid' when an 'error' expectation failed (exit code 1), else 'success'."""
+        return "success" if self.valid else "invalid"
 
     @property
     def failed_errors(self) -> list[Outcome]:

@@ -33,6 +33,7 @@ from cartfhir.extract.landing import (
 from cartfhir.extract.ndjson import ReadLimits
 from cartfhir.extract.rest import pull_site
 from cartfhir.progress import NullProgress, Progress
+from cartfhir.results import ResultDict
 from cartfhir.runs import RunStatus
 from cartfhir.store import Store
 
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ExtractResult:
+class ExtractResult(ResultDict):
     """What one ``extract`` call did.
 
     ``counts`` is {site: {resource_type: {received, inserted, replaced,
@@ -57,6 +58,7 @@ class ExtractResult:
     problems: tuple[str, ...] = ()
     # Per site: kind, status, requests, retries, patients, seconds (the closing summary).
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _derived = ("totals",)
 
     def totals(self, site: str | None = None) -> dict[str, int]:
         """Counts summed over resource types (and over sites unless ``site`` is given)."""

@@ -40,7 +40,9 @@ from cartfhir.catalog import DUCKDB_TYPES, find_table, load_catalog
 from cartfhir.config import Config
 from cartfhir.db import quoted
 from cartfhir.errors import PoolError
+from cartfhir.logs import logged_stage
 from cartfhir.multisite import signing
+from cartfhir.results import ResultDict
 from cartfhir.runs import require_complete_transform, transform_since
 from cartfhir.store import Store
 from cartfhir.transform.identity import keyed_hash, site_secret
@@ -109,12 +111,13 @@ def shown(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class PackageResult:
+class PackageResult(ResultDict):
     site: str
     path: Path
     rows: dict[str, int]
     forced: bool
     signed: bool = False
+    status = "success"  # a package that cannot be written raises
 
 
 def file_sha256(path: Path) -> str:
@@ -213,6 +216,7 @@ def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret:
     return len(frame)
 
 
+@logged_stage("export-site")
 def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
                 date_shift_days: int = 0) -> PackageResult:
     """Write the site's package to ``out``: a new or empty folder, or a zip when it ends

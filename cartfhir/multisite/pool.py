@@ -44,6 +44,7 @@ from cartfhir.errors import DatabaseError, PoolError, UsageError
 from cartfhir.expectations import ValidationReport, validate
 from cartfhir.expectations.suites import expectation_suites, package_suites
 from cartfhir.graph import sql_tables
+from cartfhir.logs import logged_stage
 from cartfhir.multisite import intake, signing
 from cartfhir.multisite.manifest import Manifest, parse_manifest
 from cartfhir.multisite.package import (
@@ -57,6 +58,7 @@ from cartfhir.multisite.package import (
     shown,
     table_file,
 )
+from cartfhir.results import ResultDict
 from cartfhir.store import Store
 
 UNSIGNED = "unsigned (--allow-unsigned)"
@@ -84,13 +86,19 @@ class Package:
 
 
 @dataclass
-class PoolResult:
+class PoolResult(ResultDict):
     path: Path
     sites: list[str]
     rows: dict[str, int] = field(default_factory=dict)
     validation: ValidationReport | None = None
     analysis: AnalysisResult | None = None
     unsigned: list[str] = field(default_factory=list)  # sites pooled with --allow-unsigned
+
+    @property
+    def status(self) -> str:
+        """'invalid' when the pooled data failed error expectations, else 'success'."""
+        return "invalid" if self.validation is not None and not self.validation.valid \
+            else "success"
 
 
 def _signature(package_folder: Path, raw: bytes, manifest: Manifest, where: str,
@@ -452,6 +460,7 @@ def build_heterogeneity(con: duckdb.DuckDBPyConnection, context: Any = None) -> 
     return write_frame(con, "analysis.heterogeneity", heterogeneity(con))
 
 
+@logged_stage("pool")
 def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
          allow_unsigned: bool = False, analyse: bool = True,
          memory_limit: str | None = MEMORY_LIMIT) -> PoolResult:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cartfhir.errors import UsageError
 from cartfhir.progress import NullProgress, Progress
+from cartfhir.results import ResultDict
 from cartfhir.synth.clinical import simulate
 from cartfhir.synth.emit import emit_course
 from cartfhir.synth.profiles import available_profiles, load_profile
@@ -32,13 +33,14 @@ BUNDLE_SIZE = 1000
 
 
 @dataclass(frozen=True)
-class SynthResult:
+class SynthResult(ResultDict):
     out: Path
     patients: dict[str, int]
     episodes: int
     resources: dict[str, dict[str, int]]  # site -> resource type -> distinct valid resources
     injected: int
     truth_file: Path
+    status = "success"  # generation that fails raises
 
     @property
     def total_resources(self) -> int:

@@ -44,6 +44,7 @@ from cartfhir.config import Site
 from cartfhir.errors import DatabaseError
 from cartfhir.graph import BuildContext, build_node, create_macros, load_graph
 from cartfhir.progress import NullProgress, Progress
+from cartfhir.results import ResultDict
 from cartfhir.store import Store
 from cartfhir.transform.reference import Reference, load_reference, reference_hash
 
@@ -52,7 +53,7 @@ STAGES = ("ref", "flat", "identity", "harmonized", "cohort", "qa")
 
 
 @dataclass
-class TransformResult:
+class TransformResult(ResultDict):
     """What a transform built: rows and seconds per table, and the cohort's shape."""
 
     run_id: str
@@ -62,6 +63,11 @@ class TransformResult:
     unmapped_codes: int = 0
     reference_hash: str = ""
     seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """Always 'success': a transform that did not finish raises (all or nothing)."""
+        return "success"
 
     def summary(self) -> dict[str, Any]:
         return {"tables": {k: v[0] for k, v in self.tables.items()},
