@@ -91,8 +91,11 @@ def compare_endpoint(frame: pd.DataFrame, endpoint: Endpoint, site: str,
     for prefix, d in (("cart1", a), ("cart2", b)):
         for field in ("n", "events", "median", "q1", "q3", "min", "max"):
             row[f"{prefix}_{field}"] = d[field]
-    row.update(test=test.name, p_value=test.p_value, paired_test=paired.name,
-               paired_p_value=paired.p_value, n_pairs=len(pairs))
+    if endpoint.paired:
+        row.update(paired_test=paired.name, paired_p_value=paired.p_value)
+    else:  # the registry says a paired test means nothing here (e.g. age)
+        row.update(paired_test=None, paired_p_value=None)
+    row.update(test=test.name, p_value=test.p_value, n_pairs=len(pairs))
     return row
 
 

@@ -11,7 +11,7 @@ registry; no endpoint list lives in Python.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -45,6 +45,7 @@ class Endpoint:
     concept: str | None = None
     symlog: float | None = None
     digits: int = 1  # decimals of the report's medians and quartiles
+    paired: bool = True  # false where a paired test is meaningless (age grows every round)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class Registry:
     efs: tuple[EfsDefinition, ...]
     rounds: tuple[int, int]  # (CART1, CART2)
     windows: Windows
+    efs_labels: dict[str, str] = field(default_factory=dict)  # EFS event type -> its label
 
     @property
     def headline(self) -> list[Endpoint]:
@@ -147,6 +149,9 @@ def render(raw: dict[str, Any], windows: Windows, thresholds: Thresholds) -> Reg
         if e["kind"] not in KINDS or e["section"] not in sections:
             raise ConfigError(f"{SOURCE}: {where}: kind must be one of {', '.join(KINDS)} and "
                               f"section one of {', '.join(sections)}")
+        if not isinstance(e.get("paired", True), bool):
+            raise ConfigError(f"{SOURCE}: {where}: paired must be true or false, got "
+                              f"{e['paired']!r}")
         endpoints.append(Endpoint(**{"digits": 0 if e["kind"] == "ordinal" else 1, **e,
                                      "value": fill(e["value"], f"{where} value"),
                                      "label": fill(e["label"], f"{where} label"),
@@ -159,10 +164,14 @@ def render(raw: dict[str, Any], windows: Windows, thresholds: Thresholds) -> Reg
                               when=tuple((c, tuple(ok)) for c, ok in v.get("when", {}).items()))
                      for v in d["events"]))
         for d in raw["efs"])
+    efs_labels = {str(k): str(v) for k, v in (raw.get("efs_labels") or {}).items()}
+    if unlabelled := sorted({e.type for d in efs for e in d.events} - set(efs_labels)):
+        raise ConfigError(f"{SOURCE}: EFS event type(s) {', '.join(unlabelled)} have no "
+                          "label; add them to efs_labels")
     rounds = (int(fill(raw["rounds"]["cart1"], "rounds")),
               int(fill(raw["rounds"]["cart2"], "rounds")))
     return Registry(endpoints=tuple(endpoints), sections=sections, figures=figures, efs=efs,
-                    rounds=rounds, windows=dict(windows))
+                    rounds=rounds, windows=dict(windows), efs_labels=efs_labels)
 
 
 def effective(con: duckdb.DuckDBPyConnection) -> Registry:

@@ -23,6 +23,17 @@ from scipy import stats
 # at that size the normal approximation is indistinguishable anyway.
 MWU_EXACT_MAX_N = 100
 
+# What the report calls each test this module runs (TestResult.name): the one mapping
+# from a test's code name to its human name, next to the tests that make the names.
+TEST_NAMES = {
+    "fisher_exact": "Fisher exact test",
+    "mcnemar_exact": "Exact McNemar test",
+    "mann_whitney_exact": "Mann–Whitney U test (exact)",
+    "mann_whitney_asymptotic": "Mann–Whitney U test (normal approximation)",
+    "wilcoxon_signed_rank_approx": "Wilcoxon signed-rank test (normal approximation)",
+    "wilcoxon_signed_rank_exact": "Wilcoxon signed-rank test (exact)",
+}
+
 PairedMethod = Literal["approx", "exact"]
 KmCiMethod = Literal["log-log", "linear"]
 
@@ -246,6 +257,16 @@ def paired_continuous_test(
         n,
         "; ".join(notes),
     )
+
+
+def test_name(name: str | None) -> str:
+    """The human name of a test's code name (``TEST_NAMES``); ``–`` when no test ran."""
+    if name is None or _is_missing(name):
+        return "–"
+    return TEST_NAMES.get(name, name)
+
+
+test_name.__test__ = False  # a helper, not a pytest test
 
 
 def format_p(p: float | None) -> str:

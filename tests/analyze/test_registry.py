@@ -153,3 +153,27 @@ def test_a_name_the_database_lacks_says_to_rebuild_it_not_to_edit_the_package() 
     with pytest.raises(ConfigError, match="cartfhir transform") as info:
         registry.render(registry.load(), DEFAULT_WINDOWS, thresholds)
     assert "study_defaults.yaml" not in str(info.value)
+
+
+def test_only_endpoints_where_pairing_makes_sense_are_paired() -> None:
+    # age always grows between a patient's rounds: a paired test of it says nothing
+    unpaired = {e.key for e in _render().endpoints if not e.paired}
+    assert unpaired == {"age"}
+
+
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_paired_must_be_a_flag(value) -> None:
+    raw = registry.load()
+    raw["endpoints"][0]["paired"] = value
+    with pytest.raises(ConfigError, match="paired"):
+        registry.render(raw, DEFAULT_WINDOWS, DEFAULT_THRESHOLDS)
+
+
+def test_every_efs_event_has_one_label() -> None:
+    reg = _render()
+    types = {e.type for d in reg.efs for e in d.events}
+    assert types <= set(reg.efs_labels) and reg.efs_labels["hsct"] == "HSCT"
+    raw = registry.load()
+    del raw["efs_labels"]["hsct"]
+    with pytest.raises(ConfigError, match="hsct"):
+        registry.render(raw, DEFAULT_WINDOWS, DEFAULT_THRESHOLDS)

@@ -483,3 +483,14 @@ def test_kaplan_meier_empty_and_invalid() -> None:
         st.kaplan_meier([1, 2], [1])
     with pytest.raises(ValueError):
         st.kaplan_meier([-1, 2], [1, 1])
+
+
+def test_every_test_the_functions_name_has_one_human_name() -> None:
+    made = {st.proportion_test(1, 2, 1, 2).name, st.paired_proportion_test([(1, 0)]).name,
+            st.continuous_test([1, 2], [3, 4]).name, st.continuous_test([1, 1], [1, 2]).name,
+            st.paired_continuous_test([(1, 2), (3, 5)]).name,
+            st.paired_continuous_test([(1, 2), (3, 5)], method="exact").name}
+    assert made <= set(st.TEST_NAMES)
+    assert all(st.test_name(name) == st.TEST_NAMES[name] for name in made)
+    assert "_" not in "".join(st.TEST_NAMES.values())
+    assert st.test_name(None) == "–" and st.test_name("unknown_test") == "unknown_test"
