@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 
-from cartfhir.catalog.sidecars import Sidecar, SidecarColumn, load_sidecars
+from cartfhir.catalog.sidecars import TYPE_NAMES, Sidecar, SidecarColumn, load_sidecars
 from cartfhir.errors import GraphError
 from cartfhir.graph import Node, read_text
 
@@ -55,20 +55,23 @@ def _sentence(text: str) -> str:
 
 
 def view_columns(view: dict) -> list[Column]:
-    """A ViewDefinition's columns after the leading ``site`` every flat table has."""
+    """A ViewDefinition's columns after the leading ``site`` every flat table has.
+
+    The type is the DuckDB type the SQL-on-FHIR engine returns the column as (its one
+    mapping from FHIR types), named as sidecars name types, so the dictionary says what a
+    query gets: a FHIR ``date`` is text, since FHIR allows partial dates. The FHIR type
+    follows the description.
+    """
+    from cartfhir.transform.sof import compile_view  # the transform package reads the catalog
+
     columns = [Column("site", "text", "site id from the config")]
-
-    def walk(selects: list[dict]) -> None:
-        for select in selects:
-            for column in select.get("column", []):
-                kind = column.get("type")
-                if kind and column.get("collection"):
-                    kind += "[]"
-                columns.append(Column(column["name"], kind, column.get("description", "")))
-            walk(select.get("select", []))
-            walk(select.get("unionAll", [])[:1])  # every branch has the same columns
-
-    walk(view.get("select", []))
+    for column in compile_view(view).columns:
+        text = column.description or ""
+        if column.type:
+            fhir = f"FHIR {column.type}{'[]' if column.collection else ''}"
+            text = f"{text} ({fhir})" if text else fhir
+        columns.append(Column(column.name, TYPE_NAMES.get(column.duckdb_type,
+                                                          column.duckdb_type.lower()), text))
     return columns
 
 

@@ -42,7 +42,7 @@ def test_schema_command_formats_and_one_table(capsys: pytest.CaptureFixture[str]
     assert run_cli(["schema", "-f", "csv"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows[0] == ["table", "column", "type", "description"]
-    assert ["cohort.patient", "birth_year", "integer", "year of birth"] in rows
+    assert ["cohort.patient", "birth_year", "bigint", "year of birth"] in rows
     assert run_cli(["schema", "--table", "episod"]) == 2
     assert "did you mean cohort.episode" in capsys.readouterr().err
 

@@ -144,7 +144,7 @@ def test_columns_beyond_the_declared_schema_are_refused(
                   "SELECT * REPLACE (CAST(rounds AS VARCHAR) AS rounds) FROM t")
     packaged["resign"](package)
     assert_refused(_args(packaged, [package], center / "pooled.duckdb"), tmp_path, capsys,
-                   r"column rounds is 'VARCHAR', expected INTEGER")
+                   r"column rounds is 'VARCHAR', expected BIGINT")
 
 
 @pytest.mark.parametrize(("edit", "message"), [
