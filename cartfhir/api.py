@@ -23,9 +23,8 @@ import pandas
 
 from cartfhir import analyze as analysis_stage
 from cartfhir import expectations as expectations_stage
-from cartfhir import exports
+from cartfhir import exports, preflight
 from cartfhir import extract as extract_stage
-from cartfhir import preflight
 from cartfhir import transform as transform_stage
 from cartfhir.analyze import AnalysisResult
 from cartfhir.config import Config, Site, load_config
