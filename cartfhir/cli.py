@@ -7,7 +7,11 @@ everything). Data goes to stdout; logs, progress and errors to stderr.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import shlex
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -17,32 +21,35 @@ import click
 from pydantic import TypeAdapter, ValidationError
 
 from cartfhir import __version__, api
-from cartfhir.config import DEFAULT_CONFIG, POOLED_SITE, Config, Output
+from cartfhir.config import DEFAULT_CONFIG, POOLED_SITE, SOURCE_KINDS, Config, Output
 from cartfhir.db import set_lock_wait
-from cartfhir.errors import CartfhirError
+from cartfhir.errors import CartfhirError, ExitCode, exit_code_epilog
 from cartfhir.expectations.gx import expectation_column
+from cartfhir.exports import QUERY_FORMATS
 from cartfhir.extract.checks import parse_instant
-from cartfhir.logs import configure
+from cartfhir.logs import configure, log_event
 from cartfhir.multisite.pool import MEMORY_LIMIT
-from cartfhir.progress import make_progress
+from cartfhir.progress import Progress, make_progress
 from cartfhir.redact import redact
-from cartfhir.render import render_rows
+from cartfhir.render import file_format, render_result, render_rows, terminal_width
 from cartfhir.runs import is_interrupt
 from cartfhir.synth import DEFAULT_SITES
 from cartfhir.synth.profiles import available_profiles
 
 _state: dict = {"verbose": False, "log_format": "text", "human": False, "wait": 0.0}
 MemoryLimit = TypeAdapter(Annotated[str, Output.model_fields["memory_limit"]])
-EXIT_PARTIAL = 3
+EXIT_PARTIAL = ExitCode.PARTIAL
 
 config_option = click.option(
     "--config", "-c", "config", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
     show_default=True, help="Config file (YAML).")
+json_option = click.option(
+    "--json", "as_json", is_flag=True,
+    help="Print the result as one JSON document on stdout (no tables); for schedulers.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog="Exit codes: 0 success, 1 failure, 2 bad config or usage, "
-                    "3 partial extraction.")
+             epilog=exit_code_epilog())
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Logs on stderr: text or json (one object per line).")
 @click.option("--verbose", "-v", is_flag=True, help="Debug logs, and tracebacks on errors.")
@@ -75,6 +82,25 @@ def _human() -> bool:
             or sys.stdout.isatty())
 
 
+def _progress() -> Progress:
+    """Progress bars on a terminal's stderr, never in JSON mode (every line must parse)."""
+    return make_progress(False) if _state["log_format"] == "json" else make_progress()
+
+
+def _warn(text: str, event: str, level: int = logging.WARNING, **fields: object) -> None:
+    """A warning for the user: the plain line on stderr in text mode, a log record
+    (``event``, ``fields``) in JSON mode, so a log file stays one JSON object a line."""
+    if _state["log_format"] == "json":
+        log_event(event, msg=text, level=level, logger="cartfhir.cli", **fields)
+    else:
+        click.echo(redact(text), err=True)
+
+
+def _print_json(result: object) -> None:
+    """``result.to_dict()`` as one JSON document on stdout (``--json``)."""
+    click.echo(redact(json.dumps(result.to_dict(), ensure_ascii=False)))  # type: ignore[attr-defined]
+
+
 def _command_line() -> str:
     return "cartfhir " + shlex.join(sys.argv[1:])
 
@@ -90,22 +116,23 @@ def _counts_table(counts: dict) -> tuple[list[str], list[list]]:
 
 
 def _report_extract(result: api.ExtractResult) -> None:
-    columns, rows = _counts_table(result.counts)
-    render_rows(columns, rows, title=f"Landed into {result.duckdb_path}")
-    if any(s.get("requests") is not None for s in result.sites.values()):
-        fields = ["kind", "status", "requests", "retries", "resources", "seconds"]
-        render_rows(["site", *fields],
-                    [[site, *(s.get(f) for f in fields)] for site, s in result.sites.items()],
-                    title="Sites")
     totals = result.totals()
-    click.echo(f"run {result.run_id}: {result.status}; {totals.get('received', 0)} lines read, "
-          f"{totals.get('inserted', 0)} new, {totals.get('replaced', 0)} replaced, "
-          f"{totals.get('rejected', 0)} rejected ({result.seconds:.1f} s)")
+    if _human():
+        columns, rows = _counts_table(result.counts)
+        render_rows(columns, rows, title=f"Landed into {result.duckdb_path}")
+        if any(s.get("requests") is not None for s in result.sites.values()):
+            fields = ["kind", "status", "requests", "retries", "resources", "seconds"]
+            render_rows(["site", *fields],
+                        [[site, *(s.get(f) for f in fields)] for site, s in result.sites.items()],
+                        title="Sites")
+        click.echo(f"run {result.run_id}: {result.status}; {totals.get('received', 0)} lines "
+                   f"read, {totals.get('inserted', 0)} new, {totals.get('replaced', 0)} replaced, "
+                   f"{totals.get('rejected', 0)} rejected ({result.seconds:.1f} s)")
     for problem in result.problems:
-        click.echo(redact(f"INCOMPLETE: {problem}"), err=True)
-    if totals.get("rejected"):
+        _warn(f"INCOMPLETE: {problem}", "extract.incomplete", run_id=result.run_id)
+    if totals.get("rejected") and _human():
         click.echo("see why: cartfhir query \"select site, source_uri, line_no, reason from "
-              f"raw.rejected where run_id = '{result.run_id}'\"")
+                   f"raw.rejected where run_id = '{result.run_id}'\"")
 
 
 @cli.command()
@@ -133,7 +160,7 @@ def synth(out: Path, patients: int, seed: int, sites: str, bad_rate: float, bund
     result = api.generate(out, patients=patients, seed=seed,
                           sites=[s.strip() for s in sites.split(",") if s.strip()],
                           bad_rate=bad_rate, bundles=bundles, compress=compress,
-                          overwrite=force, progress=make_progress())
+                          overwrite=force, progress=_progress())
     rows = [[site, rtype, n] for site, by_type in result.resources.items()
             for rtype, n in by_type.items()]
     render_rows(["site", "resource_type", "resources"], rows, title=f"Synthetic cohort in {out}")
@@ -147,7 +174,9 @@ def synth(out: Path, patients: int, seed: int, sites: str, bad_rate: float, bund
 @click.option("--full", is_flag=True, help="Ignore watermarks: pull everything again.")
 @click.option("--since", default=None, metavar="INSTANT",
               help="Pull what changed after this FHIR instant (e.g. 2024-01-01T00:00:00Z).")
-def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | None) -> int:
+@json_option
+def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | None,
+                as_json: bool) -> int:
     """Land each site's source into raw.resources (bad lines into raw.rejected).
 
     FHIR servers are pulled incrementally from the last watermark; exit code 3
@@ -159,9 +188,9 @@ def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | N
     cfg = api.load_config(config)
     if since is not None:
         _check_instant(since)
-    result = api.extract(cfg, site_ids=list(sites) or None, progress=make_progress(),
+    result = api.extract(cfg, site_ids=list(sites) or None, progress=_progress(),
                          command=_command_line(), full=full, since=since)
-    _report_extract(result)
+    _print_json(result) if as_json else _report_extract(result)
     return EXIT_PARTIAL if result.status == "partial" else 0
 
 
@@ -172,6 +201,8 @@ def _check_instant(text: str) -> None:
 
 
 def _report_transform(result: api.TransformResult) -> None:
+    if not _human():
+        return
     render_rows(["site", "round", "episodes"], [list(e) for e in result.episodes],
                 title="Infusion episodes per site and round (cohort.episode)")
     click.echo(f"transform {result.run_id}: {len(result.tables)} tables in "
@@ -181,7 +212,8 @@ def _report_transform(result: api.TransformResult) -> None:
 
 @cli.command("transform")
 @config_option
-def transform_cmd(config: Path) -> None:
+@json_option
+def transform_cmd(config: Path, as_json: bool) -> None:
     """Rebuild flat, harmonized, cohort and qa tables from raw.resources.
 
     Code maps, units, windows and thresholds come from the package's defaults plus
@@ -191,7 +223,8 @@ def transform_cmd(config: Path) -> None:
     Example: cartfhir transform --config config.yaml
     """
     cfg = api.load_config(config)
-    _report_transform(api.transform(cfg, progress=make_progress(), command=_command_line()))
+    result = api.transform(cfg, progress=_progress(), command=_command_line())
+    _print_json(result) if as_json else _report_transform(result)
 
 
 @cli.command("view")
@@ -217,41 +250,50 @@ def view_cmd(view_file: Path, config: Path, db: Path | None, out: Path | None,
 
 
 def _report_validation(report: api.ValidationReport, allow_invalid: bool = False) -> None:
-    rows = []
-    for suite in dict.fromkeys(o.suite for o in report.outcomes):
-        mine = [o for o in report.outcomes if o.suite == suite]
-        errors = [o for o in mine if not o.success and o.severity == "error"]
-        warns = [o for o in mine if not o.success and o.severity == "warn"]
-        rows.append([suite, len(mine), sum(o.success for o in mine), len(errors), len(warns),
-                     "FAIL" if errors else "warn" if warns else "pass"])
-    render_rows(["suite", "expectations", "passed", "failed (error)", "failed (warn)", "result"],
-                rows, title="Validation (qa.validation_result)")
+    if _human():
+        rows = []
+        for suite in dict.fromkeys(o.suite for o in report.outcomes):
+            mine = [o for o in report.outcomes if o.suite == suite]
+            errors = [o for o in mine if not o.success and o.severity == "error"]
+            warns = [o for o in mine if not o.success and o.severity == "warn"]
+            rows.append([suite, len(mine), sum(o.success for o in mine), len(errors),
+                         len(warns), "FAIL" if errors else "warn" if warns else "pass"])
+        render_rows(["suite", "expectations", "passed", "failed (error)", "failed (warn)",
+                     "result"], rows, title="Validation (qa.validation_result)")
     for o in report.failed_errors + report.failed_warnings:
         what = o.error or (f"{o.unexpected_count} unexpected" if o.unexpected_count is not None
                            else f"observed {o.observed_value}")
         examples = f"; e.g. {o.unexpected_examples[:3]}" if o.unexpected_examples else ""
-        click.echo(f"{o.severity.upper()}: {o.suite} {o.expectation}"
-                   f"{f' [{o.column}]' if o.column else ''}: {what}{examples}", err=True)
-    if report.docs_index:
-        click.echo(f"Data Docs: {report.docs_index}")
-    summary = report.summary()
-    click.echo(f"validation {report.run_id}: {summary['passed']}/{summary['expectations']} "
-               f"expectations passed, {summary['failed_error']} failed (error), "
-               f"{summary['failed_warn']} failed (warn)")
+        _warn(f"{o.severity.upper()}: {o.suite} {o.expectation}"
+              f"{f' [{o.column}]' if o.column else ''}: {what}{examples}",
+              "validation.failed_expectation",
+              level=logging.ERROR if o.severity == "error" else logging.WARNING,
+              run_id=report.run_id, suite=o.suite, expectation=o.expectation,
+              column=o.column, severity=o.severity, unexpected_count=o.unexpected_count)
+    if _human():
+        if report.docs_index:
+            click.echo(f"Data Docs: {report.docs_index}")
+        summary = report.summary()
+        click.echo(f"validation {report.run_id}: {summary['passed']}/{summary['expectations']} "
+                   f"expectations passed, {summary['failed_error']} failed (error), "
+                   f"{summary['failed_warn']} failed (warn)")
     if not report.valid:
         if allow_invalid:
-            click.echo("WARNING: the data FAILED error expectations and --allow-invalid was "
-                       "given; anything computed from it carries that warning", err=True)
+            _warn("WARNING: the data FAILED error expectations and --allow-invalid was "
+                  "given; anything computed from it carries that warning",
+                  "validation.invalid_allowed", run_id=report.run_id)
         else:
-            click.echo("INVALID: the data failed error expectations (see above); analysis is "
-                       "not run. Fix the data or the mappings, or pass --allow-invalid", err=True)
+            _warn("INVALID: the data failed error expectations (see above); analysis is "
+                  "not run. Fix the data or the mappings, or pass --allow-invalid",
+                  "validation.invalid", run_id=report.run_id)
 
 
 @cli.command("validate")
 @config_option
 @click.option("--list", "list_suites", is_flag=True,
               help="List the suites and their expectations instead of running them.")
-def validate_cmd(config: Path, list_suites: bool) -> int:
+@json_option
+def validate_cmd(config: Path, list_suites: bool, as_json: bool) -> int:
     """Check the landed, flat, harmonized and cohort tables with the expectation suites.
 
     Exit code 1 when an 'error' expectation fails (or could not be evaluated).
@@ -266,8 +308,8 @@ def validate_cmd(config: Path, list_suites: bool) -> int:
                 for s in api.load_suites(cfg) for i, e in enumerate(s.expectations)]
         render_rows(["suite", "index", "expectation", "column", "severity"], rows)
         return 0
-    report = api.validate(cfg, progress=make_progress(), command=_command_line())
-    _report_validation(report)
+    report = api.validate(cfg, progress=_progress(), command=_command_line())
+    _print_json(report) if as_json else _report_validation(report)
     return 0 if report.valid else 1
 
 
@@ -275,7 +317,7 @@ def _report_analysis(result: api.AnalysisResult) -> None:
     from cartfhir.analyze.stats import format_p
 
     table = result.comparison
-    if table is not None:
+    if table is not None and _human():
         rows = []
         for endpoint in (e for e in result.endpoints if e.headline):  # endpoints.yaml
             match = table[(table["site"] == POOLED_SITE) & (table["endpoint"] == endpoint.key)]
@@ -292,13 +334,15 @@ def _report_analysis(result: api.AnalysisResult) -> None:
         render_rows(["endpoint", "label", "CART1", "CART2", "p"], rows,
                     title="CART1 vs CART2 (all sites; analysis.comparison)")
     if result.warning:
-        click.echo(f"WARNING: {result.warning}", err=True)
-    click.echo(f"report: {result.report}")
+        _warn(f"WARNING: {result.warning}", "analysis.warning", run_id=result.run_id)
+    if _human():
+        click.echo(f"report: {result.report}")
 
 
 @cli.command("analyze")
 @config_option
-def analyze_cmd(config: Path) -> None:
+@json_option
+def analyze_cmd(config: Path, as_json: bool) -> None:
     """Compare CART1 with CART2: analysis.* tables, report.html and CSV/JSON exports.
 
     Runs on the cohort tables as they are; 'cartfhir run' validates them first.
@@ -307,7 +351,8 @@ def analyze_cmd(config: Path) -> None:
     Example: cartfhir analyze --config config.yaml
     """
     cfg = api.load_config(config)
-    _report_analysis(api.analyze(cfg, progress=make_progress(), command=_command_line()))
+    result = api.analyze(cfg, progress=_progress(), command=_command_line())
+    _print_json(result) if as_json else _report_analysis(result)
 
 
 @cli.command("export-site")
@@ -418,11 +463,22 @@ def sign_cmd(package: Path, key_file: Path) -> None:
     click.echo(f"signed {result.path} for site {result.site}")
 
 
+def _report_run(result: api.RunResult, allow_invalid: bool = False) -> None:
+    _report_extract(result.extract)
+    if result.transform is not None:
+        _report_transform(result.transform)
+    if result.validation is not None:
+        _report_validation(result.validation, allow_invalid)
+    if result.analysis is not None:
+        _report_analysis(result.analysis)
+
+
 @cli.command("run")
 @config_option
 @click.option("--allow-invalid", is_flag=True,
               help="Go on to analysis even when error expectations fail (the report says so).")
-def run_cmd(config: Path, allow_invalid: bool) -> int:
+@json_option
+def run_cmd(config: Path, allow_invalid: bool, as_json: bool) -> int:
     """Run every stage in order: extract, transform, validate (then analysis).
 
     Exit codes: 0 complete; 1 failed, or data that failed error expectations
@@ -432,17 +488,14 @@ def run_cmd(config: Path, allow_invalid: bool) -> int:
     Example: cartfhir run --config config.yaml
     """
     cfg = api.load_config(config)
-    result = api.run(cfg, progress=make_progress(), command=_command_line(),
+    result = api.run(cfg, progress=_progress(), command=_command_line(),
                      allow_invalid=allow_invalid)
-    _report_extract(result.extract)
-    if result.transform is not None:
-        _report_transform(result.transform)
-    if result.validation is not None:
-        _report_validation(result.validation, allow_invalid)
-    if result.analysis is not None:
-        _report_analysis(result.analysis)
+    if as_json:
+        _print_json(result)
+    else:
+        _report_run(result, allow_invalid)
     if result.status == "invalid":
-        return 1
+        return ExitCode.FAILURE
     return EXIT_PARTIAL if result.status == "partial" else 0
 
 
@@ -451,15 +504,20 @@ def run_cmd(config: Path, allow_invalid: bool) -> int:
 @click.option("--patients", type=click.IntRange(1, 100_000), default=40, show_default=True,
               help="Synthetic patients in total.")
 @click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
-def demo(config: Path, patients: int, seed: int) -> int:
+@json_option
+def demo(config: Path, patients: int, seed: int, as_json: bool) -> int:
     """Generate the example cohort into the config's site folders and run the pipeline.
 
     \b
     Example: cartfhir demo --config config.yaml --patients 40
     """
     cfg = api.load_config(config)
-    result = api.demo(cfg, patients=patients, seed=seed, progress=make_progress())
-    click.echo(f"generated {sum(result.synth.patients.values())} patients "
+    result = api.demo(cfg, patients=patients, seed=seed, progress=_progress())
+    if as_json:
+        _print_json(result)
+        return ExitCode.FAILURE if result.run.status == "invalid" else ExitCode.SUCCESS
+    if _human():
+        click.echo(f"generated {sum(result.synth.patients.values())} patients "
           f"({result.synth.episodes} infusions) into "
           f"{', '.join(str(s.source.path) for s in cfg.sites)}")
     _report_extract(result.run.extract)
@@ -467,10 +525,11 @@ def demo(config: Path, patients: int, seed: int) -> int:
         _report_transform(result.run.transform)
     if result.run.validation is not None:
         _report_validation(result.run.validation)
-    click.echo(f"DuckDB file: {result.duckdb_path}")
-    click.echo("try: cartfhir query \"select endpoint, cart1_events, cart1_n, cart2_events, "
-               f"cart2_n, p_value from analysis.comparison where site = '{POOLED_SITE}' and "
-               "kind = 'proportion'\"")
+    if _human():
+        click.echo(f"DuckDB file: {result.duckdb_path}")
+    click.echo(f"try: {_cartfhir_command()} query \"select endpoint, cart1_events, cart1_n, "
+               f"cart2_events, cart2_n, p_value from analysis.comparison where site = "
+               f"'{POOLED_SITE}' and kind = 'proportion'\"{_config_argument(config)}")
     if result.run.analysis is not None:
         _report_analysis(result.run.analysis)
     return 1 if result.run.status == "invalid" else 0
@@ -482,34 +541,43 @@ def demo(config: Path, patients: int, seed: int) -> int:
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="DuckDB file to query instead of the config's output.")
 @click.option("--format", "-f", "fmt", type=click.Choice(["table", "csv", "json", "parquet"]),
-              default="table", show_default=True,
-              help="Output format (parquet needs --out).")
+              default=None,
+              help="Output format [default: table; with --out, from the file's suffix].")
 @click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Write the rows to this file (csv, json or parquet) instead of stdout.")
-def query(sql: str, config: Path, db: Path | None, fmt: str, out: Path | None) -> None:
-    """Query the output DuckDB on a read-only connection.
+              help="Write the rows to this .csv, .json or .parquet file instead of stdout.")
+@click.option("--types", "show_types", is_flag=True,
+              help="Show each column's DuckDB type under its name (table format).")
+def query(sql: str, config: Path, db: Path | None, fmt: str | None, out: Path | None,
+          show_types: bool) -> None:
+    """Query the output DuckDB on a read-only connection (one SQL statement).
+
+    The table fits the terminal: long values end in '…' and columns that do not fit
+    are left out behind a '…' column. Into a pipe or a file nothing is cut; COLUMNS=N
+    sets the width. JSON columns come out as objects in --format json.
 
     \b
     Example: cartfhir query "select site, count(*) from raw.resources group by site" -f csv
     """
+    if out is not None:
+        fmt = file_format(out, QUERY_FORMATS, given=fmt)
+    elif fmt == "parquet":
+        raise click.UsageError("--format parquet writes a file: give --out FILE.parquet")
     cfg: Config | None = None if db is not None else api.load_config(config)
-    if out is not None or fmt == "parquet":  # to a file: cartfhir.exports
-        _query_to_file(cfg, sql, db, fmt, out)
+    if out is not None:  # to a file: cartfhir.exports
+        _query_to_file(cfg, sql, db, fmt or "csv", out)
         return
     result = api.query(cfg, sql, db=db)
-    n = render_rows(result.columns, result.rows(), fmt=fmt)  # type: ignore[arg-type]
-    if fmt == "table":
-        click.echo(f"{n} row{'s' if n != 1 else ''}", err=True)
+    if fmt in (None, "table"):
+        render_result(result.columns, result.rows(), types=result.types if show_types else None,
+                      width=terminal_width(sys.stdout))
+    else:
+        render_rows(result.columns, result.rows(), fmt=fmt,  # type: ignore[arg-type]
+                    parse_json=result.json_columns)
 
 
 # --- query to a file, schema, export (cartfhir.catalog, cartfhir.exports) ---
 
-def _query_to_file(cfg: Config | None, sql: str, db: Path | None, fmt: str,
-                   out: Path | None) -> None:
-    if out is None:
-        raise click.UsageError("--format parquet writes a file: give --out FILE")
-    if fmt == "table":
-        raise click.UsageError("--out writes csv, json or parquet: give --format too")
+def _query_to_file(cfg: Config | None, sql: str, db: Path | None, fmt: str, out: Path) -> None:
     written = api.query_to_file(cfg, sql, out, fmt, db=db)
     click.echo(f"{written.rows} row{'s' if written.rows != 1 else ''} -> {written.path}",
                err=True)
@@ -595,35 +663,165 @@ def export_cmd(config: Path, fmt: str, out: Path, patterns: str, force: bool) ->
     click.echo(f"{len(result.tables)} tables, {result.rows} rows, {len(result.files)} files "
                f"({result.format}) in {result.out}", err=True)
 
-def run_cli(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (the one place errors become exit codes)."""
+@cli.command("check")
+@config_option
+@click.option("--no-network", is_flag=True,
+              help="Skip the FHIR servers (metadata and auth); check files, secrets and output.")
+def check_cmd(config: Path, no_network: bool) -> int:
+    """Check a config before running it: one line per item, exit 2 on any problem.
+
+    Checks the config, each site's source folder or server (CapabilityStatement and
+    authentication), key files and secrets (never printing them), concept maps, text
+    patterns and grade cuts (parsed as the transform parses them), the output folders
+    and database, and the engine. 'cartfhir run' runs the same checks first.
+
+    \b
+    Example: cartfhir check --config config.yaml
+    """
     try:
-        rv = cli.main(args=argv, prog_name="cartfhir", standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
+        cfg = api.load_config(config)
+    except CartfhirError as exc:
+        click.echo(redact(f"FAIL config  {exc}"))
+        return exc.exit_code
+    report = api.check(cfg, network=not no_network)
+    for line in report.lines():
+        click.echo(redact(line))
+    return 0 if report.ok else 2
+
+
+@cli.command("init")
+@click.option("--kind", type=click.Choice(SOURCE_KINDS), required=True,
+              help="Where the site's data comes from: an NDJSON folder, FHIR REST search, "
+                   "or Bulk Data $export.")
+@click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              default=DEFAULT_CONFIG, show_default=True, help="The config file to write.")
+@click.option("--site", "site_id", default="site_a", show_default=True,
+              help="The site's id (lower-case letters, digits and _).")
+@click.option("--force", is_flag=True,
+              help="Replace an existing config file (key files are never replaced).")
+def init_cmd(kind: str, out: Path, site_id: str, force: bool) -> None:
+    """Write a commented config for one site and make its keys, to start from.
+
+    Next to the config: secrets/<site>.key (random pseudonym key, mode 600) and
+    keys/<site>.key + keys/<site>.pub (Ed25519 signing pair). Existing files are
+    never replaced; the config only with --force.
+
+    \b
+    Example: cartfhir init --kind fhir --out config.yaml --site site_a
+    """
+    from cartfhir.init import write_config
+
+    result = write_config(kind, out, site_id, force=force)
+    click.echo(f"config: {result.config}")
+    for path in result.created:
+        click.echo(f"created: {path}")
+    for path in result.kept:
+        click.echo(f"kept:    {path} (exists; never replaced)")
+    command = _cartfhir_command()
+    click.echo(f"next: edit {result.config}, then {command} check"
+               f"{_config_argument(result.config)}")
+
+
+def _cartfhir_command() -> str:
+    """How to call cartfhir from here, for hints that must work as printed.
+
+    'cartfhir' when that is this program on PATH; else the path of the running
+    executable (e.g. .venv/bin/cartfhir, relative when under the working folder);
+    else 'python -m cartfhir' with this interpreter.
+    """
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    candidates = [argv0] if argv0 is not None and argv0.name == "cartfhir" else []
+    candidates.append(Path(sys.executable).parent / "cartfhir")
+    for exe in candidates:
+        if exe.is_file() and os.access(exe, os.X_OK):
+            found = shutil.which("cartfhir")
+            if found and Path(found).resolve() == exe.resolve():
+                return "cartfhir"
+            absolute = Path(os.path.abspath(exe))
+            try:
+                return shlex.quote(str(absolute.relative_to(Path.cwd())))
+            except ValueError:
+                return shlex.quote(str(absolute))
+    return shlex.join([sys.executable, "-m", "cartfhir"])
+
+
+def _config_argument(config: Path) -> str:
+    """' --config PATH' for a hint, or '' for the default config."""
+    return "" if Path(config) == DEFAULT_CONFIG else f" --config {shlex.quote(str(config))}"
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the one place errors become exit codes).
+
+    In JSON log mode an error is one JSON record (``event: error`` with its
+    ``error_type`` and ``exit_code``), however early it happens: the log format is
+    read from the arguments before click parses them.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    _state.update(verbose=False, log_format=_log_format(args), human=False, wait=0.0)
+    configure(_state["log_format"])
+    set_lock_wait(0)
+    try:
+        # What cli.main(standalone_mode=False) does, less its blank line on stderr at
+        # Ctrl-C, which would not be JSON (_interrupted writes it in text mode).
+        with cli.make_context("cartfhir", args) as ctx:
+            rv = cli.invoke(ctx)
+        return rv if isinstance(rv, int) else ExitCode.SUCCESS
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
-        return 2 if isinstance(exc, click.UsageError) else exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        return 130
+        usage = isinstance(exc, click.UsageError)
+        code = ExitCode.USAGE if usage else exc.exit_code
+        if _state["log_format"] == "json":
+            _error("UsageError" if usage else type(exc).__name__, code, exc.format_message())
+        else:
+            exc.show()
+        return code
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        return _interrupted(exc)
     except Exception as exc:
         if is_interrupt(exc):  # Ctrl-C inside a DuckDB statement comes out as an error
-            click.echo("interrupted", err=True)
-            return 130
+            return _interrupted(exc)
         if isinstance(exc, CartfhirError):
-            click.echo(redact(f"error: {exc}"), err=True)
-            if _state["verbose"]:
-                click.echo(redact(traceback.format_exc()), err=True, nl=False)
+            _error(type(exc).__name__, exc.exit_code, f"error: {exc}")
             return exc.exit_code
         # a bug: say so plainly, trace only when asked
-        click.echo(redact(f"internal error: {type(exc).__name__}: {exc} "
-                          "(run with --verbose for the traceback, and please report it)"),
-                   err=True)
-        if _state["verbose"]:
-            click.echo(redact(traceback.format_exc()), err=True, nl=False)
-        return 1
+        _error(type(exc).__name__, ExitCode.FAILURE,
+               f"internal error: {type(exc).__name__}: {exc} "
+               "(run with --verbose for the traceback, and please report it)")
+        return ExitCode.FAILURE
+
+
+def _log_format(args: list[str]) -> str:
+    """The --log-format the arguments ask for (text unless json), before click parses them."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        value = (args[i + 1] if arg == "--log-format" and i + 1 < len(args) else
+                 arg.partition("=")[2] if arg.startswith("--log-format=") else None)
+        if value is not None:
+            return "json" if value == "json" else "text"
+    return "text"
+
+
+def _error(error_type: str, code: int, text: str) -> None:
+    """The one error line: plain on stderr, or a JSON record with type and exit code."""
+    trace = traceback.format_exc() if _state["verbose"] else None
+    if _state["log_format"] == "json":
+        log_event("error", msg=text, level=logging.ERROR, logger="cartfhir.cli",
+                  error_type=error_type, exit_code=int(code),
+                  **({"traceback": trace} if trace else {}))
+        return
+    click.echo(redact(text), err=True)
+    if trace:
+        click.echo(redact(trace), err=True, nl=False)
+
+
+def _interrupted(exc: BaseException) -> int:
+    if _state["log_format"] == "text":
+        click.echo(err=True)  # ends the terminal's ^C echo
+    _error("KeyboardInterrupt", ExitCode.INTERRUPTED, "interrupted")
+    return ExitCode.INTERRUPTED
 
 
 def main() -> None:

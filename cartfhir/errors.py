@@ -7,23 +7,59 @@ message says what failed, where, and what to do next.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The CLI's exit codes, each with a short label and what it means for a scheduler.
+
+    The one list of them: ``cartfhir --help``, docs/logging.md and the README read
+    or are checked against it (tests/test_cli_json.py).
+    """
+
+    label: str
+    meaning: str
+
+    def __new__(cls, code: int, label: str, meaning: str) -> ExitCode:
+        member = int.__new__(cls, code)
+        member._value_ = code
+        member.label = label
+        member.meaning = meaning
+        return member
+
+    SUCCESS = 0, "success", "every stage finished and the data passed its error expectations"
+    FAILURE = 1, "failure", ("a stage, a source or the database failed, or the data failed "
+                             "error expectations (validate, run); the error line says which")
+    USAGE = 2, "bad config or usage", ("the config file or the command line is wrong; nothing "
+                                       "was run, so retrying will not help until it is fixed")
+    PARTIAL = 3, "partial extraction", ("extract or run landed what it could but some data is "
+                                        "missing (a site or server failed part-way); "
+                                        "the rest was transformed and validated")
+    INTERRUPTED = 130, "interrupted", ("stopped by Ctrl-C or SIGINT; the run is recorded as "
+                                       "interrupted and the next run starts cleanly")
+
+
+def exit_code_epilog() -> str:
+    """'Exit codes: 0 success, 1 failure, ...' for ``cartfhir --help``."""
+    return "Exit codes: " + ", ".join(f"{c.value} {c.label}" for c in ExitCode) + "."
+
 
 class CartfhirError(Exception):
     """Base of every error cartfhir raises on purpose."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILURE
 
 
 class UsageError(CartfhirError):
     """The command line asked for something that cannot be done as asked."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(CartfhirError):
     """The config file is missing, unreadable or does not match the schema."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class SecretError(ConfigError):

@@ -1,0 +1,176 @@
+"""The CLI for schedulers: JSON on stderr, one result document with --json, exit codes.
+
+A cron job writes ``cartfhir --log-format json run ... >> cron.jsonl 2>&1``: every line
+of that file must parse, say which stage started and finished, and an error must say
+its type and exit code. The exit codes are listed once (``errors.ExitCode``); the
+help, docs/logging.md and the README must agree with that list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cartfhir import api
+from cartfhir.cli import run_cli
+from cartfhir.errors import ExitCode
+from cartfhir.expectations import ValidationReport
+from cartfhir.expectations.gx.tally import Outcome
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each stage with the key of its result in ``RunResult.to_dict()``.
+STAGES = {"extract": "extract", "transform": "transform", "validate": "validation",
+          "analyze": "analysis"}
+
+
+def _lines(text: str) -> list[dict]:
+    """Every line of ``text`` as a JSON object (a line that is not one fails the test)."""
+    records = [json.loads(line) for line in text.splitlines()]
+    assert all(isinstance(r, dict) for r in records)
+    return records
+
+
+@pytest.fixture()
+def small_site(tmp_path: Path, config_file: Callable[..., Path]) -> Path:
+    """A config over one synthetic NDJSON site of 12 patients (tmp_path/data/site_a)."""
+    api.generate(tmp_path / "data", patients=12, seed=7, sites=["site_a"])
+    return config_file(["site_a"])
+
+
+def test_a_json_run_writes_json_lines_on_stderr_and_one_document_on_stdout(
+        small_site: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "cartfhir", "--log-format", "json", "run", "--json",
+         "--config", str(small_site)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**os.environ, "COLUMNS": "80"})
+    records = _lines(done.stderr)
+    result = json.loads(done.stdout)  # one document, nothing else on stdout
+    assert done.returncode == ExitCode.SUCCESS, done.stderr[-2000:]
+    assert result["status"] == "success"
+    assert result["extract"]["totals"]["received"] > 100
+    assert result["transform"]["tables"]["cohort.episode"][0] > 0  # rows, seconds
+    assert result["validation"]["valid"] is True
+    assert result["analysis"]["report"].endswith("report.html")
+    for stage, key in STAGES.items():
+        start = [r for r in records if r.get("event") == "stage.start" and r["stage"] == stage]
+        finish = [r for r in records if r.get("event") == "stage.finish"
+                  and r["stage"] == stage]
+        assert len(start) == len(finish) == 1, stage
+        assert start[0]["run_id"] == finish[0]["run_id"] == result[key]["run_id"]
+        assert finish[0]["status"] == "success" and finish[0]["duration_s"] >= 0
+        assert finish[0]["counts"], stage
+        assert {"ts", "level", "logger", "msg"} <= finish[0].keys()
+
+
+def test_json_logs_keep_tables_off_stdout_unless_asked(
+        small_site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--log-format", "json", "extract", "--config", str(small_site)]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout is not a terminal here, and --human was not given
+    assert [r["event"] for r in _lines(err) if r.get("event", "").startswith("stage.")] == [
+        "stage.start", "stage.finish"]
+    assert run_cli(["--log-format", "json", "--human", "extract", "--config",
+                    str(small_site)]) == 0
+    out, err = capsys.readouterr()
+    assert "Landed into" in out and _lines(err)
+
+
+def test_extract_json_prints_the_result_as_one_document(
+        small_site: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["extract", "--json", "--config", str(small_site)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "success" and result["run_id"]
+    assert result["totals"]["received"] == sum(
+        c["received"] for c in result["counts"]["site_a"].values()) > 0
+    assert result["counts"]["site_a"]["Patient"]["inserted"] == 12
+
+
+def test_a_bad_config_is_one_json_error_line_with_exit_code_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_cli(["--log-format", "json", "run", "--config", str(tmp_path / "nope.yaml")])
+    out, err = capsys.readouterr()
+    assert code == ExitCode.USAGE == 2 and out == ""
+    [record] = _lines(err)
+    assert record["level"] == "error" and record["event"] == "error"
+    assert record["error_type"] == "ConfigError" and record["exit_code"] == 2
+    assert "nope.yaml" in record["msg"]
+
+
+@pytest.mark.parametrize("argv", [["extract", "--no-such-option"],
+                                  ["--no-such-global", "extract"],
+                                  ["no-such-command"]])
+def test_a_usage_error_is_one_json_error_line(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--log-format", "json", *argv]) == 2
+    [record] = _lines(capsys.readouterr().err)
+    assert record["event"] == "error" and record["exit_code"] == 2
+    assert record["error_type"] == "UsageError"  # whichever of click's usage errors it was
+
+
+@pytest.mark.parametrize(("raised", "error_type", "code"), [
+    (RuntimeError("boom"), "RuntimeError", ExitCode.FAILURE),
+    (KeyboardInterrupt(), "KeyboardInterrupt", ExitCode.INTERRUPTED)])
+def test_internal_errors_and_interrupts_are_json_error_lines(
+        small_site: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], raised: BaseException, error_type: str,
+        code: int) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(api, "extract", fail)
+    assert run_cli(["--log-format", "json", "extract", "--config", str(small_site)]) == code
+    [record] = _lines(capsys.readouterr().err)
+    assert record["error_type"] == error_type and record["exit_code"] == code
+
+
+def test_invalid_data_is_a_warning_record_in_json_mode(
+        small_site: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    failed = Outcome(suite="cohort", expectation="expect_x", column="age", severity="error",
+                     success=False, observed_value=None, unexpected_count=2,
+                     element_count=10, unexpected_examples=[1, 2], error=None, kwargs={})
+    monkeypatch.setattr(api, "validate", lambda *a, **k: ValidationReport(
+        run_id="r1", outcomes=[failed]))
+    assert run_cli(["--log-format", "json", "validate", "--config", str(small_site)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    records = _lines(err)
+    [expectation] = [r for r in records if r.get("event") == "validation.failed_expectation"]
+    assert expectation["level"] == "error" and expectation["column"] == "age"
+    [invalid] = [r for r in records if r.get("event") == "validation.invalid"]
+    assert invalid["level"] == "warning" and invalid["run_id"] == "r1"
+    assert "INVALID" in invalid["msg"]
+    # and in text mode, the same messages as before on stderr
+    assert run_cli(["validate", "--config", str(small_site)]) == 1
+    err = capsys.readouterr().err
+    assert "ERROR: cohort expect_x [age]: 2 unexpected" in err
+    assert err.rstrip().splitlines()[-1].startswith("INVALID: the data failed")
+
+
+# --- the exit codes: one list (errors.ExitCode), and everyone reads or checks it ---
+
+def _docs_table() -> dict[int, str]:
+    text = (ROOT / "docs" / "logging.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| ([^|]+?) \| ([^|]+?) \|$", text, re.M)
+    return {int(code): f"{label}|{meaning}" for code, label, meaning in rows}
+
+
+def test_the_docs_exit_code_table_is_the_enum() -> None:
+    assert _docs_table() == {c.value: f"{c.label}|{c.meaning}" for c in ExitCode}
+
+
+def test_help_and_readme_name_every_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for code in ExitCode:
+        assert f"{code.value} {code.label}" in help_text
+        assert f"{code.value} {code.label}" in readme, code
