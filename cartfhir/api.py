@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -39,6 +39,7 @@ from cartfhir.multisite.signing import KeyPair
 from cartfhir.multisite.signing import generate_keypair as keygen
 from cartfhir.preflight import CheckReport
 from cartfhir.progress import Progress
+from cartfhir.render import json_columns
 from cartfhir.results import ResultDict
 from cartfhir.store import Store
 from cartfhir.synth import SynthResult, generate
@@ -171,6 +172,8 @@ def view(config: Config | None, view_file: Path, *, db: Path | None = None,
     path = db if db is not None else config.output.duckdb if config else None
     if path is None:
         raise UsageError("give a config or --db to say which DuckDB file holds raw.resources")
+    if not Path(path).exists():  # refused as 'query' refuses it, before a write creates it
+        Store(Path(path)).connect(read_only=True)
     return run_view_file(path, view_file, out=out, table=table,
                          memory_limit=config.output.memory_limit if config else None)
 
@@ -214,10 +217,17 @@ def _demo_keys(config: Config) -> None:
 
 @dataclass
 class QueryResult:
-    """Columns and a stream of rows from a read-only connection, closed when consumed."""
+    """Columns, their DuckDB types and a stream of rows from a read-only connection,
+    closed when consumed."""
 
     columns: list[str]
     _con: duckdb.DuckDBPyConnection
+    types: list[str] = field(default_factory=list)  # e.g. 'BIGINT', 'JSON', 'VARCHAR[]'
+
+    @property
+    def json_columns(self) -> set[str]:
+        """Columns of DuckDB type JSON: their values are JSON text, to be read as objects."""
+        return json_columns(self.columns, self.types)
 
     def rows(self, batch: int = 10_000) -> Iterator[tuple]:
         try:
@@ -244,7 +254,11 @@ def _store(config: Config | None, db: Path | None) -> Store:
 
 
 def query(config: Config | None, sql: str, db: Path | None = None) -> QueryResult:
-    """Run SQL on a read-only connection to the output DuckDB (or ``db``)."""
+    """Run one SQL statement on a read-only connection to the output DuckDB (or ``db``).
+
+    More than one statement is a UsageError: only the last one's rows would come back.
+    """
+    sql = exports.one_statement(sql)
     store = _store(config, db)
     con = store.connect(read_only=True)
     try:
@@ -252,8 +266,9 @@ def query(config: Config | None, sql: str, db: Path | None = None) -> QueryResul
     except duckdb.Error as exc:
         con.close()
         raise DatabaseError(f"query failed on {store.path}: {exc}") from None
-    columns = [d[0] for d in con.description] if con.description else []
-    return QueryResult(columns=columns, _con=con)
+    description = con.description or []
+    return QueryResult(columns=[d[0] for d in description], _con=con,
+                       types=[str(d[1]) for d in description])
 
 
 def query_to_file(config: Config | None, sql: str, out: Path, fmt: str,

@@ -18,7 +18,7 @@ import duckdb
 
 from cartfhir.db import quote_name
 from cartfhir.errors import DatabaseError, StaleResultError, UsageError
-from cartfhir.render import render_rows
+from cartfhir.render import json_columns, render_rows
 from cartfhir.runs import latest_success, require_complete_transform, transform_since
 from cartfhir.store import Store
 
@@ -174,27 +174,50 @@ def export_tables(store: Store, out: Path, fmt: str = "parquet",
         return result
 
 
+def one_statement(sql: str) -> str:
+    """``sql`` when it is one statement; a usage error naming how many it holds otherwise.
+
+    DuckDB's own parser counts them (a ';' inside a string or a comment is no boundary);
+    run one by one, all but the last statement's rows would be lost without a word. SQL
+    the parser rejects is returned as it is, for the query to report the error with its
+    position.
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return sql
+    if len(statements) != 1:
+        raise UsageError(f"query takes one SQL statement; got {len(statements)}"
+                         + ("; run them one at a time" if statements else ""))
+    return sql
+
+
 def write_query(store: Store, sql: str, out: Path, fmt: str) -> ExportedFile:
     """Write the rows of one query to ``out`` as Parquet, CSV or JSON; return rows written.
 
-    CSV and JSON look exactly like ``cartfhir query``'s stdout; Parquet keeps DuckDB's types.
+    CSV and JSON look exactly like ``cartfhir query``'s stdout (JSON columns as objects in
+    JSON); Parquet keeps DuckDB's types.
     """
     if fmt not in QUERY_FORMATS:
         raise UsageError(f"--out writes {', '.join(QUERY_FORMATS)}, not {fmt!r}")
     if out.is_dir():
         raise UsageError(f"{out} is a folder; --out must name a file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    con = store.connect(read_only=True)
+    sql = one_statement(sql)
+    con = store.connect(read_only=True)  # a missing database is refused before --out is made
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "parquet":
             select = sql.strip().rstrip(";")
-            rows = con.execute(f"COPY ({select}) TO {_quote_path(out)} "
+            rows = con.execute(f"COPY ({select}\n) TO {_quote_path(out)} "
                                f"({_copy_options(fmt)})").fetchone()[0]
         else:
             con.execute(sql)
-            columns = [d[0] for d in con.description] if con.description else []
+            description = con.description or []
+            columns = [d[0] for d in description]
+            parse = json_columns(columns, [str(d[1]) for d in description])
             with out.open("w", encoding="utf-8", newline="") as fh:
-                rows = render_rows(columns, _stream(con), fmt=fmt, out=fh)  # type: ignore[arg-type]
+                rows = render_rows(columns, _stream(con), fmt=fmt, out=fh,  # type: ignore[arg-type]
+                                   parse_json=parse)
     except duckdb.Error as exc:
         raise DatabaseError(f"query failed on {store.path}: {exc}") from None
     finally:
@@ -208,4 +231,4 @@ def _stream(con: duckdb.DuckDBPyConnection, batch: int = 10_000):
 
 
 __all__ = ["DEFAULT_TABLES", "ExportResult", "ExportedFile", "database_tables", "export_tables",
-           "select_tables", "write_query"]
+           "one_statement", "select_tables", "write_query"]

@@ -1,17 +1,37 @@
-"""Rendering rows for people (a table) or machines (CSV, JSON) on stdout."""
+"""Rendering rows for people (a table) or machines (CSV, JSON) on stdout.
+
+``render_rows`` prints the stage summaries; ``render_result`` prints a query's rows the
+way the DuckDB command line does: a box that fits the terminal (long cells cut with
+``…``, middle columns left out behind a ``…`` column when they do not fit), the row count
+under it, and the DuckDB types on request. Printed to a pipe or a file, nothing is cut.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 
+from cartfhir.errors import UsageError
+
 OutputFormat = Literal["table", "csv", "json"]
+# What each file suffix means when rows are written to a file ('query --out', 'view --out').
+SUFFIX_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}
+JSON_TYPES = ("JSON", "JSON[]")  # DuckDB's JSON type; such values arrive as JSON text
+ELLIPSIS = "…"
+MIN_COLUMN = 8  # narrower than this, a cut value says too little to be worth showing
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+            "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 
 
 def _cell(value: Any) -> str:
@@ -22,9 +42,47 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def file_format(out: Path, choices: Sequence[str], given: str | None = None) -> str:
+    """The format rows written to ``out`` take, from its suffix (.csv, .json, .parquet).
+
+    One rule for every command that writes rows to a file, so ``query --out x.csv`` and
+    ``view --out x.csv`` agree. An unknown suffix, or a ``given`` format the suffix
+    contradicts, is a usage error: a file named .csv holding Parquet misleads whoever
+    opens it next.
+    """
+    suffix = Path(out).suffix.lower()
+    fmt = SUFFIX_FORMATS.get(suffix)
+    names = ", ".join(f"{s} ({f})" for s, f in SUFFIX_FORMATS.items() if f in choices)
+    if fmt is None or fmt not in choices:
+        raise UsageError(f"--out {out}: cannot tell the format from {suffix or 'no suffix'!r}; "
+                         f"name the file with one of {names}")
+    if given is not None and given != fmt:
+        raise UsageError(f"--out {out} is a {fmt} file but --format says {given}; drop "
+                         "--format or make them agree")
+    return fmt
+
+
+def json_columns(columns: Sequence[str], types: Sequence[str]) -> set[str]:
+    """The columns DuckDB types as JSON (or JSON[]), whose text values are JSON documents."""
+    return {c for c, t in zip(columns, types, strict=False) if t in JSON_TYPES}
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return json.loads(value)
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
 def render_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: OutputFormat = "table",
-                title: str | None = None, out: TextIO | None = None) -> int:
-    """Write rows in the chosen format; return how many rows were written."""
+                title: str | None = None, out: TextIO | None = None,
+                parse_json: Collection[str] = ()) -> int:
+    """Write rows in the chosen format; return how many rows were written.
+
+    ``parse_json`` names columns holding JSON text that ``json`` output writes as the
+    objects they are, not as strings of JSON.
+    """
     out = out or sys.stdout
     n = 0
     if fmt == "csv":
@@ -34,8 +92,13 @@ def render_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: Outp
             writer.writerow(["" if v is None else v for v in row])
             n += 1
     elif fmt == "json":
+        parsed = [i for i, c in enumerate(columns) if c in parse_json]
         out.write("[")
         for row in rows:
+            if parsed:
+                row = list(row)
+                for i in parsed:
+                    row[i] = _from_json(row[i])
             out.write(("," if n else "") + "\n  " + json.dumps(
                 dict(zip(columns, row, strict=True)), default=str, ensure_ascii=False))
             n += 1
@@ -49,3 +112,132 @@ def render_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: Outp
             n += 1
         Console(file=out, soft_wrap=False, width=max(100, Console(file=out).width)).print(table)
     return n
+
+
+def terminal_width(out: TextIO) -> int | None:
+    """Columns to fit a table into: $COLUMNS, else the terminal's; None when not a terminal.
+
+    Rows printed into a pipe or a file are data for someone else, so they are never cut.
+    """
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    isatty = getattr(out, "isatty", None)
+    if isatty is not None and isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _text(value: Any) -> str:
+    """A value as the DuckDB command line shows it: NULL for null, one line per cell."""
+    if value is None:
+        return "NULL"
+    text = str(value)
+    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+
+
+def _numeric(kind: str, values: list[Any]) -> bool:
+    if kind:
+        return kind.split("(")[0] in _NUMERIC
+    present = [v for v in values if v is not None]
+    return bool(present) and all(isinstance(v, int | float | Decimal) and not isinstance(v, bool)
+                                 for v in present)
+
+
+def _cut(text: str, width: int) -> str:
+    if cell_len(text) <= width:
+        return text
+    return set_cell_size(text, max(width - 1, 0)) + ELLIPSIS if width else ""
+
+
+def _shown(natural: list[int], width: int | None) -> list[int]:
+    """The indexes of the columns that fit: as many as can, from both ends, first first."""
+    n = len(natural)
+    if width is None or sum(natural) + 3 * n + 1 <= width:
+        return list(range(n))
+    least = [min(w, MIN_COLUMN) for w in natural]
+    left, right = [], []
+    for i in range(n):  # alternate: first, last, second, second-to-last ...
+        index = i // 2 if i % 2 == 0 else n - 1 - i // 2
+        trial = sorted(left + right + [index])
+        elided = len(trial) < n
+        need = sum(least[j] for j in trial) + 3 * len(trial) + 1 + (4 if elided else 0)
+        if need > width and trial != [0]:
+            break
+        (left if i % 2 == 0 else right).append(index)
+    return sorted(left + right)
+
+
+def _fit(natural: list[int], width: int) -> list[int]:
+    """Column widths within ``width`` (borders included): the widest columns give way first.
+
+    Every column wider than a cap is cut to it; the cap is the largest that fits.
+    """
+    budget = max(width - (3 * len(natural) + 1), len(natural))
+    if sum(natural) <= budget:
+        return list(natural)
+    lo, hi = 1, max(natural)
+    while lo < hi:  # the largest cap whose widths still fit
+        cap = (lo + hi + 1) // 2
+        if sum(min(w, cap) for w in natural) <= budget:
+            lo = cap
+        else:
+            hi = cap - 1
+    return [min(w, lo) for w in natural]
+
+
+def render_result(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+                  types: Sequence[str] | None = None, out: TextIO | None = None,
+                  width: int | None = None) -> int:
+    """Print a query's rows as a box fitted to ``width`` (None: every value whole).
+
+    Under the box: '<n> rows', plus how many columns were shown when some were left out.
+    ``types`` (the DuckDB type names) add a second header line. Returns the row count.
+    """
+    out = out or sys.stdout
+    values = [list(row) for row in rows]
+    data = [[_text(v) for v in row] for row in values]
+    kinds = list(types) if types is not None else [""] * len(columns)
+    header = [str(c) for c in columns]
+    natural = [max([cell_len(header[i]), cell_len(kinds[i]) if types is not None else 0,
+                    *(cell_len(r[i]) for r in data)]) for i in range(len(header))]
+    shown = _shown(natural, width)
+    elided = len(shown) < len(header)
+    cols = [(i, natural[i]) for i in shown]
+    if elided:  # the '…' column sits where the left-out columns were
+        at = next((k for k, i in enumerate(shown) if i != k), len(shown))
+        cols.insert(at, (-1, 1))
+    widths = [w for _, w in cols]
+    if width is not None:
+        widths = _fit(widths, width)
+    right = {i for i in shown if _numeric(kinds[i], [r[i] for r in values[:100]])}
+
+    def line(cells: list[str], align_right: bool = True) -> str:
+        parts = []
+        for (i, _), w, text in zip(cols, widths, cells, strict=True):
+            text = _cut(text, w)
+            pad = " " * (w - cell_len(text))
+            parts.append(pad + text if align_right and i in right else text + pad)
+        return "│ " + " │ ".join(parts) + " │"
+
+    def pick(values: list[str]) -> list[str]:
+        return [ELLIPSIS if i < 0 else values[i] for i, _ in cols]
+
+    rule = "─┼─".join("─" * w for w in widths)
+    print("┌─" + "─┬─".join("─" * w for w in widths) + "─┐", file=out)
+    print(line(pick(header), align_right=False), file=out)
+    if types is not None:
+        print(line(pick([k.lower() for k in kinds]), align_right=False), file=out)
+    print("├─" + rule + "─┤", file=out)
+    for row in data:
+        print(line(pick(row)), file=out)
+    print("└─" + "─┴─".join("─" * w for w in widths) + "─┘", file=out)
+    footer = f"{len(data)} row{'' if len(data) == 1 else 's'}"
+    if elided:
+        footer += f"  {len(header)} columns ({len(shown)} shown)"
+    print(footer, file=out)
+    return len(data)
+
+
+__all__ = ["ELLIPSIS", "SUFFIX_FORMATS", "OutputFormat", "file_format", "json_columns",
+           "render_result", "render_rows", "terminal_width"]

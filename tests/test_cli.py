@@ -251,3 +251,116 @@ def test_a_malformed_pool_memory_limit_is_a_usage_error(
     err = capsys.readouterr().err
     assert "--memory-limit" in err and "'lots'" in err and "No such option" not in err, err
     assert not (tmp_path / "p.duckdb").exists()
+
+
+# --- query and view: the analyst's commands ---
+
+@pytest.fixture
+def analyst_db(tmp_path: Path) -> Path:
+    """A database with a wide table, a long value and meta.runs.counts as JSON."""
+    import duckdb
+
+    path = tmp_path / "a.duckdb"
+    con = duckdb.connect(str(path))
+    columns = ", ".join(f"'value_{i}' AS column_{i}" for i in range(12))
+    con.execute(f"CREATE TABLE wide AS SELECT {columns}, repeat('x', 300) AS long_text")
+    con.execute("CREATE SCHEMA meta")
+    con.execute("""CREATE TABLE meta.runs AS SELECT 'r1' AS run_id,
+                   '{"site_a": {"inserted": 3}}'::JSON AS counts""")
+    con.close()
+    return path
+
+
+def _query(db: Path, *args: str) -> list[str]:
+    return ["query", *args, "--db", str(db)]
+
+
+def test_query_fits_a_wide_result_to_the_width_columns_sets(
+        analyst_db: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    assert run_cli(_query(analyst_db, "select * from wide")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 60
+    assert "│ … │" in lines[1] and "column_0" in lines[1]
+    assert lines[-1].startswith("1 row  13 columns (")
+
+
+def test_query_into_a_pipe_cuts_nothing_and_an_empty_result_has_its_header(
+        analyst_db: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert run_cli(_query(analyst_db, "select * from wide")) == 0
+    out = capsys.readouterr().out
+    assert "x" * 300 in out and "column_6" in out and "…" not in out
+    assert run_cli(_query(analyst_db, "select run_id, counts from meta.runs where false",
+                          "--types")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "run_id" in lines[1] and "counts" in lines[1]
+    assert "varchar" in lines[2] and "json" in lines[2]
+    assert lines[-1] == "0 rows"
+
+
+def test_query_refuses_several_statements(
+        analyst_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(_query(analyst_db, "select 1; select 2")) == 2
+    assert "query takes one SQL statement; got 2" in capsys.readouterr().err
+    assert run_cli(_query(analyst_db, "select 1; select 2", "-o", "x.csv")) == 2
+    assert run_cli(_query(analyst_db, "select ';' as semicolon;", "-f", "csv")) == 0
+    assert capsys.readouterr().out == "semicolon\n;\n"  # DuckDB's parser, not a split on ';'
+
+
+def test_query_writes_json_columns_as_objects(
+        analyst_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    expected = [{"run_id": "r1", "counts": {"site_a": {"inserted": 3}}}]
+    assert run_cli(_query(analyst_db, "select * from meta.runs", "-f", "json")) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    assert run_cli(_query(analyst_db, "select * from meta.runs", "-o",
+                          str(tmp_path / "runs.json"))) == 0
+    assert json.loads((tmp_path / "runs.json").read_text()) == expected
+
+
+def test_query_out_takes_its_format_from_the_suffix(
+        analyst_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import duckdb
+
+    sql = "select run_id from meta.runs"
+    assert run_cli(_query(analyst_db, sql, "-o", str(tmp_path / "r.csv"))) == 0
+    assert (tmp_path / "r.csv").read_text() == "run_id\nr1\n"
+    assert run_cli(_query(analyst_db, sql, "-o", str(tmp_path / "r.parquet"))) == 0
+    assert duckdb.sql(f"select * from '{tmp_path / 'r.parquet'}'").fetchall() == [("r1",)]
+    capsys.readouterr()
+    assert run_cli(_query(analyst_db, sql, "-o", str(tmp_path / "r.txt"))) == 2
+    assert ".csv (csv), .json (json), .parquet (parquet)" in capsys.readouterr().err
+    assert run_cli(_query(analyst_db, sql, "-f", "json", "-o", str(tmp_path / "r2.csv"))) == 2
+    assert "is a csv file but --format says json" in capsys.readouterr().err
+    assert not (tmp_path / "r.txt").exists() and not (tmp_path / "r2.csv").exists()
+
+
+def test_view_refuses_a_missing_database_as_query_does_and_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps({
+        "resourceType": "ViewDefinition", "name": "pt", "status": "active",
+        "resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]}))
+    missing = tmp_path / "none" / "x.duckdb"
+    assert run_cli(["query", "select 1", "--db", str(missing)]) == 1
+    refused = capsys.readouterr().err
+    assert "does not exist yet" in refused
+    assert run_cli(["view", str(view), "--db", str(missing)]) == 1
+    assert capsys.readouterr().err == refused.replace("select 1", "")
+    assert run_cli(["view", str(view), "--db", str(missing), "--out",
+                    str(tmp_path / "pt.parquet")]) == 1
+    assert not missing.exists() and not missing.parent.exists()
+    assert not (tmp_path / "pt.parquet").exists()
+
+
+def test_view_out_takes_its_format_as_query_out_does(
+        analyst_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps({
+        "resourceType": "ViewDefinition", "name": "pt", "status": "active",
+        "resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]}))
+    assert run_cli(["view", str(view), "--db", str(analyst_db), "--out",
+                    str(tmp_path / "pt.txt")]) == 2
+    assert "name the file with one of .csv (csv), .parquet (parquet)" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import duckdb
 
 from cartfhir.db import connect
 from cartfhir.errors import TransformError
+from cartfhir.render import file_format
 from cartfhir.transform.sof import ERROR_MARK, compile_view
 
 PACKAGE = "cartfhir.transform"
@@ -93,9 +94,7 @@ def run_view_file(db: Path, view_file: Path, *, out: Path | None = None,
     if out is not None and table is not None:
         raise TransformError("give either an output file or a table, not both")
     if out is not None:
-        fmt = {".parquet": "parquet", ".csv": "csv"}.get(Path(out).suffix.lower())
-        if fmt is None:
-            raise TransformError(f"{out}: the output file must end in .parquet or .csv")
+        fmt = file_format(out, ("parquet", "csv"))  # the rule 'query --out' follows
         compiled = compile_view(view, RAW, passthrough=("site",))
         con = connect(db, read_only=True, memory_limit=memory_limit)
         try:
