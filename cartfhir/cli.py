@@ -1,8 +1,8 @@
 """The ``cartfhir`` command line: parse, load config, call ``cartfhir.api``, render.
 
-Exit codes: 0 success; 1 failure (the run, a source, the database); 2 bad
-config or usage; 3 partial (reserved for extractions that could not get
-everything). Data goes to stdout; logs, progress and errors to stderr.
+Exit codes are ``errors.ExitCode``. Data goes to stdout; logs, progress and errors
+to stderr. With ``--log-format json`` every stderr line is a JSON object
+(docs/logging.md) and the summary tables appear only on a terminal or with --human.
 """
 
 from __future__ import annotations
@@ -397,8 +397,11 @@ def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, forc
 @click.option("--memory-limit", default=MEMORY_LIMIT, show_default=True,
               callback=lambda ctx, param, value: _memory_limit(value),
               help="DuckDB's memory limit while pooling (as output.memory_limit at a site).")
+@click.option("--report-dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for the pooled report.html and analysis/ exports "
+                   "[default: <out stem>_report/ next to --out].")
 def pool_cmd(packages: tuple[Path, ...], out: Path, keys: Path | None,
-             allow_unsigned: bool, memory_limit: str) -> None:
+             allow_unsigned: bool, memory_limit: str, report_dir: Path | None) -> None:
     """Verify site packages and pool them; validate and analyse the pooled data.
 
     Every package is checked before anything is written: its site's signature, its
@@ -411,7 +414,7 @@ def pool_cmd(packages: tuple[Path, ...], out: Path, keys: Path | None,
     Example: cartfhir pool site_a.zip site_b.zip --out pooled.duckdb --keys keys/
     """
     result = api.pool(list(packages), out, keys=keys, allow_unsigned=allow_unsigned,
-                      memory_limit=memory_limit)
+                      memory_limit=memory_limit, report_dir=report_dir)
     click.echo(f"pooled sites: {', '.join(result.sites)} -> {result.path}")
     if result.unsigned:
         click.echo(f"WARNING: pooled without signature verification (--allow-unsigned): "
@@ -783,12 +786,12 @@ def run_cli(argv: list[str] | None = None) -> int:
         if is_interrupt(exc):  # Ctrl-C inside a DuckDB statement comes out as an error
             return _interrupted(exc)
         if isinstance(exc, CartfhirError):
-            _error(type(exc).__name__, exc.exit_code, f"error: {exc}")
+            _error(type(exc).__name__, exc.exit_code, str(exc), prefix="error: ")
             return exc.exit_code
         # a bug: say so plainly, trace only when asked
         _error(type(exc).__name__, ExitCode.FAILURE,
-               f"internal error: {type(exc).__name__}: {exc} "
-               "(run with --verbose for the traceback, and please report it)")
+               f"{type(exc).__name__}: {exc} (run with --verbose for the traceback, and "
+               "please report it)", prefix="internal error: ")
         return ExitCode.FAILURE
 
 
@@ -804,15 +807,16 @@ def _log_format(args: list[str]) -> str:
     return "text"
 
 
-def _error(error_type: str, code: int, text: str) -> None:
-    """The one error line: plain on stderr, or a JSON record with type and exit code."""
+def _error(error_type: str, code: int, text: str, prefix: str = "") -> None:
+    """The one error line: plain on stderr (after ``prefix``), or a JSON record with
+    its type and exit code."""
     trace = traceback.format_exc() if _state["verbose"] else None
     if _state["log_format"] == "json":
         log_event("error", msg=text, level=logging.ERROR, logger="cartfhir.cli",
                   error_type=error_type, exit_code=int(code),
                   **({"traceback": trace} if trace else {}))
         return
-    click.echo(redact(text), err=True)
+    click.echo(redact(prefix + text), err=True)
     if trace:
         click.echo(redact(trace), err=True, nl=False)
 
