@@ -233,7 +233,8 @@ def test_pool_takes_a_memory_limit_defaulting_to_the_sites(
 
     limits = []
 
-    def pool(sources, out, *, keys=None, allow_unsigned=False, memory_limit=None):  # noqa: ANN001, ANN202
+    def pool(sources, out, *, keys=None, allow_unsigned=False, memory_limit=None,  # noqa: ANN001, ANN202
+             report_dir=None):
         limits.append(memory_limit)
         return PoolResult(path=out, sites=["site_a"])
 

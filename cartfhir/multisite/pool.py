@@ -460,17 +460,35 @@ def build_heterogeneity(con: duckdb.DuckDBPyConnection, context: Any = None) -> 
     return write_frame(con, "analysis.heterogeneity", heterogeneity(con))
 
 
+def report_folder(out: Path, report_dir: Path | None = None) -> Path:
+    """Where a pool's report and exports go: ``report_dir``, else ``<out stem>_report``
+    beside the pooled database ``out`` (absolute, so a changed working folder cannot move it).
+    """
+    folder = Path(report_dir) if report_dir is not None else out.parent / f"{out.stem}_report"
+    folder = folder.absolute()
+    if folder.exists() and not folder.is_dir():
+        if report_dir is None:
+            raise UsageError(f"{folder} is a file, and the pooled report goes into a folder "
+                             "of that name by default; move the file or give --report-dir DIR")
+        raise UsageError(f"--report-dir {report_dir}: {folder} is a file; name a folder for "
+                         "the pooled report and its exports")
+    return folder
+
+
 @logged_stage("pool")
 def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
          allow_unsigned: bool = False, analyse: bool = True,
-         memory_limit: str | None = MEMORY_LIMIT) -> PoolResult:
+         memory_limit: str | None = MEMORY_LIMIT,
+         report_dir: Path | None = None) -> PoolResult:
     """Verify the packages, pool them into ``out`` (atomically), validate and analyse.
 
     ``keys`` is the folder of the sites' public keys (``<site>.pub``); every package must
     be signed by its own site's key unless ``allow_unsigned`` (local testing), which the
     pooled database (meta.pool_package.signed_by) and the report record. Every DuckDB
-    connection is opened with ``memory_limit``. The report and exports go to the folder
-    ``<out stem>_report`` next to ``out``.
+    connection is opened with ``memory_limit``. The report and exports (``report.html``,
+    ``analysis/``) go to ``report_dir``, by default the folder ``<out stem>_report`` next to
+    ``out``: beside the database they describe, as a site's go to its output folder, and
+    never into the work folder this function deletes before it returns.
     """
     if keys is None and not allow_unsigned:
         raise UsageError("give --keys DIR (the sites' public keys, <site>.pub) to verify the "
@@ -480,6 +498,7 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
     out = Path(out).absolute()  # the report goes next to it, not into the work folder
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the path of the pooled DuckDB file")
+    report = report_folder(out, report_dir)
     work = Path(tempfile.mkdtemp(prefix="cartfhir-pool-"))
     try:
         packages = [verify(Path(s), work, keys=keys, allow_unsigned=allow_unsigned,
@@ -513,8 +532,7 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
             con.close()
         result = PoolResult(path=out, sites=sites, rows=rows, unsigned=unsigned)
         if analyse:
-            _analyse(store, result, study=packages[0].manifest.study,
-                     report=out.parent / f"{out.stem}_report")
+            _analyse(store, result, study=packages[0].manifest.study, report=report)
         _install(store, out)  # only now is the old pooled file replaced
         return result
     finally:

@@ -182,6 +182,25 @@ def test_a_relative_out_puts_the_report_next_to_the_pooled_file(
     assert (tmp_path / "center" / "pooled_report").is_dir()
 
 
+def test_report_dir_takes_the_pooled_report_and_exports(
+        packaged: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    assert run_cli(["pool", str(packaged["packages"]["site_c"]), "--out", "center/p.duckdb",
+                    "--report-dir", "a_file", *packaged["pool_args"]]) == 2
+    assert "--report-dir" in capsys.readouterr().err
+    assert not (tmp_path / "center").exists()  # refused before anything was written
+    assert run_cli(["pool", str(packaged["packages"]["site_c"]), "--out", "center/p.duckdb",
+                    "--report-dir", "shared/pool", *packaged["pool_args"]]) == 0
+    out = capsys.readouterr().out
+    report = next(line for line in out.splitlines() if line.startswith("report"))
+    assert Path(report.split(":", 1)[1].strip()) == tmp_path / "shared" / "pool" / "report.html"
+    assert (tmp_path / "shared" / "pool" / "report.html").exists()
+    assert (tmp_path / "shared" / "pool" / "analysis").is_dir()
+    assert sorted(p.name for p in (tmp_path / "center").iterdir()) == ["p.duckdb"]
+
+
 def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
         pooled_a: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The stages take the store and their own config sections: no site config is forged."""
