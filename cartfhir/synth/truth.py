@@ -2,7 +2,7 @@
 
 The truth is computed from what the generator decided and emitted (values as
 reported, converted back to canonical units), never from pipeline code, using
-the study's default definitions (``../shared/domain.md`` §2-§4):
+the study's default definitions (``docs/clinical-definitions.md``):
 
 - day 0 is the local calendar day of the infusion; day offsets are local days;
 - an episode's windows end at its *limit day*: the day before the next CAR-T
