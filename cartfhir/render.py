@@ -150,12 +150,19 @@ def _cut(text: str, width: int) -> str:
     return set_cell_size(text, max(width - 1, 0)) + ELLIPSIS if width else ""
 
 
-def _shown(natural: list[int], width: int | None) -> list[int]:
+def _least(natural: list[int], header: list[int]) -> list[int]:
+    """How narrow each column may get: its name whole (or MIN_COLUMN), never wider than needed.
+
+    Fewer columns, each one readable, say more than many cut to a few letters.
+    """
+    return [min(w, max(h, MIN_COLUMN)) for w, h in zip(natural, header, strict=True)]
+
+
+def _shown(natural: list[int], least: list[int], width: int | None) -> list[int]:
     """The indexes of the columns that fit: as many as can, from both ends, first first."""
     n = len(natural)
     if width is None or sum(natural) + 3 * n + 1 <= width:
         return list(range(n))
-    least = [min(w, MIN_COLUMN) for w in natural]
     left, right = [], []
     for i in range(n):  # alternate: first, last, second, second-to-last ...
         index = i // 2 if i % 2 == 0 else n - 1 - i // 2
@@ -168,22 +175,29 @@ def _shown(natural: list[int], width: int | None) -> list[int]:
     return sorted(left + right)
 
 
-def _fit(natural: list[int], width: int) -> list[int]:
+def _fit(natural: list[int], least: list[int], width: int) -> list[int]:
     """Column widths within ``width`` (borders included): the widest columns give way first.
 
-    Every column wider than a cap is cut to it; the cap is the largest that fits.
+    Every column wider than a cap is cut to it (but not below its ``least``); the cap is
+    the largest that fits. When even the least widths do not fit, those are cut too.
     """
     budget = max(width - (3 * len(natural) + 1), len(natural))
     if sum(natural) <= budget:
         return list(natural)
+    if sum(least) > budget:
+        least = [1] * len(natural)
+
+    def widths(cap: int) -> list[int]:
+        return [max(low, min(w, cap)) for w, low in zip(natural, least, strict=True)]
+
     lo, hi = 1, max(natural)
     while lo < hi:  # the largest cap whose widths still fit
         cap = (lo + hi + 1) // 2
-        if sum(min(w, cap) for w in natural) <= budget:
+        if sum(widths(cap)) <= budget:
             lo = cap
         else:
             hi = cap - 1
-    return [min(w, lo) for w in natural]
+    return widths(lo)
 
 
 def render_result(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
@@ -201,27 +215,28 @@ def render_result(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
     header = [str(c) for c in columns]
     natural = [max([cell_len(header[i]), cell_len(kinds[i]) if types is not None else 0,
                     *(cell_len(r[i]) for r in data)]) for i in range(len(header))]
-    shown = _shown(natural, width)
+    least = _least(natural, [cell_len(h) for h in header])
+    shown = _shown(natural, least, width)
     elided = len(shown) < len(header)
-    cols = [(i, natural[i]) for i in shown]
+    cols = [(i, natural[i], least[i]) for i in shown]
     if elided:  # the '…' column sits where the left-out columns were
         at = next((k for k, i in enumerate(shown) if i != k), len(shown))
-        cols.insert(at, (-1, 1))
-    widths = [w for _, w in cols]
+        cols.insert(at, (-1, 1, 1))
+    widths = [w for _, w, _ in cols]
     if width is not None:
-        widths = _fit(widths, width)
+        widths = _fit(widths, [low for _, _, low in cols], width)
     right = {i for i in shown if _numeric(kinds[i], [r[i] for r in values[:100]])}
 
     def line(cells: list[str], align_right: bool = True) -> str:
         parts = []
-        for (i, _), w, text in zip(cols, widths, cells, strict=True):
+        for (i, _, _), w, text in zip(cols, widths, cells, strict=True):
             text = _cut(text, w)
             pad = " " * (w - cell_len(text))
             parts.append(pad + text if align_right and i in right else text + pad)
         return "│ " + " │ ".join(parts) + " │"
 
     def pick(values: list[str]) -> list[str]:
-        return [ELLIPSIS if i < 0 else values[i] for i, _ in cols]
+        return [ELLIPSIS if i < 0 else values[i] for i, _, _ in cols]
 
     rule = "─┼─".join("─" * w for w in widths)
     print("┌─" + "─┬─".join("─" * w for w in widths) + "─┐", file=out)
