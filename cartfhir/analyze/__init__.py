@@ -12,8 +12,9 @@
 - ``analysis.count_dynamics`` the registry's blood counts by round and day;
 
 in the order of the build graph's analysis stage (cartfhir/build.yaml),
-plus ``<out>/report.html`` (self-contained, figures embedded) and CSV/JSON exports
-of every table in ``<out>/analysis/``. Counts below ``analysis.small_cell_k`` are
+plus ``<out>/report.html`` (self-contained, figures embedded), its figures as PNG and
+SVG in ``<out>/figures/`` and its tables as CSV in ``<out>/tables/``, and CSV/JSON
+exports of every table in ``<out>/analysis/``. Counts below ``analysis.small_cell_k`` are
 shown as ``<k`` in the report and exports (the DuckDB tables keep the numbers).
 """
 
@@ -48,6 +49,8 @@ class AnalysisResult(ResultDict):
     tables: dict[str, int] = field(default_factory=dict)
     report: Path | None = None
     exports: list[Path] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)  # the report's figures, PNG and SVG
+    report_tables: list[Path] = field(default_factory=list)  # the report's tables, CSV
     comparison: pd.DataFrame | None = None
     endpoints: tuple[Endpoint, ...] = ()  # as this database renders them (analysis.endpoint)
     warning: str | None = None
@@ -96,9 +99,11 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
             result.comparison = shown
             result.endpoints = registry.endpoints
             result.exports = _export(con, out / "analysis", shown, k)
-            result.report = write_report(con, out / "report.html", shown, registry,
-                                         study=study, sites=sites, small_cell_k=k,
-                                         warning=invalid_warning)
+            report = write_report(con, out / "report.html", shown, registry, study=study,
+                                  sites=sites, small_cell_k=k, warning=invalid_warning,
+                                  run_id=run.run_id)
+            result.report = report.path
+            result.figures, result.report_tables = report.figures, report.tables
             bar.advance()
         result.seconds = time.perf_counter() - started
         run.counts = dict(result.tables)

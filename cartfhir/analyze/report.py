@@ -1,274 +1,213 @@
 """The HTML report: the paper's tables (CART1, CART2, p) and figures, in one self-contained file.
 
-Figures are drawn with matplotlib (Agg) and embedded as base64 PNG, so the file
-opens anywhere without a server or network. p-values are printed journal style
-(``.029``). Counts arrive already suppressed when small-cell suppression is on. What
-the tables and figures show, and their labels, come from the endpoint registry
-rendered with the database's windows and thresholds (``registry.effective``).
+Figures are drawn with matplotlib (cartfhir/analyze/figures.py) and embedded as base64
+PNG, so the file opens anywhere without a server or network; the same figures are
+written as PNG and SVG to ``figures/`` and the report's tables as CSV to ``tables/``
+next to it, for a manuscript. p-values are printed journal style (``.029``). Counts
+arrive already suppressed when small-cell suppression is on. What the tables and
+figures show, and their labels, come from the endpoint registry rendered with the
+database's windows and thresholds (``registry.effective``); the methods, runs and data
+quality come from the database (methods.py, quality.py).
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import pandas as pd  # noqa: E402
-
-from cartfhir import __version__  # noqa: E402
-from cartfhir.analyze.compare import episode_values  # noqa: E402
-from cartfhir.analyze.registry import Figure, Registry  # noqa: E402
-from cartfhir.analyze.stats import format_p  # noqa: E402
-from cartfhir.config import POOLED_SITE  # noqa: E402
-
-ROUND_NAMES = ("CART1", "CART2")  # the two rounds compared, registry.rounds
-COLORS = ("#1f77b4", "#d62728")
-EFS_COLORS = ("#2ca02c", "#9467bd", "#8c564b", "#e377c2")
-MAX_PAIRED_LINES = 300  # per cytokine panel; a random (fixed-seed) sample beyond that
-
-
-def _png(fig: Any) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img alt="figure" src="data:image/png;base64,{data}">'
-
-
-def _num(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return "–"
-    return f"{float(value):,.{digits}f}"
-
-
-def _cell(row: pd.Series, prefix: str, digits: int) -> str:
-    if row["kind"] == "proportion":
-        events, n = row[f"{prefix}_events"], row[f"{prefix}_n"]
-        if isinstance(events, str) or isinstance(n, str):
-            return f"{events}/{n}"
-        share = f" ({100 * events / n:.0f}%)" if n else ""
-        return f"{events}/{n}{share}"
-    n = row[f"{prefix}_n"]
-    if not isinstance(n, str) and not n:
-        return "–"
-    return (f"{_num(row[f'{prefix}_median'], digits)} "
-            f"({_num(row[f'{prefix}_q1'], digits)}–{_num(row[f'{prefix}_q3'], digits)}); "
-            f"n={n}")
-
-
-def _section_table(table: pd.DataFrame, registry: Registry, section: str) -> str:
-    keys = [e for e in registry.endpoints if e.section == section]
-    rows = []
-    for endpoint in keys:
-        match = table[(table["site"] == POOLED_SITE) & (table["endpoint"] == endpoint.key)]
-        if match.empty:
-            continue
-        r = match.iloc[0]
-        first, second = (_cell(r, prefix, endpoint.digits) for prefix in ("cart1", "cart2"))
-        rows.append(
-            f"<tr><td>{html.escape(endpoint.label)}</td><td>{first}</td>"
-            f"<td>{second}</td><td class=p>{format_p(_p(r['p_value']))}</td>"
-            f"<td class=small>{html.escape(str(r['test']))}</td>"
-            f"<td class=p>{format_p(_p(r['paired_p_value']))}</td>"
-            f"<td class=small>{r['n_pairs']}</td></tr>")
-    return ("<table><thead><tr><th></th><th>CART1</th><th>CART2</th><th>p</th><th>test</th>"
-            "<th>paired p</th><th>pairs</th></tr></thead><tbody>" + "".join(rows)
-            + "</tbody></table>")
-
-
-def _p(value: Any) -> float | None:
-    return None if value is None or pd.isna(value) else float(value)
-
-
-def _rounds(registry: Registry) -> list[tuple[int, str, str]]:
-    """(round, name, colour) of the two rounds compared."""
-    return list(zip(registry.rounds, ROUND_NAMES, COLORS, strict=True))
-
-
-def _dynamics_figure(con: duckdb.DuckDBPyConnection, registry: Registry, figure: Figure) -> str:
-    panels = registry.in_figure(figure.key)
-    data = con.execute("SELECT * FROM analysis.count_dynamics WHERE site = ? "
-                       "ORDER BY concept, round, day", [POOLED_SITE]).df()
-    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.6), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        for rnd, name, color in _rounds(registry):
-            part = data[(data["concept"] == panel.concept) & (data["round"] == rnd)]
-            if part.empty:
-                continue
-            ax.plot(part["day"], part["median"], color=color, label=name)
-            ax.fill_between(part["day"], part["q1"], part["q3"], color=color, alpha=0.15)
-        ax.set_title(panel.figure_label)
-        ax.set_xlabel("days after infusion")
-        if panel.symlog is not None:
-            ax.set_yscale("symlog", linthresh=panel.symlog)
-        ax.legend(frameon=False)
-    fig.suptitle(figure.title)
-    return _png(fig)
-
-
-def _cytokine_figure(episodes: pd.DataFrame, registry: Registry, figure: Figure) -> str:
-    panels = registry.in_figure(figure.key)
-    first, second = registry.rounds
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 3.4), sharey=False, squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        column = panel.key
-        wide = episodes.pivot_table(index=["site", "patient_key"], columns="round",
-                                    values=column)
-        if {first, second} <= set(wide.columns):
-            pairs = wide.dropna()
-            if len(pairs) > MAX_PAIRED_LINES:  # thousands of lines hide each other anyway
-                pairs = pairs.sample(MAX_PAIRED_LINES, random_state=0)
-            ax.plot([[1] * len(pairs), [2] * len(pairs)], [pairs[first], pairs[second]],
-                    color="grey", alpha=0.4, lw=0.8)
-        for x, (rnd, _, color) in enumerate(_rounds(registry), start=1):
-            values = episodes.loc[episodes["round"] == rnd, column].dropna()
-            ax.scatter([x] * len(values), values, color=color, s=10, zorder=3)
-        ax.set_xticks([1, 2], list(ROUND_NAMES))
-        ax.set_xlim(0.6, 2.4)
-        ax.set_title(panel.figure_label)
-        if (episodes[column].dropna() > 0).any():
-            ax.set_yscale("log")
-        else:
-            ax.text(1.5, 0.5, "no results", ha="center", transform=ax.get_xaxis_transform())
-    axes[0][0].set_ylabel("peak, pg/mL (log)")
-    fig.suptitle(f"{figure.title} (lines join a patient's two rounds; at most "
-                 f"{MAX_PAIRED_LINES} patients' lines per panel)")
-    return _png(fig)
-
-
-def _grade_figure(episodes: pd.DataFrame, registry: Registry, figure: Figure) -> str:
-    panels = registry.in_figure(figure.key)
-    grades = list(range(0, 6))
-    width = 0.38
-    fig, axes = plt.subplots(1, len(panels), figsize=(10, 3.4), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
-        for offset, (rnd, name, color) in zip((-width / 2, width / 2), _rounds(registry),
-                                              strict=True):
-            counts = episodes.loc[episodes["round"] == rnd, panel.key].value_counts()
-            ax.bar([g + offset for g in grades], [counts.get(g, 0) for g in grades], width,
-                   color=color, label=name)
-        ax.set_xticks(grades)
-        ax.set_xlabel("maximum grade")
-        ax.set_ylabel("episodes")
-        ax.set_title(panel.figure_label)
-        ax.legend(frameon=False)
-    fig.suptitle(figure.title)
-    return _png(fig)
-
-
-FIGURES = {"grade_distribution": _grade_figure, "cytokine_peaks": _cytokine_figure}
-
-
-def _km_figure(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
-    curve = con.execute("SELECT * FROM analysis.efs_curve WHERE site = ? "
-                        "ORDER BY definition, time", [POOLED_SITE]).df()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for definition, color in zip((d.name for d in registry.efs), EFS_COLORS, strict=False):
-        part = curve[curve["definition"] == definition]
-        if part.empty:
-            continue
-        times = [0.0, *part["time"].tolist()]
-        surv = [1.0, *part["survival"].tolist()]
-        ax.step(times, surv, where="post", color=color, label=f"EFS ({definition} definition)")
-        censored = part[part["censored"] > 0]
-        ax.scatter(censored["time"], censored["survival"], marker="|", color=color, s=60)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("days after CART2")
-    ax.set_ylabel("event-free survival")
-    ax.legend(frameon=False)
-    ax.set_title("Kaplan-Meier event-free survival after CART2")
-    return _png(fig)
-
-
-def _characteristics(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
-    rows = con.execute("""
-        SELECT round, count(*) AS episodes,
-               count(*) FILTER (WHERE sex = 'male') AS male,
-               median(age_years) AS age,
-               count(*) FILTER (WHERE relapse_site_before = 'marrow') AS marrow,
-               count(*) FILTER (WHERE relapse_site_before LIKE 'marrow+%') AS combined,
-               count(*) FILTER (WHERE relapse_site_before NOT LIKE 'marrow%') AS extramedullary
-        FROM cohort.episode_endpoints WHERE round IN (?, ?) GROUP BY round ORDER BY round
-    """, list(registry.rounds)).fetchall()
-    names = dict(zip(registry.rounds, ROUND_NAMES, strict=True))
-    body = "".join(
-        f"<tr><td>{names[r[0]]}</td><td>{r[1]}</td><td>{r[2]}</td><td>{_num(r[3], 0)}</td>"
-        f"<td>{r[4]}</td><td>{r[5]}</td><td>{r[6]}</td></tr>" for r in rows)
-    return ("<table><thead><tr><th>round</th><th>episodes</th><th>male</th>"
-            "<th>median age (y)</th><th>relapse: marrow only</th><th>marrow + other</th>"
-            "<th>isolated extramedullary</th></tr></thead><tbody>" + body + "</tbody></table>")
-
-
-def _efs_tables(con: duckdb.DuckDBPyConnection, registry: Registry, small_cells: bool) -> str:
-    summary = con.execute("SELECT * FROM analysis.efs_summary WHERE site = ? "
-                          "ORDER BY definition", [POOLED_SITE]).fetchall()
-    out = ["<table><thead><tr><th>definition</th><th>patients</th><th>events</th>"
-           "<th>median EFS (days)</th><th>95% CI</th></tr></thead><tbody>"]
-    for r in summary:
-        median = _num(r[4], 0) if r[4] is not None else "not reached"
-        low, high = (_num(v, 0) if v is not None and not pd.isna(v) else "NR" for v in r[5:7])
-        out.append(f"<tr><td>{r[1]}</td><td>{r[2]}</td><td>{r[3]}</td><td>{median}</td>"
-                   f"<td>{low}–{high}</td></tr>")
-    out.append("</tbody></table>")
-    if not small_cells and registry.efs:  # the first definition is the primary one
-        primary = registry.efs[0].name
-        types = con.execute("SELECT event_type, count(*) FROM analysis.efs WHERE definition = ? "
-                            "GROUP BY ALL ORDER BY 2 DESC", [primary]).fetchall()
-        out.append(f"<p>First event after CART2 ({html.escape(primary)} definition): "
-                   + ", ".join(
-            f"{html.escape(str(t))} {n}" for t, n in types) + "</p>")
-    return "".join(out)
-
+from cartfhir import __version__
+from cartfhir.analyze import figures, methods, quality
+from cartfhir.analyze import report_tables as tables
+from cartfhir.analyze.compare import episode_values
+from cartfhir.analyze.efs import CENSORED
+from cartfhir.analyze.registry import Registry
+from cartfhir.analyze.report_tables import Table
+from cartfhir.config import POOLED_SITE
 
 STYLE = """
-body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
+body{font-family:Georgia,serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;
+line-height:1.4}
 h1{font-size:1.6em} h2{font-size:1.25em;border-bottom:1px solid #ccc;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{padding:.25em .7em;border-bottom:1px solid #e3e3e3;text-align:left}
+caption{text-align:left;font-style:italic;padding:.2em 0}
+th,td{padding:.25em .7em;border-bottom:1px solid #e3e3e3;text-align:left;vertical-align:top}
 thead th{border-bottom:2px solid #444} td.p{font-variant-numeric:tabular-nums}
-.small{color:#666;font-size:.85em} img{max-width:100%}
+td.code{font-family:monospace;font-size:.85em;overflow-wrap:anywhere}
+.small{color:#666;font-size:.85em} img{max-width:100%;height:auto;display:block}
+details{margin:.6em 0} summary{cursor:pointer;color:#345}
 .warning{background:#fde2e1;border:2px solid #c0392b;padding:.8em;font-weight:bold}
 """
 
 
+@dataclass
+class Report:
+    """The report and what was written next to it."""
+
+    path: Path
+    figures: list[Path] = field(default_factory=list)  # PNG and SVG of every figure
+    tables: list[Path] = field(default_factory=list)  # CSV of every report table
+
+
+class _Writer:
+    """Collects the report's HTML parts, its figure files and its tables' CSV frames."""
+
+    def __init__(self, folder: Path) -> None:
+        self.parts: list[str] = []
+        self.folder = folder
+        self.figure_files: list[Path] = []
+        self.csv: dict[str, list[pd.DataFrame]] = {}
+
+    def figure(self, fig, name: str, alt: str) -> None:
+        uri, paths = figures.save(fig, self.folder / "figures", name)
+        self.figure_files += paths
+        self.parts.append(f'<img alt="{html.escape(alt)}" src="{uri}">')
+
+    def table(self, table: Table, site: str | None = None) -> None:
+        self.parts.append(tables.to_html(table))
+        if table.csv:
+            frame = table.frame
+            if site is not None:  # per-site copies go into one CSV with a site column
+                frame = frame.set_axis(_generic(frame.columns), axis=1)
+                frame.insert(0, "site", site)
+            self.csv.setdefault(table.key, []).append(frame)
+
+
+def _generic(columns: pd.Index) -> list[str]:
+    """``CART1 (n=9)`` -> ``CART1``: headers that are the same at every site."""
+    return [c.split(" (n=")[0] for c in columns]
+
+
+def _sites_of(table: pd.DataFrame) -> list[str]:
+    return sorted(s for s in table["site"].unique() if s != POOLED_SITE)
+
+
+def _section(w: _Writer, con: duckdb.DuckDBPyConnection, table: pd.DataFrame,
+             registry: Registry, key: str, k: int | None) -> None:
+    per_site = tables.section_tables(con, table, registry, key, k)
+    if POOLED_SITE in per_site:
+        w.table(per_site[POOLED_SITE], POOLED_SITE)
+    sites = [s for s in per_site if s != POOLED_SITE]
+    if sites:
+        w.parts.append(f"<details><summary>{html.escape(registry.sections[key])} by site "
+                       f"({len(sites)} sites)</summary>")
+        for site in sites:
+            w.parts.append(f"<h3>Site {html.escape(site)}</h3>")
+            w.table(per_site[site], site)
+        w.parts.append("</details>")
+
+
+def _first_events(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
+    """The primary definition's first events by label; censored patients said apart."""
+    primary = registry.efs[0].name
+    counts = dict(con.execute("SELECT event_type, count(*) FROM analysis.efs "
+                              "WHERE definition = ? GROUP BY ALL", [primary]).fetchall())
+    censored = counts.pop(CENSORED, 0)
+    order = [e.type for e in registry.efs[0].events]
+    events = ", ".join(f"{html.escape(registry.efs_labels.get(t, t))} {counts[t]}"
+                       for t in sorted(counts, key=lambda t: (order.index(t)
+                                                              if t in order else len(order))))
+    return (f"<p>First event after CART2 ({html.escape(primary)} definition): "
+            f"{events or 'none'}. {html.escape(registry.efs_labels.get(CENSORED, CENSORED))}: "
+            f"{censored}.</p>")
+
+
+def _efs(w: _Writer, con: duckdb.DuckDBPyConnection, registry: Registry,
+         k: int | None) -> None:
+    w.parts.append("<h2>Event-free survival after CART2</h2>")
+    w.table(tables.efs_summary(con, POOLED_SITE))
+    if not k and registry.efs:  # per-event counts stay at the site under suppression
+        w.parts.append(_first_events(con, registry))
+    curve = con.execute("SELECT * FROM analysis.efs_curve WHERE site = ? "
+                        "ORDER BY definition, time", [POOLED_SITE]).df()
+    n = dict(con.execute("SELECT definition, n FROM analysis.efs_summary WHERE site = ?",
+                         [POOLED_SITE]).fetchall())
+    w.figure(figures.km_figure(curve, registry, n, k), "efs_kaplan_meier",
+             "Kaplan-Meier event-free survival after CART2 with numbers at risk")
+    sites = [s for (s,) in con.execute("SELECT DISTINCT site FROM analysis.efs_summary "
+                                        "WHERE site <> ? ORDER BY site",
+                                        [POOLED_SITE]).fetchall()]
+    if sites:
+        w.parts.append("<details><summary>Event-free survival by site</summary>")
+        for site in sites:
+            w.parts.append(f"<h3>Site {html.escape(site)}</h3>")
+            w.table(tables.efs_summary(con, site))
+        w.parts.append("</details>")
+
+
+def _methods(w: _Writer, con: duckdb.DuckDBPyConnection, table: pd.DataFrame,
+             registry: Registry, k: int | None) -> None:
+    w.parts.append("<h2>Methods</h2>")
+    w.parts.append(
+        "<p>CART1 and CART2 episodes are compared as independent groups (the published "
+        "analysis) and, as a sensitivity analysis, paired over patients with both rounds, "
+        "except for endpoints where pairing means nothing. Medians with interquartile "
+        "range; p-values two-sided."
+        + (f" Counts below {k} are shown as &lt;{k}." if k else "") + "</p>")
+    w.table(methods.tests_used(table, registry))
+    w.table(methods.efs_definitions(registry))
+    w.parts.append("<details><summary>Endpoint definitions, windows, thresholds and "
+                   "grading</summary>")
+    w.table(methods.definitions(registry))
+    for ref in methods.reference_tables(con):
+        w.table(ref)
+    w.parts.append("</details>")
+    w.table(methods.software())
+
+
+def _figures_of(w: _Writer, con: duckdb.DuckDBPyConnection, registry: Registry,
+                episodes: pd.DataFrame, section: str) -> None:
+    for spec in (f for f in registry.figures if f.section == section):
+        if spec.key == "count_dynamics":
+            data = con.execute("SELECT * FROM analysis.count_dynamics WHERE site = ? "
+                               "ORDER BY concept, round, day", [POOLED_SITE]).df()
+            fig = figures.dynamics_figure(data, registry, spec)
+        else:
+            draw = {"grade_distribution": figures.grade_figure,
+                    "cytokine_peaks": figures.cytokine_figure}[spec.key]
+            fig = draw(episodes, registry, spec)
+        w.figure(fig, spec.key, spec.title)
+
+
 def write_report(con: duckdb.DuckDBPyConnection, path: Path, table: pd.DataFrame,
                  registry: Registry, *, study: str, sites: Sequence[str],
-                 small_cell_k: int | None, warning: str | None = None) -> Path:
-    """Write the self-contained HTML report to ``path`` and return it."""
+                 small_cell_k: int | None, warning: str | None = None,
+                 run_id: str = "") -> Report:
+    """Write the self-contained HTML report to ``path``, its figures (PNG, SVG) to
+    ``figures/`` and its tables (CSV) to ``tables/`` beside it."""
+    k = small_cell_k
+    w = _Writer(path.parent)
     episodes = episode_values(con, registry)
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
-             f"<title>{html.escape(study)}: CART1 vs CART2</title>"
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>{html.escape(study)}: first versus second CAR-T infusion</h1>",
-             f"<p class=small>cartfhir {__version__}, "
-             f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; sites: "
-             f"{', '.join(html.escape(s) for s in sites)}. Unpaired tests as in the "
-             "paper (Fisher exact; Mann-Whitney U), paired tests over patients with both "
-             "rounds (exact McNemar; Wilcoxon signed-rank). Medians with IQR.</p>"]
+    w.parts += [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+                f"<title>{html.escape(study)}: CART1 vs CART2</title>"
+                f"<style>{STYLE}</style></head><body>",
+                f"<h1>{html.escape(study)}: first versus second CAR-T infusion</h1>",
+                f"<p class=small>cartfhir {html.escape(__version__)}, "
+                f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; analysis run "
+                f"{html.escape(run_id)}; sites: "
+                f"{', '.join(html.escape(s) for s in sites)}. Tests and definitions: see "
+                "Methods.</p>"]
     if warning:
-        parts.append(f"<p class=warning>WARNING: {html.escape(warning)}</p>")
+        w.parts.append(f"<p class=warning>WARNING: {html.escape(warning)}</p>")
+    w.table(quality.runs(con, run_id))
     for i, (key, title) in enumerate(registry.sections.items()):
-        parts.append(f"<h2>{html.escape(title)}</h2>")
+        w.parts.append(f"<h2>{html.escape(title)}</h2>")
         if i == 0:  # the first section opens with the cohort's characteristics
-            parts.append(_characteristics(con, registry))
-        parts.append(_section_table(table, registry, key))
-        for figure in (f for f in registry.figures if f.section == key):
-            if figure.key == "count_dynamics":
-                parts.append(_dynamics_figure(con, registry, figure))
-            else:
-                parts.append(FIGURES[figure.key](episodes, registry, figure))
-    parts.append("<h2>Event-free survival after CART2</h2>"
-                 + _efs_tables(con, registry, bool(small_cell_k)) + _km_figure(con, registry))
-    parts.append("</body></html>")
+            w.table(tables.characteristics(con, registry))
+        _section(w, con, table, registry, key, k)
+        _figures_of(w, con, registry, episodes, key)
+    _efs(w, con, registry, k)
+    w.parts.append("<h2>Data quality</h2>")
+    w.table(quality.data_quality(con, list(sites)))
+    _methods(w, con, table, registry, k)
+    w.parts.append("</body></html>")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    path.write_text("\n".join(w.parts), encoding="utf-8")
+    written = tables.write_csv({key: pd.concat(frames, ignore_index=True)
+                                for key, frames in w.csv.items()}, path.parent / "tables")
+    return Report(path, w.figure_files, written)

@@ -28,6 +28,7 @@ MWU_EXACT_MAX_N = 100
 TEST_NAMES = {
     "fisher_exact": "Fisher exact test",
     "mcnemar_exact": "Exact McNemar test",
+    "mann_whitney": "Mann–Whitney U test",  # not run: a group had no values
     "mann_whitney_exact": "Mann–Whitney U test (exact)",
     "mann_whitney_asymptotic": "Mann–Whitney U test (normal approximation)",
     "wilcoxon_signed_rank_approx": "Wilcoxon signed-rank test (normal approximation)",

@@ -488,6 +488,7 @@ def test_kaplan_meier_empty_and_invalid() -> None:
 def test_every_test_the_functions_name_has_one_human_name() -> None:
     made = {st.proportion_test(1, 2, 1, 2).name, st.paired_proportion_test([(1, 0)]).name,
             st.continuous_test([1, 2], [3, 4]).name, st.continuous_test([1, 1], [1, 2]).name,
+            st.continuous_test([], [1, 2]).name,  # no values: no method chosen
             st.paired_continuous_test([(1, 2), (3, 5)]).name,
             st.paired_continuous_test([(1, 2), (3, 5)], method="exact").name}
     assert made <= set(st.TEST_NAMES)
