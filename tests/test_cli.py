@@ -16,7 +16,7 @@ import pytest
 from cartfhir.cli import cli, run_cli
 
 COMMANDS = ["synth", "extract", "transform", "view", "validate", "analyze", "run", "demo",
-            "query", "schema", "export", "export-site", "pool", "keygen", "sign"]
+            "query", "schema", "export", "export-site", "pool", "keygen", "sign", "check", "init"]
 
 
 def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
