@@ -174,3 +174,30 @@ def test_help_and_readme_name_every_exit_code(capsys: pytest.CaptureFixture[str]
     for code in ExitCode:
         assert f"{code.value} {code.label}" in help_text
         assert f"{code.value} {code.label}" in readme, code
+
+
+def test_a_busy_database_is_an_error_naming_the_holder_and_wait_gets_through(
+        small_site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(["extract", "--config", str(small_site)]) == 0
+    capsys.readouterr()
+    database = tmp_path / "out" / "t.duckdb"  # testbed's output.duckdb
+    hold = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+            "print('ready', flush=True); time.sleep(float(sys.argv[2]))")
+    for seconds, wait, code in ((60, "0", ExitCode.FAILURE), (1.5, "60", ExitCode.SUCCESS)):
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(database), str(seconds)],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+            assert run_cli(["--log-format", "json", "--wait", wait, "extract", "--config",
+                            str(small_site)]) == code
+        finally:
+            holder.kill()
+            holder.wait()
+        records = _lines(capsys.readouterr().err)
+        if code == ExitCode.FAILURE:
+            [error] = records
+            assert error["error_type"] == "DatabaseError" and f"PID {holder.pid}" in error["msg"]
+            assert "--wait" in error["msg"]
+        else:
+            assert [r["event"] for r in records if r.get("event")][:2] == [
+                "db.lock_wait", "stage.start"]
