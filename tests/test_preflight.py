@@ -208,3 +208,34 @@ def test_an_invalid_config_is_one_failed_line(
     path.write_text("study: {name: x}\nsites: []\n")
     code, out = _check(path, capsys)
     assert code == 2 and out.startswith("FAIL config ")
+
+
+def test_smart_auth_gets_a_token_even_when_metadata_needs_one(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.extract.token_server import TokenServer
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    (tmp_path / "secrets" / "client.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server = TokenServer(public_key=key.public_key(), algorithm="RS384",
+                         fhir=FakeFhir(resources=[patient("p1")])).start()
+    try:
+        source = fhir_source(server.base_url, cohort={"group_id": "g1"},
+                             auth={"kind": "smart", "client_id": server.client_id,
+                                   "private_key": {"file": "secrets/client.pem"}})
+        code, out = _check(config_file(["site_s"], site_s={"source": source}), capsys)
+        refused = server.fhir_refused
+    finally:
+        server.stop()
+    assert code == 0, out
+    assert refused >= 1  # /metadata refused without a token: asked again with one
+    _line(out, "ok", "site_s server")
+    assert "token obtained" in _line(out, "ok", "site_s auth")
+    assert server.issued and not any(token in out for token in server.issued)
+    assert "PRIVATE KEY" not in out
