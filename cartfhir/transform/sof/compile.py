@@ -92,6 +92,8 @@ class Scope:
     row_index: str
     resource: Frag
     at_root: bool = False
+    # The focus's FHIR type when known (for columns without ``type``; see ``types``).
+    fhir_type: str | None = None
 
 
 class Fields:

@@ -34,6 +34,7 @@ from cartfhir.transform.sof.compile import (
     sql_str,
 )
 from cartfhir.transform.sof.errors import ViewDefinitionError
+from cartfhir.transform.sof.types import TypeInference, constant_type
 
 # FHIR column types and the DuckDB type each is returned as. Temporal types stay
 # text: FHIR allows partial dates ("1970-06") and offsets DuckDB types would lose.
@@ -114,6 +115,8 @@ class ViewCompiler:
         self.names = Names()
         constants = dict(_constant_sql(c) for c in view.get("constant") or [])
         self.paths = PathCompiler(self.names, constants, resource)
+        self.types = TypeInference(resource, {
+            c["name"]: t for c in view.get("constant") or [] if (t := constant_type(c))})
 
     def build(self, source: str, passthrough: tuple[str, ...]) -> tuple[str, list[ViewColumn]]:
         """The SELECT over ``source`` and its view columns (passthrough columns go first).
@@ -139,7 +142,7 @@ class ViewCompiler:
                      f"lambda _w: {' AND '.join(where)})[1]"]
         fields = Fields("_t._x", columns=True)
         root = Frag("_t.resource", ITEM, fields=fields)
-        part = self.body(Scope(root, "0", root, at_root=True))
+        part = self.body(Scope(root, "0", root, at_root=True, fhir_type=self.resource_type))
         columns = [c.column for c in part.cols]
         clash = set(passthrough) & {c.name for c in columns}
         if clash:
@@ -224,10 +227,12 @@ class ViewCompiler:
                 raise ViewDefinitionError(
                     f"repeat must be a non-empty list of FHIRPath strings, got {spec!r}")
             coll = self.repeat(spec, scope.focus.sql, scope, self.repeat_depth)
+            fhir_type = self.repeat_type(spec, scope)
         else:
             if not isinstance(spec, str):
                 raise ViewDefinitionError(f"{kind} must be a FHIRPath string, got {spec!r}")
             coll = self.paths.coll(self.paths.compile(spec, scope))
+            fhir_type = self.types.infer(spec, scope.fhir_type, at_root=scope.at_root)
         alias = self.names.fresh("_f")
         items = ("CASE WHEN len(_c) = 0 THEN [NULL::JSON] ELSE _c END"
                  if kind == "forEachOrNull" else "_c")
@@ -235,7 +240,17 @@ class ViewCompiler:
             f"CROSS JOIN LATERAL (SELECT unnest(_items) AS _e, unnest(range(len(_items))) AS _i "
             f"FROM (SELECT {items} AS _items FROM (SELECT {coll} AS _c))) AS {alias}"
         )
-        return Scope(Frag(f"{alias}._e", ITEM), f"{alias}._i", scope.resource)
+        return Scope(Frag(f"{alias}._e", ITEM), f"{alias}._i", scope.resource,
+                     fhir_type=fhir_type)
+
+    def repeat_type(self, paths: list[str], scope: Scope) -> str | None:
+        """The items' type when every path leads from the focus to one type and back to it."""
+        first = {self.types.infer(p, scope.fhir_type, at_root=scope.at_root) for p in paths}
+        if len(first) != 1 or None in first:
+            return None
+        (item,) = first
+        again = {self.types.infer(p, item) for p in paths}
+        return item if again == {item} else None
 
     def repeat(self, paths: list[str], item_sql: str, scope: Scope, depth: int) -> str:
         """Depth-first, pre-order list of everything reachable through ``paths``.
@@ -269,6 +284,10 @@ class ViewCompiler:
         fhir_type = column.get("type")
         if fhir_type is None and frag.kind == BOOL:
             fhir_type = "boolean"
+        elif fhir_type is None and column.get("collection") is not True:
+            # As other SQL-on-FHIR engines do: the element's type from the resource's
+            # structure; a complex type or an unknown one leaves the column JSON.
+            fhir_type = self.types.infer(path, scope.fhir_type, at_root=scope.at_root)
         collection = column.get("collection") is True
         duck = DUCKDB_TYPES.get(fhir_type or "", "JSON")
         view_col = ViewColumn(name, fhir_type, collection,
@@ -300,7 +319,13 @@ class ViewCompiler:
             queries.append(f"SELECT {cols} FROM (SELECT 1) AS _one {joins}")
         part.joins.append(f"CROSS JOIN LATERAL ({' UNION ALL '.join(queries)}) AS {alias}")
         for i, col in enumerate(parts[0].cols):
-            part.cols.append(_Col(col.column, f"{alias}._k{i}"))
+            column = col.column
+            if len({p.cols[i].column.type for p in parts}) > 1:
+                # Branches of different types (inferred or declared) meet as JSON.
+                column = ViewColumn(column.name, None, column.collection,
+                                    "JSON[]" if column.collection else "JSON",
+                                    column.description)
+            part.cols.append(_Col(column, f"{alias}._k{i}"))
 
 
 def _as_coll(col: _Col) -> str:
