@@ -22,11 +22,31 @@ def _targets(text: str) -> list[str]:
     return targets
 
 
+UP = re.compile(r"(?:\.\.[/\\])+[^\s)`'\"]*")
+
+
+def _outside(page: Path, text: str) -> list[str]:
+    """Every '../' path in the text (link or not) that, from the page's folder, leaves the
+    clone or names nothing in it: '../shared/x.md' does; '../README.md' in docs/ does not."""
+    out = []
+    for path in UP.findall(text):
+        target = (page.parent / path).resolve()
+        if not target.is_relative_to(REPO) or not target.exists():
+            out.append(path)
+    return out
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_no_path_leaves_the_clone(page: Path) -> None:
-    text = page.read_text(encoding="utf-8")
-    outside = [line for line in text.splitlines() if "../" in line or "..\\" in line]
+    outside = _outside(page, page.read_text(encoding="utf-8"))
     assert not outside, f"{page.name} points outside the repository: {outside}"
+
+
+def test_a_path_up_is_outside_only_when_it_leaves_the_clone() -> None:
+    text = "see ../shared/domain.md and `../../x` or [r](../README.md)"
+    assert _outside(REPO / "README.md", text) == ["../shared/domain.md", "../../x",
+                                                  "../README.md"]
+    assert _outside(REPO / "docs" / "x.md", text) == ["../shared/domain.md", "../../x"]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
