@@ -763,7 +763,13 @@ def run_cli(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     _state.update(verbose=False, log_format=_log_format(args), human=False, wait=0.0)
     configure(_state["log_format"])
-    set_lock_wait(0)
+    try:
+        return _run(args)
+    finally:
+        set_lock_wait(0)  # --wait is this command's, not the process's (tests, notebooks)
+
+
+def _run(args: list[str]) -> int:
     try:
         # What cli.main(standalone_mode=False) does, less its blank line on stderr at
         # Ctrl-C, which would not be JSON (_interrupted writes it in text mode).

@@ -56,7 +56,7 @@ def test_a_held_lock_is_refused_naming_the_holder(database: Path) -> None:
     holder = _hold(database, 30)
     try:
         with pytest.raises(DatabaseError) as caught:
-            connect(database)
+            connect(database, wait=0)
     finally:
         holder.kill()
         holder.wait()
