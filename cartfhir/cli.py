@@ -786,11 +786,11 @@ def _run(args: list[str]) -> int:
         else:
             exc.show()
         return code
-    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
-        return _interrupted(exc)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _interrupted()
     except Exception as exc:
         if is_interrupt(exc):  # Ctrl-C inside a DuckDB statement comes out as an error
-            return _interrupted(exc)
+            return _interrupted()
         if isinstance(exc, CartfhirError):
             _error(type(exc).__name__, exc.exit_code, str(exc), prefix="error: ")
             return exc.exit_code
@@ -827,7 +827,7 @@ def _error(error_type: str, code: int, text: str, prefix: str = "") -> None:
         click.echo(redact(trace), err=True, nl=False)
 
 
-def _interrupted(exc: BaseException) -> int:
+def _interrupted() -> int:
     if _state["log_format"] == "text":
         click.echo(err=True)  # ends the terminal's ^C echo
     _error("KeyboardInterrupt", ExitCode.INTERRUPTED, "interrupted")

@@ -2,8 +2,10 @@
 
 Data goes to stdout; logs and progress go to stderr, so ``cartfhir query ...
 --format csv > out.csv`` stays clean. ``--log-format json`` is for schedulers
-(Airflow, cron + log shippers) that parse logs. Every line, tracebacks included,
-passes through ``cartfhir.redact`` on its way out.
+(Airflow, cron + log shippers) that parse logs: records that matter to them carry
+an ``event`` (``log_event``), and every stage opens and closes with
+``stage.start``/``stage.finish`` (``stage_events``); docs/logging.md is the schema.
+Every line, tracebacks included, passes through ``cartfhir.redact`` on its way out.
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ class Store:
         A block that raises leaves the run ``failed`` with the reason, or
         ``interrupted`` on Ctrl-C (``runs.failed_on_error``). A database the run
         record cannot be written to is a ``DatabaseError`` before the block runs.
+        The run's start and end are logged as ``stage.start``/``stage.finish`` events
+        with its id, status, counts and duration (``logs.stage_events``).
         """
         with self.session() as con:
             try:
