@@ -68,6 +68,9 @@ def test_unusable_values_are_quarantined_with_the_reason(site: Site) -> None:
     assert reasons[retracted].startswith("status entered-in-error")
     assert ok not in reasons
     assert endpoint(con, "anc_nadir") == pytest.approx(2.0)  # only the usable value counts
+    codes = dict(con.execute("SELECT resource_id, reason_code FROM qa.quarantine").fetchall())
+    assert codes == {no_unit: "no_unit", odd_unit: "unit_not_convertible",
+                     huge: "implausible_magnitude", retracted: "retracted"}
 
 
 def test_censored_results(site: Site) -> None:
@@ -134,6 +137,8 @@ def test_ambiguous_and_excluded_codes_are_quarantined(site: Site) -> None:
     reasons = dict(con.execute("SELECT resource_id, reason FROM qa.quarantine").fetchall())
     assert reasons[amb].startswith("ambiguous mapping: anc, platelets")
     assert reasons[igra].startswith("excluded by code")
+    codes = dict(con.execute("SELECT resource_id, reason_code FROM qa.quarantine").fetchall())
+    assert codes[amb] == "ambiguous_code" and codes[igra] == "excluded_code"
 
 
 # ---- grades and events ----------------------------------------------------------------------

@@ -28,9 +28,17 @@ mapping AS (
     FROM harmonized.resource_code AS r
     JOIN harmonized.code_concept AS c USING (signature)
     WHERE c.status IN ('ambiguous', 'excluded')
+),
+quarantined AS (
+    SELECT * FROM observation
+    UNION ALL SELECT * FROM assessment
+    UNION ALL SELECT * FROM condition
+    UNION ALL SELECT * FROM procedure
+    UNION ALL SELECT * FROM mapping
 )
-SELECT * FROM observation
-UNION ALL SELECT * FROM assessment
-UNION ALL SELECT * FROM condition
-UNION ALL SELECT * FROM procedure
-UNION ALL SELECT * FROM mapping
+-- The kind of reason (ref.quarantine_reason): the first pattern, by rank, matching the text.
+SELECT q.site, q.resource_type, q.resource_id, q.concept,
+       (SELECT r.reason_code FROM ref.quarantine_reason AS r
+        WHERE regexp_matches(q.reason, r.pattern) ORDER BY r.rank LIMIT 1) AS reason_code,
+       q.reason, q.value_original, q.unit_original
+FROM quarantined AS q
