@@ -373,14 +373,16 @@ def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, forc
     """
     cfg = api.load_config(config)
     result = api.export_site(cfg, site_id, out, force=force, date_shift_days=date_shift)
-    render_rows(["table", "rows"], [[t, n] for t, n in result.rows.items()],
-                title=f"Site package {result.path}")
+    if _human():
+        render_rows(["table", "rows"], [[t, n] for t, n in result.rows.items()],
+                    title=f"Site package {result.path}")
     if result.forced:
-        click.echo("WARNING: exported without a passing validation of these tables (--force); "
-                   "the manifest records why", err=True)
+        _warn("WARNING: exported without a passing validation of these tables (--force); "
+              "the manifest records why", "export_site.forced", site=result.site)
     if not result.signed:
-        click.echo("note: the package is not signed (no sites[].signing_key); the pool will "
-                   "refuse it unless signed with 'cartfhir sign'", err=True)
+        _warn("note: the package is not signed (no sites[].signing_key); the pool will "
+              "refuse it unless signed with 'cartfhir sign'", "export_site.unsigned",
+              level=logging.INFO, site=result.site)
 
 
 @cli.command("pool")
