@@ -190,7 +190,10 @@ def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | N
         _check_instant(since)
     result = api.extract(cfg, site_ids=list(sites) or None, progress=_progress(),
                          command=_command_line(), full=full, since=since)
-    _print_json(result) if as_json else _report_extract(result)
+    if as_json:
+        _print_json(result)
+    else:
+        _report_extract(result)
     return EXIT_PARTIAL if result.status == "partial" else 0
 
 
@@ -224,7 +227,10 @@ def transform_cmd(config: Path, as_json: bool) -> None:
     """
     cfg = api.load_config(config)
     result = api.transform(cfg, progress=_progress(), command=_command_line())
-    _print_json(result) if as_json else _report_transform(result)
+    if as_json:
+        _print_json(result)
+    else:
+        _report_transform(result)
 
 
 @cli.command("view")
@@ -309,7 +315,10 @@ def validate_cmd(config: Path, list_suites: bool, as_json: bool) -> int:
         render_rows(["suite", "index", "expectation", "column", "severity"], rows)
         return 0
     report = api.validate(cfg, progress=_progress(), command=_command_line())
-    _print_json(report) if as_json else _report_validation(report)
+    if as_json:
+        _print_json(report)
+    else:
+        _report_validation(report)
     return 0 if report.valid else 1
 
 
@@ -352,7 +361,10 @@ def analyze_cmd(config: Path, as_json: bool) -> None:
     """
     cfg = api.load_config(config)
     result = api.analyze(cfg, progress=_progress(), command=_command_line())
-    _print_json(result) if as_json else _report_analysis(result)
+    if as_json:
+        _print_json(result)
+    else:
+        _report_analysis(result)
 
 
 @cli.command("export-site")
