@@ -9,6 +9,7 @@ statement is among the longest; the second lands one inside a statement for cert
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -49,8 +50,15 @@ def test_ctrl_c_during_a_transform_exits_130_and_records_the_run_interrupted(
     assert code == 130, f"exit {code}; stderr:\n{err}"
     assert "internal error" not in err and "please report it" not in err, err
     assert "interrupted" in err
+    records = [json.loads(line) for line in err.splitlines()]  # JSON logs: every line parses
+    finish = [r for r in records if r.get("event") == "stage.finish"]
+    assert [(r["stage"], r["status"], r["level"]) for r in finish] == [
+        ("transform", "interrupted", "warning")]
+    assert records[-1]["event"] == "error" and records[-1]["exit_code"] == 130
+    assert records[-1]["error_type"] == "KeyboardInterrupt"
     last = runs(db)[-1]
     assert last[1:3] == ("transform", "interrupted"), last
+    assert finish[0]["run_id"] == last[0]
     assert "Ctrl-C" in last[3]
     assert fingerprint(db) == before  # rolled back: every table as it was
 
