@@ -131,6 +131,19 @@ def test_internal_errors_and_interrupts_are_json_error_lines(
     assert record["error_type"] == error_type and record["exit_code"] == code
 
 
+def test_verbose_puts_the_traceback_in_the_error_record(
+        small_site: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api, "extract", fail)
+    assert run_cli(["--log-format", "json", "--verbose", "extract", "--config",
+                    str(small_site)]) == ExitCode.FAILURE
+    [record] = [r for r in _lines(capsys.readouterr().err) if r.get("event") == "error"]
+    assert "Traceback" in record["traceback"] and "boom" in record["traceback"]
+
+
 def test_invalid_data_is_a_warning_record_in_json_mode(
         small_site: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
