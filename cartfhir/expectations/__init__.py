@@ -132,7 +132,7 @@ def validate(store: Store, suites: Sequence[SuiteSpec], settings: Expectations, 
         con = run.con
         report = ValidationReport(run_id=run.run_id)
         require_complete_transform(con)
-        site = DocsSite(docs) if docs is not None else None
+        site = DocsSite(docs, run_name=run.run_id) if docs is not None else None
         with progress.task("validating", total=len(suites), unit="suites") as bar:
             for suite in suites:
                 try:
@@ -142,7 +142,7 @@ def validate(store: Store, suites: Sequence[SuiteSpec], settings: Expectations, 
                     report.outcomes += _suite_failed(suite, exc)
                 bar.advance()
         if site is not None:
-            report.docs_index = site.build()
+            report.docs_index = site.build(report.outcomes)
         store_outcomes(con, run.run_id, report.outcomes)
         report.seconds = time.perf_counter() - started
         run.counts = report.summary()

@@ -1,14 +1,33 @@
-"""GX Data Docs for validation results: every chunk's result stored in a GX file context."""
+"""GX Data Docs for validation results: every chunk's result stored in a GX file context.
+
+The pages must work on a network without internet: GX's pages load Bootstrap, jQuery
+and fonts from CDNs, so those references are removed after GX renders (the pages stay
+readable, unstyled), and ``index.html`` in the docs folder is a self-contained summary of
+the run (``summary``) that links to them.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from cartfhir.errors import ExpectationError
+from cartfhir.expectations.gx import summary
 from cartfhir.expectations.gx.spec import SuiteSpec, gx
+from cartfhir.expectations.gx.tally import Outcome
+
+# Scripts, stylesheets and images fetched from the internet, and CSS url()s pointing there.
+_REMOTE_SCRIPT = re.compile(
+    r"""<script\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^>]*>\s*</script>""", re.I)
+_REMOTE_LINK = re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']?(?:https?:)?//[^>]*>""", re.I)
+# GX's logo comes from a web server, tagged with the data context's id: never fetched here.
+_REMOTE_IMG = re.compile(r"""<img\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^>]*>""", re.I)
+_REMOTE_CSS_URL = re.compile(r"""url\(\s*["']?(?:https?:)?//[^)]*\)""", re.I)
 
 
 class DocsSite:
@@ -19,6 +38,7 @@ class DocsSite:
     """
 
     def __init__(self, folder: Path, run_name: str = "cartfhir") -> None:
+        """``run_name`` names the run in every page: pass the validation run's id."""
         great_expectations = gx()
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -48,11 +68,18 @@ class DocsSite:
         )
 
         suite_id = ExpectationSuiteIdentifier(name=suite.name)
+        run_id = RunIdentifier(run_name=self.run_name, run_time=run_time)
         key = ValidationResultIdentifier(
             expectation_suite_identifier=suite_id,
-            run_id=RunIdentifier(run_name=self.run_name, run_time=run_time),
+            run_id=run_id,
             batch_identifier=f"chunk-{chunk:04d}-of-{chunks:04d}",
         )
+        # GX's pages read the run and the data asset from the result's meta ("Run Name
+        # __none__", "Data asset: None" otherwise); the asset is the suite's table.
+        result.meta["run_id"] = run_id.to_json_dict()
+        batch_spec = dict(result.meta.get("batch_spec") or {})
+        batch_spec["data_asset_name"] = suite.name
+        result.meta["batch_spec"] = batch_spec
         try:
             if suite.name not in self._suites:
                 meta = {"cartfhir_source": suite.source, "query": suite.query}
@@ -65,15 +92,60 @@ class DocsSite:
                 f"{suite.where}: storing chunk {chunk}/{chunks} for Data Docs in {self.folder} "
                 f"failed: {exc}") from exc
 
-    def build(self) -> Path:
-        """Render the Data Docs HTML and return the path of its ``index.html``."""
+    def build(self, outcomes: Sequence[Outcome] = ()) -> Path:
+        """Render the Data Docs and return the run's self-contained ``index.html``.
+
+        ``outcomes`` are the run's combined verdicts (every suite, also those whose rows
+        could not be read); GX's pages hold the per-chunk details.
+        """
         try:
             urls = self._context.build_data_docs()
         except Exception as exc:
             raise ExpectationError(f"building GX Data Docs in {self.folder} failed: {exc}") from exc
         if not urls:
             raise ExpectationError(f"GX built no Data Docs site in {self.folder}")
-        index = Path(unquote(urlparse(next(iter(urls.values()))).path))
-        if not index.is_file():
-            raise ExpectationError(f"GX reported Data Docs at {index}, but there is no such file")
+        gx_index = Path(unquote(urlparse(next(iter(urls.values()))).path))
+        if not gx_index.is_file():
+            raise ExpectationError(
+                f"GX reported Data Docs at {gx_index}, but there is no such file")
+        index = self.folder / "index.html"
+        try:
+            offline(gx_index.parent, index)
+            pages = self._pages(gx_index.parent, {o.suite for o in outcomes})
+            index.write_text(summary.render(self.run_name, outcomes, pages), encoding="utf-8")
+        except OSError as exc:
+            raise ExpectationError(f"writing Data Docs in {self.folder} failed: {exc}") from exc
         return index
+
+    def _pages(self, site: Path, suites: set[str]) -> dict[str, list[str]]:
+        """Each suite's GX result pages of this run, as links relative to the folder."""
+        pages = {}
+        for suite in sorted(suites):
+            folder = site.joinpath("validations", *suite.split("."), self.run_name)
+            found = sorted(folder.glob("*/*.html")) if folder.is_dir() else []
+            pages[suite] = [p.relative_to(self.folder).as_posix() for p in found]
+        return pages
+
+
+def offline(site: Path, summary_index: Path) -> None:
+    """Remove every script, stylesheet and image GX's pages under ``site`` fetch from the web.
+
+    GX's own index cannot draw its table without those scripts, so it gets a link to the
+    summary page instead.
+    """
+    for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        cleaned = text
+        for remote in (_REMOTE_SCRIPT, _REMOTE_LINK, _REMOTE_IMG):
+            cleaned = remote.sub("", cleaned)
+        if page == site / "index.html":
+            link = Path(os.path.relpath(summary_index, page.parent)).as_posix()
+            cleaned = re.sub(r"(<body[^>]*>)", rf'\1<p><a href="{link}">Results of the latest '
+                             r"validation run (readable offline)</a></p>", cleaned, count=1)
+        if cleaned != text:
+            page.write_text(cleaned, encoding="utf-8")
+    for sheet in site.rglob("*.css"):
+        text = sheet.read_text(encoding="utf-8")
+        cleaned = _REMOTE_CSS_URL.sub("none", text)
+        if cleaned != text:
+            sheet.write_text(cleaned, encoding="utf-8")
