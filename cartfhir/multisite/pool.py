@@ -460,12 +460,33 @@ def build_heterogeneity(con: duckdb.DuckDBPyConnection, context: Any = None) -> 
     return write_frame(con, "analysis.heterogeneity", heterogeneity(con))
 
 
-def report_folder(out: Path, report_dir: Path | None = None) -> Path:
+def report_folder(out: Path, report_dir: Path | None = None,
+                  packages: list[Path] | tuple[Path, ...] = ()) -> Path:
     """Where a pool's report and exports go: ``report_dir``, else ``<out stem>_report``
     beside the pooled database ``out`` (absolute, so a changed working folder cannot move it).
+
+    Checked before anything is read or written: the folder may not be the pooled database
+    or its WAL (nor lie inside them), since the database is installed there after the
+    report is written; nor be or lie inside one of ``packages``, since the report must
+    never write into a package it is verifying. Symbolic links are followed for the
+    comparison, so a link cannot smuggle the folder into either.
     """
     folder = Path(report_dir) if report_dir is not None else out.parent / f"{out.stem}_report"
     folder = folder.absolute()
+    given = (f"--report-dir {report_dir}" if report_dir is not None
+             else f"the report folder {folder}")
+    real = folder.resolve()
+    for target, what in [(out, "the pooled database (--out)"),
+                         (_wal(out), "the pooled database's WAL file")]:
+        if real == target.resolve() or real.is_relative_to(target.resolve()):
+            raise UsageError(f"{given}: {folder} is or lies inside {target}, {what}; name a "
+                             "different folder for the pooled report and its exports")
+    for package in packages:
+        path = Path(package).absolute().resolve()
+        if real == path or real.is_relative_to(path):
+            raise UsageError(f"{given}: {folder} is or lies inside the site package {package} "
+                             "being pooled, and the report never writes into a package; name "
+                             "a folder outside the packages")
     if folder.exists() and not folder.is_dir():
         if report_dir is None:
             raise UsageError(f"{folder} is a file, and the pooled report goes into a folder "
@@ -498,7 +519,7 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
     out = Path(out).absolute()  # the report goes next to it, not into the work folder
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the path of the pooled DuckDB file")
-    report = report_folder(out, report_dir)
+    report = report_folder(out, report_dir, sources)
     work = Path(tempfile.mkdtemp(prefix="cartfhir-pool-"))
     try:
         packages = [verify(Path(s), work, keys=keys, allow_unsigned=allow_unsigned,
