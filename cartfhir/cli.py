@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from cartfhir import __version__, api
 from cartfhir.config import DEFAULT_CONFIG, POOLED_SITE, SOURCE_KINDS, Config, Output
 from cartfhir.db import set_lock_wait
-from cartfhir.errors import CartfhirError, ExitCode, exit_code_epilog
+from cartfhir.errors import CartfhirError, ExitCode, exit_code_epilog, exit_code_for
 from cartfhir.expectations.gx import expectation_column
 from cartfhir.exports import QUERY_FORMATS
 from cartfhir.extract.checks import parse_instant
@@ -38,7 +38,6 @@ from cartfhir.synth.profiles import available_profiles
 
 _state: dict = {"verbose": False, "log_format": "text", "human": False, "wait": 0.0}
 MemoryLimit = TypeAdapter(Annotated[str, Output.model_fields["memory_limit"]])
-EXIT_PARTIAL = ExitCode.PARTIAL
 
 config_option = click.option(
     "--config", "-c", "config", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
@@ -194,7 +193,7 @@ def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | N
         _print_json(result)
     else:
         _report_extract(result)
-    return EXIT_PARTIAL if result.status == "partial" else 0
+    return exit_code_for(result.status)
 
 
 def _check_instant(text: str) -> None:
@@ -511,9 +510,7 @@ def run_cmd(config: Path, allow_invalid: bool, as_json: bool) -> int:
         _print_json(result)
     else:
         _report_run(result, allow_invalid)
-    if result.status == "invalid":
-        return ExitCode.FAILURE
-    return EXIT_PARTIAL if result.status == "partial" else 0
+    return exit_code_for(result.status)
 
 
 @cli.command()
@@ -532,7 +529,7 @@ def demo(config: Path, patients: int, seed: int, as_json: bool) -> int:
     result = api.demo(cfg, patients=patients, seed=seed, progress=_progress())
     if as_json:
         _print_json(result)
-        return ExitCode.FAILURE if result.run.status == "invalid" else ExitCode.SUCCESS
+        return exit_code_for(result.status)
     if _human():
         click.echo(f"generated {sum(result.synth.patients.values())} patients "
           f"({result.synth.episodes} infusions) into "
@@ -549,7 +546,7 @@ def demo(config: Path, patients: int, seed: int, as_json: bool) -> int:
                f"'{POOLED_SITE}' and kind = 'proportion'\"{_config_argument(config)}")
     if result.run.analysis is not None:
         _report_analysis(result.run.analysis)
-    return 1 if result.run.status == "invalid" else 0
+    return exit_code_for(result.status)
 
 
 @cli.command()
@@ -589,7 +586,7 @@ def query(sql: str, config: Path, db: Path | None, fmt: str | None, out: Path | 
                       width=terminal_width(sys.stdout))
     else:
         render_rows(result.columns, result.rows(), fmt=fmt,  # type: ignore[arg-type]
-                    parse_json=result.json_columns)
+                    types=result.types)
 
 
 # --- query to a file, schema, export (cartfhir.catalog, cartfhir.exports) ---
@@ -685,7 +682,8 @@ def export_cmd(config: Path, fmt: str, out: Path, patterns: str, force: bool) ->
 @click.option("--no-network", is_flag=True,
               help="Skip the FHIR servers (metadata and auth); check files, secrets and output.")
 def check_cmd(config: Path, no_network: bool) -> int:
-    """Check a config before running it: one line per item, exit 2 on any problem.
+    """Check a config before running it: one line per item; exit 2 when something needs
+    fixing, 1 when every problem may pass by itself (a busy database, a server down).
 
     Checks the config, each site's source folder or server (CapabilityStatement and
     authentication), key files and secrets (never printing them), concept maps, text
@@ -701,9 +699,14 @@ def check_cmd(config: Path, no_network: bool) -> int:
         click.echo(redact(f"FAIL config  {exc}"))
         return exc.exit_code
     report = api.check(cfg, network=not no_network)
-    for line in report.lines():
-        click.echo(redact(line))
-    return 0 if report.ok else 2
+    if _human():
+        for line in report.lines():
+            click.echo(redact(line))
+    else:  # JSON mode into a file: one record per item, the same words
+        for item, line in zip(report.items, report.lines(), strict=True):
+            log_event("check.item", msg=line, level=logging.INFO if item.ok else logging.ERROR,
+                      logger="cartfhir.cli", item=item.name, outcome=item.outcome)
+    return report.exit_code
 
 
 @cli.command("init")
@@ -778,9 +781,26 @@ def run_cli(argv: list[str] | None = None) -> int:
     _state.update(verbose=False, log_format=_log_format(args), human=False, wait=0.0)
     configure(_state["log_format"])
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # a reader gone by now must not fail the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _broken_pipe()
     finally:
         set_lock_wait(0)  # --wait is this command's, not the process's (tests, notebooks)
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout stopped early (``| head``): end quietly with 141 (128 +
+    SIGPIPE) as a shell pipeline would, with stdout pointed at os.devnull so the
+    interpreter's own flush at exit does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # not a real file (a test's capture): nothing to flush
+        pass
+    return ExitCode.BROKEN_PIPE
 
 
 def _run(args: list[str]) -> int:
@@ -802,6 +822,8 @@ def _run(args: list[str]) -> int:
         return code
     except (click.exceptions.Abort, KeyboardInterrupt):
         return _interrupted()
+    except BrokenPipeError:
+        raise  # run_cli ends quietly
     except Exception as exc:
         if is_interrupt(exc):  # Ctrl-C inside a DuckDB statement comes out as an error
             return _interrupted()

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from cartfhir.errors import DatabaseError
+from cartfhir.errors import DatabaseBusyError, DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,10 @@ def connect(path: Path, read_only: bool = False, memory_limit: str | None = None
             raise DatabaseError(f"cannot open database {path}: {exc}") from None
 
 
-def _locked(path: Path, holder: str | None, waited: float) -> DatabaseError:
+def _locked(path: Path, holder: str | None, waited: float) -> DatabaseBusyError:
     who = f"held by {holder}" if holder else "in use by another process"
     after = f" after waiting {waited:g} s" if waited else ""
-    return DatabaseError(
+    return DatabaseBusyError(
         f"database {path} is {who}{after} (DuckDB allows one writer, and no writer while "
         "another process has it open); close that session (or let it finish) and run "
         "again, or give --wait SECONDS to wait for it")

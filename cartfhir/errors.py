@@ -37,6 +37,20 @@ class ExitCode(IntEnum):
                                         "the rest was transformed and validated")
     INTERRUPTED = 130, "interrupted", ("stopped by Ctrl-C or SIGINT; the run is recorded as "
                                        "interrupted and the next run starts cleanly")
+    BROKEN_PIPE = 141, "output closed", ("the program reading stdout stopped early (e.g. "
+                                         "head); nothing is wrong with the data (128 + "
+                                         "SIGPIPE, as a shell pipeline reports it)")
+
+
+# A stage result's status as the exit code the CLI returns for it (extract, run, demo).
+_STATUS_EXIT = {"success": ExitCode.SUCCESS, "partial": ExitCode.PARTIAL,
+                "invalid": ExitCode.FAILURE, "failed": ExitCode.FAILURE,
+                "interrupted": ExitCode.INTERRUPTED}
+
+
+def exit_code_for(status: str) -> ExitCode:
+    """The exit code for a result's ``status``; an unknown status is a failure."""
+    return _STATUS_EXIT.get(status, ExitCode.FAILURE)
 
 
 def exit_code_epilog() -> str:
@@ -91,6 +105,11 @@ class FhirServerError(SourceError):
 
 class DatabaseError(CartfhirError):
     """The output DuckDB file cannot be opened, or a query against it failed."""
+
+
+class DatabaseBusyError(DatabaseError):
+    """Another process holds the DuckDB file's lock (after ``--wait``, if given): a
+    transient failure, so exit 1 (retry later), never the 'fix the config' exit 2."""
 
 
 class StrictLandingError(CartfhirError):

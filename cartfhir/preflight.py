@@ -19,10 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import duckdb
-
+from cartfhir import db
 from cartfhir.config import BulkSource, Config, FhirSource, NoAuth, SecretRef, Site
-from cartfhir.errors import AuthError, CartfhirError, ConfigError
+from cartfhir.errors import (
+    AuthError,
+    CartfhirError,
+    ConfigError,
+    DatabaseBusyError,
+    DatabaseError,
+    ExitCode,
+    FhirServerError,
+    SourceError,
+)
 from cartfhir.extract import ndjson
 from cartfhir.extract.http import FhirClient
 from cartfhir.extract.rest import capability
@@ -49,6 +57,9 @@ class CheckItem:
     ok: bool
     detail: str
     applies: bool = True  # False: not applicable here (an 'n/a' line, never a failure)
+    # A failure that may pass by itself (a busy database, a server down or timing out):
+    # the error class to raise, so the exit code says "retry", not "fix the config".
+    transient: type[CartfhirError] | None = field(default=None, compare=False)
 
     @property
     def outcome(self) -> Outcome:
@@ -84,14 +95,32 @@ class CheckReport:
         width = max((len(item.name) for item in self.items), default=0)
         return [item.line(width) for item in self.items]
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """0 all passed; 2 when anything needs fixing; 1 when every failure is transient."""
+        if self.ok:
+            return ExitCode.SUCCESS
+        return ExitCode.USAGE if self._fix_first() else ExitCode.FAILURE
+
+    def _fix_first(self) -> bool:
+        return any(item.transient is None for item in self.failed)
+
     def raise_if_failed(self) -> None:
-        """ConfigError (exit 2) naming every failed item, or nothing when all passed."""
+        """Nothing when all passed; else one error naming every failed item:
+        ConfigError (exit 2) when any needs fixing, else the first transient item's
+        error (DatabaseBusyError, FhirServerError: exit 1, worth retrying)."""
         if self.ok:
             return
         problems = "\n  ".join(f"{item.name}: {item.detail}" for item in self.failed)
-        raise ConfigError(f"pre-flight check failed ({len(self.failed)} problem(s)); "
-                          f"nothing was run:\n  {problems}\n"
-                          "fix these, then see every item with 'cartfhir check --config ...'")
+        if self._fix_first():
+            raise ConfigError(f"pre-flight check failed ({len(self.failed)} problem(s)); "
+                              f"nothing was run:\n  {problems}\n"
+                              "fix these, then see every item with 'cartfhir check --config "
+                              "...'")
+        error = self.failed[0].transient
+        assert error is not None
+        raise error(f"pre-flight check failed, nothing was run; this may pass by itself, so "
+                    f"retry later (or give --wait SECONDS for a busy database):\n  {problems}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": self.status, "ok": self.ok,
@@ -104,7 +133,27 @@ def _item(name: str, probe: Callable[[], str]) -> CheckItem:
     try:
         return CheckItem(name, True, probe())
     except CartfhirError as exc:
-        return CheckItem(name, False, str(exc))
+        return _failed(name, exc)
+
+
+def _failed(name: str, exc: CartfhirError) -> CheckItem:
+    return CheckItem(name, False, str(exc), transient=_transient(exc))
+
+
+def _transient(exc: CartfhirError) -> type[CartfhirError] | None:
+    """The error's class when retrying may help: the database's lock held by another
+    process, or a server that did not answer, timed out or answered 429/5xx. Refused
+    credentials, a 4xx (a wrong URL or search) and every file or secret problem need a
+    fix instead (None)."""
+    if isinstance(exc, DatabaseBusyError):
+        return DatabaseBusyError
+    if isinstance(exc, AuthError) or not isinstance(exc, SourceError):
+        return None
+    status = getattr(exc, "status", None)
+    if isinstance(exc, FhirServerError) and status is not None and 400 <= status < 500 \
+            and status != 429:
+        return None
+    return type(exc) if isinstance(exc, FhirServerError) else None
 
 
 def _not_applicable(name: str, why: str) -> CheckItem:
@@ -219,7 +268,7 @@ def _server_items(site_id: str, source: FhirSource | BulkSource) -> Iterator[Che
         except AuthError:  # a server that wants credentials even for /metadata
             software, version, fhir = _capability(base, http, source.auth)
     except CartfhirError as exc:
-        yield CheckItem(server, False, str(exc))
+        yield _failed(server, exc)
         yield _not_applicable(f"{site_id} auth", "not checked (the server did not answer)")
         return
     name = " ".join(p for p in (software, version) if p) or "software not named"
@@ -312,9 +361,11 @@ def _database_detail(path: Path) -> str:
         raise ConfigError(f"output.duckdb {path} is a folder; name a file")
     if not path.exists():
         return f"{path} (created by the first run)"
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
+    try:  # waits for another process's lock as long as --wait says, as the stages do
+        con = db.connect(path, read_only=True)
+    except DatabaseBusyError:
+        raise
+    except DatabaseError as exc:
         raise ConfigError(f"output.duckdb {path} cannot be opened: {exc}") from None
     con.close()
     return f"{path} opens"

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from cartfhir import api
@@ -214,3 +215,38 @@ def test_a_busy_database_is_an_error_naming_the_holder_and_wait_gets_through(
         else:
             assert [r["event"] for r in records if r.get("event")][:2] == [
                 "db.lock_wait", "stage.start"]
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_141(tmp_path: Path) -> None:
+    database = tmp_path / "empty.duckdb"
+    duckdb.connect(str(database)).close()
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "cartfhir", "query", "select range from range(3000000)",
+         "--db", str(database), "--format", "csv"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    assert reader.stdout is not None and reader.stderr is not None
+    assert len(reader.stdout.read(10)) == 10  # like `| head -c 10`
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=120) == ExitCode.BROKEN_PIPE == 141
+    assert err == ""  # quiet: no 'internal error', no 'Exception ignored'
+
+
+def test_demo_exits_3_on_a_partial_extraction_as_run_does(
+        tmp_path: Path, config_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    real_generate = api.generate
+
+    def generate_with_a_link(folder: Path, **kwargs: object) -> object:
+        made = real_generate(folder, **kwargs)  # type: ignore[arg-type]
+        (Path(folder) / "site_a" / "elsewhere.ndjson").symlink_to(tmp_path / "nowhere")
+        return made  # a symbolic link is not followed: the extraction is partial
+
+    monkeypatch.setattr(api, "generate", generate_with_a_link)
+    path = config_file(["site_a"])
+    assert run_cli(["demo", "--patients", "12", "--seed", "7", "--config",
+                    str(path)]) == ExitCode.PARTIAL
+    assert "INCOMPLETE" in capsys.readouterr().err
+    assert run_cli(["demo", "--json", "--patients", "12", "--seed", "7", "--config",
+                    str(path)]) == ExitCode.PARTIAL
+    assert json.loads(capsys.readouterr().out)["run"]["extract"]["status"] == "partial"

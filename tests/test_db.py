@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from cartfhir.db import connect, quote_name, quoted
-from cartfhir.errors import DatabaseError
+from cartfhir.errors import DatabaseBusyError, DatabaseError, ExitCode
 
 
 def test_a_name_with_quotes_and_dots_stays_one_identifier() -> None:
@@ -93,3 +93,23 @@ def test_wait_gives_up_at_the_deadline(database: Path) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+WRITE_HOLD = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+              "print('ready', flush=True); time.sleep(float(sys.argv[2]))")
+
+
+def test_a_read_only_connect_waits_for_a_writer_and_is_busy_at_the_deadline(
+        database: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", WRITE_HOLD, str(database), "30"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        with pytest.raises(DatabaseBusyError, match=rf"PID {holder.pid}\b"):
+            connect(database, read_only=True, wait=0.8)
+        assert time.monotonic() - started >= 0.5
+    finally:
+        holder.kill()
+        holder.wait()
+    assert DatabaseBusyError("x").exit_code == ExitCode.FAILURE

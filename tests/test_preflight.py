@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -196,10 +200,45 @@ def test_an_unreachable_server_fails_the_server_item(
         config_file: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("CARTFHIR_TEST_TOKEN", TOKEN)
-    code, out = _check(_fhir_config(config_file, "http://127.0.0.1:9/fhir"), capsys)
-    assert code == 2
+    path = _fhir_config(config_file, "http://127.0.0.1:9/fhir")
+    code, out = _check(path, capsys)
+    assert code == 1  # transient: a scheduler may retry; it is not a config mistake
     _line(out, "FAIL", "site_f server")
     _line(out, "n/a", "site_f auth")
+    assert run_cli(["--log-format", "json", "run", "--config", str(path)]) == 1
+    error = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert error["error_type"] == "FhirServerError" and error["exit_code"] == 1
+    assert "site_f server" in error["msg"]
+
+
+WRITER = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "
+          "print('ready', flush=True); time.sleep(float(sys.argv[2]))")
+
+
+def test_run_waits_for_a_writing_holder_and_then_fails_as_busy_not_as_config(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _site_files(tmp_path)
+    path = config_file(["site_a"])
+    database = tmp_path / "out" / "t.duckdb"
+    database.parent.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", WRITER, str(database), "30"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        started = time.monotonic()
+        code = run_cli(["--log-format", "json", "--wait", "2", "run", "--config", str(path)])
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    records = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert code == 1, records
+    assert waited >= 1.8  # --wait applies to the pre-flight's look at the database too
+    assert [r["event"] for r in records if r.get("event") == "db.lock_wait"]
+    error = records[-1]
+    assert error["error_type"] == "DatabaseBusyError" and error["exit_code"] == 1
+    assert f"PID {holder.pid}" in error["msg"]
 
 
 def test_an_invalid_config_is_one_failed_line(
