@@ -1,16 +1,14 @@
 """GX Data Docs for validation results: every chunk's result stored in a GX file context.
 
-The pages must work on a network without internet: GX's pages load Bootstrap, jQuery
-and fonts from CDNs, so those references are removed after GX renders (the pages stay
-readable, unstyled), and ``index.html`` in the docs folder is a self-contained summary of
-the run (``summary``) that links to them.
+The pages must work on a network without internet: after GX renders, ``offline`` strips
+what GX's pages would fetch from the web and what cannot run without it, and
+``index.html`` in the docs folder is a self-contained summary of the run (``summary``)
+that links to them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,16 +16,9 @@ from urllib.parse import unquote, urlparse
 
 from cartfhir.errors import ExpectationError
 from cartfhir.expectations.gx import summary
+from cartfhir.expectations.gx.offline import offline
 from cartfhir.expectations.gx.spec import SuiteSpec, gx
 from cartfhir.expectations.gx.tally import Outcome
-
-# Scripts, stylesheets and images fetched from the internet, and CSS url()s pointing there.
-_REMOTE_SCRIPT = re.compile(
-    r"""<script\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^>]*>\s*</script>""", re.I)
-_REMOTE_LINK = re.compile(r"""<link\b[^>]*\bhref\s*=\s*["']?(?:https?:)?//[^>]*>""", re.I)
-# GX's logo comes from a web server, tagged with the data context's id: never fetched here.
-_REMOTE_IMG = re.compile(r"""<img\b[^>]*\bsrc\s*=\s*["']?(?:https?:)?//[^>]*>""", re.I)
-_REMOTE_CSS_URL = re.compile(r"""url\(\s*["']?(?:https?:)?//[^)]*\)""", re.I)
 
 
 class DocsSite:
@@ -125,27 +116,3 @@ class DocsSite:
             found = sorted(folder.glob("*/*.html")) if folder.is_dir() else []
             pages[suite] = [p.relative_to(self.folder).as_posix() for p in found]
         return pages
-
-
-def offline(site: Path, summary_index: Path) -> None:
-    """Remove every script, stylesheet and image GX's pages under ``site`` fetch from the web.
-
-    GX's own index cannot draw its table without those scripts, so it gets a link to the
-    summary page instead.
-    """
-    for page in site.rglob("*.html"):
-        text = page.read_text(encoding="utf-8")
-        cleaned = text
-        for remote in (_REMOTE_SCRIPT, _REMOTE_LINK, _REMOTE_IMG):
-            cleaned = remote.sub("", cleaned)
-        if page == site / "index.html":
-            link = Path(os.path.relpath(summary_index, page.parent)).as_posix()
-            cleaned = re.sub(r"(<body[^>]*>)", rf'\1<p><a href="{link}">Results of the latest '
-                             r"validation run (readable offline)</a></p>", cleaned, count=1)
-        if cleaned != text:
-            page.write_text(cleaned, encoding="utf-8")
-    for sheet in site.rglob("*.css"):
-        text = sheet.read_text(encoding="utf-8")
-        cleaned = _REMOTE_CSS_URL.sub("none", text)
-        if cleaned != text:
-            sheet.write_text(cleaned, encoding="utf-8")
