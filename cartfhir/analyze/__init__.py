@@ -10,6 +10,7 @@
 - ``analysis.efs_summary``    Kaplan-Meier median and 95 % CI per site and definition;
 - ``analysis.efs_curve``      the Kaplan-Meier steps, for plots;
 - ``analysis.count_dynamics`` the registry's blood counts by round and day;
+- ``analysis.heterogeneity``  in a pooled database only: CMH and Breslow-Day across sites;
 
 in the order of the build graph's analysis stage (cartfhir/build.yaml),
 plus ``<out>/report.html`` (self-contained, figures embedded), its figures as PNG and
@@ -78,7 +79,9 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
         con = run.con
         result = AnalysisResult(run_id=run.run_id, warning=invalid_warning)
         require_complete_transform(con)
-        steps = load_graph().steps("analysis")  # build.yaml: endpoint, comparison, efs, ...
+        pooled = is_pooled(con)
+        # build.yaml: endpoint, comparison, efs, ... (and heterogeneity when pooled)
+        steps = load_graph().steps("analysis", pooled=pooled)
         context = BuildContext(run_id=run.run_id, settings=settings)
         with progress.task("analysis", total=len(steps) + 1) as bar:
             try:
@@ -98,7 +101,7 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
             shown = suppress_small_cells(table, k) if k else table
             result.comparison = shown
             result.endpoints = registry.endpoints
-            result.exports = _export(con, out / "analysis", shown, k)
+            result.exports = _export(con, out / "analysis", shown, k, pooled=pooled)
             report = write_report(con, out / "report.html", shown, registry, study=study,
                                   sites=sites, small_cell_k=k, warning=invalid_warning,
                                   run_id=run.run_id)
@@ -111,10 +114,17 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
     return result
 
 
-def export_tables() -> list[str]:
+def is_pooled(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con`` is a pooled database (cartfhir pool records its packages)."""
+    return bool(con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'meta' "
+        "AND table_name = 'pool_package'").fetchone()[0])
+
+
+def export_tables(*, pooled: bool = False) -> list[str]:
     """The analysis tables exported to ``<out>/analysis/``: build.yaml's analysis stage,
-    less the tables only a pooled database has."""
-    return [node.table for node in load_graph().stage("analysis")]
+    with the tables only a pooled database has when ``pooled``."""
+    return [node.table for node in load_graph().stage("analysis", pooled=pooled)]
 
 
 def read_in_grain(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
@@ -129,12 +139,12 @@ def _withheld(table: str) -> bool:
 
 
 def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
-            k: int | None) -> list[Path]:
+            k: int | None, *, pooled: bool = False) -> list[Path]:
     """CSV and JSON of the analysis tables (the comparison with small cells suppressed)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     frames = {}
-    for table in export_tables():
+    for table in export_tables(pooled=pooled):
         if k and _withheld(table):
             continue
         frames[table.split(".", 1)[1]] = (shown if table == COMPARISON
@@ -150,4 +160,4 @@ def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
     return written
 
 
-__all__ = ["AnalysisResult", "analyze", "export_tables", "read_in_grain"]
+__all__ = ["AnalysisResult", "analyze", "export_tables", "is_pooled", "read_in_grain"]

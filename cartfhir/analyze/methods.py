@@ -81,6 +81,34 @@ def tests_used(table: pd.DataFrame, registry: Registry) -> Table:
                        "rounds)"]))
 
 
+def later_episodes(con: duckdb.DuckDBPyConnection, registry: Registry) -> int:
+    """Episodes after the later round compared (cohort.episode), which no table compares."""
+    return con.execute("SELECT count(*) FROM cohort.episode WHERE round > ?",
+                       [max(registry.rounds)]).fetchone()[0]
+
+
+def later_episodes_note(con: duckdb.DuckDBPyConnection, registry: Registry) -> str:
+    """The sentence saying how many later episodes were left out, or "" when none were."""
+    n = later_episodes(con, registry)
+    last = max(registry.rounds)
+    return (f"Episodes after infusion round {last} (round ≥ {last + 1}): {n}, not compared "
+            "(the tables compare CART1 and CART2 only)." if n else "")
+
+
+def grading(registry: Registry) -> Table:
+    """The grading scale of each toxicity endpoint and how its grade is obtained."""
+    return Table("grading", "Grading scales", pd.DataFrame(
+        [[g.name, g.scale, g.how] for g in registry.grading],
+        columns=["endpoint", "grading scale", "how the grade is obtained"]))
+
+
+def response(registry: Registry) -> Table:
+    """The response definitions as evaluated, with the criteria the data cannot check."""
+    return Table("response", "Response definitions", pd.DataFrame(
+        [[r.name, r.definition, r.not_evaluated or "–"] for r in registry.response],
+        columns=["response", "evaluated as", "not evaluated"]))
+
+
 def efs_definitions(registry: Registry) -> Table:
     """The EFS definitions: events in tie-break order and the censoring date."""
     rows = [[d.name, d.description,

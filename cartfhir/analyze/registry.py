@@ -72,6 +72,25 @@ class EfsDefinition:
 
 
 @dataclass(frozen=True)
+class Grading:
+    """How one toxicity endpoint is graded: its scale and how cartfhir gets the grade."""
+
+    name: str
+    scale: str
+    how: str
+
+
+@dataclass(frozen=True)
+class Response:
+    """One response category: what cartfhir evaluates, and what of the published
+    definition it cannot (said in the report rather than implied)."""
+
+    name: str
+    definition: str
+    not_evaluated: str
+
+
+@dataclass(frozen=True)
 class Registry:
     endpoints: tuple[Endpoint, ...]
     sections: dict[str, str]  # key -> title, in report order
@@ -80,6 +99,8 @@ class Registry:
     rounds: tuple[int, int]  # (CART1, CART2)
     windows: Windows
     efs_labels: dict[str, str] = field(default_factory=dict)  # EFS event type -> its label
+    grading: tuple[Grading, ...] = ()  # grading scales (Methods, clinical-definitions.md)
+    response: tuple[Response, ...] = ()  # response definitions, thresholds filled in
 
     @property
     def headline(self) -> list[Endpoint]:
@@ -137,6 +158,26 @@ def _render_text(text: str, windows: Windows, thresholds: Thresholds, where: str
     return PLACEHOLDER.sub(_filler(windows, thresholds, where), str(text))
 
 
+BLOCKS = {"grading": (Grading, ("name", "scale", "how")),
+          "response": (Response, ("name", "definition", "not_evaluated"))}
+
+
+def _entries(raw: dict[str, Any], block: str, fill: Any) -> tuple[Any, ...]:
+    """The ``grading`` or ``response`` list: each entry exactly its fields, text filled in."""
+    kind, fields = BLOCKS[block]
+    entries = raw.get(block)
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{SOURCE}: {block} must be a non-empty list")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) != set(fields):
+            raise ConfigError(f"{SOURCE}: {block}[{i}] must have exactly the fields "
+                              f"{', '.join(fields)}")
+        out.append(kind(**{f: fill("" if entry[f] is None else entry[f], f"{block}[{i}] {f}")
+                           for f in fields}))
+    return tuple(out)
+
+
 def render(raw: dict[str, Any], windows: Windows, thresholds: Thresholds) -> Registry:
     """The registry with every template filled from ``windows`` and ``thresholds``."""
     def fill(text: Any, where: str) -> Any:
@@ -171,7 +212,9 @@ def render(raw: dict[str, Any], windows: Windows, thresholds: Thresholds) -> Reg
     rounds = (int(fill(raw["rounds"]["cart1"], "rounds")),
               int(fill(raw["rounds"]["cart2"], "rounds")))
     return Registry(endpoints=tuple(endpoints), sections=sections, figures=figures, efs=efs,
-                    rounds=rounds, windows=dict(windows), efs_labels=efs_labels)
+                    rounds=rounds, windows=dict(windows), efs_labels=efs_labels,
+                    grading=_entries(raw, "grading", fill),
+                    response=_entries(raw, "response", fill))
 
 
 def effective(con: duckdb.DuckDBPyConnection) -> Registry:

@@ -28,6 +28,7 @@ from cartfhir.analyze.compare import episode_values
 from cartfhir.analyze.efs import CENSORED
 from cartfhir.analyze.registry import Registry
 from cartfhir.analyze.report_tables import Table
+from cartfhir.analyze.stats import format_p
 from cartfhir.config import POOLED_SITE
 
 STYLE = """
@@ -140,6 +141,25 @@ def _efs(w: _Writer, con: duckdb.DuckDBPyConnection, registry: Registry,
         w.parts.append("</details>")
 
 
+def heterogeneity(con: duckdb.DuckDBPyConnection, registry: Registry) -> Table | None:
+    """analysis.heterogeneity by endpoint label with journal-style p, or None when this is
+    not a pooled database (the table exists only there)."""
+    if not quality.exists(con, "analysis.heterogeneity"):
+        return None
+    rows = [[registry.label(key), sites, tables.num(odds, 2), format_p(cmh), format_p(bd)]
+            for key, sites, odds, cmh, bd in con.execute(
+                "SELECT h.endpoint, h.sites, h.mh_odds_ratio, h.cmh_p_value, "
+                "h.breslow_day_p_value FROM analysis.heterogeneity AS h "
+                "LEFT JOIN analysis.endpoint AS e ON e.key = h.endpoint "
+                "ORDER BY e.position").fetchall()]
+    return Table("heterogeneity", "Heterogeneity between sites: CART1 against CART2 "
+                 "stratified by site", pd.DataFrame(rows, columns=[
+                     "endpoint", "sites", "Mantel-Haenszel odds ratio",
+                     "p (Cochran-Mantel-Haenszel)", "p (Breslow-Day, equal odds ratios)"]),
+                 csv=False, classes={"p (Cochran-Mantel-Haenszel)": "p",
+                                     "p (Breslow-Day, equal odds ratios)": "p"})
+
+
 def _methods(w: _Writer, con: duckdb.DuckDBPyConnection, table: pd.DataFrame,
              registry: Registry, k: int | None) -> None:
     w.parts.append("<h2>Methods</h2>")
@@ -148,8 +168,16 @@ def _methods(w: _Writer, con: duckdb.DuckDBPyConnection, table: pd.DataFrame,
         "analysis) and, as a sensitivity analysis, paired over patients with both rounds, "
         "except for endpoints where pairing means nothing. Medians with interquartile "
         "range; p-values two-sided."
-        + (f" Counts below {k} are shown as &lt;{k}." if k else "") + "</p>")
+        + (f" Counts below {k} are shown as &lt;{k}." if k else "")
+        + (" " + html.escape(note) if (note := methods.later_episodes_note(con, registry))
+           else "")
+        + (" Between sites, each proportion marked for it is tested with the "
+           "Cochran-Mantel-Haenszel test (site-stratified, no continuity correction) and "
+           "the Breslow-Day test of equal odds ratios." if quality.exists(
+               con, "analysis.heterogeneity") else "") + "</p>")
     w.table(methods.tests_used(table, registry))
+    w.table(methods.grading(registry))
+    w.table(methods.response(registry))
     w.table(methods.efs_definitions(registry))
     w.parts.append("<details><summary>Endpoint definitions, windows, thresholds and "
                    "grading</summary>")
@@ -194,14 +222,23 @@ def write_report(con: duckdb.DuckDBPyConnection, path: Path, table: pd.DataFrame
                 "Methods.</p>"]
     if warning:
         w.parts.append(f"<p class=warning>WARNING: {html.escape(warning)}</p>")
+    if stale := quality.stale_validation(con):
+        w.parts.append(f"<p class=warning>Validation: {html.escape(stale)}.</p>")
     w.table(quality.runs(con, run_id))
+    if (packages := quality.site_runs(con)) is not None:
+        w.table(packages)
     for i, (key, title) in enumerate(registry.sections.items()):
         w.parts.append(f"<h2>{html.escape(title)}</h2>")
         if i == 0:  # the first section opens with the cohort's characteristics
             w.table(tables.characteristics(con, registry))
+            if note := methods.later_episodes_note(con, registry):
+                w.parts.append(f"<p>{html.escape(note)}</p>")
         _section(w, con, table, registry, key, k)
         _figures_of(w, con, registry, episodes, key)
     _efs(w, con, registry, k)
+    if (between := heterogeneity(con, registry)) is not None:
+        w.parts.append("<h2>Heterogeneity between sites</h2>")
+        w.table(between)
     w.parts.append("<h2>Data quality</h2>")
     w.table(quality.data_quality(con, list(sites)))
     _methods(w, con, table, registry, k)

@@ -43,13 +43,15 @@ from cartfhir.errors import PoolError
 from cartfhir.logs import logged_stage
 from cartfhir.multisite import signing
 from cartfhir.results import ResultDict
-from cartfhir.runs import require_complete_transform, transform_since
+from cartfhir.runs import latest_success, require_complete_transform, transform_since
 from cartfhir.store import Store
 from cartfhir.transform.identity import keyed_hash, site_secret
 
 # 3: ref.target and ref.post_event travel (the pooled suites join them), and
 # cohort.episode_endpoints' columns are in the table's order (its sidecar's).
-SCHEMA_VERSION = "cartfhir-site-package/3"
+# 4: qa.site_completeness travels (the pooled report's data quality by site), and the
+# manifest's validation names the transform it covered (transform_run_id/_finished).
+SCHEMA_VERSION = "cartfhir-site-package/4"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 
@@ -75,6 +77,8 @@ POLICY: dict[str, dict[str, list[str]]] = {
     "cohort.adverse_event": {"null": [], "ids": ["source_id"], "dates": []},
     "harmonized.lab": {"null": [], "ids": ["observation_id", "part_of_procedure_id"],
                        "dates": ["effective_date", "effective_at"]},
+    # per-site counts and shares only (no record or patient ids, no dates)
+    "qa.site_completeness": {"null": [], "ids": [], "dates": []},
     "ref.threshold": {}, "ref.window": {}, "ref.concept": {}, "ref.grade_cut": {},
     "ref.target": {}, "ref.post_event": {},  # the pooled suites check against them
 }
@@ -166,6 +170,16 @@ def _validation(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
             "failed_error": counts[2], "failed_warn": counts[3]}
 
 
+def _transform(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    """The latest successful transform, whose tables the package holds: its run id and
+    when it finished (the pooled report shows it per site)."""
+    run_id = latest_success(con, "transform")
+    finished = None if run_id is None else con.execute(
+        "SELECT finished FROM meta.runs WHERE run_id = ?", [run_id]).fetchone()[0]
+    return {"transform_run_id": run_id,
+            "transform_finished": None if finished is None else str(finished)}
+
+
 def _validation_problem(con: duckdb.DuckDBPyConnection,
                         validation: dict[str, Any] | None) -> str | None:
     """Why ``validation`` does not vouch for the tables being exported, or None when it does.
@@ -234,6 +248,7 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
     with store.session(read_only=True) as con:
         require_complete_transform(con)
         validation = _validation(con)
+        transform = _transform(con)
         problem = _validation_problem(con, validation)
         invalid = problem is not None
         if invalid and not force:
@@ -260,7 +275,7 @@ def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "reference": [{"name": n, "origin": _origin(o), "sha256": h} for n, o, h in reference],
         "tables": tables,
-        "validation": {**(validation or {}), "forced": bool(invalid and force),
+        "validation": {**(validation or {}), **transform, "forced": bool(invalid and force),
                        **({"problem": problem} if problem else {})},
         "disclosure": {
             "patient_key": "HMAC-SHA256 of site and patient id with the site's secret key",

@@ -10,7 +10,7 @@ import duckdb
 
 from cartfhir.analyze import _export, export_tables, read_in_grain
 from cartfhir.analyze.compare import read_comparison
-from cartfhir.catalog.sidecars import table_ddl
+from cartfhir.catalog.sidecars import load_sidecars, table_ddl
 from cartfhir.graph import load_graph
 
 SITES = ["site_b", "all", "site_a"]
@@ -69,3 +69,21 @@ def test_exports_follow_the_grain_and_keep_per_event_rows_in_with_k(tmp_path: Pa
     # per-patient rows and the Kaplan-Meier steps (one per event) stay at the site
     assert not {"efs.csv", "efs_curve.csv", "efs.json", "efs_curve.json"} & written
     assert {"comparison.csv", "efs_summary.csv", "count_dynamics.csv"} <= written
+
+
+def test_a_pooled_database_exports_its_heterogeneity_too() -> None:
+    assert export_tables(pooled=True) == [n.table for n in load_graph().stage("analysis",
+                                                                                pooled=True)]
+    assert "analysis.heterogeneity" in export_tables(pooled=True)
+
+
+def test_the_comparison_sidecar_names_every_test_the_code_can_record() -> None:
+    """comparison.yml's test/paired_test descriptions list stats.TEST_NAMES' codes, and say
+    paired_test is null for endpoints that are never paired (paired: false)."""
+    from cartfhir.analyze.stats import TEST_NAMES
+
+    columns = {c.name: c.description for c in load_sidecars()["analysis.comparison"][1].columns}
+    paired = {n for n in TEST_NAMES if n.startswith(("mcnemar", "wilcoxon"))}
+    assert all(n in columns["paired_test"] for n in paired)
+    assert all(n in columns["test"] for n in set(TEST_NAMES) - paired)
+    assert "paired: false" in columns["paired_test"]

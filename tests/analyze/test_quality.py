@@ -56,3 +56,71 @@ def test_the_latest_validation_and_its_outcome() -> None:
 def test_no_runs_table_is_no_runs_recorded() -> None:
     frame = quality.runs(duckdb.connect(), "a1").frame.set_index("stage")
     assert frame.loc["validate", "status"] == "no run recorded"
+
+
+def test_a_validation_older_than_the_last_transform_is_flagged() -> None:
+    con = _db(with_raw=True)
+    con.execute("INSERT INTO meta.runs VALUES ('t2', '2026-01-01 12:00', '2026-01-01 12:01', "
+                "'success', 'transform')")
+    stale = quality.stale_validation(con)
+    assert stale is not None
+    assert "not validated since the last transform" in stale
+    assert "v2" in stale and "2026-01-01 11:00" in stale
+    frame = quality.runs(con, "a1").frame.set_index("stage")
+    assert "not validated since the last transform" in frame.loc["validate", "status"]
+
+
+def test_a_validation_after_the_last_transform_is_current() -> None:
+    con = _db(with_raw=True)
+    assert quality.stale_validation(con) is None
+    frame = quality.runs(con, "a1").frame.set_index("stage")
+    assert frame.loc["validate", "status"] == "invalid"
+
+
+def test_the_analysis_row_is_this_run_and_the_extract_is_listed() -> None:
+    con = _db(with_raw=True)
+    con.execute("INSERT INTO meta.runs VALUES ('e1', '2026-01-01 09:00', '2026-01-01 09:01', "
+                "'partial', 'extract')")
+    frame = quality.runs(con, "a1").frame.set_index("stage")
+    assert frame.loc["analysis", "status"] == quality.THIS_RUN
+    assert "running" not in frame.loc["analysis", "status"]
+    assert (frame.loc["extract", "run id"], frame.loc["extract", "status"]) == ("e1", "partial")
+
+
+def _pooled() -> duckdb.DuckDBPyConnection:
+    """A pooled database: qa.site_completeness and meta.pool_package, no raw.* detail."""
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA qa; CREATE SCHEMA meta")
+    con.execute("CREATE TABLE qa.site_completeness (site TEXT, episodes BIGINT, "
+                "quarantined BIGINT, unmapped BIGINT, out_of_scope BIGINT, rejected BIGINT)")
+    con.execute("INSERT INTO qa.site_completeness VALUES ('a', 5, 3, 7, 1, 2), "
+                "('b', 4, 0, 1, 0, 0)")
+    con.execute("CREATE TABLE meta.pool_package (site TEXT, created TEXT, manifest JSON)")
+    manifest = ('{"site": "%s", "created": "2026-02-01T10:00:00+00:00", "validation": '
+                '{"run_id": "%s", "failed_error": %d, "forced": %s, %s'
+                '"transform_run_id": "t-%s", "transform_finished": "2026-02-01 09:00:00"}}')
+    con.execute("INSERT INTO meta.pool_package VALUES ('a', '2026-02-01T10:00:00+00:00', ?), "
+                "('b', '2026-02-01T11:00:00+00:00', ?)",
+                [manifest % ("a", "va", 0, "false", "", "a"),
+                 manifest % ("b", "vb", 2, "true", '"problem": "2 error expectations '
+                             'failed", ', "b")])
+    return con
+
+
+def test_a_pooled_database_reads_quality_from_site_completeness() -> None:
+    frame = quality.data_quality(_pooled(), ["a", "b"]).frame.set_index("site")
+    assert frame.loc["a", "lines rejected on landing"] == 2
+    assert frame.loc["a", "records quarantined"] == 3
+    assert frame.loc["a", "records with unmapped codes"] == 8  # unmapped + out of scope
+    assert frame.loc["b"].tolist()[:2] == [0, 0]
+    assert frame.loc["a", "unmapped codes"] == quality.ABSENT  # distinct codes do not travel
+
+
+def test_a_pooled_database_shows_each_package_validation() -> None:
+    frame = quality.site_runs(_pooled()).frame.set_index("site")
+    assert frame.loc["a", "validation run"] == "va"
+    assert frame.loc["b", "validation"].startswith("forced")
+    assert "2 error expectations failed" in frame.loc["b", "validation"]
+    assert frame.loc["a", "transform run"] == "t-a"
+    assert frame.loc["a", "exported"] == "2026-02-01T10:00:00+00:00"
+    assert quality.site_runs(_db(with_raw=True)) is None

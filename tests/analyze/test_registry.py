@@ -13,7 +13,9 @@ DEFAULT_WINDOWS = {"crs": (0, 30), "icans": (0, 30), "cytokine": (0, 14), "nadir
                    "febrile_neutropenia": (0, 30), "response": (0, 90),
                    "count_dynamics": (0, 30)}
 DEFAULT_THRESHOLDS = {"severe_min_grade": 3.0, "organ_injury_min_grade": 2.0,
-                      "post_event_round": 2.0}
+                      "post_event_round": 2.0, "blast_cr_below": 5.0, "cr_anc_min": 1.0,
+                      "cr_platelets_min": 100.0, "count_lookback_days": 3.0,
+                      "mrd_negative_below": 0.01}
 
 
 def _render(**changes) -> registry.Registry:
@@ -176,4 +178,25 @@ def test_every_efs_event_has_one_label() -> None:
     raw = registry.load()
     del raw["efs_labels"]["hsct"]
     with pytest.raises(ConfigError, match="hsct"):
+        registry.render(raw, DEFAULT_WINDOWS, DEFAULT_THRESHOLDS)
+
+
+def test_grading_and_response_definitions_are_data_with_thresholds_from_the_database() -> None:
+    reg = _render(thresholds={"mrd_negative_below": 0.001, "blast_cr_below": 4.0})
+    scales = " ".join(g.scale for g in reg.grading)
+    assert "ASTCT" in scales and "CARTOX" in scales and "CAPD" in scales and "ICE" in scales
+    assert all(g.how for g in reg.grading)  # how the grade is taken (as recorded, ...)
+    response = {r.name: r for r in reg.response}
+    assert {"CR", "CRi", "NR", "MRD-negative CR"} <= set(response)
+    assert "0.001" in response["MRD-negative CR"].definition  # from ref.threshold
+    assert "0.01" not in response["MRD-negative CR"].definition
+    assert "4" in response["CR"].definition
+    assert "circulating blasts" in response["CR"].not_evaluated
+
+
+@pytest.mark.parametrize("block", ["grading", "response"])
+def test_a_grading_or_response_entry_without_its_fields_is_refused(block) -> None:
+    raw = registry.load()
+    raw[block][0] = {"name": "x"}
+    with pytest.raises(ConfigError, match=block):
         registry.render(raw, DEFAULT_WINDOWS, DEFAULT_THRESHOLDS)

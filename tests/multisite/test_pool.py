@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from cartfhir import api
@@ -71,8 +72,21 @@ def test_pooled_analysis_equals_the_analysis_of_the_combined_truth(
     thresholds = con.execute("SELECT * FROM ref.threshold").df()
     sites = {r[0] for r in con.execute("SELECT DISTINCT site FROM analysis.comparison").fetchall()}
     heterogeneity = con.execute("SELECT count(*) FROM analysis.heterogeneity").fetchone()[0]
+    validations = [json.loads(r[0])["validation"]["run_id"] for r in con.execute(
+        "SELECT manifest FROM meta.pool_package ORDER BY site").fetchall()]
     con.close()
     assert sites == {"all", *SITES} and heterogeneity > 0
+    # the pooled report: each package's validation, per-site quality from the packages'
+    # qa.site_completeness, and the heterogeneity test, which is exported too
+    report = (tmp_path / "pooled_report" / "report.html").read_text("utf-8")
+    assert all(run_id in report for run_id in validations)
+    quality = pd.read_csv(tmp_path / "pooled_report" / "tables" / "data_quality.csv",
+                          dtype=str).set_index("site")
+    assert set(quality.index) == set(SITES)
+    assert quality[["lines rejected on landing", "records quarantined"]].map(
+        str.isdigit).all().all(), quality
+    assert "Breslow" in report and "Heterogeneity between sites" in report
+    assert (tmp_path / "pooled_report" / "analysis" / "heterogeneity.csv").exists()
     truth = truth_comparison([packaged["root"] / "data" / "truth" / "episodes.csv"], thresholds)
     assert_same_comparison(pooled, truth)
 
