@@ -18,7 +18,7 @@ import duckdb
 
 from cartfhir.db import quote_name
 from cartfhir.errors import DatabaseError, StaleResultError, UsageError
-from cartfhir.render import json_columns, render_rows
+from cartfhir.render import render_rows
 from cartfhir.runs import latest_success, require_complete_transform, transform_since
 from cartfhir.store import Store
 
@@ -195,8 +195,8 @@ def one_statement(sql: str) -> str:
 def write_query(store: Store, sql: str, out: Path, fmt: str) -> ExportedFile:
     """Write the rows of one query to ``out`` as Parquet, CSV or JSON; return rows written.
 
-    CSV and JSON look exactly like ``cartfhir query``'s stdout (JSON columns as objects in
-    JSON); Parquet keeps DuckDB's types.
+    CSV and JSON look exactly like ``cartfhir query``'s stdout (values converted by their
+    DuckDB type: ``cartfhir.render.json_value``); Parquet keeps DuckDB's types.
     """
     if fmt not in QUERY_FORMATS:
         raise UsageError(f"--out writes {', '.join(QUERY_FORMATS)}, not {fmt!r}")
@@ -214,10 +214,9 @@ def write_query(store: Store, sql: str, out: Path, fmt: str) -> ExportedFile:
             con.execute(sql)
             description = con.description or []
             columns = [d[0] for d in description]
-            parse = json_columns(columns, [str(d[1]) for d in description])
             with out.open("w", encoding="utf-8", newline="") as fh:
                 rows = render_rows(columns, _stream(con), fmt=fmt, out=fh,  # type: ignore[arg-type]
-                                   parse_json=parse)
+                                   types=[d[1] for d in description])
     except duckdb.Error as exc:
         raise DatabaseError(f"query failed on {store.path}: {exc}") from None
     finally:

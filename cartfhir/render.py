@@ -4,20 +4,35 @@
 way the DuckDB command line does: a box that fits the terminal (long cells cut with
 ``…``, middle columns left out behind a ``…`` column when they do not fit), the row count
 under it, and the DuckDB types on request. Printed to a pipe or a file, nothing is cut.
+
+CSV and JSON (stdout and ``--out``) pass every value through ``json_value``, guided by
+the DuckDB type of its column, so what they write is valid for any reader:
+
+- NaN and ±Infinity are ``null`` in JSON (it has no such numbers); a top-level CSV cell
+  keeps DuckDB's ``nan``/``inf``/``-inf``, which CSV readers (DuckDB, pandas) parse;
+- a JSON-typed value is the document it holds, at any depth (in a struct, list or map);
+- BLOB is base64 text; INTERVAL an ISO 8601 duration (``P1DT3H``; DuckDB hands Python a
+  month as 30 days); dates, times, UUIDs and DECIMALs their text;
+- in CSV a struct, list or map cell is its JSON text.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
+import math
 import os
 import shutil
 import sys
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+import duckdb
+from duckdb.sqltypes import DuckDBPyType
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
@@ -67,40 +82,128 @@ def json_columns(columns: Sequence[str], types: Sequence[str]) -> set[str]:
     return {c for c, t in zip(columns, types, strict=False) if t in JSON_TYPES}
 
 
-def _from_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return json.loads(value)
-    if isinstance(value, list):
-        return [_from_json(v) for v in value]
-    return value
+def _duckdb_type(kind: Any) -> Any:
+    """A DuckDB type object from a cursor description's type or its name; None if unknown."""
+    if kind is None or isinstance(kind, DuckDBPyType):
+        return kind
+    try:
+        return duckdb.type(str(kind))
+    except (duckdb.Error, RuntimeError, TypeError, ValueError):
+        return None  # a type Python cannot name: the value is converted by its Python kind
+
+
+def _children(kind: Any) -> list[tuple[str, Any]]:
+    try:
+        return list(kind.children)
+    except (duckdb.Error, AttributeError, RuntimeError, TypeError, ValueError):
+        return []  # a type without children, or one the binding cannot take apart
+
+
+def iso_duration(value: timedelta) -> str:
+    """An ISO 8601 duration: P<d>DT<h>H<m>M<s>S, '-' in front when negative, PT0S for zero."""
+    sign = "-" if value < timedelta(0) else ""
+    value = abs(value)
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    secs = f"{seconds}.{value.microseconds:06d}".rstrip("0").rstrip(".") \
+        if value.microseconds else str(seconds)
+    date = f"{value.days}D" if value.days else ""
+    time = "".join(f"{n}{unit}" for n, unit in ((hours, "H"), (minutes, "M")) if n)
+    time += f"{secs}S" if seconds or value.microseconds else ""
+    return f"{sign}P{date}{'T' + time if time else ''}" if date or time else "PT0S"
+
+
+def _no_constant(name: str) -> None:
+    return None  # NaN/Infinity inside JSON text: JSON has no such numbers
+
+
+def json_value(value: Any, kind: Any = None) -> Any:
+    """``value`` as fetched from DuckDB, made JSON data (dict, list, str, number, bool, None).
+
+    ``kind`` is the DuckDB type of the value (a type object or its name): it says where
+    JSON documents sit, which Python cannot tell from a str. One function for every
+    writer of rows (stdout and files), so they cannot disagree; the rules are in the
+    module docstring.
+    """
+    if value is None:
+        return None
+    kind = _duckdb_type(kind)
+    name = str(kind) if kind is not None else ""
+    if name == "JSON" and isinstance(value, str):
+        return _finite(json.loads(value, parse_constant=_no_constant))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, timedelta):
+        return iso_duration(value)
+    if isinstance(value, dict):
+        fields = dict(_children(kind)) if kind is not None and kind.id == "struct" else {}
+        of_map = dict(_children(kind)) if kind is not None and kind.id == "map" else {}
+        return {_key(k, of_map.get("key")): json_value(v, fields.get(k, of_map.get("value")))
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        child = dict(_children(kind)).get("child") if kind is not None and kind.id in (
+            "list", "array") else None
+        return [json_value(v, child) for v in value]
+    if isinstance(value, bool | int | str):
+        return value
+    return str(value)  # date, time, timestamp, UUID, Decimal: their text
+
+
+def _key(key: Any, kind: Any) -> str:
+    value = json_value(key, kind)
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _finite(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_finite(v) for v in data]
+    return data
+
+
+def csv_value(value: Any, kind: Any = None) -> Any:
+    """A CSV cell: nested values (struct, list, map, JSON) as compact JSON text, NaN and
+    ±Infinity as DuckDB writes them, other values as ``json_value`` makes them."""
+    if value is None:
+        return ""
+    kind = _duckdb_type(kind)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    converted = json_value(value, kind)
+    if isinstance(value, dict | list | tuple) or (kind is not None and str(kind) == "JSON"):
+        return json.dumps(converted, ensure_ascii=False, separators=(",", ":"))
+    return converted
 
 
 def render_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: OutputFormat = "table",
                 title: str | None = None, out: TextIO | None = None,
-                parse_json: Collection[str] = ()) -> int:
+                types: Sequence[Any] | None = None) -> int:
     """Write rows in the chosen format; return how many rows were written.
 
-    ``parse_json`` names columns holding JSON text that ``json`` output writes as the
-    objects they are, not as strings of JSON.
+    ``types`` are the columns' DuckDB types (type objects or names, as a cursor's
+    description gives them): CSV and JSON convert each value by its type (``json_value``,
+    ``csv_value``), so JSON documents come out as the objects they are at any depth.
     """
+    kinds = [_duckdb_type(t) for t in types] if types is not None else [None] * len(columns)
     out = out or sys.stdout
     n = 0
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow(["" if v is None else v for v in row])
+            writer.writerow([csv_value(v, k) for v, k in zip(row, kinds, strict=True)])
             n += 1
     elif fmt == "json":
-        parsed = [i for i, c in enumerate(columns) if c in parse_json]
         out.write("[")
         for row in rows:
-            if parsed:
-                row = list(row)
-                for i in parsed:
-                    row[i] = _from_json(row[i])
+            record = {c: json_value(v, k) for c, v, k in zip(columns, row, kinds, strict=True)}
             out.write(("," if n else "") + "\n  " + json.dumps(
-                dict(zip(columns, row, strict=True)), default=str, ensure_ascii=False))
+                record, ensure_ascii=False, allow_nan=False))
             n += 1
         out.write("\n]\n" if n else "]\n")
     else:
@@ -254,5 +357,6 @@ def render_result(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
     return len(data)
 
 
-__all__ = ["ELLIPSIS", "SUFFIX_FORMATS", "OutputFormat", "file_format", "json_columns",
-           "render_result", "render_rows", "terminal_width"]
+__all__ = ["ELLIPSIS", "SUFFIX_FORMATS", "OutputFormat", "csv_value", "file_format",
+           "iso_duration", "json_columns", "json_value", "render_result", "render_rows",
+           "terminal_width"]

@@ -173,3 +173,13 @@ def test_export_refuses_analysis_tables_older_than_the_latest_transform(
     assert run_cli(["analyze", "-c", c]) == 0, capsys.readouterr().err
     assert run_cli(["export", "-c", c, "--out", str(tmp_path / "store"), "--force"]) == 0
     assert (tmp_path / "store" / "analysis" / "comparison").is_dir()
+
+
+def test_write_query_json_and_csv_convert_values_as_stdout_does(
+        db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_render import EXPECTED, HOSTILE, strict_json
+    write_query(Store(db), HOSTILE, tmp_path / "h.json", "json")
+    assert strict_json((tmp_path / "h.json").read_text()) == [EXPECTED]
+    write_query(Store(db), HOSTILE, tmp_path / "h.csv", "csv")
+    assert run_cli(["query", HOSTILE, "--db", str(db), "--format", "csv"]) == 0
+    assert (tmp_path / "h.csv").read_text() == capsys.readouterr().out

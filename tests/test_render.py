@@ -88,6 +88,57 @@ def test_an_unknown_or_contradicted_suffix_is_a_usage_error() -> None:
 def test_json_columns_are_written_as_objects() -> None:
     out = io.StringIO()
     render_rows(["run", "counts", "many"], [["r1", '{"site_a": {"inserted": 3}}', ['[1]', None]]],
-                fmt="json", out=out, parse_json={"counts", "many"})
+                fmt="json", out=out, types=["VARCHAR", "JSON", "JSON[]"])
     assert json.loads(out.getvalue()) == [
         {"run": "r1", "counts": {"site_a": {"inserted": 3}}, "many": [[1], None]}]
+
+
+# Values Python's json module would write as non-JSON (NaN), as a Python repr (b'abc') or
+# as a string of JSON depending on where the JSON sits: each kind once, at the top level
+# and nested, so the conversion is checked by type at any depth.
+HOSTILE = ("""select 'nan'::double n, 'inf'::double i, -'inf'::double ni,"""
+           """ {'x': '{"q":1}'::json} s, ['{"a":1}'::json] l, 'abc'::blob b,"""
+           """ interval 1 day iv, interval '1 day 03:04:05.5' iv2, -interval 90 minute neg,"""
+           """ {'b': 'x'::blob, 'n': 'nan'::float} sb, ['nan'::double, 1.5] ln,"""
+           """ map {'k': '[1]'::json} m, '[NaN]'::json jn, [{'j': '2'::json}] deep""")
+EXPECTED = {"n": None, "i": None, "ni": None, "s": {"x": {"q": 1}}, "l": [{"a": 1}],
+            "b": "YWJj", "iv": "P1D", "iv2": "P1DT3H4M5.5S", "neg": "-PT1H30M",
+            "sb": {"b": "eA==", "n": None}, "ln": [None, 1.5], "m": {"k": [1]},
+            "jn": [None], "deep": [{"j": 2}]}
+
+
+def strict_json(text: str):  # noqa: ANN201
+    """json.loads that refuses NaN and Infinity, as JSON readers outside Python do."""
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture
+def empty_db(tmp_path: Path) -> Path:
+    import duckdb
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()
+    return path
+
+
+def test_query_json_is_strict_json_whatever_the_types(
+        empty_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cartfhir.cli import run_cli
+    assert run_cli(["query", HOSTILE, "--db", str(empty_db), "--format", "json"]) == 0
+    assert strict_json(capsys.readouterr().out) == [EXPECTED]
+
+
+def test_query_csv_writes_nested_values_as_json_blobs_as_base64_intervals_as_iso(
+        empty_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    from cartfhir.cli import run_cli
+    assert run_cli(["query", HOSTILE, "--db", str(empty_db), "--format", "csv"]) == 0
+    header, row = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    got = dict(zip(header, row, strict=True))
+    assert (got["n"], got["i"], got["ni"]) == ("nan", "inf", "-inf")  # CSV readers take these
+    for name in ("s", "l", "sb", "ln", "m", "jn", "deep"):
+        assert strict_json(got[name]) == EXPECTED[name], name
+    for name in ("b", "iv", "iv2", "neg"):
+        assert got[name] == EXPECTED[name], name
