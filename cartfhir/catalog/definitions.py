@@ -140,9 +140,22 @@ def _efs() -> str:
                    "censored at"], rows)
 
 
+def _grading() -> str:
+    rows = [[g["name"], _fill(g["scale"]), _fill(g["how"])] for g in _registry()["grading"]]
+    return _table(["endpoint", "grading scale", "how cartfhir obtains the grade"], rows)
+
+
+def _response() -> str:
+    rows = [[r["name"], _fill(r["definition"]), _fill(r["not_evaluated"] or "") or "–"]
+            for r in _registry()["response"]]
+    return _table(["response", "what cartfhir evaluates (default thresholds)",
+                   "not evaluated from the data"], rows)
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "windows": _windows, "thresholds": _thresholds, "grade_cuts": _grade_cuts,
     "concepts": _concepts, "endpoints": _endpoints, "efs": _efs,
+    "grading": _grading, "response": _response,
 }
 
 

@@ -32,3 +32,11 @@ def test_a_page_missing_a_block_or_naming_an_unknown_one_is_refused() -> None:
         update(page.replace("generated: windows", "x").replace("end: windows", "y"))
     with pytest.raises(KeyError, match="unknown generated block 'nope'"):
         update(page + "<!-- generated: nope -->\n<!-- end: nope -->\n")
+
+
+def test_grading_and_response_come_from_the_registry_with_default_thresholds() -> None:
+    grading = render_block("grading")
+    assert "ASTCT 2019" in grading and "CAPD" in grading and "as recorded" in grading
+    response = render_block("response")
+    assert "< 0.01%" in response and "< 5%" in response and "{" not in response
+    assert "no circulating blasts" in response  # said as not evaluated
