@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib import ticker
+from matplotlib import rcParams, ticker
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 
 from cartfhir.analyze.registry import Figure as FigureSpec
 from cartfhir.analyze.registry import Registry
@@ -49,56 +50,122 @@ def plain(value: float, _: object = None) -> str:
 
 
 class ReadableLocator(ticker.Locator):
-    """Ticks for a log or symlog axis at round numbers, at least three in view.
+    """Ticks at round numbers that a reader can take in at a glance, on a linear, log or
+    symlog axis: 3 to 7 labels, never closer than ``MIN_SPACING`` label heights, spread
+    over the whole axis.
 
-    Tries 1-2-5 per decade (1-3, or 1 only, when the view spans many decades), then
-    every whole multiple, then evenly spaced round values; a symlog axis also gets 0.
+    Candidates are evenly spaced round values (steps of 1, 2, 2.5 or 5 times a power of
+    ten) and, on log and symlog axes, round values per decade (1; 1-3; 1-2-5; 1-1.5-2-3-5-7,
+    or 1 every few decades); a symlog axis adds 0. Of the candidates that fit, the one
+    leaving the shortest unlabelled stretch wins (an end counts double: the eye cannot
+    read a value past the last label), with a small cost per label against clutter.
     """
 
-    MIN_TICKS = 3
+    MIN_TICKS, MAX_TICKS = 3, 7
+    MIN_SPACING = 1.9  # label heights between neighbouring labels' centres
+    COST_PER_TICK = 0.04  # of the axis length
+    DEFAULT_HEIGHT = 200.0  # points, when the axis is not on a figure yet
 
-    def __init__(self, linthresh: float | None = None) -> None:
-        self.linthresh = linthresh  # None: a log axis
+    def __init__(self, scale: str = "linear", linthresh: float | None = None,
+                 integer: bool = False) -> None:
+        self.scale = scale  # "linear", "log" or "symlog"
+        self.linthresh = linthresh
+        self.integer = integer
 
     def __call__(self) -> list[float]:
         lo, hi = self.axis.get_view_interval()
         return self.tick_values(lo, hi)
 
+    def _position(self, values: np.ndarray) -> np.ndarray:
+        """Where values land on the axis, in the scale's own units."""
+        if self.scale == "log":
+            return np.log10(np.maximum(values, 1e-300))
+        if self.scale == "symlog":
+            c = float(self.linthresh or 1.0)
+            inside = np.abs(values) <= c
+            outer = np.sign(values) * c * (1 + np.log10(np.maximum(np.abs(values), c) / c))
+            return np.where(inside, values, outer)
+        return values
+
+    def _room(self) -> float:
+        """The axis length in label heights."""
+        if self.axis is None or self.axis.axes is None:
+            return self.DEFAULT_HEIGHT / rcParams["font.size"]
+        box = self.axis.axes.bbox
+        length = box.height if self.axis.axis_name == "y" else box.width
+        points = length * 72 / self.axis.get_figure(root=True).dpi
+        size = FontProperties(size=rcParams[f"{self.axis.axis_name}tick.labelsize"])
+        return (points or self.DEFAULT_HEIGHT) / size.get_size_in_points()
+
+    def _candidates(self, lo: float, hi: float) -> list[list[float]]:
+        steps = [1, 2, 5, 10] if self.integer else [1, 2, 2.5, 5, 10]
+        found = [list(ticker.MaxNLocator(nbins=n, steps=steps, integer=self.integer)
+                      .tick_values(lo, hi)) for n in range(2, self.MAX_TICKS + 2)]
+        if self.scale == "linear" or hi <= 0:
+            return found
+        floor_ = float(self.linthresh) if self.scale == "symlog" else max(lo, 1e-300)
+        first, last = math.floor(math.log10(floor_)), math.ceil(math.log10(hi))
+        below = [[0.0]]  # symlog: round values on its linear stretch around 0
+        if self.scale == "symlog":
+            below += [list(ticker.MaxNLocator(nbins=n).tick_values(0, self.linthresh))
+                      for n in (1, 2, 4)]
+        for subs in ((1.0,), (1.0, 3.0), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)):
+            for every in (1, 2, 3, 4, 5) if subs == (1.0,) else (1,):
+                ticks = [s * 10.0 ** e for e in range(first, last + 1)
+                         if (e - first) % every == 0 for s in subs]
+                if self.scale == "log":
+                    found.append(ticks)
+                    continue
+                above = [v for v in ticks if v >= self.linthresh]
+                found += [[*linear, *above] for linear in below]
+        return found
+
     def tick_values(self, vmin: float, vmax: float) -> list[float]:
         lo, hi = sorted((float(vmin), float(vmax)))
-        floor_ = self.linthresh if self.linthresh is not None else max(lo, 1e-12)
-        first = math.floor(math.log10(floor_))
-        last = math.ceil(math.log10(max(hi, floor_ * 10)))
-        decades = math.log10(max(hi, floor_ * 10) / max(lo, floor_)) if lo > 0 or \
-            self.linthresh else 0
-        dense = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0, 3.0) if decades <= 4 else (1.0,)
-        for subs in (dense, tuple(float(s) for s in range(1, 10))):
-            ticks = [s * 10.0 ** e for e in range(first, last + 1) for s in subs]
-            if self.linthresh is not None:
-                ticks = [0.0, *(v for v in ticks if v >= self.linthresh)]
-            shown = [v for v in ticks if lo <= v <= hi]
-            if len(shown) >= self.MIN_TICKS:
-                return shown
-        return [v for v in ticker.MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= v <= hi]
+        if self.scale == "log":
+            lo = max(lo, 1e-300)
+        if hi <= lo:
+            return [lo]
+        slack = (hi - lo) * 1e-9
+        bottom, top = self._position(np.array([lo, hi]))
+        room = self._room()
+        best: tuple[float, list[float]] | None = None
+        for ticks in self._candidates(lo, hi):
+            shown = sorted({round(v, 12) for v in ticks if lo - slack <= v <= hi + slack})
+            if not self.MIN_TICKS <= len(shown) <= self.MAX_TICKS:
+                continue
+            where = (self._position(np.array(shown)) - bottom) / (top - bottom)
+            gaps = np.diff(where)
+            if gaps.min() * room < self.MIN_SPACING:
+                continue
+            score = max(2 * where[0], 2 * (1 - where[-1]), gaps.max()) + \
+                self.COST_PER_TICK * len(shown)
+            if best is None or score < best[0]:
+                best = (score, shown)
+        if best is None:  # too short for three labels: its two ends
+            return [v for v in ticker.MaxNLocator(nbins=1).tick_values(lo, hi)
+                    if lo - slack <= v <= hi + slack] or [lo, hi]
+        return best[1]
+
+
+def readable_axis(ax: Axes, scale: str = "linear", linthresh: float | None = None,
+                  integer: bool = False) -> None:
+    """A y axis on ``scale`` labelled by ReadableLocator in plain numbers, no minor labels."""
+    if scale == "symlog":
+        ax.set_yscale("symlog", linthresh=linthresh)
+    elif scale == "log":
+        ax.set_yscale("log")
+    ax.yaxis.set_major_locator(ReadableLocator(scale, linthresh, integer))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def readable_log_axis(ax: Axes, values: pd.Series) -> None:
     """A log y axis with labelled ticks in plain numbers at round values."""
     positive = values[values > 0]
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(ReadableLocator())
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    readable_axis(ax, "log")
     if positive.min() == positive.max():  # one value: give it a decade of room
         ax.set_ylim(float(positive.min()) / 3, float(positive.max()) * 3)
-
-
-def readable_symlog_axis(ax: Axes, linthresh: float) -> None:
-    """A symlog y axis (linear below ``linthresh``) labelled at 0 and round values."""
-    ax.set_yscale("symlog", linthresh=linthresh)
-    ax.yaxis.set_major_locator(ReadableLocator(linthresh))
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain))
-    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -144,7 +211,9 @@ def dynamics_figure(data: pd.DataFrame, registry: Registry, spec: FigureSpec) ->
         ax.set_title(panel.figure_label)
         ax.set_xlabel("days after infusion")
         if panel.symlog is not None:
-            readable_symlog_axis(ax, panel.symlog)
+            readable_axis(ax, "symlog", panel.symlog)
+        else:
+            readable_axis(ax)
     fig.suptitle(spec.title)
     _legend(fig, axes)
     return fig
@@ -197,7 +266,7 @@ def grade_figure(episodes: pd.DataFrame, registry: Registry, spec: FigureSpec) -
             ax.bar([g + offset for g in grades], [counts.get(g, 0) for g in grades], width,
                    color=color, label=name)
         ax.set_xticks(grades)
-        ax.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        readable_axis(ax, integer=True)
         ax.set_xlabel("maximum grade")
         ax.set_ylabel("episodes")
         ax.set_title(panel.figure_label)
@@ -246,7 +315,7 @@ def km_figure(curve: pd.DataFrame, registry: Registry, n: dict[str, int],
     ax.legend(frameon=False, title="shaded: pointwise 95% CI (log-log)", loc="upper right")
     ax.set_title("Kaplan-Meier event-free survival after CART2")
     top = float(curve["time"].max()) if len(curve) else 1.0
-    ax.set_xlim(0, top * 1.02)
+    ax.set_xlim(-top * 0.02, top * 1.02)  # a fall at day 0 shows clear of the y axis
     ticks = [t for t in ticker.MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10],
                                            integer=True).tick_values(0, top) if 0 <= t <= top]
     ax.set_xticks(ticks)
