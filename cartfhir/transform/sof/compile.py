@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cartfhir.transform.sof import fhirpath as fp
 from cartfhir.transform.sof.errors import UnsupportedFhirPath, ViewDefinitionError
+from cartfhir.transform.sof.types import is_fhir_type
 
 ERROR_MARK = "sql-on-fhir: "
 EMPTY = "[]::JSON[]"
@@ -468,6 +469,13 @@ class PathCompiler:
         is present stops the query rather than being guessed at.
         """
         type_name = self.type_name(node.args[0])
+        arg = node.args[0]
+        written = f"{arg.base.name}.{type_name}" if isinstance(arg, fp.Member) else type_name
+        if not is_fhir_type(written):  # else: no value is ever of it, an all-null column
+            raise ViewDefinitionError(
+                f"FHIRPath {self.path!r}: ofType({written}): {written!r} is not a FHIR type "
+                "(R4B); name a datatype, primitive or resource, e.g. Quantity, string, "
+                "dateTime (case matters)")
         primitive = PRIMITIVE_JSON_TYPES.get(type_name[0].lower() + type_name[1:])
         base = node.base
         if isinstance(base, fp.Member | fp.Identifier):

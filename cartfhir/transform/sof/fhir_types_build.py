@@ -13,7 +13,9 @@ The table maps a type name (a resource, a datatype, or a backbone element
 named as the models name it, e.g. ``ObservationComponent``) to its
 elements: ``name -> [type, repeats]``. A choice element appears under its
 FHIRPath name (``value``) with the list of its types, and under each JSON
-name (``valueQuantity``) with one type.
+name (``valueQuantity``) with one type. Every resource (and only a resource)
+has a ``resourceType`` element of type ``string``, as in FHIR JSON: that is how
+the engine tells a resource type from a datatype (``types.resource_types``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 
 TARGET = Path(__file__).with_name("fhir_types.json.gz")
 PACKAGE = "fhir.resources.R4B"
+# The resource types FHIR defines as abstract: no resource has them as its resourceType.
+ABSTRACT_RESOURCES = frozenset({"Resource", "DomainResource"})
 PRIMITIVES = frozenset({
     "boolean", "integer", "positiveInt", "unsignedInt", "integer64", "decimal", "string",
     "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "base64Binary",
@@ -67,6 +71,7 @@ def _element_type(annotation: Any) -> tuple[str | None, bool]:
 def build() -> dict[str, dict[str, list[Any]]]:
     """The element table from the installed R4B models, sorted for a stable file."""
     package = importlib.import_module(PACKAGE)
+    resource = importlib.import_module(f"{PACKAGE}.resource").Resource
     table: dict[str, dict[str, list[Any]]] = {}
     for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("_") or info.name in ("fhirtypes", "fhirtypesvalidators"):
@@ -93,6 +98,8 @@ def build() -> dict[str, dict[str, list[Any]]]:
                     choices.setdefault(choice, []).append(fhir_type)
             for name, types in choices.items():
                 elements[name] = [sorted(set(types)), False]
+            if issubclass(cls, resource):
+                elements["resourceType"] = ["string", False]
             if elements:
                 table[cls.__name__] = dict(sorted(elements.items()))
     return dict(sorted(table.items()))

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from cartfhir.transform.sof import fhirpath as fp
+from cartfhir.transform.sof.fhir_types_build import ABSTRACT_RESOURCES, PRIMITIVES
 
 _TABLE_FILE = "fhir_types.json.gz"
 _BOOLEAN_FUNCTIONS = frozenset({"exists", "empty", "not", "all"})
@@ -35,6 +36,21 @@ def element_table() -> dict[str, dict[str, list[Any]]]:
     data = resources.files(__package__).joinpath(_TABLE_FILE).read_bytes()
     table: dict[str, dict[str, list[Any]]] = json.loads(gzip.decompress(data))
     return table
+
+
+@cache
+def resource_types() -> frozenset[str]:
+    """The concrete FHIR R4B resource types: the table's types with a ``resourceType``."""
+    return frozenset(t for t, elements in element_table().items()
+                     if "resourceType" in elements and t not in ABSTRACT_RESOURCES)
+
+
+def is_fhir_type(name: str) -> bool:
+    """Whether ``name`` (``Quantity``, ``FHIR.string``, ``System.String``) names a FHIR type."""
+    qualifier, _, bare = name.rpartition(".")
+    if qualifier == "System":  # FHIRPath's own types: System.String, System.Integer ...
+        return _primitive_name(bare) in PRIMITIVES or bare == "Quantity"
+    return bare in PRIMITIVES or bare in element_table()
 
 
 def _primitive_name(name: str) -> str:

@@ -34,7 +34,7 @@ from cartfhir.transform.sof.compile import (
     sql_str,
 )
 from cartfhir.transform.sof.errors import ViewDefinitionError
-from cartfhir.transform.sof.types import TypeInference, constant_type
+from cartfhir.transform.sof.types import TypeInference, constant_type, resource_types
 
 # FHIR column types and the DuckDB type each is returned as. Temporal types stay
 # text: FHIR allows partial dates ("1970-06") and offsets DuckDB types would lose.
@@ -65,6 +65,7 @@ class _Col:
     column: ViewColumn
     sql: str  # JSON (kind item or jv) or JSON[] (kind coll) expression
     kind: str = COLL
+    declared: bool = False  # its type was given by the view (``type``), not inferred
 
 
 @dataclass
@@ -103,6 +104,10 @@ class ViewCompiler:
             raise ViewDefinitionError(
                 "the ViewDefinition needs 'resource', a FHIR resource type such as 'Patient'"
             )
+        if resource not in resource_types():  # else: no row ever matches, silently
+            raise ViewDefinitionError(
+                f"the ViewDefinition's resource {resource!r} is not a FHIR R4B resource type; "
+                "name one such as 'Patient' or 'Observation' (case matters)")
         selects = view.get("select")
         if not isinstance(selects, list) or not selects:
             raise ViewDefinitionError("the ViewDefinition needs a non-empty 'select' list")
@@ -282,6 +287,7 @@ class ViewCompiler:
             raise ViewDefinitionError(f"column {name!r} needs a FHIRPath 'path' string")
         frag = self.paths.compile(path, scope)
         fhir_type = column.get("type")
+        declared = fhir_type is not None
         if fhir_type is None and frag.kind == BOOL:
             fhir_type = "boolean"
         elif fhir_type is None and column.get("collection") is not True:
@@ -293,10 +299,10 @@ class ViewCompiler:
         view_col = ViewColumn(name, fhir_type, collection,
                               f"{duck}[]" if collection else duck, column.get("description"))
         if frag.kind in (ITEM, JV):
-            return _Col(view_col, frag.sql, frag.kind)
+            return _Col(view_col, frag.sql, frag.kind, declared)
         if frag.kind == BOOL:
-            return _Col(view_col, self.paths.item(frag), ITEM)
-        return _Col(view_col, frag.sql, COLL)
+            return _Col(view_col, self.paths.item(frag), ITEM, declared)
+        return _Col(view_col, frag.sql, COLL, declared)
 
     def union_all(self, branches: Any, scope: Scope, part: _Part) -> None:
         if not isinstance(branches, list) or not branches:
@@ -318,14 +324,33 @@ class ViewCompiler:
             joins = " ".join(branch.joins)
             queries.append(f"SELECT {cols} FROM (SELECT 1) AS _one {joins}")
         part.joins.append(f"CROSS JOIN LATERAL ({' UNION ALL '.join(queries)}) AS {alias}")
-        for i, col in enumerate(parts[0].cols):
-            column = col.column
-            if len({p.cols[i].column.type for p in parts}) > 1:
-                # Branches of different types (inferred or declared) meet as JSON.
-                column = ViewColumn(column.name, None, column.collection,
-                                    "JSON[]" if column.collection else "JSON",
-                                    column.description)
-            part.cols.append(_Col(column, f"{alias}._k{i}"))
+        for i in range(len(parts[0].cols)):
+            part.cols.append(_union_column([p.cols[i] for p in parts], f"{alias}._k{i}"))
+
+
+def _union_column(branches: list[_Col], sql: str) -> _Col:
+    """One unionAll column from its branches: a declared ``type`` wins (every branch's
+    values are cast to it), else the type the branches agree on, else JSON.
+
+    A type a branch was only inferred to have yields to one the view declares, so a
+    ``type: string`` column stays text whatever the other branches' paths end on.
+    """
+    column = branches[0].column
+    declared = {c.column.type for c in branches if c.declared}
+    if len(declared) > 1:
+        raise ViewDefinitionError(
+            f"unionAll column {column.name!r} is declared with different types in its "
+            f"branches ({', '.join(sorted(map(str, declared)))}); declare one type")
+    if declared:
+        fhir_type = declared.pop()
+    elif len({c.column.type for c in branches}) == 1:
+        fhir_type = column.type
+    else:
+        fhir_type = None  # branches inferred to different types meet as JSON
+    duck = DUCKDB_TYPES.get(fhir_type or "", "JSON")
+    column = ViewColumn(column.name, fhir_type, column.collection,
+                        f"{duck}[]" if column.collection else duck, column.description)
+    return _Col(column, sql, COLL, any(c.declared for c in branches))
 
 
 def _as_coll(col: _Col) -> str:

@@ -146,3 +146,53 @@ def test_element_table_matches_a_fresh_build() -> None:
     """The shipped table is what the build script writes from the installed models."""
     shipped = resources.files("cartfhir.transform.sof").joinpath("fhir_types.json.gz")
     assert json.loads(gzip.decompress(shipped.read_bytes())) == build()
+
+
+def test_a_resource_fhir_does_not_define_is_refused_by_name() -> None:
+    from cartfhir.transform.sof import ViewDefinitionError
+    for name in ("NotAResource", "Quantity", "patient", "DomainResource"):
+        with pytest.raises(ViewDefinitionError,
+                           match=f"resource '{name}' is not a FHIR R4B resource"):
+            compile_view(_view(name, [{"name": "id", "path": "id"}]), "res")
+
+
+def test_of_type_with_a_type_fhir_does_not_define_is_refused_by_name() -> None:
+    from cartfhir.transform.sof import ViewDefinitionError
+    for path in ("value.ofType(Foo)", "value.ofType(FHIR.Foo).value", "value.ofType(quantity)"):
+        with pytest.raises(ViewDefinitionError, match=r"ofType\((FHIR\.)?(Foo|quantity)\).*"
+                                                      r"not a FHIR type"):
+            compile_view(_view("Observation", [{"name": "v", "path": path}]), "res")
+    # every real type is still taken, primitive or complex, plain or qualified
+    for path in ("value.ofType(Quantity).value", "value.ofType(FHIR.string)",
+                 "value.ofType(System.String)", "value.ofType(integer)"):
+        compile_view(_view("Observation", [{"name": "v", "path": path}]), "res")
+
+
+def test_a_declared_type_wins_over_the_other_branches_of_a_union(
+        con: duckdb.DuckDBPyConnection) -> None:
+    view = {"resource": "Observation", "select": [
+        {"column": [{"name": "id", "path": "id"}]},
+        {"unionAll": [
+            {"column": [{"name": "v", "path": "code.coding.first().code", "type": "string"}]},
+            {"column": [{"name": "v", "path": "valueQuantity.value"}]},  # decimal, inferred
+        ]},
+    ]}
+    assert _table(con, view) == {"id": "VARCHAR", "v": "VARCHAR"}
+    assert sorted(con.execute("SELECT id, v FROM v").fetchall()) == [
+        ("o1", "12.5"), ("o1", "1988-5"), ("o2", "26464-8"), ("o2", "4")]
+    clash = {"resource": "Observation", "select": [{"unionAll": [
+        {"column": [{"name": "v", "path": "id", "type": "string"}]},
+        {"column": [{"name": "v", "path": "valueQuantity.value", "type": "decimal"}]},
+    ]}]}
+    from cartfhir.transform.sof import ViewDefinitionError
+    with pytest.raises(ViewDefinitionError, match=r"'v'.*decimal, string"):
+        compile_view(clash, "res")
+
+
+def test_resource_type_is_a_string(con: duckdb.DuckDBPyConnection) -> None:
+    view = _view("Observation", [{"name": "id", "path": "id"},
+                                 {"name": "kind", "path": "resourceType"},
+                                 {"name": "kind2", "path": "%resource.resourceType"}])
+    assert _table(con, view) == {"id": "VARCHAR", "kind": "VARCHAR", "kind2": "VARCHAR"}
+    assert con.execute("SELECT DISTINCT kind, kind2 FROM v").fetchall() == [
+        ("Observation", "Observation")]
