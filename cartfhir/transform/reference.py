@@ -284,9 +284,9 @@ def load_reference(config: Config) -> Reference:
                                                      "grade")),
         # Notes for humans on why an unmapped code is out of the study; never used to map.
         "scope_note": ("terminology/scope_notes.csv", ("system", "rank", "pattern", "note")),
-        # The closed set of qa.quarantine reason codes, told apart by patterns on the reason.
+        # The closed set of qa.quarantine reason codes (the harmonized models name them).
         "quarantine_reason": ("terminology/quarantine_reasons.csv",
-                              ("reason_code", "rank", "pattern", "description")),
+                              ("reason_code", "description")),
     }
     for table, (name, columns) in simple.items():
         path = config.transform.grade_cuts if table == "grade_cut" else None

@@ -25,7 +25,13 @@ graded AS (
     SELECT c.*,
            CASE WHEN c.concept IN ('crs', 'icans') THEN grade_from_text(c.stage_summary) END
                AS stage_grade,
-           CASE WHEN c.concept IN ('crs', 'icans') THEN s.grade END AS severity_grade
+           CASE WHEN c.concept IN ('crs', 'icans') THEN s.grade END AS severity_grade,
+           -- The kind of problem (ref.quarantine_reason), decided once; the sentence follows.
+           CASE
+               WHEN c.verification_use = 'void' THEN 'retracted'
+               WHEN c.patient_key IS NULL THEN 'no_patient'
+               WHEN c.onset_date IS NULL THEN 'no_date'
+           END AS problem_code
     FROM classified AS c
     LEFT JOIN ref.severity_grade AS s ON s.code = c.severity_code
 ),
@@ -46,11 +52,12 @@ SELECT g.site, g.condition_id, g.patient_key, g.concept, g.matched_by, g.onset_d
             WHEN g.stage_grade IS NOT NULL THEN 'stage'
             WHEN g.severity_grade IS NOT NULL THEN 'severity' END AS grade_source,
        coalesce(s.body_sites, []) AS body_sites,
-       CASE
-           WHEN g.verification_use = 'void'
+       g.problem_code,
+       CASE g.problem_code
+           WHEN 'retracted'
                THEN 'verification ' || g.verification_status || ': the diagnosis was retracted'
-           WHEN g.patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
-           WHEN g.onset_date IS NULL THEN 'no usable onset or recorded date'
+           WHEN 'no_patient' THEN 'no known patient (subject missing or not landed)'
+           WHEN 'no_date' THEN 'no usable onset or recorded date'
        END AS problem
 FROM graded AS g
 LEFT JOIN sites AS s ON s.site = g.site AND s.condition_id = g.condition_id

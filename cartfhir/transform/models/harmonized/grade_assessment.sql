@@ -20,15 +20,26 @@ graded AS (
                     grade_from_text(value_concept_code), grade_from_text(value_concept_text),
                     grade_from_text(value_concept_display), grade_from_text(value_string)) AS grade
     FROM mapped
+),
+coded AS (
+    -- The kind of problem (ref.quarantine_reason), decided once; the sentence follows from it.
+    SELECT *,
+           CASE
+               WHEN status_use = 'void' THEN 'retracted'
+               WHEN status_use IS DISTINCT FROM 'usable' THEN 'not_final'
+               WHEN patient_key IS NULL THEN 'no_patient'
+               WHEN assessed_date IS NULL THEN 'no_date'
+               WHEN grade IS NULL OR grade NOT BETWEEN lowest AND highest THEN 'no_grade'
+           END AS problem_code
+    FROM graded
 )
-SELECT site, observation_id, patient_key, concept, assessed_date, grade,
-       CASE
-           WHEN status_use = 'void' THEN 'status ' || status || ': the assessment was retracted'
-           WHEN status_use IS DISTINCT FROM 'usable'
+SELECT site, observation_id, patient_key, concept, assessed_date, grade, problem_code,
+       CASE problem_code
+           WHEN 'retracted' THEN 'status ' || status || ': the assessment was retracted'
+           WHEN 'not_final'
                THEN 'status ' || coalesce(status, 'missing') || ': not a final assessment'
-           WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
-           WHEN assessed_date IS NULL THEN 'no usable effective date'
-           WHEN grade IS NULL OR grade NOT BETWEEN lowest AND highest
-               THEN 'no grade ' || lowest || '-' || highest || ' in the value'
+           WHEN 'no_patient' THEN 'no known patient (subject missing or not landed)'
+           WHEN 'no_date' THEN 'no usable effective date'
+           WHEN 'no_grade' THEN 'no grade ' || lowest || '-' || highest || ' in the value'
        END AS problem
-FROM graded
+FROM coded

@@ -97,27 +97,49 @@ converted AS (
         nullif(v.reference_high_unit_code, ''), nullif(v.reference_high_unit, ''),
         v.unit_original)
 ),
-judged AS (
+flagged AS (
+    SELECT *,
+           unit_group = 'count' AND value >= (SELECT value FROM ref.threshold
+                                               WHERE name = 'implausible_count_min')
+               AS count_mislabelled
+    FROM converted
+),
+coded AS (
+    -- The kind of problem (ref.quarantine_reason), decided once; the sentence follows from it.
     SELECT *,
            CASE
-               WHEN status_use = 'void' THEN 'status ' || status || ': the result was retracted'
-               WHEN status_use IS DISTINCT FROM 'usable'
+               WHEN status_use = 'void' THEN 'retracted'
+               WHEN status_use IS DISTINCT FROM 'usable' THEN 'not_final'
+               WHEN patient_key IS NULL THEN 'no_patient'
+               WHEN local_date(effective) IS NULL THEN 'no_date'
+               WHEN value_original IS NULL THEN 'no_value'
+               WHEN unit_original IS NULL THEN 'no_unit'
+               WHEN factor IS NULL THEN 'unit_not_convertible'
+               WHEN count_mislabelled OR value < plausible_min OR value > plausible_max
+                   THEN 'implausible_magnitude'
+           END AS problem_code
+    FROM flagged
+),
+judged AS (
+    SELECT *,
+           CASE problem_code
+               WHEN 'retracted' THEN 'status ' || status || ': the result was retracted'
+               WHEN 'not_final'
                    THEN 'status ' || coalesce(status, 'missing') || ': not a final result'
-               WHEN patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
-               WHEN local_date(effective) IS NULL THEN 'no usable effective date'
-               WHEN value_original IS NULL THEN 'no numeric value (and no known qualitative result)'
-               WHEN unit_original IS NULL THEN 'no unit: cannot convert to ' || canonical_unit
-               WHEN factor IS NULL THEN 'unit ''' || unit_original || ''' is not convertible to '
-                                       || canonical_unit || ' for ' || concept
-               WHEN unit_group = 'count' AND value >= (SELECT value FROM ref.threshold
-                                                        WHERE name = 'implausible_count_min')
-                   THEN 'implausible: ' || value_original || ' ' || unit_original
-                        || ' (a per-uL count labelled as 10*9/L?)'
-               WHEN value < plausible_min OR value > plausible_max
-                   THEN 'implausible: ' || round(value, 4) || ' ' || canonical_unit || ' for '
+               WHEN 'no_patient' THEN 'no known patient (subject missing or not landed)'
+               WHEN 'no_date' THEN 'no usable effective date'
+               WHEN 'no_value' THEN 'no numeric value (and no known qualitative result)'
+               WHEN 'no_unit' THEN 'no unit: cannot convert to ' || canonical_unit
+               WHEN 'unit_not_convertible' THEN 'unit ''' || unit_original
+                   || ''' is not convertible to ' || canonical_unit || ' for ' || concept
+               WHEN 'implausible_magnitude' THEN CASE
+                   WHEN count_mislabelled THEN 'implausible: ' || value_original || ' '
+                        || unit_original || ' (a per-uL count labelled as 10*9/L?)'
+                   ELSE 'implausible: ' || round(value, 4) || ' ' || canonical_unit || ' for '
                         || concept || ' (plausible ' || plausible_min || '-' || plausible_max || ')'
+               END
            END AS problem
-    FROM converted
+    FROM coded
 ),
 numbered AS (
     SELECT *,
@@ -133,6 +155,6 @@ SELECT site, observation_id, patient_key, concept, matched_by, status,
        value_original, unit_original, comparator,
        CASE WHEN problem IS NULL THEN value END AS value, canonical_unit,
        reference_low_canonical AS reference_low, reference_high_canonical AS reference_high,
-       part_of_procedure_id AS part_of_procedure_id, problem,
+       part_of_procedure_id AS part_of_procedure_id, problem_code, problem,
        CASE WHEN first_id <> observation_id THEN first_id END AS duplicate_of
 FROM numbered

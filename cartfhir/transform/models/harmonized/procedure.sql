@@ -11,7 +11,14 @@ WITH records AS (
     FROM flat.medication_administration
 ),
 mapped AS (
-    SELECT o.*, k.patient_key, m.concept, m.matched_by, s.use AS status_use
+    SELECT o.*, k.patient_key, m.concept, m.matched_by, s.use AS status_use,
+           -- The kind of problem (ref.quarantine_reason), decided once; the sentence follows.
+           CASE
+               WHEN s.use = 'void' THEN 'not_performed'
+               WHEN s.use IS DISTINCT FROM 'usable' THEN 'not_final'
+               WHEN k.patient_key IS NULL THEN 'no_patient'
+               WHEN local_date(o.started) IS NULL THEN 'no_date'
+           END AS problem_code
     FROM records AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = o.resource_type AND m.resource_id = o.procedure_id
@@ -34,12 +41,13 @@ SELECT m.site, m.procedure_id, m.resource_type, m.patient_key, m.concept, m.matc
        coalesce(local_date(m.ended), local_date(m.started)) AS end_date,
        t.target, m.used_text AS product_text,
        m.dose_value * u.factor + u.offset AS dose,
-       CASE
-           WHEN m.status_use = 'void' THEN 'status ' || m.status || ': not performed'
-           WHEN m.status_use IS DISTINCT FROM 'usable'
+       m.problem_code,
+       CASE m.problem_code
+           WHEN 'not_performed' THEN 'status ' || m.status || ': not performed'
+           WHEN 'not_final'
                THEN 'status ' || coalesce(m.status, 'missing') || ': not known to be performed'
-           WHEN m.patient_key IS NULL THEN 'no known patient (subject missing or not landed)'
-           WHEN local_date(m.started) IS NULL THEN 'no usable performed date'
+           WHEN 'no_patient' THEN 'no known patient (subject missing or not landed)'
+           WHEN 'no_date' THEN 'no usable performed date'
        END AS problem
 FROM mapped AS m
 LEFT JOIN targets AS t ON t.site = m.site AND t.procedure_id = m.procedure_id

@@ -1,25 +1,27 @@
 -- qa.quarantine: description, grain, columns and expectations in quarantine.yml
 WITH observation AS (
     SELECT site, 'Observation' AS resource_type, observation_id AS resource_id, concept,
-           problem AS reason, value_original, unit_original
+           problem_code AS reason_code, problem AS reason, value_original, unit_original
     FROM harmonized.observation_value WHERE problem IS NOT NULL
 ),
 assessment AS (
-    SELECT site, 'Observation', observation_id, concept || '_grade', problem,
+    SELECT site, 'Observation', observation_id, concept || '_grade', problem_code, problem,
            CAST(grade AS DOUBLE), NULL
     FROM harmonized.grade_assessment WHERE problem IS NOT NULL
 ),
 condition AS (
-    SELECT site, 'Condition', condition_id, concept, problem, NULL::DOUBLE, NULL
+    SELECT site, 'Condition', condition_id, concept, problem_code, problem, NULL::DOUBLE, NULL
     FROM harmonized.condition WHERE problem IS NOT NULL
 ),
 procedure AS (
     -- Procedure or MedicationAdministration, as in harmonized.resource_code.
-    SELECT site, resource_type, procedure_id, concept, problem, NULL::DOUBLE, NULL
+    SELECT site, resource_type, procedure_id, concept, problem_code, problem, NULL::DOUBLE,
+           NULL
     FROM harmonized.procedure WHERE problem IS NOT NULL
 ),
 mapping AS (
     SELECT r.site, r.resource_type, r.resource_id, NULL,
+           CASE c.status WHEN 'ambiguous' THEN 'ambiguous_code' ELSE 'excluded_code' END,
            CASE c.status
                WHEN 'ambiguous' THEN 'ambiguous mapping: ' || array_to_string(c.candidates, ', ')
                                      || ' (add a site concept map to decide)'
@@ -36,9 +38,7 @@ quarantined AS (
     UNION ALL SELECT * FROM procedure
     UNION ALL SELECT * FROM mapping
 )
--- The kind of reason (ref.quarantine_reason): the first pattern, by rank, matching the text.
-SELECT q.site, q.resource_type, q.resource_id, q.concept,
-       (SELECT r.reason_code FROM ref.quarantine_reason AS r
-        WHERE regexp_matches(q.reason, r.pattern) ORDER BY r.rank LIMIT 1) AS reason_code,
-       q.reason, q.value_original, q.unit_original
-FROM quarantined AS q
+-- reason_code: the kind of reason (ref.quarantine_reason), named where the problem is decided.
+SELECT site, resource_type, resource_id, concept, reason_code, reason, value_original,
+       unit_original
+FROM quarantined
