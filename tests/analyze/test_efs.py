@@ -51,11 +51,7 @@ def test_analyze_a_cohort_without_second_infusions(tmp_path) -> None:
 def _definitions() -> dict:
     from cartfhir.analyze import registry
 
-    windows = {k: (0, 0) for k in ("crs", "icans", "cytokine", "nadir", "organ",
-                                   "early_infection", "late_infection",
-                                   "febrile_neutropenia", "response", "count_dynamics")}
-    thresholds = {"severe_min_grade": 3, "organ_injury_min_grade": 2, "post_event_round": 2}
-    return {d.name: d for d in registry.render(registry.load(), windows, thresholds).efs}
+    return {d.name: d for d in registry.defaults().efs}
 
 
 EPISODE = {"site": "s", "infusion_date": "2024-01-10", "last_contact_date": "2024-12-31",
