@@ -95,6 +95,15 @@ def _warn(text: str, event: str, level: int = logging.WARNING, **fields: object)
         click.echo(redact(text), err=True)
 
 
+def _say(text: str, event: str, **fields: object) -> None:
+    """A line for the user about what was done: on stdout when ``_human()``, else (JSON
+    mode into a file) an info record (``event``, ``fields``), so stdout keeps only data."""
+    if _human():
+        click.echo(redact(text))
+    else:
+        log_event(event, msg=text, logger="cartfhir.cli", **fields)
+
+
 def _print_json(result: object) -> None:
     """``result.to_dict()`` as one JSON document on stdout (``--json``)."""
     click.echo(redact(json.dumps(result.to_dict(), ensure_ascii=False)))  # type: ignore[attr-defined]
@@ -160,11 +169,15 @@ def synth(out: Path, patients: int, seed: int, sites: str, bad_rate: float, bund
                           sites=[s.strip() for s in sites.split(",") if s.strip()],
                           bad_rate=bad_rate, bundles=bundles, compress=compress,
                           overwrite=force, progress=_progress())
-    rows = [[site, rtype, n] for site, by_type in result.resources.items()
-            for rtype, n in by_type.items()]
-    render_rows(["site", "resource_type", "resources"], rows, title=f"Synthetic cohort in {out}")
-    click.echo(f"{sum(result.patients.values())} patients, {result.episodes} infusion episodes, "
-          f"{result.injected} injected bad lines; truth: {result.truth_file}")
+    if _human():
+        rows = [[site, rtype, n] for site, by_type in result.resources.items()
+                for rtype, n in by_type.items()]
+        render_rows(["site", "resource_type", "resources"], rows,
+                    title=f"Synthetic cohort in {out}")
+    _say(f"{sum(result.patients.values())} patients, {result.episodes} infusion episodes, "
+         f"{result.injected} injected bad lines; truth: {result.truth_file}", "synth.written",
+         out=str(out), patients=sum(result.patients.values()), episodes=result.episodes,
+         injected=result.injected, truth=str(result.truth_file))
 
 
 @cli.command("extract")
@@ -250,8 +263,9 @@ def view_cmd(view_file: Path, config: Path, db: Path | None, out: Path | None,
     """
     cfg = None if db is not None else api.load_config(config)
     result = api.view(cfg, view_file, db=db, out=out, table=table)
-    click.echo(f"{result.rows} rows ({', '.join(result.columns)}) -> {result.target} "
-               f"({result.seconds:.1f} s)")
+    _say(f"{result.rows} rows ({', '.join(result.columns)}) -> {result.target} "
+         f"({result.seconds:.1f} s)", "view.written", rows=result.rows,
+         target=str(result.target))
 
 
 def _report_validation(report: api.ValidationReport, allow_invalid: bool = False) -> None:
@@ -321,7 +335,7 @@ def validate_cmd(config: Path, list_suites: bool, as_json: bool) -> int:
     return 0 if report.valid else 1
 
 
-def _report_analysis(result: api.AnalysisResult) -> None:
+def _report_analysis(result: api.AnalysisResult, warn: bool = True) -> None:
     from cartfhir.analyze.stats import format_p
 
     table = result.comparison
@@ -341,7 +355,7 @@ def _report_analysis(result: api.AnalysisResult) -> None:
             rows.append([endpoint.key, endpoint.label, a, b, format_p(p)])
         render_rows(["endpoint", "label", "CART1", "CART2", "p"], rows,
                     title="CART1 vs CART2 (all sites; analysis.comparison)")
-    if result.warning:
+    if result.warning and warn:
         _warn(f"WARNING: {result.warning}", "analysis.warning", run_id=result.run_id)
     if _human():
         click.echo(f"report: {result.report}")
@@ -428,12 +442,16 @@ def pool_cmd(packages: tuple[Path, ...], out: Path, keys: Path | None,
     """
     result = api.pool(list(packages), out, keys=keys, allow_unsigned=allow_unsigned,
                       memory_limit=memory_limit, report_dir=report_dir)
-    click.echo(f"pooled sites: {', '.join(result.sites)} -> {result.path}")
-    if result.unsigned:
-        click.echo(f"WARNING: pooled without signature verification (--allow-unsigned): "
-                   f"{', '.join(result.unsigned)}", err=True)
+    _say(f"pooled sites: {', '.join(result.sites)} -> {result.path}", "pool.pooled",
+         sites=result.sites, path=str(result.path))
+    # Said once: the analysis warning names unsigned packages too, so it speaks when it
+    # has more to say (failed validation), and the pool's own line when it has not.
+    invalid = result.validation is not None and not result.validation.valid
+    if result.unsigned and not (invalid and result.analysis is not None):
+        _warn(f"WARNING: pooled without signature verification (--allow-unsigned): "
+              f"{', '.join(result.unsigned)}", "pool.unsigned", sites=result.unsigned)
     if result.analysis is not None:
-        _report_analysis(result.analysis)
+        _report_analysis(result.analysis, warn=invalid or not result.unsigned)
 
 
 def _memory_limit(value: str) -> str:
@@ -458,8 +476,10 @@ def keygen_cmd(site_id: str, out: Path) -> None:
     Example: cartfhir keygen --site site_a --out keys/
     """
     pair = api.keygen(site_id, out)
-    click.echo(f"private key: {pair.private} (keep it at the site)")
-    click.echo(f"public key:  {pair.public} (give it to the coordinating center)")
+    _say(f"private key: {pair.private} (keep it at the site)", "keygen.private",
+         path=str(pair.private))
+    _say(f"public key:  {pair.public} (give it to the coordinating center)", "keygen.public",
+         path=str(pair.public))
 
 
 @cli.command("sign")
@@ -476,7 +496,8 @@ def sign_cmd(package: Path, key_file: Path) -> None:
     Example: cartfhir sign site_a.zip --key keys/site_a.key
     """
     result = api.sign(package, key_file)
-    click.echo(f"signed {result.path} for site {result.site}")
+    _say(f"signed {result.path} for site {result.site}", "sign.signed", path=str(result.path),
+         site=result.site)
 
 
 def _report_run(result: api.RunResult, allow_invalid: bool = False) -> None:
@@ -541,9 +562,10 @@ def demo(config: Path, patients: int, seed: int, as_json: bool) -> int:
         _report_validation(result.run.validation)
     if _human():
         click.echo(f"DuckDB file: {result.duckdb_path}")
-    click.echo(f"try: {_cartfhir_command()} query \"select endpoint, cart1_events, cart1_n, "
-               f"cart2_events, cart2_n, p_value from analysis.comparison where site = "
-               f"'{POOLED_SITE}' and kind = 'proportion'\"{_config_argument(config)}")
+    if _human():
+        click.echo(f"try: {_cartfhir_command()} query \"select endpoint, cart1_events, cart1_n, "
+                   f"cart2_events, cart2_n, p_value from analysis.comparison where site = "
+                   f"'{POOLED_SITE}' and kind = 'proportion'\"{_config_argument(config)}")
     if result.run.analysis is not None:
         _report_analysis(result.run.analysis)
     return exit_code_for(result.status)
@@ -593,8 +615,8 @@ def query(sql: str, config: Path, db: Path | None, fmt: str | None, out: Path | 
 
 def _query_to_file(cfg: Config | None, sql: str, db: Path | None, fmt: str, out: Path) -> None:
     written = api.query_to_file(cfg, sql, out, fmt, db=db)
-    click.echo(f"{written.rows} row{'s' if written.rows != 1 else ''} -> {written.path}",
-               err=True)
+    _warn(f"{written.rows} row{'s' if written.rows != 1 else ''} -> {written.path}",
+          "query.written", level=logging.INFO, rows=written.rows, path=str(written.path))
 
 
 @cli.command("schema")
@@ -670,12 +692,15 @@ def export_cmd(config: Path, fmt: str, out: Path, patterns: str, force: bool) ->
     if not chosen:
         raise click.BadParameter("name at least one table or pattern", param_hint="--tables")
     result = api.export(cfg, out, fmt, chosen, force=force)
-    render_rows(["table", "site", "rows", "file"],
-                [[f.table, f.site or "", f.rows, str(f.path.relative_to(result.out))]
-                 for f in result.files],
-                title=f"Exported to {result.out}")
-    click.echo(f"{len(result.tables)} tables, {result.rows} rows, {len(result.files)} files "
-               f"({result.format}) in {result.out}", err=True)
+    if _human():
+        render_rows(["table", "site", "rows", "file"],
+                    [[f.table, f.site or "", f.rows, str(f.path.relative_to(result.out))]
+                     for f in result.files],
+                    title=f"Exported to {result.out}")
+    _warn(f"{len(result.tables)} tables, {result.rows} rows, {len(result.files)} files "
+          f"({result.format}) in {result.out}", "export.written", level=logging.INFO,
+          tables=len(result.tables), rows=result.rows, files=len(result.files),
+          out=str(result.out))
 
 @cli.command("check")
 @config_option
@@ -696,6 +721,8 @@ def check_cmd(config: Path, no_network: bool) -> int:
     try:
         cfg = api.load_config(config)
     except CartfhirError as exc:
+        if not _human():
+            raise  # JSON mode into a file: the one error record
         click.echo(redact(f"FAIL config  {exc}"))
         return exc.exit_code
     report = api.check(cfg, network=not no_network)
@@ -732,14 +759,15 @@ def init_cmd(kind: str, out: Path, site_id: str, force: bool) -> None:
     from cartfhir.init import write_config
 
     result = write_config(kind, out, site_id, force=force)
-    click.echo(f"config: {result.config}")
+    _say(f"config: {result.config}", "init.config", path=str(result.config))
     for path in result.created:
-        click.echo(f"created: {path}")
+        _say(f"created: {path}", "init.created", path=str(path))
     for path in result.kept:
-        click.echo(f"kept:    {path} (exists; never replaced)")
-    command = _cartfhir_command()
-    click.echo(f"next: edit {result.config}, then {command} check"
-               f"{_config_argument(result.config)}")
+        _say(f"kept:    {path} (exists; never replaced)", "init.kept", path=str(path))
+    if _human():
+        command = _cartfhir_command()
+        click.echo(f"next: edit {result.config}, then {command} check"
+                   f"{_config_argument(result.config)}")
 
 
 def _cartfhir_command() -> str:

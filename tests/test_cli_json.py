@@ -250,3 +250,64 @@ def test_demo_exits_3_on_a_partial_extraction_as_run_does(
     assert run_cli(["demo", "--json", "--patients", "12", "--seed", "7", "--config",
                     str(path)]) == ExitCode.PARTIAL
     assert json.loads(capsys.readouterr().out)["run"]["extract"]["status"] == "partial"
+
+
+# --- every command in JSON mode into files: stderr all JSON, stdout only data ---
+
+VIEW = {"resourceType": "ViewDefinition", "name": "genders", "status": "active",
+        "resource": "Patient",
+        "select": [{"column": [{"name": "id", "path": "id"}, {"name": "gender",
+                                                               "path": "gender"}]}]}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small site run end to end, and its package (for pool), shared by the commands."""
+    from tests.testbed import write_config
+
+    root = tmp_path_factory.mktemp("every-command")
+    api.generate(root / "data", patients=12, seed=7, sites=["site_a"])
+    config = write_config(root, ["site_a"])
+    cfg = api.load_config(config)
+    api.run(cfg)
+    api.export_site(cfg, "site_a", root / "site_a.zip")
+    (root / "view.json").write_text(json.dumps(VIEW), encoding="utf-8")
+    return root
+
+
+COMMANDS = {
+    "synth": ["synth", "--out", "{w}/synth", "--patients", "6", "--sites", "site_a"],
+    "extract": ["extract", "--config", "{w}/config.yaml"],
+    "transform": ["transform", "--config", "{w}/config.yaml"],
+    "validate": ["validate", "--config", "{w}/config.yaml"],
+    "analyze": ["analyze", "--config", "{w}/config.yaml"],
+    "run": ["run", "--config", "{w}/config.yaml"],
+    "run --json": ["run", "--json", "--config", "{w}/config.yaml"],
+    "demo": ["demo", "--patients", "12", "--seed", "7", "--config", "{w}/config.yaml"],
+    "export": ["export", "--config", "{w}/config.yaml", "--out", "{w}/export"],
+    "export-site": ["export-site", "--config", "{w}/config.yaml", "--site", "site_a",
+                    "--out", "{w}/again.zip"],
+    "pool": ["pool", "{w}/site_a.zip", "--out", "{w}/pooled.duckdb", "--allow-unsigned"],
+    "view": ["view", "{w}/view.json", "--config", "{w}/config.yaml", "--out", "{w}/view.csv"],
+    "check": ["check", "--config", "{w}/config.yaml", "--no-network"],
+    "init": ["init", "--kind", "ndjson", "--out", "{w}/init/config.yaml"],
+    "query to a file": ["query", "select 42 as answer", "--config", "{w}/config.yaml",
+                        "--out", "{w}/answer.csv"],
+}
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_in_json_mode_writes_json_on_stderr_and_only_data_on_stdout(
+        name: str, workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.format(w=workspace) for a in COMMANDS[name]]
+    code = run_cli(["--log-format", "json", *args])
+    out, err = capsys.readouterr()
+    records = _lines(err)  # every stderr line is one JSON object
+    assert code == ExitCode.SUCCESS, records[-3:]
+    if "--json" in args:
+        assert json.loads(out)["status"] == "success"
+    else:
+        assert out == "", out[:500]
+    # nothing is said twice (e.g. the unsigned pool as a record and again as a line)
+    said = [r["msg"] for r in records if r.get("event", "").split(".")[0] not in ("stage", "")]
+    assert len(said) == len(set(said)), said
