@@ -5,7 +5,7 @@ way the DuckDB command line does: a box that fits the terminal (long cells cut w
 ``…``, middle columns left out behind a ``…`` column when they do not fit), the row count
 under it, and the DuckDB types on request. Printed to a pipe or a file, nothing is cut.
 
-CSV and JSON (stdout and ``--out``) pass every value through ``json_value``, guided by
+CSV and JSON (stdout and ``--out``) pass every value through ``converter``, guided by
 the DuckDB type of its column, so what they write is valid for any reader:
 
 - NaN and ±Infinity are ``null`` in JSON (it has no such numbers); a top-level CSV cell
@@ -25,7 +25,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -117,20 +117,16 @@ def _no_constant(name: str) -> None:
     return None  # NaN/Infinity inside JSON text: JSON has no such numbers
 
 
-def json_value(value: Any, kind: Any = None) -> Any:
-    """``value`` as fetched from DuckDB, made JSON data (dict, list, str, number, bool, None).
+Converter = Callable[[Any], Any]
 
-    ``kind`` is the DuckDB type of the value (a type object or its name): it says where
-    JSON documents sit, which Python cannot tell from a str. One function for every
-    writer of rows (stdout and files), so they cannot disagree; the rules are in the
-    module docstring.
-    """
-    if value is None:
-        return None
-    kind = _duckdb_type(kind)
-    name = str(kind) if kind is not None else ""
-    if name == "JSON" and isinstance(value, str):
-        return _finite(json.loads(value, parse_constant=_no_constant))
+
+_AS_IS = frozenset({type(None), bool, int, str})  # already JSON data (checked first: fast)
+
+
+def _plain(value: Any) -> Any:
+    """A value made JSON data by its Python kind alone (no JSON text is parsed)."""
+    if type(value) in _AS_IS or isinstance(value, bool | int | str):
+        return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, bytes | bytearray | memoryview):
@@ -138,21 +134,14 @@ def json_value(value: Any, kind: Any = None) -> Any:
     if isinstance(value, timedelta):
         return iso_duration(value)
     if isinstance(value, dict):
-        fields = dict(_children(kind)) if kind is not None and kind.id == "struct" else {}
-        of_map = dict(_children(kind)) if kind is not None and kind.id == "map" else {}
-        return {_key(k, of_map.get("key")): json_value(v, fields.get(k, of_map.get("value")))
-                for k, v in value.items()}
+        return {_key(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        child = dict(_children(kind)).get("child") if kind is not None and kind.id in (
-            "list", "array") else None
-        return [json_value(v, child) for v in value]
-    if isinstance(value, bool | int | str):
-        return value
+        return [_plain(v) for v in value]
     return str(value)  # date, time, timestamp, UUID, Decimal: their text
 
 
-def _key(key: Any, kind: Any) -> str:
-    value = json_value(key, kind)
+def _key(key: Any) -> str:
+    value = _plain(key)
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
@@ -166,16 +155,81 @@ def _finite(data: Any) -> Any:
     return data
 
 
-def csv_value(value: Any, kind: Any = None) -> Any:
+def _from_json_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return _finite(json.loads(value, parse_constant=_no_constant))
+    return _plain(value)
+
+
+def converter(kind: Any = None) -> Converter:
+    """The function making values of DuckDB type ``kind`` JSON data, built once per column.
+
+    ``kind`` (a type object or its name) says where JSON documents sit, which Python
+    cannot tell from a str: a JSON value is parsed at any depth, in a struct, a list
+    or a map. Types the walk does not know convert by their Python kind (``_plain``).
+    """
+    kind = _duckdb_type(kind)
+    if kind is None:
+        return _plain
+    if str(kind) == "JSON":
+        return _from_json_text
+    children = _children(kind) if kind.id in ("struct", "map", "list", "array") else []
+    if not children:
+        return _plain
+    if kind.id == "struct":
+        fields = {name: converter(child) for name, child in children}
+        if all(f is _plain for f in fields.values()):
+            return _plain
+
+        def struct(value: Any) -> Any:
+            if not isinstance(value, dict):
+                return _plain(value)
+            return {k: fields.get(k, _plain)(v) for k, v in value.items()}
+        return struct
+    if kind.id == "map":
+        of = dict(children)
+        key, item = converter(of.get("key")), converter(of.get("value"))
+        if key is _plain and item is _plain:
+            return _plain
+
+        def mapping(value: Any) -> Any:
+            if not isinstance(value, dict):
+                return _plain(value)
+            return {_key(key(k)): item(v) for k, v in value.items()}
+        return mapping
+    child = converter(dict(children).get("child"))
+    if child is _plain:
+        return _plain
+
+    def items(value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return _plain(value)
+        return [None if v is None else child(v) for v in value]
+    return items
+
+
+def json_value(value: Any, kind: Any = None) -> Any:
+    """``value`` as fetched from DuckDB, made JSON data (dict, list, str, number, bool, None).
+
+    One conversion for every writer of rows (stdout and files), so they cannot
+    disagree; the rules are in the module docstring. Many values of one column:
+    build its ``converter`` once instead.
+    """
+    return converter(kind)(value)
+
+
+def csv_value(value: Any, convert: Converter = _plain) -> Any:
     """A CSV cell: nested values (struct, list, map, JSON) as compact JSON text, NaN and
-    ±Infinity as DuckDB writes them, other values as ``json_value`` makes them."""
+    ±Infinity as DuckDB writes them, other values as ``convert`` (the column's
+    ``converter``) makes them."""
     if value is None:
         return ""
-    kind = _duckdb_type(kind)
+    if convert is _plain and type(value) in _AS_IS:
+        return value
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    converted = json_value(value, kind)
-    if isinstance(value, dict | list | tuple) or (kind is not None and str(kind) == "JSON"):
+    converted = convert(value)
+    if isinstance(value, dict | list | tuple) or convert is _from_json_text:
         return json.dumps(converted, ensure_ascii=False, separators=(",", ":"))
     return converted
 
@@ -189,19 +243,19 @@ def render_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], fmt: Outp
     description gives them): CSV and JSON convert each value by its type (``json_value``,
     ``csv_value``), so JSON documents come out as the objects they are at any depth.
     """
-    kinds = [_duckdb_type(t) for t in types] if types is not None else [None] * len(columns)
+    convert = [converter(t) for t in types] if types is not None else [_plain] * len(columns)
     out = out or sys.stdout
     n = 0
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for row in rows:
-            writer.writerow([csv_value(v, k) for v, k in zip(row, kinds, strict=True)])
+            writer.writerow([csv_value(v, f) for v, f in zip(row, convert, strict=True)])
             n += 1
     elif fmt == "json":
         out.write("[")
         for row in rows:
-            record = {c: json_value(v, k) for c, v, k in zip(columns, row, kinds, strict=True)}
+            record = {c: f(v) for c, v, f in zip(columns, row, convert, strict=True)}
             out.write(("," if n else "") + "\n  " + json.dumps(
                 record, ensure_ascii=False, allow_nan=False))
             n += 1
@@ -357,6 +411,6 @@ def render_result(columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
     return len(data)
 
 
-__all__ = ["ELLIPSIS", "SUFFIX_FORMATS", "OutputFormat", "csv_value", "file_format",
+__all__ = ["ELLIPSIS", "SUFFIX_FORMATS", "OutputFormat", "converter", "csv_value", "file_format",
            "iso_duration", "json_columns", "json_value", "render_result", "render_rows",
            "terminal_width"]
