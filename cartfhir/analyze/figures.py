@@ -49,6 +49,16 @@ def plain(value: float, _: object = None) -> str:
     return f"{value:.{max(1, -math.floor(math.log10(abs(value))))}f}".rstrip("0")
 
 
+SIGNS = {">=": "≥", "<=": "≤"}  # as the labels are written (data) -> as a reader reads them
+
+
+def typeset(text: str) -> str:
+    """A label for display: ``>=``/``<=`` as ``≥``/``≤``; the data keep the ASCII."""
+    for ascii_, sign in SIGNS.items():
+        text = text.replace(ascii_, sign)
+    return text
+
+
 class ReadableLocator(ticker.Locator):
     """Ticks at round numbers that a reader can take in at a glance, on a linear, log or
     symlog axis: 3 to 7 labels, never closer than ``MIN_SPACING`` label heights, spread
@@ -208,13 +218,13 @@ def dynamics_figure(data: pd.DataFrame, registry: Registry, spec: FigureSpec) ->
             part = part.sort_values("day")
             ax.plot(part["day"], part["median"], color=color, label=name)
             ax.fill_between(part["day"], part["q1"], part["q3"], color=color, alpha=0.15)
-        ax.set_title(panel.figure_label)
+        ax.set_title(typeset(panel.figure_label))
         ax.set_xlabel("days after infusion")
         if panel.symlog is not None:
             readable_axis(ax, "symlog", panel.symlog)
         else:
             readable_axis(ax)
-    fig.suptitle(spec.title)
+    fig.suptitle(typeset(spec.title))
     _legend(fig, axes)
     return fig
 
@@ -239,7 +249,7 @@ def cytokine_figure(episodes: pd.DataFrame, registry: Registry, spec: FigureSpec
             ax.scatter([x] * len(values), values, color=color, s=10, zorder=3)
         ax.set_xticks([1, 2], list(ROUND_NAMES))
         ax.set_xlim(0.6, 2.4)
-        ax.set_title(panel.figure_label)
+        ax.set_title(typeset(panel.figure_label))
         values = pd.to_numeric(episodes[column], errors="coerce").dropna()
         if (values > 0).any():
             readable_log_axis(ax, values)
@@ -248,7 +258,7 @@ def cytokine_figure(episodes: pd.DataFrame, registry: Registry, spec: FigureSpec
             ax.set_yticks([])
     for ax in axes[::PANELS_PER_ROW]:
         ax.set_ylabel("peak, pg/mL")
-    fig.suptitle(f"{spec.title} (log scale; lines join a patient's two rounds; at most "
+    fig.suptitle(f"{typeset(spec.title)} (log scale; lines join a patient's two rounds; at most "
                  f"{MAX_PAIRED_LINES} patients' lines per panel)")
     return fig
 
@@ -269,8 +279,8 @@ def grade_figure(episodes: pd.DataFrame, registry: Registry, spec: FigureSpec) -
         readable_axis(ax, integer=True)
         ax.set_xlabel("maximum grade")
         ax.set_ylabel("episodes")
-        ax.set_title(panel.figure_label)
-    fig.suptitle(spec.title)
+        ax.set_title(typeset(panel.figure_label))
+    fig.suptitle(typeset(spec.title))
     _legend(fig, axes)
     return fig
 

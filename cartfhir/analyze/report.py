@@ -74,14 +74,8 @@ class _Writer:
         if table.csv:
             frame = table.frame
             if site is not None:  # per-site copies go into one CSV with a site column
-                frame = frame.set_axis(_generic(frame.columns), axis=1)
-                frame.insert(0, "site", site)
+                frame = tables.csv_frame(frame, site)
             self.csv.setdefault(table.key, []).append(frame)
-
-
-def _generic(columns: pd.Index) -> list[str]:
-    """``CART1 (n=9)`` -> ``CART1``: headers that are the same at every site."""
-    return [c.split(" (n=")[0] for c in columns]
 
 
 def _sites_of(table: pd.DataFrame) -> list[str]:

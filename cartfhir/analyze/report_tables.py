@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from cartfhir.analyze.figures import ROUND_NAMES
+from cartfhir.analyze.figures import ROUND_NAMES, typeset
 from cartfhir.analyze.registry import Registry
 from cartfhir.analyze.stats import format_p, small_cell, test_name
 from cartfhir.config import POOLED_SITE
@@ -57,6 +57,11 @@ def _cell(row: pd.Series, prefix: str, digits: int) -> str:
             f"n={n}")
 
 
+def _has_data(n: Any) -> bool:
+    """Whether a group (or the pairs) has values: a suppressed count (``<5``) has some."""
+    return isinstance(n, str) or (n is not None and not pd.isna(n) and n > 0)
+
+
 def _p(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
@@ -88,10 +93,14 @@ def section_table(table: pd.DataFrame, registry: Registry, section: str, site: s
         if match.empty:
             continue
         r = match.iloc[0]
+        tested = _has_data(r["cart1_n"]) and _has_data(r["cart2_n"])
+        paired = tested and test_name(r["paired_test"]) != "–" and _has_data(r["n_pairs"])
         rows.append([endpoint.label, *(_cell(r, p, endpoint.digits) for p in ("cart1", "cart2")),
-                     format_p(_p(r["p_value"])), test_name(r["test"]),
-                     format_p(_p(r["paired_p_value"])), test_name(r["paired_test"]),
-                     r["n_pairs"]])
+                     format_p(_p(r["p_value"])) if tested else "–",
+                     test_name(r["test"]) if tested else "–",
+                     format_p(_p(r["paired_p_value"])) if paired else "–",
+                     test_name(r["paired_test"]) if paired else "–",
+                     r["n_pairs"] if paired else "–"])
     return pd.DataFrame(rows, columns=["endpoint", *headers, "p", "test", "paired p",
                                        "paired test", "pairs"])
 
@@ -128,7 +137,7 @@ def characteristics(con: duckdb.DuckDBPyConnection, registry: Registry) -> Table
                          columns=["round", "episodes", "male", "median age (y)",
                                   "relapse: marrow only", "marrow + other",
                                   "isolated extramedullary"])
-    return Table("characteristics", "Cohort by round", frame)
+    return Table("cohort", "Cohort by round", frame)  # "characteristics" is the section
 
 
 def efs_summary(con: duckdb.DuckDBPyConnection, site: str) -> Table:
@@ -151,7 +160,7 @@ def efs_summary(con: duckdb.DuckDBPyConnection, site: str) -> Table:
 
 def to_html(table: Table) -> str:
     """The table as an HTML <table> with escaped cells and a <caption>."""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.frame.columns)
+    head = "".join(f"<th>{html.escape(typeset(str(c)))}</th>" for c in table.frame.columns)
     body = []
     for row in table.frame.itertuples(index=False):
         cells = []
@@ -160,10 +169,28 @@ def to_html(table: Table) -> str:
             shown = "–" if value is None or (not isinstance(value, str) and pd.isna(value)) \
                 else str(value)
             cells.append(f"<td class={css}>" if css else "<td>")
-            cells[-1] += html.escape(shown) + "</td>"
+            cells[-1] += html.escape(shown if css == "code" else typeset(shown)) + "</td>"
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<table><caption>{html.escape(table.caption)}</caption><thead><tr>{head}"
+    return (f"<table><caption>{html.escape(typeset(table.caption))}</caption><thead><tr>{head}"
             f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def csv_frame(frame: pd.DataFrame, site: str) -> pd.DataFrame:
+    """A per-site table for its CSV: a ``site`` column, headers the same at every site
+    (``CART1 (n=9)`` -> ``CART1``) and each group's n kept in ``cart1_n``, ``cart2_n``."""
+    out = frame.copy()
+    names, counts = [], {}
+    for column in out.columns:
+        name, sep, n = str(column).partition(" (n=")
+        names.append(name)
+        if sep and f"{name.lower()}_n" not in out.columns:
+            n = n.removesuffix(")")
+            counts[f"{name.lower()}_n"] = int(n) if n.isdigit() else n
+    out.columns = names
+    for column, n in counts.items():
+        out[column] = n
+    out.insert(0, "site", site)
+    return out
 
 
 def write_csv(frames: dict[str, pd.DataFrame], folder: Path) -> list[Path]:

@@ -7,6 +7,7 @@ spanning many decades, where crowded or spilling labels would show first.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import duckdb
@@ -330,3 +331,15 @@ def test_count_lines_run_in_day_order_whatever_the_row_order(run_data) -> None:
         for line in ax.get_lines():
             days = list(line.get_xdata())
             assert days == sorted(days), ax.get_title()
+
+
+def test_figure_texts_show_comparison_signs_as_signs() -> None:
+    endpoints = tuple(dataclasses.replace(e, figure_label=f"{e.figure_label} >= 3")
+                      if e.figure == "grade_distribution" else e for e in REGISTRY.endpoints)
+    reg = dataclasses.replace(REGISTRY, endpoints=endpoints)
+    spec = dataclasses.replace(SPECS["grade_distribution"], title="grade <= 5")
+    episodes = _wide_episodes().assign(**{e.key: 1 for e in reg.in_figure(spec.key)})
+    fig = figures.grade_figure(episodes, reg, spec)
+    shown = [t.get_text() for _, _, t in _texts(fig)]
+    assert any("≥ 3" in t for t in shown) and any("≤ 5" in t for t in shown), shown
+    assert not any(">=" in t or "<=" in t for t in shown)

@@ -115,4 +115,5 @@ def test_the_report_says_what_a_clinician_needs(report: Path) -> None:
                   "Site paper_copy", "HSCT 6", "Censored (no event): 0"):
         assert words in text, words
     assert "mann_whitney" not in text and "censored 0" not in text
+    assert "CRS grade ≥ 3" in text and "CRS grade &gt;= 3" not in text
     assert not any(" hsct " in line for line in text.splitlines())
