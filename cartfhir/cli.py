@@ -27,7 +27,7 @@ from cartfhir.errors import CartfhirError, ExitCode, exit_code_epilog, exit_code
 from cartfhir.expectations.gx import expectation_column
 from cartfhir.exports import QUERY_FORMATS
 from cartfhir.extract.checks import parse_instant
-from cartfhir.logs import configure, log_event
+from cartfhir.logs import configure, log_event, use_command_line
 from cartfhir.multisite.pool import MEMORY_LIMIT
 from cartfhir.progress import Progress, make_progress
 from cartfhir.redact import redact
@@ -36,7 +36,8 @@ from cartfhir.runs import is_interrupt
 from cartfhir.synth import DEFAULT_SITES
 from cartfhir.synth.profiles import available_profiles
 
-_state: dict = {"verbose": False, "log_format": "text", "human": False, "wait": 0.0}
+_state: dict = {"verbose": False, "log_format": "text", "human": False, "wait": 0.0,
+                "args": None}
 MemoryLimit = TypeAdapter(Annotated[str, Output.model_fields["memory_limit"]])
 
 config_option = click.option(
@@ -69,6 +70,7 @@ def cli(log_format: str, verbose: bool, human: bool, wait: float) -> None:
     configure(log_format, verbose)  # type: ignore[arg-type]
     _state.update(verbose=verbose, log_format=log_format, human=human, wait=wait)
     set_lock_wait(wait)
+    use_command_line(_command_line())  # the 'command' of pool's and export-site's events
 
 
 def _human() -> bool:
@@ -110,7 +112,9 @@ def _print_json(result: object) -> None:
 
 
 def _command_line() -> str:
-    return "cartfhir " + shlex.join(sys.argv[1:])
+    """This command line as a shell would take it: run_cli's arguments, else sys.argv."""
+    args = _state["args"] if _state["args"] is not None else sys.argv[1:]
+    return "cartfhir " + shlex.join(args)
 
 
 def _counts_table(counts: dict) -> tuple[list[str], list[list]]:
@@ -806,7 +810,8 @@ def run_cli(argv: list[str] | None = None) -> int:
     read from the arguments before click parses them.
     """
     args = sys.argv[1:] if argv is None else list(argv)
-    _state.update(verbose=False, log_format=_log_format(args), human=False, wait=0.0)
+    _state.update(verbose=False, log_format=_log_format(args), human=False, wait=0.0,
+                  args=tuple(args))  # click consumes the list it parses
     configure(_state["log_format"])
     try:
         code = _run(args)
@@ -816,6 +821,8 @@ def run_cli(argv: list[str] | None = None) -> int:
         return _broken_pipe()
     finally:
         set_lock_wait(0)  # --wait is this command's, not the process's (tests, notebooks)
+        use_command_line(None)
+        _state["args"] = None
 
 
 def _broken_pipe() -> int:

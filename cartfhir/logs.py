@@ -11,12 +11,14 @@ Every line, tracebacks included, passes through ``cartfhir.redact`` on its way o
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -95,6 +97,25 @@ def log_event(event: str, *, msg: str | None = None, level: int = logging.INFO,
     logging.getLogger(logger).log(level, "%s", msg or event, extra={"event": event, **fields})
 
 
+# The keys every stage event carries besides ts/level/logger/msg/event: the one list,
+# docs/logging.md's table is checked against it (tests/test_cli_json.py). Inside pool,
+# whose stages work on a private copy, ``db`` is the pooled database and ``work_db`` the
+# copy; ``error_type`` is added to a finish when the stage raised.
+STAGE_EVENT_KEYS = {
+    "stage.start": ("stage", "command", "run_id", "db"),
+    "stage.finish": ("stage", "command", "run_id", "status", "duration_s", "counts", "db"),
+}
+# The command line the CLI is running (``use_command_line``); None when called from Python.
+_command_line: dict[str, str | None] = {"line": None}
+# The stage wrapping this one (pool around its validate and analyze): command and db.
+_outer: ContextVar[dict[str, Any] | None] = ContextVar("cartfhir_outer_stage", default=None)
+
+
+def use_command_line(line: str | None) -> None:
+    """The command line stage events name as ``command`` (the CLI sets it, then None)."""
+    _command_line["line"] = line
+
+
 # How loud a stage's end is, by its status: a scheduler alerts on warning and error.
 FINISH_LEVEL = {"success": logging.INFO, "partial": logging.WARNING,
                 "invalid": logging.WARNING, "interrupted": logging.WARNING,
@@ -118,6 +139,12 @@ def stage_events(stage: str, command: str, run_id: str | None = None,
     The finish carries the status (the block's, or failed/interrupted when it raised,
     with ``error_type``), the counts and the duration in seconds.
     """
+    outer = _outer.get()
+    if outer is not None:  # pool's own stages: the pool's command line and database
+        command = outer["command"]
+        if "db" in fields and str(fields["db"]) != outer["db"]:
+            fields["work_db"] = str(fields["db"])
+        fields["db"] = outer["db"]
     outcome = StageOutcome(run_id)
     log_event("stage.start", msg=f"{stage} started" + (f" (run {run_id})" if run_id else ""),
               stage=stage, command=command, run_id=run_id, **fields)
@@ -146,15 +173,27 @@ def _interrupted(exc: BaseException) -> bool:
     return is_interrupt(exc)
 
 
-def logged_stage(stage: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def logged_stage(stage: str, db: Callable[[dict[str, Any]], Any]
+                 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Give a stage that keeps no run record (pool, export-site) the same start and
     finish events; its result's ``status`` and ``to_dict()`` (less the status) are the
-    finish's status and counts."""
+    finish's status and counts. ``db`` gives the database the stage is about from the
+    call's arguments by name; stages run inside it log that database and its command."""
     def wrap(function: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(function)
+
         @functools.wraps(function)
         def logged(*args: P.args, **kwargs: P.kwargs) -> R:
-            with stage_events(stage, command=stage) as outcome:
-                result = function(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            command = _command_line["line"] or stage
+            where = str(db(bound.arguments))
+            with stage_events(stage, command=command, db=where) as outcome:
+                token = _outer.set({"command": command, "db": where})
+                try:
+                    result = function(*args, **kwargs)
+                finally:
+                    _outer.reset(token)
                 outcome.status = getattr(result, "status", None)
                 to_dict = getattr(result, "to_dict", None)
                 if to_dict is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from cartfhir.cli import run_cli
 from cartfhir.errors import ExitCode
 from cartfhir.expectations import ValidationReport
 from cartfhir.expectations.gx.tally import Outcome
+from cartfhir.logs import STAGE_EVENT_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each stage with the key of its result in ``RunResult.to_dict()``.
@@ -311,3 +313,39 @@ def test_every_command_in_json_mode_writes_json_on_stderr_and_only_data_on_stdou
     # nothing is said twice (e.g. the unsigned pool as a record and again as a line)
     said = [r["msg"] for r in records if r.get("event", "").split(".")[0] not in ("stage", "")]
     assert len(said) == len(set(said)), said
+
+
+def _documented_stage_keys() -> dict[str, tuple[str, ...]]:
+    """The required keys of each stage event in docs/logging.md's table (before any ';')."""
+    text = (ROOT / "docs" / "logging.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(stage\.\w+)` \| [^|]+ \| [^|]+ \| ([^|]+) \|$", text, re.M)
+    return {event: tuple(re.findall(r"`(\w+)`", keys.split(";")[0])) for event, keys in rows}
+
+
+def test_the_docs_stage_event_keys_are_the_ones_logs_defines() -> None:
+    assert _documented_stage_keys() == STAGE_EVENT_KEYS
+
+
+@pytest.mark.parametrize("name", ["export-site", "pool", "transform"])
+def test_every_stage_event_carries_the_documented_keys(
+        name: str, workspace: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [a.format(w=workspace) for a in COMMANDS[name]]
+    args = [a.replace("again.zip", "third.zip").replace("pooled.duckdb", "keys.duckdb")
+            for a in args]
+    argv = ["--log-format", "json", *args]
+    assert run_cli(argv) == ExitCode.SUCCESS
+    stages = [r for r in _lines(capsys.readouterr().err)
+              if r.get("event") in STAGE_EVENT_KEYS]
+    assert stages
+    for record in stages:
+        missing = [k for k in STAGE_EVENT_KEYS[record["event"]] if k not in record]
+        assert missing == [], record
+        assert record["command"] == "cartfhir " + shlex.join(argv)
+    pooled = str(workspace / "keys.duckdb")
+    expected_db = pooled if name == "pool" else str(workspace / "out" / "t.duckdb")
+    assert {r["db"] for r in stages} == {expected_db}
+    if name == "pool":  # its validate and analyze name the pool's private copy apart
+        inner = [r for r in stages if r["stage"] != "pool"]
+        assert {r["stage"] for r in inner} == {"validate", "analyze"}
+        assert all(r["work_db"].endswith("pooled.duckdb") and r["work_db"] != pooled
+                   for r in inner)

@@ -61,13 +61,15 @@ def test_logged_stage_wraps_a_function_without_a_run_record(json_lines: io.Strin
         def to_dict(self) -> dict:
             return {"status": "success", "rows": {"cohort.episode": 2}}
 
-    @logged_stage("pool")
-    def pool() -> Result:
+    @logged_stage("pool", db=lambda args: args["out"])
+    def pool(out: str) -> Result:
         return Result()
 
-    pool()
+    pool("pooled.duckdb")
     start, finish = _records(json_lines)
     assert (start["event"], finish["event"]) == ("stage.start", "stage.finish")
+    assert start["db"] == finish["db"] == "pooled.duckdb"
+    assert start["command"] == "pool"  # the stage's name when no command line is running
     assert finish["stage"] == "pool" and finish["status"] == "success"
     assert finish["counts"] == {"rows": {"cohort.episode": 2}}
 

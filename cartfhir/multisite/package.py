@@ -230,7 +230,7 @@ def _export_table(con: duckdb.DuckDBPyConnection, table: str, site: str, secret:
     return len(frame)
 
 
-@logged_stage("export-site")
+@logged_stage("export-site", db=lambda args: args["config"].output.duckdb)
 def export_site(config: Config, site_id: str, out: Path, *, force: bool = False,
                 date_shift_days: int = 0) -> PackageResult:
     """Write the site's package to ``out``: a new or empty folder, or a zip when it ends

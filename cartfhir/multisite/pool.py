@@ -496,7 +496,7 @@ def report_folder(out: Path, report_dir: Path | None = None,
     return folder
 
 
-@logged_stage("pool")
+@logged_stage("pool", db=lambda args: Path(args["out"]).absolute())
 def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
          allow_unsigned: bool = False, analyse: bool = True,
          memory_limit: str | None = MEMORY_LIMIT,
