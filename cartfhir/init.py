@@ -138,24 +138,40 @@ def write_config(kind: str, out: Path, site: str = "site_a", *,
                  force: bool = False) -> InitResult:
     """Write the config to ``out`` and make the site's keys next to it.
 
-    Raises UsageError when ``out`` exists (unless ``force``); existing key files are
-    kept untouched, whatever ``force`` says.
+    Every target is looked at before anything is written, so a refusal leaves no
+    half-made site behind. Raises UsageError when ``out`` exists (unless ``force``),
+    when any target or key folder is a symbolic link (dangling or not: never
+    followed, whatever ``force`` says) or not the kind of file it should be, or when
+    only one half of the signing key pair exists. Existing key files are kept.
     """
     out = Path(out)
     text = render_config(kind, site, out.name)
-    if (out.exists() or out.is_symlink()) and not force:
-        raise UsageError(f"{out} already exists; pass --force to replace it (keys are "
-                         "never replaced), or --out to write elsewhere")
+    base = out.parent
+    pseudonym = base / PSEUDONYM_KEY.format(site=site)
+    private = base / SIGNING_KEYS / f"{site}.key"
+    public = base / SIGNING_KEYS / f"{site}.pub"
+    _refuse_links(out, pseudonym.parent, pseudonym, private.parent, private, public)
     if out.is_dir():
         raise UsageError(f"{out} is a folder; --out names the config file to write")
+    if out.exists() and not force:
+        raise UsageError(f"{out} already exists; pass --force to replace it (keys are "
+                         "never replaced), or --out to write elsewhere")
+    for folder in (pseudonym.parent, private.parent):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} is not a folder; move it away, then run init again")
+    for key in (pseudonym, private, public):
+        if key.exists() and not key.is_file():
+            raise UsageError(f"{key} is not a file; move it away, then run init again")
+    if private.exists() != public.exists():
+        half = private if private.exists() else public
+        raise UsageError(f"{half} exists without its other half; keys are never replaced: "
+                         "move it away (or put the matching key next to it), then run init "
+                         "again")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     result = InitResult(config=out)
-    base = out.parent
-    _pseudonym_key(base / PSEUDONYM_KEY.format(site=site), result)
-    private = base / SIGNING_KEYS / f"{site}.key"
-    public = base / SIGNING_KEYS / f"{site}.pub"
-    if private.exists() and public.exists():
+    _pseudonym_key(pseudonym, result)
+    if private.exists():
         result.kept += [private, public]
     else:
         pair = generate_keypair(site, base / SIGNING_KEYS)  # refuses to replace either half
@@ -163,13 +179,22 @@ def write_config(kind: str, out: Path, site: str = "site_a", *,
     return result
 
 
+def _refuse_links(*paths: Path) -> None:
+    """UsageError naming the first path that is a symbolic link: init writes only real
+    files in real folders, so a link cannot send a key or the config somewhere else."""
+    for path in paths:
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symbolic link; init never follows one (nothing "
+                             "was written). Remove it, or choose another --out folder")
+
+
 def _pseudonym_key(path: Path, result: InitResult) -> None:
     """A random 256-bit key, created with mode 600 from the start; an existing one is kept."""
-    if path.exists() or path.is_symlink():
+    if path.exists():
         result.kept.append(path)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(secrets.token_hex(32) + "\n")
     result.created.append(path)

@@ -132,3 +132,41 @@ def test_the_printed_hints_run_as_printed(tmp_path: Path) -> None:
     assert "crs_any" in query.stdout
     check = sh(next_step)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# --- symbolic links in the way: refused before anything is written, never followed ---
+
+@pytest.mark.parametrize("link", ["secrets", "keys", "secrets/site_a.key", "keys/site_a.pub",
+                                  "config.yaml"])
+@pytest.mark.parametrize("dangling", [True, False], ids=["dangling", "pointing"])
+def test_a_symlink_in_the_way_is_refused_before_anything_is_written(
+        tmp_path: Path, link: str, dangling: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "sl"
+    (folder / link).parent.mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "elsewhere" / Path(link).name
+    if not dangling:
+        if "." in target.name:
+            target.parent.mkdir(parents=True)
+            target.write_text("not ours\n")
+        else:
+            target.mkdir(parents=True)
+    (folder / link).symlink_to(target)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = run_cli(["init", "--kind", "ndjson", "--out", str(folder / "config.yaml"),
+                    *(["--force"] if link == "config.yaml" else [])])
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert str(folder / link) in captured.err and "symbolic link" in captured.err
+    assert "internal error" not in captured.err and "kept" not in captured.out
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert not dangling or not target.exists()
+
+
+def test_half_a_key_pair_is_refused_before_the_config_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "site_a.pub").write_text("a public key without its private key\n")
+    assert _init(tmp_path, "ndjson") == 2
+    assert str(tmp_path / "keys" / "site_a.pub") in capsys.readouterr().err
+    assert not (tmp_path / "config.yaml").exists()
+    assert not (tmp_path / "secrets").exists()
