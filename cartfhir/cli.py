@@ -589,7 +589,11 @@ def demo(config: Path, patients: int, seed: int, as_json: bool) -> int:
               help="Show each column's DuckDB type under its name (table format).")
 def query(sql: str, config: Path, db: Path | None, fmt: str | None, out: Path | None,
           show_types: bool) -> None:
-    """Query the output DuckDB on a read-only connection (one SQL statement).
+    """Run one SQL statement on a read-only connection to the output DuckDB.
+
+    Read-only means the database file: the statement cannot change its tables. It
+    runs with your own file access, as in the DuckDB CLI: read_csv('...'), COPY ... TO
+    and INSTALL still read, write and download files as you could yourself.
 
     The table fits the terminal: long values end in '…' and columns that do not fit
     are left out behind a '…' column. Into a pipe or a file nothing is cut; COLUMNS=N

@@ -349,3 +349,14 @@ def test_every_stage_event_carries_the_documented_keys(
         assert {r["stage"] for r in inner} == {"validate", "analyze"}
         assert all(r["work_db"].endswith("pooled.duckdb") and r["work_db"] != pooled
                    for r in inner)
+
+
+def test_query_says_what_is_read_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """The database file is; the SQL still has the user's own file access (COPY TO,
+    read_csv), so neither --help nor the README may promise more."""
+    assert run_cli(["query", "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "cannot change its tables" in help_text and "your own file access" in help_text
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert "one SQL statement, read-only" not in readme
+    assert "the SQL runs with your own file access" in readme
