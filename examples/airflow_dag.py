@@ -1,4 +1,4 @@
-"""A nightly cartfhir DAG for Airflow 2.x: TaskFlow tasks over ``cartfhir.api``.
+"""A nightly cartfhir DAG for Airflow 3: TaskFlow tasks over ``cartfhir.api``.
 
 Copy into your ``dags/`` folder and set CONFIG. Each task calls one stage and
 returns its result's ``to_dict()`` (pushed to XCom: run id, status, counts), so the
@@ -11,7 +11,8 @@ next task and the Airflow UI see what happened. How the outcomes map to Airflow:
   skipped so the DAG run shows it (raise ``AirflowFailException`` instead to stop);
 - data that fails error expectations (status ``invalid``) fails the validate task,
   so analysis does not run on it;
-- anything else cartfhir raises fails the task and is retried.
+- anything else cartfhir raises fails the task and is retried (e.g. the database
+  still held by another process after LOCK_WAIT_SECONDS: ``DatabaseBusyError``).
 
 The BashOperator at the end does the same with the CLI and its exit codes.
 """
@@ -19,9 +20,9 @@ The BashOperator at the end does the same with the CLI and its exit codes.
 from __future__ import annotations
 
 import pendulum
-from airflow.decorators import dag, task
 from airflow.exceptions import AirflowFailException, AirflowSkipException
-from airflow.operators.bash import BashOperator
+from airflow.providers.standard.operators.bash import BashOperator  # 2.x: airflow.operators.bash
+from airflow.sdk import dag, task  # Airflow 2.x: from airflow.decorators import dag, task
 
 from cartfhir import api
 from cartfhir.db import set_lock_wait

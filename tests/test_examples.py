@@ -8,7 +8,10 @@ command line they hold must parse with the real CLI (commands and options).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import shlex
+import typing
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -85,3 +88,76 @@ def test_the_command_line_check_refuses_a_wrong_option() -> None:
         _parse(["run", "--config", "c.yaml", "--no-such-option"])
     with pytest.raises(click.UsageError):
         _parse(["--log-format", "json", "no-such-command"])
+
+
+def _api_call(node: ast.AST) -> str | None:
+    """'extract' for ``api.extract(...)``, else None."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "api":
+        return node.func.attr
+    return None
+
+
+def _own_nodes(function: ast.FunctionDef) -> Iterator[ast.AST]:
+    """The nodes of ``function``'s body, not those of functions defined inside it."""
+    stack = [node for node in function.body
+             if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(child for child in ast.iter_child_nodes(node)
+                     if not isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+
+
+def _result_attributes(tree: ast.Module) -> list[tuple[str, str]]:
+    """(api function, attribute) for each attribute an example reads off a result:
+    ``api.f(...).attr``, or ``x.attr`` where ``x = api.f(...)`` in the same function."""
+    used = []
+    for function in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        own = list(_own_nodes(function))
+        results = {}
+        for node in own:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                    and isinstance(node.targets[0], ast.Name) and _api_call(node.value):
+                results[node.targets[0].id] = _api_call(node.value)
+        for node in own:
+            if not isinstance(node, ast.Attribute):
+                continue
+            called = _api_call(node.value)
+            if called is None and isinstance(node.value, ast.Name):
+                called = results.get(node.value.id)
+            if called is not None:
+                used.append((called, node.attr))
+    return used
+
+
+def _missing_attributes(used: list[tuple[str, str]]) -> list[str]:
+    missing = []
+    for function, attr in used:
+        result = typing.get_type_hints(getattr(api, function))["return"]
+        names = set(dir(result))
+        if dataclasses.is_dataclass(result):
+            names |= {f.name for f in dataclasses.fields(result)}
+        if attr not in names:
+            missing.append(f"api.{function}(...).{attr} ({result.__name__})")
+    return missing
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_the_result_attributes_an_example_reads_exist(path: Path) -> None:
+    used = _result_attributes(_tree(path))
+    assert {"status", "to_dict"} <= {attr for _, attr in used}  # the check sees them
+    assert _missing_attributes(used) == []
+
+
+def test_the_result_attribute_check_refuses_a_wrong_one() -> None:
+    tree = ast.parse("def f():\n    report = api.validate(c)\n    return report.failed_erors\n")
+    assert _missing_attributes(_result_attributes(tree)) == [
+        "api.validate(...).failed_erors (ValidationReport)"]
+
+
+def test_the_airflow_example_uses_airflow_3_imports() -> None:
+    tree = _tree(EXAMPLES[0])
+    modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "airflow.providers.standard.operators.bash" in modules  # not airflow.operators.bash
+    assert "airflow.sdk" in modules  # not the deprecated airflow.decorators
