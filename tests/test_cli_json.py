@@ -212,7 +212,8 @@ def test_a_busy_database_is_an_error_naming_the_holder_and_wait_gets_through(
         records = _lines(capsys.readouterr().err)
         if code == ExitCode.FAILURE:
             [error] = records
-            assert error["error_type"] == "DatabaseError" and f"PID {holder.pid}" in error["msg"]
+            assert error["error_type"] == "DatabaseBusyError"  # a DatabaseError: retry later
+            assert f"PID {holder.pid}" in error["msg"]
             assert "--wait" in error["msg"]
         else:
             assert [r["event"] for r in records if r.get("event")][:2] == [
