@@ -103,6 +103,11 @@ class FhirServerError(SourceError):
         self.outcome = outcome
 
 
+class TlsError(FhirServerError):
+    """The TLS handshake with a FHIR server failed: a certificate or CA problem that
+    retrying cannot fix (configure ``http.tls``)."""
+
+
 class DatabaseError(CartfhirError):
     """The output DuckDB file cannot be opened, or a query against it failed."""
 

@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from cartfhir.errors import (
     ExitCode,
     FhirServerError,
     SourceError,
+    TlsError,
 )
 from cartfhir.extract import ndjson
 from cartfhir.extract.http import FhirClient
@@ -147,7 +148,7 @@ def _transient(exc: CartfhirError) -> type[CartfhirError] | None:
     fix instead (None)."""
     if isinstance(exc, DatabaseBusyError):
         return DatabaseBusyError
-    if isinstance(exc, AuthError) or not isinstance(exc, SourceError):
+    if isinstance(exc, AuthError | TlsError) or not isinstance(exc, SourceError):
         return None
     status = getattr(exc, "status", None)
     if isinstance(exc, FhirServerError) and status is not None and 400 <= status < 500 \
@@ -268,7 +269,14 @@ def _server_items(site_id: str, source: FhirSource | BulkSource) -> Iterator[Che
         except AuthError:  # a server that wants credentials even for /metadata
             software, version, fhir = _capability(base, http, source.auth)
     except CartfhirError as exc:
-        yield _failed(server, exc)
+        failed = _failed(server, exc)
+        if failed.transient is not None:  # the probe's own short patience, not the config's
+            failed = replace(failed, detail=(
+                f"{mask_url(base)} did not answer the pre-flight probe ({PROBE_RETRIES + 1} "
+                f"tries, {min(source.http.timeout, PROBE_TIMEOUT):g} s each; extract itself "
+                f"keeps trying up to http.max_retries): "
+                + (f"HTTP {exc.status}" if getattr(exc, "status", None) else "no answer")))
+        yield failed
         yield _not_applicable(f"{site_id} auth", "not checked (the server did not answer)")
         return
     name = " ".join(p for p in (software, version) if p) or "software not named"

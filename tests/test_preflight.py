@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from cartfhir import preflight
 from cartfhir.cli import run_cli
+from cartfhir.errors import FhirServerError, TlsError
 from tests.extract.cli_site import patient
 from tests.extract.stub_server import FakeFhir, outcome, serve
 from tests.testbed import fhir_source
@@ -209,6 +211,17 @@ def test_an_unreachable_server_fails_the_server_item(
     error = json.loads(capsys.readouterr().err.splitlines()[-1])
     assert error["error_type"] == "FhirServerError" and error["exit_code"] == 1
     assert "site_f server" in error["msg"]
+    # the probe tries on purpose only briefly: it must not send the user to http.max_retries
+    assert "raise http.max_retries" not in _line(out, "FAIL", "site_f server")
+    assert "pre-flight" in _line(out, "FAIL", "site_f server")
+
+
+def test_a_tls_failure_needs_a_fix_not_a_retry() -> None:
+    """A certificate the client does not trust stays untrusted: exit 2, like refused
+    credentials; a server that did not answer may answer later: exit 1."""
+    tls = preflight._failed("site_f server", TlsError("TLS with https://x failed"))
+    down = preflight._failed("site_f server", FhirServerError("giving up on https://x"))
+    assert tls.transient is None and down.transient is FhirServerError
 
 
 WRITER = ("import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); "

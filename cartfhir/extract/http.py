@@ -26,7 +26,7 @@ from requests.adapters import HTTPAdapter
 
 from cartfhir import __version__
 from cartfhir.config import AuthConfig, Http, Tls
-from cartfhir.errors import AuthError, FhirServerError
+from cartfhir.errors import AuthError, FhirServerError, TlsError
 from cartfhir.extract.auth import Authenticator, make_authenticator
 from cartfhir.redact import MASK, mask_url, redact_cut, register_url
 
@@ -225,7 +225,7 @@ class FhirClient:
                                                 allow_redirects=False)
             except requests.exceptions.SSLError as exc:  # retrying cannot fix a certificate
                 self.stats.add(requests=1)
-                raise FhirServerError(
+                raise TlsError(
                     f"TLS with {mask_url(url)} failed: {exc}. If the server's certificate comes "
                     "from a hospital CA, set http.tls.ca_bundle to that CA's PEM file; if it "
                     "asks for a client certificate, set http.tls.client_cert and client_key",
