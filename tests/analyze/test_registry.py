@@ -40,6 +40,13 @@ def test_labels_follow_the_windows_and_thresholds() -> None:
     assert changed["crs_grade3plus"] == "CRS grade >= 4"  # the key stays, the words follow
 
 
+def test_the_count_figure_names_its_window_and_the_nadir_window() -> None:
+    """The plotted days and the nadirs' days differ; the title says both, from the data."""
+    titles = {f.key: f.title for f in _render(windows={"nadir": (0, 21)}).figures}
+    assert "days 0-30" in titles["count_dynamics"]
+    assert "nadirs in the table are over days 0-21" in titles["count_dynamics"]
+
+
 def test_values_take_their_thresholds_from_the_database() -> None:
     values = {e.key: e.value for e in _render(thresholds={"severe_min_grade": 4.0,
                                                           "organ_injury_min_grade": 1.0}
