@@ -12,6 +12,7 @@ which travels in each site package, and its run history from each package's mani
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -21,6 +22,27 @@ from cartfhir.runs import transform_since
 
 ABSENT = "not in this database"
 THIS_RUN = "this run"  # the analysis writing the report: it finishes after the report
+
+
+def when(value: object) -> str:
+    """A time as the report writes every time: ``2026-02-01 10:00 UTC``.
+
+    Times come from DuckDB (naive, in UTC) and from site manifests (ISO 8601 text in any
+    offset, and hostile): text that is no time is shown as written, never guessed.
+    """
+    if value is None or value == "":
+        return ""
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(moment, datetime):
+        return str(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
 def exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -50,7 +72,7 @@ def stale_validation(con: duckdb.DuckDBPyConnection) -> str | None:
     if since is None:
         return None
     return (f"not validated since the last transform (validation {validation[0]} at "
-            f"{validation[2]:%Y-%m-%d %H:%M} covered an earlier transform; the tables come "
+            f"{when(validation[2])} covered an earlier transform; the tables come "
             f"from transform {since})")
 
 
@@ -67,7 +89,7 @@ def runs(con: duckdb.DuckDBPyConnection, analysis_run_id: str) -> Table:
                          else "no run recorded", ""])
             continue
         run_id, status, _, finished = run
-        detail = f"finished {finished:%Y-%m-%d %H:%M}" if finished is not None else ""
+        detail = f"finished {when(finished)}" if finished is not None else ""
         if stage == "validate" and exists(con, "qa.validation_result"):
             total, failed_error, failed_warn = con.execute(
                 "SELECT count(*), count(*) FILTER (WHERE NOT success AND severity = 'error'), "
@@ -102,7 +124,7 @@ def site_runs(con: duckdb.DuckDBPyConnection) -> Table | None:
             outcome = f"forced export: {outcome}"
         rows.append([site, validation.get("run_id") or "–", outcome,
                      validation.get("transform_run_id") or "not in the package",
-                     validation.get("transform_finished") or "", created])
+                     when(validation.get("transform_finished")), when(created)])
     return Table("site_runs", "Site packages: validation and transform at each site",
                  pd.DataFrame(rows, columns=["site", "validation run", "validation",
                                              "transform run", "transform finished",

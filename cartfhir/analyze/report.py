@@ -210,7 +210,7 @@ def write_report(con: duckdb.DuckDBPyConnection, path: Path, table: pd.DataFrame
                 f"<style>{STYLE}</style></head><body>",
                 f"<h1>{html.escape(study)}: first versus second CAR-T infusion</h1>",
                 f"<p class=small>cartfhir {html.escape(__version__)}, "
-                f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; analysis run "
+                f"{quality.when(datetime.now(UTC))}; analysis run "
                 f"{html.escape(run_id)}; sites: "
                 f"{', '.join(html.escape(s) for s in sites)}. Tests and definitions: see "
                 "Methods.</p>"]

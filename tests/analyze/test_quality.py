@@ -3,6 +3,8 @@ pooled database that lacks raw.* (an absent table is said, never counted as zero
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 
 from cartfhir.analyze import quality
@@ -122,5 +124,15 @@ def test_a_pooled_database_shows_each_package_validation() -> None:
     assert frame.loc["b", "validation"].startswith("forced")
     assert "2 error expectations failed" in frame.loc["b", "validation"]
     assert frame.loc["a", "transform run"] == "t-a"
-    assert frame.loc["a", "exported"] == "2026-02-01T10:00:00+00:00"
     assert quality.site_runs(_db(with_raw=True)) is None
+
+
+def test_every_time_in_the_report_reads_the_same_way() -> None:
+    """One format for every time the report shows, whatever form the manifest or the
+    database hands it in; a value that is no time is shown as written."""
+    frame = quality.site_runs(_pooled()).frame.set_index("site")
+    assert frame.loc["a", "exported"] == "2026-02-01 10:00 UTC"
+    assert frame.loc["a", "transform finished"] == "2026-02-01 09:00 UTC"
+    assert quality.when(datetime(2026, 2, 1, 9, 0, 59)) == "2026-02-01 09:00 UTC"
+    assert quality.when("2026-02-01T11:00:00+01:00") == "2026-02-01 10:00 UTC"
+    assert quality.when("soon") == "soon" and quality.when(None) == ""
