@@ -41,14 +41,14 @@ demo: $(STAMP)
 	$(BIN)/cartfhir demo --config config.yaml
 
 test: $(STAMP) chromium
-	$(BIN)/ruff check cartfhir tests bench
+	$(BIN)/ruff check cartfhir tests bench examples
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 
 lint: $(STAMP)
-	$(BIN)/ruff check cartfhir tests bench
-	$(BIN)/ruff format --check cartfhir tests bench
+	$(BIN)/ruff check cartfhir tests bench examples
+	$(BIN)/ruff format --check cartfhir tests bench examples
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,bench]"
