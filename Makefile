@@ -18,7 +18,7 @@ CHROMIUM ?= /usr/bin/chromium
 chromium:
 	@if [ ! -x $(CHROMIUM) ]; then \
 		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
-			apt-get update && apt-get install -y chromium || exit 1; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium || exit 1; \
 		else \
 			echo "$(CHROMIUM) is missing: install Debian's chromium (as root: apt-get install -y chromium)" >&2; \
 			exit 1; \
