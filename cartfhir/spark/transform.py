@@ -1,0 +1,278 @@
+"""The transform on Spark: the stages ref .. qa of ``build.yaml`` as Parquet tables.
+
+``spark_transform`` builds what ``cartfhir.transform.transform`` builds, from the same
+definitions, on a SparkSession: ``ref.*`` by the DuckDB builders (in an in-memory DuckDB,
+written as Parquet for Spark to read), ``flat.*`` by the ViewDefinitions compiled to Spark
+SQL, ``raw.patient_key`` by HMAC in Spark SQL (``cartfhir.spark.identity``), and the
+harmonized, cohort and qa models (``cartfhir.spark.models``). The tables go to the table
+store ``engine.tables`` (``cartfhir.spark.tables``); the DuckDB store gets a view per table
+reading them, so validate, analyze, export-site and pool run on it unchanged.
+
+All or nothing, as on DuckDB: every table is written under ``<tables>/.staging-<run>/``;
+only when all succeeded are the folders swapped into place (the previous ones kept in
+``<tables>/.old-<run>/`` with a list of what moved), then the views, the reference
+versions and the run's success are committed in one DuckDB transaction. A failure before
+the commit puts the previous folders back; a process killed in between leaves the list,
+and the next Spark transform puts them back (the run never committed) or drops them (it
+did) before it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from cartfhir.config import Config, Site, SparkEngine, is_uri
+from cartfhir.errors import ConfigError, TransformError
+from cartfhir.graph import BuildContext, Node, build_node, create_macros, load_graph, read_text
+from cartfhir.progress import NullProgress, Progress
+from cartfhir.spark.identity import sql_string, write_patient_keys
+from cartfhir.spark.tables import KEPT_IN_STORE, register_parquet_tables, write_layout
+from cartfhir.store import Store
+from cartfhir.transform import STAGES, TransformResult, all_or_nothing
+from cartfhir.transform.reference import Reference, reference_hash
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+STAGING = ".staging-"
+OLD = ".old-"
+SWAP_LIST = "swap.json"
+# Parquet timestamps Spark writes as microseconds adjusted to UTC (not its legacy INT96),
+# which DuckDB reads as TIMESTAMP WITH TIME ZONE, as the sidecars type them.
+WRITE_CONF = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+
+
+def tables_root(engine: SparkEngine) -> Path:
+    """``engine.tables`` as a local folder (the store's views read it with DuckDB)."""
+    if engine.tables is None:
+        raise ConfigError("engine.tables is not set; give the folder the Parquet tables go to")
+    if is_uri(engine.tables):
+        raise ConfigError(f"engine.tables {engine.tables} is a URI; the store reads the tables "
+                          "with DuckDB, so give a folder both the cluster and this machine "
+                          "see (a shared or mounted file system, e.g. /Volumes/... on "
+                          "Databricks); docs/spark.md")
+    root = Path(engine.tables).absolute()
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise ConfigError(f"engine.tables {root} must be a folder (not a file or a link)")
+    return root
+
+
+def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
+                    engine: SparkEngine, *, progress: Progress | None = None,
+                    command: str = "transform", config: Config | None = None
+                    ) -> TransformResult:
+    """Rebuild ref, flat, harmonized, cohort and qa tables on Spark as Parquet.
+
+    ``config`` is needed only when ``engine.raw`` is ``ndjson`` (Spark lands the sites'
+    folders); with ``store`` the store's raw.resources is exported to Parquet for Spark.
+    """
+    from cartfhir.spark.session import get_spark
+
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    root = tables_root(engine)
+    spark = get_spark(engine.master, engine.conf)
+    for key, value in WRITE_CONF.items():
+        spark.conf.set(key, value)
+    graph = load_graph()
+    with store.run(command, stage="transform") as run:
+        con = run.con
+        recover(con, root)
+        result = TransformResult(run_id=run.run_id, reference_hash=reference_hash(reference))
+        staging = root / f"{STAGING}{run.run_id}"
+        try:
+            staging.mkdir(parents=True)
+            steps = [step for stage in STAGES for step in graph.steps(stage)]
+            with progress.task("transform", total=len(steps)) as bar:
+                _register_raw(spark, con, engine, config, store, root)
+                from cartfhir.spark.models import create_functions
+
+                create_functions(spark)
+                versions: list[tuple] = []
+                for step in steps:
+                    step_started = time.perf_counter()
+                    node = step[0]
+                    if node.stage == "ref":
+                        versions = _build_reference(spark, reference, run.run_id, staging)
+                    elif node.stage == "identity":
+                        write_patient_keys(spark, sites, str(staging / node.table))
+                    else:
+                        rows = _build(spark, node, staging)
+                        result.tables[node.table] = (rows, time.perf_counter() - step_started)
+                    bar.advance()
+            result.episodes = [tuple(r) for r in spark.sql(
+                "SELECT site, round, count(*) FROM cohort.episode GROUP BY site, round "
+                "ORDER BY site, round").collect()]
+            result.quarantined = result.tables["qa.quarantine"][0]
+            result.unmapped_codes = result.tables["qa.unmapped_codes"][0]
+            names = sorted(p.name for p in staging.iterdir())
+            old = swap_in(root, staging, names, run.run_id)
+            try:
+                with all_or_nothing(con):
+                    register_parquet_tables(con, root, graph)
+                    _record_versions(con, versions)
+                    result.seconds = time.perf_counter() - started
+                    run.counts = result.summary()
+                    run.finish("success")  # inside the transaction: committed with the views
+            except BaseException:
+                restore(root, old)
+                run.status = None  # rolled back with the views: failed_on_error records it
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if engine.raw_kind == "store":  # the export of the store's raw.resources
+                shutil.rmtree(_raw_folder(root), ignore_errors=True)
+    return result
+
+
+def _raw_folder(root: Path) -> Path:
+    from cartfhir.spark.raw import STAGING as RAW_STAGING
+
+    return root / RAW_STAGING
+
+
+def _register_raw(spark: SparkSession, con: duckdb.DuckDBPyConnection, engine: SparkEngine,
+                  config: Config | None, store: Store, root: Path) -> None:
+    """raw.resources on Spark, from engine.raw. With ``store`` it is exported through the
+    run's own connection (the store is open for writing: a second one may not open it)."""
+    from cartfhir.spark.raw import export_raw, register_raw
+
+    if engine.raw_kind == "store":
+        folder = _raw_folder(root)
+        export_raw(con, folder, force=True)
+        engine = engine.model_copy(update={"raw": str(folder)})  # now a raw export folder
+    elif engine.raw_kind == "ndjson" and config is None:
+        raise ConfigError("engine.raw: ndjson needs the config's sites; run it through "
+                          "'cartfhir transform' or cartfhir.api.transform")
+    register_raw(spark, config, store.path, engine)  # type: ignore[arg-type]
+
+
+def _build_reference(spark: SparkSession, reference: Reference, run_id: str,
+                     staging: Path) -> list[tuple]:
+    """ref.* by the DuckDB builder in memory, written as Parquet and read by Spark; the
+    run's meta.reference_version rows (kept for the store)."""
+    from cartfhir.spark.tables import store_tables
+
+    refs = [n for n in store_tables() if n.stage == "ref"]
+    graph = load_graph()
+    with duckdb.connect() as mem:
+        mem.execute("SET TimeZone = 'UTC'")
+        create_macros(mem, graph)
+        node = graph.node(refs[0].table)
+        build_node(mem, node, BuildContext(run_id=run_id, reference=reference))
+        write_layout(mem, [n.table for n in refs], staging)
+        versions = mem.execute(f"SELECT * FROM {KEPT_IN_STORE[0]}").fetchall()
+    spark.sql("CREATE DATABASE IF NOT EXISTS ref")
+    for ref in refs:
+        spark.sql(f"DROP TABLE IF EXISTS {ref.table}")
+        spark.sql(f"CREATE TABLE {ref.table} USING parquet "
+                  f"LOCATION {sql_string(str(staging / ref.table))}")
+    return versions
+
+
+def _record_versions(con: duckdb.DuckDBPyConnection, versions: list[tuple]) -> None:
+    from cartfhir.catalog.sidecars import table_ddl
+
+    table = KEPT_IN_STORE[0]
+    con.execute("CREATE SCHEMA IF NOT EXISTS meta")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({table_ddl(table)})")
+    if versions:
+        marks = ", ".join("?" * len(versions[0]))
+        con.executemany(f"INSERT INTO {table} VALUES ({marks})", [list(v) for v in versions])
+
+
+def _build(spark: SparkSession, node: Node, staging: Path) -> int:
+    """A view's or a model's table, written at ``staging/<table>``; its rows."""
+    location = str(staging / node.table)
+    if node.kind == "sql":
+        from cartfhir.spark.models import build_model
+
+        return build_model(spark, node, location)
+    if node.kind != "view":
+        raise TransformError(f"{node.table} ({node.source}) is a {node.kind}, which the "
+                             "Spark transform does not build")
+    from pyspark.errors import PySparkException
+
+    from cartfhir.transform.sof import ERROR_MARK, compile_view
+
+    view = json.loads(read_text(node.path))
+    compiled = compile_view(view, "raw.resources", passthrough=("site",), dialect="spark")
+    try:
+        spark.sql(f"CREATE DATABASE IF NOT EXISTS {node.schema}")
+        spark.sql(f"DROP TABLE IF EXISTS {node.table}")
+        spark.sql(f"CREATE TABLE {node.table} USING parquet PARTITIONED BY (site) "
+                  f"LOCATION {sql_string(location)} AS\n{compiled.sql}")
+    except PySparkException as exc:
+        message = str(exc)
+        message = (message.split(ERROR_MARK, 1)[1] if ERROR_MARK in message else message)
+        raise TransformError(f"view {view.get('name', '?')} -> {node.table} failed on Spark: "
+                             f"{message.splitlines()[0]}") from None
+    return spark.table(node.table).count()
+
+
+# ---- the swap ---------------------------------------------------------------------------
+
+def swap_in(root: Path, staging: Path, names: list[str], run_id: str) -> Path:
+    """Move ``staging/<name>`` to ``root/<name>`` for every name, keeping the previous
+    folders in ``root/.old-<run_id>``; return that folder. On failure, undo what moved."""
+    old = root / f"{OLD}{run_id}"
+    old.mkdir()
+    existed = {name: (root / name).exists() for name in names}
+    (old / SWAP_LIST).write_text(json.dumps(existed), encoding="utf-8")
+    try:
+        for name in names:
+            if existed[name]:
+                os.replace(root / name, old / name)
+            os.replace(staging / name, root / name)
+    except BaseException:
+        restore(root, old)
+        raise
+    return old
+
+
+def restore(root: Path, old: Path) -> None:
+    """Put the folders kept in ``old`` back (a swap that did not commit) and remove it."""
+    existed: dict[str, bool] = json.loads((old / SWAP_LIST).read_text(encoding="utf-8"))
+    for name, was_there in existed.items():
+        live, kept = root / name, old / name
+        if was_there and not kept.exists():
+            continue  # not moved yet: the live folder is still the previous one
+        if live.is_dir() and not live.is_symlink():
+            shutil.rmtree(live)
+        elif live.exists() or live.is_symlink():
+            live.unlink()
+        if was_there:
+            os.replace(kept, live)
+    shutil.rmtree(old)
+
+
+def recover(con: duckdb.DuckDBPyConnection, root: Path) -> None:
+    """Finish what a killed Spark transform left in ``root``: a swap whose run committed
+    is kept, one whose run did not is undone; staging folders are removed."""
+    if not root.is_dir():
+        return
+    for folder in sorted(root.iterdir()):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        if folder.name.startswith(STAGING):
+            shutil.rmtree(folder)
+        elif folder.name.startswith(OLD) and (folder / SWAP_LIST).is_file():
+            run_id = folder.name[len(OLD):]
+            found = con.execute("SELECT status FROM meta.runs WHERE run_id = ?",
+                                [run_id]).fetchone()
+            if found is not None and found[0] == "success":
+                shutil.rmtree(folder)
+            else:
+                restore(root, folder)
+
+
+__all__ = ["recover", "restore", "spark_transform", "swap_in", "tables_root"]
