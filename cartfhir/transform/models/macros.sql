@@ -43,6 +43,7 @@ CREATE OR REPLACE MACRO system_key(s) AS regexp_replace(
             '^https?://(www\.)?', 'http://'),
         '^http://snomed\.info/sct/.*$', 'http://snomed.info/sct'),
     '/+$', '');
+-- cohort and qa helpers
 -- is_event(source_type, grade): whether a cohort.adverse_event row is an event. A grade
 -- assessment (an Observation) of grade 0 records that there was none.
 CREATE OR REPLACE MACRO is_event(source_type, grade) AS
