@@ -13,7 +13,10 @@ a refusal leaves an existing pooled database exactly as it was. A newer package
 from a site replaces that site's rows only. The pooled data is then validated with
 the cohort suites and analysed pooled and by site, with site-stratified tests and a
 test of heterogeneity between sites for the main proportions
-(``analysis.heterogeneity``).
+(``analysis.heterogeneity``). Every table of the pooled database is also written as
+Parquet to ``<pooled stem>_parquet/`` beside it, in the layout of the Spark table store
+(``cartfhir.spark.tables``: ``<schema>.<table>/site=<id>/part-*.parquet``), for DuckDB,
+Spark or any Parquet engine; it is replaced together with the database.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from cartfhir.db import apply_ddl, quoted, write_frame
 from cartfhir.errors import DatabaseError, PoolError, UsageError
 from cartfhir.expectations import ValidationReport, validate
 from cartfhir.expectations.suites import expectation_suites, package_suites
-from cartfhir.graph import sql_tables
+from cartfhir.graph import load_graph, sql_tables
 from cartfhir.logs import logged_stage
 from cartfhir.multisite import intake, signing
 from cartfhir.multisite.manifest import Manifest, parse_manifest
@@ -59,9 +62,11 @@ from cartfhir.multisite.package import (
     table_file,
 )
 from cartfhir.results import ResultDict
+from cartfhir.spark.tables import write_layout
 from cartfhir.store import Store
 
 UNSIGNED = "unsigned (--allow-unsigned)"
+PARQUET_SUFFIX = "_parquet"  # <pooled stem>_parquet/: the pooled tables as Parquet
 MEMORY_LIMIT: str = Output.model_fields["memory_limit"].default  # as a site's DuckDB
 # Rows per table per package: a Parquet file of 100 KB can hold millions of repeated rows,
 # so the count is capped from the file's metadata before it is read. 50 million is far
@@ -415,6 +420,58 @@ def _install(store: Store, out: Path) -> None:
     _wal(out).unlink(missing_ok=True)
 
 
+def parquet_folder(out: Path) -> Path:
+    """Where the pooled tables go as Parquet: ``<out stem>_parquet`` beside ``out``."""
+    return Path(out).absolute().parent / f"{Path(out).stem}{PARQUET_SUFFIX}"
+
+
+def _check_parquet_folder(out: Path, packages: list[Path] | tuple[Path, ...]) -> Path:
+    """The Parquet folder, refused before anything is read when something else is there
+    (a file, a link) or when it is, or lies inside, a package being pooled."""
+    folder = parquet_folder(out)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise UsageError(f"{folder} is a file or a link, and pool writes the pooled tables "
+                         "as Parquet into a folder of that name; move it away")
+    real = folder.resolve()
+    for package in packages:
+        path = Path(package).absolute().resolve()
+        if real == path or real.is_relative_to(path):
+            raise UsageError(f"{folder}, where pool writes the pooled tables as Parquet, is "
+                             f"or lies inside the site package {package}; pool into another "
+                             "folder")
+    return folder
+
+
+def _write_parquet(store: Store, folder: Path) -> Path:
+    """Every graph table of the built database in the table-store layout, in a new folder
+    beside ``folder`` (moved over it by ``_install_parquet``); return the new folder."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial",
+                                   dir=folder.parent))
+    try:
+        with store.session(read_only=True) as con:
+            present = {f"{r[0]}.{r[1]}" for r in con.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_type = 'BASE TABLE'").fetchall()}
+            write_layout(con, [t for t in load_graph().tables if t in present], staged)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def _install_parquet(staged: Path, folder: Path) -> None:
+    """Put ``staged`` in place of ``folder`` (the previous one removed after the move)."""
+    old = None
+    if folder.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old",
+                                    dir=folder.parent)) / folder.name
+        os.replace(folder, old)
+    os.replace(staged, folder)
+    if old is not None:
+        shutil.rmtree(old.parent, ignore_errors=True)
+
+
 def _finite(value: float) -> float | None:
     value = float(value)
     return value if np.isfinite(value) else None
@@ -520,6 +577,7 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give the path of the pooled DuckDB file")
     report = report_folder(out, report_dir, sources)
+    parquet = _check_parquet_folder(out, sources)
     work = Path(tempfile.mkdtemp(prefix="cartfhir-pool-"))
     try:
         packages = [verify(Path(s), work, keys=keys, allow_unsigned=allow_unsigned,
@@ -554,7 +612,13 @@ def pool(sources: list[Path], out: Path, *, keys: Path | None = None,
         result = PoolResult(path=out, sites=sites, rows=rows, unsigned=unsigned)
         if analyse:
             _analyse(store, result, study=packages[0].manifest.study, report=report)
-        _install(store, out)  # only now is the old pooled file replaced
+        staged = _write_parquet(store, parquet)
+        try:
+            _install(store, out)  # only now is the old pooled file replaced
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        _install_parquet(staged, parquet)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)
