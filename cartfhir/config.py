@@ -22,6 +22,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
@@ -33,6 +34,7 @@ from pydantic import (
 
 from cartfhir.errors import ConfigError, SecretError
 from cartfhir.redact import register as register_secret
+from cartfhir.spark.session import FIXED_CONF as SPARK_FIXED_CONF
 
 DEFAULT_CONFIG = Path("config.yaml")
 SITE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
@@ -474,6 +476,115 @@ class Analysis(_Model):
         description="show counts below k as '<k' in the report and exports (e.g. 5)")
 
 
+# ---- engine ------------------------------------------------------------------------------
+
+ENGINE_KINDS = ("duckdb", "spark")
+# local, local[N], local[*], local[N,F], spark://host:port[,host:port...], yarn, k8s://URL
+SPARK_MASTER_PATTERN = (r"^(local(\[(\*|[1-9][0-9]{0,3})(,[0-9]{1,3})?\])?"
+                        r"|spark://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(,[A-Za-z0-9.\-]+(:[0-9]{1,5})?)*"
+                        r"|yarn|k8s://https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?)$")
+SPARK_CONF_KEY = re.compile(r"spark(\.[A-Za-z0-9_\-]+)+")
+# Keys engine.conf may not set: cartfhir fixes the first (results depend on them);
+# the others have their own engine key.
+_CONF_OWNED = {**{key.lower(): f"cartfhir fixes it to {value} (results depend on it)"
+                  for key, value in SPARK_FIXED_CONF.items()},
+               "spark.master": "set engine.master instead"}
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def _path_or_uri(value: str, info: ValidationInfo) -> str:
+    """A URI (s3a://, hdfs://, abfss://, file://) as written; else a path resolved like
+    every ConfigPath (against the config file's folder)."""
+    if _URI.match(value):
+        return value
+    return str(_resolve_path(Path(value), info))
+
+
+PathOrUri = Annotated[str, Field(min_length=1), AfterValidator(_path_or_uri)]
+
+
+def is_uri(location: str) -> bool:
+    """Whether ``location`` (engine.tables, engine.raw) is a URI rather than a local path."""
+    return bool(_URI.match(location))
+
+
+def _spark_conf_value(value: object) -> str:
+    if isinstance(value, bool):  # Spark's spelling, not Python's True
+        return "true" if value else "false"
+    return str(value)
+
+
+class DuckdbEngine(_Model):
+    """DuckDB in-process: the default and the reference."""
+
+    kind: Literal["duckdb"] = "duckdb"
+
+
+class SparkEngine(_Model):
+    """Apache Spark (4.0, Java 17): views and models on a cluster or local cores."""
+
+    kind: Literal["spark"]
+    master: str = Field(
+        default="local[2]",
+        description="local[N] | local[*] | spark://host:7077 | yarn | k8s://https://host; "
+        "under spark-submit the launcher's master wins")
+    conf: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Spark settings, e.g. spark.executor.memory: 4g (session time zone and "
+        "ANSI mode are fixed by cartfhir)")
+    tables: PathOrUri | None = Field(
+        default=None, description="where the Parquet tables go (a folder or a URI); "
+        "default: <output folder>/parquet")
+    raw: Literal["store", "ndjson"] | PathOrUri = Field(
+        default="store",
+        description="raw input: store (the DuckDB's raw.resources, exported to Parquet), "
+        "ndjson (Spark lands the sites' folders itself, structural checks) or the folder of "
+        "a 'cartfhir export --raw'")
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, master: str) -> str:
+        if not re.fullmatch(SPARK_MASTER_PATTERN, master):
+            raise ValueError(f"{master!r} is not a Spark master: local[2], local[*], "
+                             "spark://host:7077, yarn or k8s://https://host:port")
+        return master
+
+    @field_validator("conf")
+    @classmethod
+    def _spark_keys(cls, conf: dict[str, Any]) -> dict[str, str]:
+        problems = []
+        for key, value in conf.items():
+            if not SPARK_CONF_KEY.fullmatch(key):
+                problems.append(f"{key!r} is not a Spark setting (they look like spark.x.y)")
+            elif key.lower() in _CONF_OWNED:
+                problems.append(f"{key} cannot be set here: {_CONF_OWNED[key.lower()]}")
+            elif not isinstance(value, str | int | float | bool) or (
+                    isinstance(value, float) and not math.isfinite(value)):
+                problems.append(f"{key}: give a string, number or true/false, not "
+                                f"{type(value).__name__} {value!r:.40}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return {key: _spark_conf_value(value) for key, value in conf.items()}
+
+    @property
+    def raw_kind(self) -> str:
+        """'store', 'ndjson' or 'folder' (a cartfhir export --raw folder)."""
+        return self.raw if self.raw in ("store", "ndjson") else "folder"
+
+
+def _engine_shorthand(value: Any) -> Any:
+    """``engine: spark`` means a Spark engine with every default (and ``duckdb`` DuckDB)."""
+    if isinstance(value, str):
+        if value not in ENGINE_KINDS:
+            raise ValueError(f"unknown engine {value!r} (expected one of {ENGINE_KINDS})")
+        return {"kind": value}
+    return value
+
+
+Engine = Annotated[DuckdbEngine | SparkEngine, Field(discriminator="kind"),
+                   BeforeValidator(_engine_shorthand)]
+
+
 class Config(_Model):
     study: Study
     sites: list[Site] = Field(min_length=1)
@@ -482,6 +593,7 @@ class Config(_Model):
     transform: Transform = Transform()
     expectations: Expectations = Expectations()
     analysis: Analysis = Analysis()
+    engine: Engine = DuckdbEngine()
 
     source_file: Path | None = Field(default=None, exclude=True)
     config_hash: str = Field(default="", exclude=True)
@@ -503,8 +615,25 @@ class Config(_Model):
         known = ", ".join(s.id for s in self.sites)
         raise ConfigError(f"no site {site_id!r} in the config (sites: {known})")
 
+    def engine_for(self, name: str | None = None) -> DuckdbEngine | SparkEngine:
+        """The engine to run on: the config's, or ``name`` (``--engine``) when given.
 
-_UNION_TAGS = {"source": SOURCE_KINDS, "auth": ("none", "bearer", "basic", "smart")}
+        ``spark`` without a Spark section in the config is Spark with its defaults. A
+        Spark engine always comes back with ``tables`` set (default <output folder>/parquet).
+        """
+        engine: DuckdbEngine | SparkEngine = self.engine
+        if name is not None and name != engine.kind:
+            if name not in ENGINE_KINDS:
+                raise ConfigError(f"unknown engine {name!r} (expected one of "
+                                  f"{', '.join(ENGINE_KINDS)})")
+            engine = DuckdbEngine() if name == "duckdb" else SparkEngine(kind="spark")
+        if isinstance(engine, SparkEngine) and engine.tables is None:
+            engine = engine.model_copy(update={"tables": str(self.output.folder / "parquet")})
+        return engine
+
+
+_UNION_TAGS = {"source": SOURCE_KINDS, "auth": ("none", "bearer", "basic", "smart"),
+               "engine": ENGINE_KINDS}
 
 
 def format_location(loc: tuple[Any, ...]) -> str:

@@ -389,17 +389,58 @@ def _output_items(config: Config) -> Iterator[CheckItem]:
 
 # ---- engine -----------------------------------------------------------------------------
 
+JAVA_MIN = 17  # Spark 4.0 runs on Java 17 and 21
+
+
 def _engine_item(config: Config) -> CheckItem:
-    """Java and Spark, only when the config names a Spark engine (it has no engine key yet)."""
-    engine = getattr(config, "engine", None)
-    if engine is None:
-        return _not_applicable("engine", "DuckDB in-process (no engine in the config)")
-    kind = str(getattr(engine, "kind", engine))
-    if "spark" not in kind.lower():
-        return _not_applicable("engine", f"{kind}: nothing to check")
-    missing = [what for what, present in (
-        ("java on PATH", shutil.which("java") is not None),
-        ("the pyspark package", importlib.util.find_spec("pyspark") is not None)) if not present]
-    if missing:
-        return CheckItem("engine", False, f"{kind} needs {' and '.join(missing)}")
-    return CheckItem("engine", True, f"{kind}: java and pyspark found")
+    """The engine the config names: DuckDB's version, or for Spark pyspark, Java and the
+    master (without starting a JVM)."""
+    engine = config.engine_for()
+    if engine.kind == "duckdb":
+        import duckdb
+
+        return CheckItem("engine", True, f"duckdb {duckdb.__version__} (in-process)")
+    return _item("engine", lambda: _spark_detail(engine.master))
+
+
+def _spark_detail(master: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from cartfhir.spark.session import INSTALL_HINT
+
+    if importlib.util.find_spec("pyspark") is None:
+        raise ConfigError(INSTALL_HINT)
+    try:
+        pyspark = version("pyspark")
+    except PackageNotFoundError:
+        pyspark = "?"
+    return f"spark: pyspark {pyspark}, {_java_detail()}, master {master}"
+
+
+def _java_detail() -> str:
+    """'java 17.0.9' from ``java -version`` (JAVA_HOME's first, else PATH's); ConfigError
+    when there is none or it is older than JAVA_MIN."""
+    import os
+    import re
+    import subprocess
+
+    home = os.environ.get("JAVA_HOME")
+    java = str(Path(home) / "bin" / "java") if home and (Path(home) / "bin" / "java").is_file() \
+        else shutil.which("java")
+    if java is None:
+        raise ConfigError(f"engine spark needs Java {JAVA_MIN} or 21: none on PATH or in "
+                          "JAVA_HOME")
+    try:
+        answer = subprocess.run([java, "-version"], capture_output=True, text=True,
+                                timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"{java} -version failed: {exc}") from None
+    found = re.search(r'version "(\d+)(?:\.(\d+))?[^"]*"', answer.stderr + answer.stdout)
+    if not found:
+        raise ConfigError(f"{java} -version did not say its version")
+    major = int(found.group(1))
+    if major == 1 and found.group(2):  # 1.8 is Java 8
+        major = int(found.group(2))
+    if major < JAVA_MIN:
+        raise ConfigError(f"engine spark needs Java {JAVA_MIN} or 21; {java} is Java {major}")
+    return f"java {major} ({java})"

@@ -213,3 +213,43 @@ def test_other_thresholds_may_be_fractions(tmp_path: Path) -> None:
                                                             "post_event_round": 3}}),
                           base_dir=tmp_path)
     assert config.transform.thresholds == {"mrd_negative_below": 0.05, "post_event_round": 3}
+
+
+# ---- engine -----------------------------------------------------------------------------
+
+def test_engine_defaults_to_duckdb_and_spark_means_its_defaults(site_config) -> None:
+    assert site_config(["site_a"]).engine.kind == "duckdb"
+    spark = site_config(["site_a"], engine="spark")
+    engine = spark.engine_for()
+    assert (engine.kind, engine.master, engine.raw, engine.conf) == ("spark", "local[2]",
+                                                                     "store", {})
+    assert engine.tables == str(spark.output.folder / "parquet")
+    assert site_config(["site_a"]).engine_for("spark").kind == "spark"  # --engine spark
+    assert spark.engine_for("duckdb").kind == "duckdb"
+
+
+def test_spark_engine_keys_resolve_like_other_paths(site_config, tmp_path) -> None:
+    config = site_config(["site_a"], engine={
+        "kind": "spark", "master": "spark://head:7077", "raw": "exported",
+        "tables": "s3a://bucket/tables", "conf": {"spark.executor.memory": "4g",
+                                                  "spark.sql.adaptive.enabled": False}})
+    engine = config.engine_for()
+    assert engine.raw == str(tmp_path / "exported") and engine.raw_kind == "folder"
+    assert engine.tables == "s3a://bucket/tables"  # a URI stays as written
+    assert engine.conf == {"spark.executor.memory": "4g", "spark.sql.adaptive.enabled": "false"}
+
+
+@pytest.mark.parametrize(("engine", "words"), [
+    ({"kind": "spark", "conf": {"spark.sql.session.timeZone": "Europe/Paris"}},
+     "engine.conf: spark.sql.session.timeZone cannot be set here"),
+    ({"kind": "spark", "conf": {"spark.sql.ansi.enabled": False}}, "engine.conf: spark.sql.ansi"),
+    ({"kind": "spark", "conf": {"executor.memory": "4g"}}, "is not a Spark setting"),
+    ({"kind": "spark", "conf": {"spark.x": [1, 2]}}, "give a string, number or true/false"),
+    ({"kind": "spark", "master": "local[2"}, "engine.master: 'local[2' is not a Spark master"),
+    ({"kind": "spark", "tabels": "x"}, "engine.tabels: unknown key"),
+    ("sparkle", "unknown engine 'sparkle'"),
+])
+def test_hostile_engine_settings_are_refused(site_config, engine, words) -> None:
+    with pytest.raises(ConfigError) as caught:
+        site_config(["site_a"], engine=engine)
+    assert words in str(caught.value)

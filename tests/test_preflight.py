@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from cartfhir import preflight
@@ -52,7 +53,7 @@ def test_an_all_good_config_exits_0_with_one_line_per_item(
     _line(out, "ok", "site_a pseudonym key")
     _line(out, "ok", "study definitions")
     _line(out, "ok", "output database folder")
-    assert "DuckDB in-process" in _line(out, "n/a", "engine")
+    assert f"duckdb {duckdb.__version__}" in _line(out, "ok", "engine")
     assert "FAIL" not in out
 
 
@@ -291,3 +292,30 @@ def test_smart_auth_gets_a_token_even_when_metadata_needs_one(
     assert "token obtained" in _line(out, "ok", "site_s auth")
     assert server.issued and not any(token in out for token in server.issued)
     assert "PRIVATE KEY" not in out
+
+
+def test_a_spark_engine_line_names_pyspark_java_and_master(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("pyspark")
+    _site_files(tmp_path)
+    code, out = _check(config_file(["site_a"], engine={"kind": "spark",
+                                                       "master": "local[*]"}), capsys)
+    line = _line(out, "ok", "engine")
+    assert "pyspark 4.0" in line and "java 1" in line and "master local[*]" in line
+    assert code == 0, out
+
+
+def test_an_old_java_is_a_fix_exit_2(tmp_path: Path, config_file: Callable[..., Path],
+                                     capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("pyspark")
+    _site_files(tmp_path)
+    old = tmp_path / "jdk" / "bin" / "java"
+    old.parent.mkdir(parents=True)
+    old.write_text('#!/bin/sh\necho \'java version "1.8.0_392"\' >&2\n')
+    old.chmod(0o755)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jdk"))
+    code, out = _check(config_file(["site_a"], engine="spark"), capsys)
+    assert "needs Java 17 or 21" in _line(out, "FAIL", "engine") and "Java 8" in out
+    assert code == 2
