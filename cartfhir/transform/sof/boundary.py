@@ -24,7 +24,9 @@ Rules (FHIRPath 3.0 STU, and the SQL-on-FHIR suite's fn_boundary tests):
   latest instants it can be).
 
 ``value_sql`` is repeated many times in the result, so pass a column or a cheap
-expression (bind a costly one in a subquery first).
+expression (bind a costly one in a subquery first). A decimal's precision is read
+from its text, so take the text the JSON reader keeps: DuckDB's json_extract and
+Spark's get_json_object both give ``1.0`` for 1.0, but Spark's VARIANT gives ``1``.
 """
 
 from __future__ import annotations
