@@ -9,6 +9,7 @@ SQL integer expression, or None for the type's greatest precision (decimal 8,
 date 8, dateTime 17, time 9). The text uses only functions DuckDB and Spark SQL
 share with the same meaning (CASE, regexp_extract, substr, instr, length, concat,
 repeat, rpad, TRY_CAST to INT / DECIMAL / STRING, ``%``), so one text serves both.
+(concat never sees a NULL here: DuckDB's skips it where Spark's returns NULL.)
 
 Rules (FHIRPath 3.0 STU, and the SQL-on-FHIR suite's fn_boundary tests):
 - decimal: the input's own digits give its precision, so ``1.0`` spans
@@ -33,14 +34,9 @@ from __future__ import annotations
 
 KINDS = ("decimal", "date", "dateTime", "time")
 
-# Greatest precision used when none is given, and the precisions a kind accepts.
+# Greatest precision used when none is given (a temporal kind's others are in _CUT).
 DEFAULT_PRECISION = {"decimal": 8, "date": 8, "dateTime": 17, "time": 9}
 DECIMAL_MAX_PRECISION = 17
-TEMPORAL_PRECISIONS = {
-    "date": (4, 6, 8),
-    "dateTime": (4, 6, 8, 10, 12, 14, 17),
-    "time": (2, 4, 6, 9),
-}
 
 # Regular expressions in the syntax RE2 (DuckDB) and java.util.regex (Spark) read
 # alike; no backslashes, because Spark string literals unescape them and DuckDB's do not.
@@ -119,39 +115,38 @@ def _millis(value: str, pattern: str, index: int, high: bool) -> str:
     return f"rpad({got}, 3, {_lit('9' if high else '0')})"
 
 
+# Where each precision ends in the fully filled text (YYYY-MM-DDThh:mm:ss.fff, hh:mm:ss.fff).
+_CUT = {
+    "date": {4: 4, 6: 7, 8: 10},
+    "dateTime": {4: 4, 6: 7, 8: 10, 10: 13, 12: 16, 14: 19, 17: 23},
+    "time": {2: 2, 4: 5, 6: 8, 9: 12},
+}
+
+
 def _temporal(kind: str, v: str, p: str, high: bool) -> str:
-    lo_hi = (lambda low, hi: _lit(hi if high else low))  # noqa: E731 - a two-way pick
-    pieces: dict[int, str] = {}
-    if kind == "time":
-        rx = _TIME_RE
-        hour = _group(v, rx, 1)
-        minute = _part(v, rx, 2, lo_hi("00", "59"))
-        second = _part(v, rx, 3, lo_hi("00", "59"))
-        pieces = {
-            2: hour,
-            4: f"concat({hour}, ':', {minute})",
-            6: f"concat({hour}, ':', {minute}, ':', {second})",
-            9: f"concat({hour}, ':', {minute}, ':', {second}, '.', {_millis(v, rx, 4, high)})",
-        }
-    else:
-        rx = _DATE_RE if kind == "date" else _DATETIME_RE
+    def pick(low: str, greatest: str) -> str:
+        return _lit(greatest if high else low)
+
+    rx = {"date": _DATE_RE, "dateTime": _DATETIME_RE, "time": _TIME_RE}[kind]
+    first = 1
+    full = ""
+    if kind != "time":
         year = _group(v, rx, 1)
-        month = _part(v, rx, 2, lo_hi("01", "12"))
-        day = _part(v, rx, 3, "'01'" if not high else _month_end(year, month))
-        date = f"concat({year}, '-', {month}, '-', {day})"
-        pieces = {4: year, 6: f"concat({year}, '-', {month})", 8: date}
-        if kind == "dateTime":
-            hour = _part(v, rx, 4, lo_hi("00", "23"))
-            minute = _part(v, rx, 5, lo_hi("00", "59"))
-            second = _part(v, rx, 6, lo_hi("00", "59"))
-            zone = _part(v, rx, 8, lo_hi("+14:00", "-12:00"))
-            clock = {
-                10: hour,
-                12: f"concat({hour}, ':', {minute})",
-                14: f"concat({hour}, ':', {minute}, ':', {second})",
-                17: f"concat({hour}, ':', {minute}, ':', {second}, '.', "
-                    f"{_millis(v, rx, 7, high)})",
-            }
-            pieces.update({n: f"concat({date}, 'T', {c}, {zone})" for n, c in clock.items()})
-    cases = " ".join(f"WHEN {n} THEN {sql}" for n, sql in pieces.items())
-    return f"(CASE WHEN {_group(v, rx, 0)} = {v} THEN CASE {p} {cases} END END)"
+        month = _part(v, rx, 2, pick("01", "12"))
+        day = _part(v, rx, 3, _month_end(year, month) if high else "'01'")
+        full = f"{year}, '-', {month}, '-', {day}"
+        first = 4
+    if kind != "date":
+        hour = _part(v, rx, first, pick("00", "23"))
+        minute = _part(v, rx, first + 1, pick("00", "59"))
+        second = _part(v, rx, first + 2, pick("00", "59"))
+        clock = f"{hour}, ':', {minute}, ':', {second}, '.', {_millis(v, rx, first + 3, high)}"
+        full = f"{full}, 'T', {clock}" if full else clock
+    cut = " ".join(f"WHEN {n} THEN {end}" for n, end in _CUT[kind].items())
+    text = f"substr(concat({full}), 1, CASE {p} {cut} END)"
+    if kind == "dateTime":  # a time part carries a zone
+        zone = _part(v, rx, 8, pick("+14:00", "-12:00"))
+        text = f"concat({text}, CASE WHEN {p} >= 10 THEN {zone} ELSE '' END)"
+    # The precision is checked up front: DuckDB's concat skips a NULL, Spark's returns NULL.
+    valid = ", ".join(str(n) for n in _CUT[kind])
+    return f"(CASE WHEN {_group(v, rx, 0)} = {v} AND {p} IN ({valid}) THEN {text} END)"
