@@ -16,24 +16,24 @@ WITH events AS (
 ),
 placed AS (
     SELECT v.site, v.patient_key, ep.round, v.event, v.category, v.source_type, v.source_id,
-           date_diff('day', ep.infusion_date, v.event_date) AS day, v.grade, v.grade_source
+           day_diff(ep.infusion_date, v.event_date) AS day, v.grade, v.grade_source
     FROM events AS v
     JOIN cohort.episode AS ep ON ep.site = v.site AND ep.patient_key = v.patient_key
 )
 SELECT p.*,
-       (SELECT CASE w.name WHEN 'lymphodepletion_infection' THEN 'lymphodepletion'
-                           WHEN 'early_infection' THEN 'early'
-                           WHEN 'late_infection' THEN 'late'
-                           ELSE 'in_window' END
+       -- The phase of the first-starting window of the event's category holding its day.
+       (SELECT min_by(CASE w.name WHEN 'lymphodepletion_infection' THEN 'lymphodepletion'
+                                  WHEN 'early_infection' THEN 'early'
+                                  WHEN 'late_infection' THEN 'late'
+                                  ELSE 'in_window' END, w.lo)
         FROM cohort.episode_window AS w
         WHERE w.site = p.site AND w.patient_key = p.patient_key AND w.round = p.round
           AND p.day BETWEEN w.lo AND w.hi
-          AND list_contains(CASE p.category
-                                WHEN 'infection' THEN ['lymphodepletion_infection',
-                                                       'early_infection', 'late_infection']
-                                WHEN 'crs' THEN ['crs']
-                                WHEN 'icans' THEN ['icans']
-                                ELSE ['febrile_neutropenia'] END, w.name)
-        ORDER BY w.lo LIMIT 1) AS phase
+          AND CASE p.category
+                  WHEN 'infection' THEN w.name IN ('lymphodepletion_infection',
+                                                   'early_infection', 'late_infection')
+                  WHEN 'crs' THEN w.name = 'crs'
+                  WHEN 'icans' THEN w.name = 'icans'
+                  ELSE w.name = 'febrile_neutropenia' END) AS phase
 FROM placed AS p
 WHERE p.day BETWEEN (SELECT min(lo) FROM ref.window) AND (SELECT max(hi) FROM ref.window)

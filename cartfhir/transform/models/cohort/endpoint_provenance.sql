@@ -1,23 +1,29 @@
 -- cohort.endpoint_provenance: description, grain, columns and expectations in endpoint_provenance.yml
 WITH lab AS (
-    -- One row per result and window it falls in.
-    SELECT x.*, unnest(x.windows) AS window_name FROM cohort.episode_lab AS x
+    -- One row per result and window it falls in (window names are unique in ref.window).
+    SELECT x.*, w.name AS window_name
+    FROM cohort.episode_lab AS x
+    JOIN ref.window AS w ON array_contains(x.windows, w.name)
 ),
 peaks AS (
     SELECT site, patient_key, round, concept || '_peak' AS endpoint, 'Observation' AS resource_type,
            observation_id AS resource_id, 'peak value' AS role
-    FROM lab
-    WHERE window_name = 'cytokine' AND comparator IS NULL
-      AND concept IN (SELECT concept FROM ref.concept WHERE category = 'cytokine')
-    QUALIFY value = max(value) OVER (PARTITION BY site, patient_key, round, concept)
+    FROM (SELECT *, max(value) OVER (PARTITION BY site, patient_key, round, concept) AS top
+          FROM lab
+          WHERE window_name = 'cytokine' AND comparator IS NULL
+            AND concept IN (SELECT concept FROM ref.concept WHERE category = 'cytokine'))
+         AS cytokine
+    WHERE value = top
 ),
 nadirs AS (
     SELECT site, patient_key, round,
            CASE concept WHEN 'platelets' THEN 'platelet_nadir' ELSE concept || '_nadir' END,
            'Observation', observation_id, 'nadir value'
-    FROM lab
-    WHERE window_name = 'nadir' AND concept IN ('anc', 'platelets', 'hemoglobin')
-    QUALIFY value = min(value) OVER (PARTITION BY site, patient_key, round, concept)
+    FROM (SELECT *, min(value) OVER (PARTITION BY site, patient_key, round, concept) AS bottom
+          FROM lab
+          WHERE window_name = 'nadir' AND concept IN ('anc', 'platelets', 'hemoglobin'))
+         AS count_lab
+    WHERE value = bottom
 ),
 organ AS (
     SELECT x.site, x.patient_key, x.round,
@@ -61,7 +67,7 @@ episode_records AS (
            'infusion record'
     FROM cohort.episode AS e
     JOIN harmonized.procedure AS p
-      ON p.site = e.site AND list_contains(e.procedure_ids, p.procedure_id)
+      ON p.site = e.site AND array_contains(e.procedure_ids, p.procedure_id)
     UNION ALL
     SELECT site, patient_key, round, 'dose', 'Observation', dose_observation_id, 'dose result'
     FROM cohort.episode WHERE dose_observation_id IS NOT NULL

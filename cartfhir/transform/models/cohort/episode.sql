@@ -1,7 +1,7 @@
 -- cohort.episode: description, grain, columns and expectations in episode.yml
 WITH infusion AS (
     SELECT site, patient_key, start_date AS infusion_date,
-           list(procedure_id ORDER BY procedure_id) AS procedure_ids,
+           array_sort(array_agg(procedure_id)) AS procedure_ids,
            max(target) AS target, max(dose) AS recorded_dose
     FROM harmonized.procedure
     WHERE concept = 'cart_infusion' AND problem IS NULL
@@ -28,26 +28,29 @@ with_limits AS (
 ),
 limited AS (
     SELECT *,
-           least(date_diff('day', infusion_date, next_infusion_date) - 1,
-                 date_diff('day', infusion_date, next_hsct_date) - 1,
-                 date_diff('day', infusion_date, death_date)) AS limit_day
+           least(day_diff(infusion_date, next_infusion_date) - 1,
+                 day_diff(infusion_date, next_hsct_date) - 1,
+                 day_diff(infusion_date, death_date)) AS limit_day
     FROM with_limits
 ),
 dose AS (
     SELECT e.site, e.patient_key, e.round,
-           arg_min(l.value, l.effective_at) AS dose,
-           arg_min(l.observation_id, l.effective_at) AS dose_observation_id
+           -- min_by skips a NULL key on both engines; a NULL value only on DuckDB: guard it.
+           min_by(l.value, CASE WHEN l.value IS NOT NULL THEN l.effective_at END) AS dose,
+           min_by(l.observation_id, CASE WHEN l.observation_id IS NOT NULL
+                                         THEN l.effective_at END) AS dose_observation_id
     FROM limited AS e
     JOIN harmonized.lab AS l
       ON l.site = e.site AND l.patient_key = e.patient_key AND l.concept = 'cart_dose'
-     AND date_diff('day', e.infusion_date, l.effective_date)
+     AND day_diff(e.infusion_date, l.effective_date)
          BETWEEN (SELECT lo FROM ref.window WHERE name = 'dose')
              AND (SELECT hi FROM ref.window WHERE name = 'dose')
     GROUP BY e.site, e.patient_key, e.round
 ),
 relapse AS (
     SELECT e.site, e.patient_key, e.round,
-           arg_max(array_to_string(c.body_sites, '+'), c.onset_date) AS relapse_site_before
+           max_by(concat_ws('+', c.body_sites),
+                  CASE WHEN c.body_sites IS NOT NULL THEN c.onset_date END) AS relapse_site_before
     FROM limited AS e
     JOIN harmonized.condition AS c
       ON c.site = e.site AND c.patient_key = e.patient_key AND c.concept = 'relapse'
@@ -58,7 +61,8 @@ SELECT e.site, e.patient_key, e.round, e.infusion_date, e.procedure_ids, e.targe
        coalesce(d.dose, e.recorded_dose) AS dose, d.dose_observation_id, nullif(r.relapse_site_before, '') AS relapse_site_before,
        e.sex,
        year(e.infusion_date) - year(e.birth_date)
-           - CASE WHEN strftime(e.infusion_date, '%m%d') < strftime(e.birth_date, '%m%d')
+           - CASE WHEN month(e.infusion_date) * 100 + day(e.infusion_date)
+                       < month(e.birth_date) * 100 + day(e.birth_date)
                   THEN 1 ELSE 0 END AS age_years,
        e.next_infusion_date, e.next_hsct_date, e.death_date, e.limit_day,
        CAST(least(e.limit_day, (SELECT value FROM ref.threshold WHERE name = 'horizon_days'))

@@ -11,8 +11,10 @@ WITH p AS (
     FROM ref.threshold
 ),
 lab AS (
-    -- One row per result and window it falls in.
-    SELECT x.*, unnest(x.windows) AS window_name FROM cohort.episode_lab AS x
+    -- One row per result and window it falls in (window names are unique in ref.window).
+    SELECT x.*, w.name AS window_name
+    FROM cohort.episode_lab AS x
+    JOIN ref.window AS w ON array_contains(x.windows, w.name)
 ),
 cytokine AS (
     SELECT site, patient_key, round,
@@ -24,7 +26,7 @@ cytokine AS (
            max(value) FILTER (WHERE concept = 'ifng') AS ifng_peak,
            max(value) FILTER (WHERE concept = 'tnfa') AS tnfa_peak
     FROM lab WHERE window_name = 'cytokine' AND comparator IS NULL
-    GROUP BY ALL
+    GROUP BY site, patient_key, round
 ),
 nadir AS (
     SELECT site, patient_key, round,
@@ -32,7 +34,7 @@ nadir AS (
            min(value) FILTER (WHERE concept = 'platelets') AS platelet_nadir,
            min(value) FILTER (WHERE concept = 'hemoglobin') AS hemoglobin_nadir
     FROM lab WHERE window_name = 'nadir'
-    GROUP BY ALL
+    GROUP BY site, patient_key, round
 ),
 nadir_grade AS (
     SELECT n.*,
@@ -48,15 +50,16 @@ nadir_grade AS (
     FROM nadir AS n
 ),
 baseline AS (
-    SELECT site, patient_key, round, concept, arg_max(value, effective_at) AS baseline
+    SELECT site, patient_key, round, concept,
+           max_by(value, CASE WHEN value IS NOT NULL THEN effective_at END) AS baseline
     FROM lab WHERE window_name = 'baseline'
-    GROUP BY ALL
+    GROUP BY site, patient_key, round, concept
 ),
 organ_lab AS (
     SELECT l.site, l.patient_key, l.round, l.concept, l.observation_id, l.value,
-           l.value / coalesce(l.reference_high, d.high) AS uln_ratio,
-           l.value / coalesce(l.reference_low, d.low) AS lln_ratio,
-           l.value / b.baseline AS baseline_ratio
+           CAST(l.value AS DOUBLE) / nullif(coalesce(l.reference_high, d.high), 0) AS uln_ratio,
+           CAST(l.value AS DOUBLE) / nullif(coalesce(l.reference_low, d.low), 0) AS lln_ratio,
+           CAST(l.value AS DOUBLE) / nullif(b.baseline, 0) AS baseline_ratio
     FROM lab AS l
     LEFT JOIN ref.reference_range AS d ON d.concept = l.concept
     LEFT JOIN baseline AS b
@@ -85,7 +88,7 @@ organ AS (
            max(grade) FILTER (WHERE category = 'liver') AS liver_injury_grade,
            max(grade) FILTER (WHERE category = 'kidney') AS kidney_injury_grade,
            max(grade) FILTER (WHERE category = 'coagulation') AS coagulopathy_grade
-    FROM organ_graded GROUP BY ALL
+    FROM organ_graded GROUP BY site, patient_key, round
 ),
 toxicity AS (
     SELECT site, patient_key, round,
@@ -104,26 +107,28 @@ toxicity AS (
            bool_or(category = 'febrile_neutropenia' AND phase IS NOT NULL) AS febrile_neutropenia
     FROM cohort.adverse_event
     WHERE is_event(source_type, grade)
-    GROUP BY ALL
+    GROUP BY site, patient_key, round
 ),
 marrow AS (
     SELECT site, patient_key, round, day,
-           arg_max(value, effective_at) AS blasts
+           max_by(value, CASE WHEN value IS NOT NULL THEN effective_at END) AS blasts
     FROM lab WHERE window_name = 'response' AND concept = 'marrow_blasts'
-    GROUP BY ALL
+    GROUP BY site, patient_key, round, day
 ),
 mrd AS (
     SELECT site, patient_key, round, day,
-           arg_max(struct_pack(value := value, comparator := comparator), effective_at) AS mrd
+           max_by(lab_reading(value, comparator), effective_at) AS mrd
     FROM cohort.episode_lab WHERE concept = 'mrd_flow'
-    GROUP BY ALL
+    GROUP BY site, patient_key, round, day
 ),
 assessment AS (
     SELECT m.*,
-           (SELECT arg_max(d.last_value, d.day) FROM cohort.lab_daily AS d
+           (SELECT max_by(d.last_value, CASE WHEN d.last_value IS NOT NULL THEN d.day END)
+             FROM cohort.lab_daily AS d
              WHERE d.site = m.site AND d.patient_key = m.patient_key AND d.round = m.round
                AND d.concept = 'anc' AND d.day BETWEEN m.day - p.lookback AND m.day) AS anc,
-           (SELECT arg_max(d.last_value, d.day) FROM cohort.lab_daily AS d
+           (SELECT max_by(d.last_value, CASE WHEN d.last_value IS NOT NULL THEN d.day END)
+             FROM cohort.lab_daily AS d
              WHERE d.site = m.site AND d.patient_key = m.patient_key AND d.round = m.round
                AND d.concept = 'platelets' AND d.day BETWEEN m.day - p.lookback AND m.day)
                AS platelets,
@@ -144,11 +149,12 @@ judged AS (
 ),
 response AS (
     SELECT site, patient_key, round,
-           arg_max(response, CASE response WHEN 'CR' THEN 2 WHEN 'CRi' THEN 1 ELSE 0 END)
-               AS best_response,
+           max_by(response, CASE WHEN response IS NOT NULL
+                                 THEN CASE response WHEN 'CR' THEN 2 WHEN 'CRi' THEN 1 ELSE 0 END
+                            END) AS best_response,
            bool_or(mrd_negative) AS mrd_negative,
            bool_or(mrd_negative AND response IN ('CR', 'CRi')) AS mrd_negative_cr
-    FROM judged GROUP BY ALL
+    FROM judged GROUP BY site, patient_key, round
 ),
 after AS (
     SELECT e.site, e.patient_key, e.round,
@@ -166,18 +172,26 @@ after AS (
     FROM cohort.episode AS e CROSS JOIN p
     WHERE e.round = p.post_round
 ),
+after_event AS (
+    -- One row per kind of event after the infusion, with its date.
+    SELECT site, patient_key, round, 'relapse' AS event, relapse_after_date AS d FROM after
+    UNION ALL
+    SELECT site, patient_key, round, 'chemotherapy', chemotherapy_after_date FROM after
+    UNION ALL
+    SELECT site, patient_key, round, 'hsct', hsct_after_date FROM after
+    UNION ALL
+    SELECT site, patient_key, round, 'death', death_after_date FROM after
+),
 first_after AS (
-    SELECT a.site, a.patient_key, a.round,
-           arg_min(x.event, struct_pack(d := x.d, priority := pe.priority)) AS post_event_type,
-           min(x.d) AS post_event_date
-    FROM after AS a
-    CROSS JOIN LATERAL (VALUES ('relapse', a.relapse_after_date),
-                               ('chemotherapy', a.chemotherapy_after_date),
-                               ('hsct', a.hsct_after_date),
-                               ('death', a.death_after_date)) AS x(event, d)
-    JOIN ref.post_event AS pe ON pe.event = x.event
-    WHERE x.d IS NOT NULL
-    GROUP BY ALL
+    -- The earliest event; on one day, the first by ref.post_event's priority.
+    SELECT site, patient_key, round, event AS post_event_type, d AS post_event_date
+    FROM (SELECT x.site, x.patient_key, x.round, x.event, x.d,
+                 row_number() OVER (PARTITION BY x.site, x.patient_key, x.round
+                                    ORDER BY x.d, pe.priority) AS nth
+          FROM after_event AS x
+          JOIN ref.post_event AS pe ON pe.event = x.event
+          WHERE x.d IS NOT NULL) AS ranked
+    WHERE nth = 1
 )
 SELECT e.site, e.patient_key, e.round, e.infusion_date, e.limit_day, e.sex, e.age_years,
        e.target, e.dose, e.relapse_site_before,

@@ -2,10 +2,10 @@
 SELECT x.site, x.patient_key, x.round, x.concept, x.day,
        count(*) AS n,
        min(x.value) AS min_value, max(x.value) AS max_value,
-       arg_max(x.value, x.effective_at) AS last_value,
+       max_by(x.value, CASE WHEN x.value IS NOT NULL THEN x.effective_at END) AS last_value,
        count(x.comparator) AS censored,
        any_value(c.canonical_unit) AS canonical_unit
 FROM cohort.episode_lab AS x
 JOIN ref.concept AS c ON c.concept = x.concept
-WHERE list_contains(x.windows, 'lab_daily')
-GROUP BY ALL
+WHERE array_contains(x.windows, 'lab_daily')
+GROUP BY x.site, x.patient_key, x.round, x.concept, x.day

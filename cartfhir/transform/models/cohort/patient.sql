@@ -23,12 +23,13 @@ contact AS (
         SELECT site, patient_key, onset_date FROM harmonized.condition WHERE problem IS NULL
         UNION ALL
         SELECT site, patient_key, end_date FROM harmonized.procedure WHERE problem IS NULL
-    ) GROUP BY site, patient_key
+    ) AS dated GROUP BY site, patient_key
 )
 SELECT i.site, i.patient_key, p.sex, p.birth_date, year(p.birth_date) AS birth_year,
        i.first_infusion_date,
        year(i.first_infusion_date) - year(p.birth_date)
-           - CASE WHEN strftime(i.first_infusion_date, '%m%d') < strftime(p.birth_date, '%m%d')
+           - CASE WHEN month(i.first_infusion_date) * 100 + day(i.first_infusion_date)
+                       < month(p.birth_date) * 100 + day(p.birth_date)
                   THEN 1 ELSE 0 END AS age_at_first_infusion,
        i.rounds, p.death_date,
        CASE WHEN p.death_date IS NOT NULL THEN p.death_date ELSE c.last_record_date END

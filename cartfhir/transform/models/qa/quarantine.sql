@@ -10,12 +10,12 @@ assessment AS (
     FROM harmonized.grade_assessment WHERE problem IS NOT NULL
 ),
 condition AS (
-    SELECT site, 'Condition', condition_id, concept, problem_code, problem, NULL::DOUBLE, NULL
+    SELECT site, 'Condition', condition_id, concept, problem_code, problem, CAST(NULL AS DOUBLE), NULL
     FROM harmonized.condition WHERE problem IS NOT NULL
 ),
 procedure AS (
     -- Procedure or MedicationAdministration, as in harmonized.resource_code.
-    SELECT site, resource_type, procedure_id, concept, problem_code, problem, NULL::DOUBLE,
+    SELECT site, resource_type, procedure_id, concept, problem_code, problem, CAST(NULL AS DOUBLE),
            NULL
     FROM harmonized.procedure WHERE problem IS NOT NULL
 ),
@@ -23,10 +23,10 @@ mapping AS (
     SELECT r.site, r.resource_type, r.resource_id, NULL,
            CASE c.status WHEN 'ambiguous' THEN 'ambiguous_code' ELSE 'excluded_code' END,
            CASE c.status
-               WHEN 'ambiguous' THEN 'ambiguous mapping: ' || array_to_string(c.candidates, ', ')
+               WHEN 'ambiguous' THEN 'ambiguous mapping: ' || concat_ws(', ', c.candidates)
                                      || ' (add a site concept map to decide)'
                ELSE 'excluded by ' || c.matched_by END,
-           NULL::DOUBLE, NULL
+           CAST(NULL AS DOUBLE), NULL
     FROM harmonized.resource_code AS r
     JOIN harmonized.code_concept AS c USING (signature)
     WHERE c.status IN ('ambiguous', 'excluded')

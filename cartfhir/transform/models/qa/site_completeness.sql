@@ -16,10 +16,11 @@ study_records AS (
     SELECT site, count(*) AS study_records FROM study_record GROUP BY site
 ),
 quarantined AS (
-    SELECT q.site, count(DISTINCT (q.resource_type, q.resource_id)) AS quarantined
-    FROM qa.quarantine AS q
-    JOIN study_record AS r USING (site, resource_type, resource_id)
-    GROUP BY q.site
+    SELECT site, count(*) AS quarantined
+    FROM (SELECT DISTINCT q.site, q.resource_type, q.resource_id
+          FROM qa.quarantine AS q
+          JOIN study_record AS r USING (site, resource_type, resource_id)) AS distinct_records
+    GROUP BY site
 ),
 unmapped AS (
     -- Local codes or text nothing recognised count; standard codes no map knows are out of
@@ -32,7 +33,9 @@ landed AS (
     SELECT site, count(*) AS landed FROM raw.resources GROUP BY site
 ),
 rejected AS (
-    SELECT site, count(DISTINCT (source_uri, line_no)) AS rejected FROM raw.rejected GROUP BY site
+    SELECT site, count(*) AS rejected
+    FROM (SELECT DISTINCT site, source_uri, line_no FROM raw.rejected) AS distinct_lines
+    GROUP BY site
 ),
 counts AS (
     SELECT s.site,
@@ -54,8 +57,8 @@ counts AS (
     LEFT JOIN rejected AS j USING (site)
 )
 SELECT *,
-       quarantined / greatest(study_records, 1) AS quarantine_share,
-       unmapped / greatest(study_records + unmapped, 1) AS unmapped_share,
-       rejected / greatest(rejected + landed, 1) AS rejected_share
+       CAST(quarantined AS DOUBLE) / greatest(study_records, 1) AS quarantine_share,
+       CAST(unmapped AS DOUBLE) / greatest(study_records + unmapped, 1) AS unmapped_share,
+       CAST(rejected AS DOUBLE) / greatest(rejected + landed, 1) AS rejected_share
 FROM counts
 ORDER BY site
