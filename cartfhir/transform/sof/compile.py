@@ -19,11 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cartfhir.transform.sof import fhirpath as fp
+from cartfhir.transform.sof.dialect import ERROR_MARK, DuckDB
 from cartfhir.transform.sof.errors import UnsupportedFhirPath, ViewDefinitionError
 from cartfhir.transform.sof.types import is_fhir_type
 
-ERROR_MARK = "sql-on-fhir: "
-EMPTY = "[]::JSON[]"
 ITEM, COLL, BOOL, JV = "item", "coll", "bool", "jv"
 INTEGER = "('BIGINT', 'UBIGINT')"
 NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE')"
@@ -53,14 +52,7 @@ _NOT_ARRAY = "['OBJECT', 'VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN']"
 _NOT_ARRAY_IN = "('OBJECT', 'VARCHAR', 'BIGINT', 'UBIGINT', 'DOUBLE', 'BOOLEAN')"
 
 
-def sql_str(text: str) -> str:
-    """Quote text as a SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
-
-
-def sql_error(message: str) -> str:
-    """A SQL expression that aborts the query with a recognisable message."""
-    return f"error({sql_str(ERROR_MARK + message)})"
+__all__ = ["ERROR_MARK"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +99,8 @@ class Fields:
     ``<prefix><i>`` (the list spread into columns, see ``ViewCompiler.build``).
     """
 
-    def __init__(self, prefix: str, *, columns: bool = False) -> None:
+    def __init__(self, d: DuckDB, prefix: str, *, columns: bool = False) -> None:
+        self.d = d
         self.prefix = prefix
         self.columns = columns
         # Element paths read: a top-level name, or a longer path (a chain's fast read).
@@ -124,7 +117,7 @@ class Fields:
         """The one ``json_extract`` call that reads every element used, or '' for none."""
         if not self.names:
             return ""
-        paths = ", ".join(sql_str(json_path(n)) for n in self.names)
+        paths = ", ".join(self.d.str(self.d.json_path(n)) for n in self.names)
         return f"json_extract({resource_sql}, [{paths}])"
 
 
@@ -139,55 +132,59 @@ class Names:
         return f"{prefix}{self.count}"
 
 
-def as_list(json_sql: str) -> str:
+def as_list(d: DuckDB, json_sql: str) -> str:
     """A JSON value as a collection: arrays give their items, missing/null gives nothing."""
     # One json_type() (a simple CASE evaluates it once); the JSON[] cast turns
     # JSON nulls into SQL NULLs, so dropping them needs no parsing.
     # (A SQL NULL counts as a JSON null, so the value is written out only three times.)
-    return (f"CASE coalesce(json_type({json_sql}), 'NULL') "
-            f"WHEN 'ARRAY' THEN list_filter(({json_sql})::JSON[], lambda _z: _z IS NOT NULL) "
-            f"WHEN 'NULL' THEN {EMPTY} ELSE [{json_sql}] END")
+    return (f"CASE coalesce({d.json_type(json_sql)}, 'NULL') "
+            f"WHEN 'ARRAY' THEN {array_items(d, json_sql)} "
+            f"WHEN 'NULL' THEN {d.empty} ELSE {d.lst(json_sql)} END")
 
 
-def array_items(json_sql: str) -> str:
+def array_items(d: DuckDB, json_sql: str) -> str:
     """The non-null items of a JSON array as JSON[]."""
-    return f"list_filter(({json_sql})::JSON[], lambda _z: _z IS NOT NULL)"
+    return d.filter(d.json_list(json_sql), "_z", d.not_null("_z"))
 
 
-def json_path(names: Sequence[str]) -> str:
-    return "$" + "".join(f'."{n}"' for n in names)
+def present_items(d: DuckDB, *items: str) -> str:
+    """A list of the given items that are not NULL."""
+    return d.filter(d.lst(*items), "_z", d.not_null("_z"))
 
 
-def jv_nonempty(x: str) -> str:
+def jv_nonempty(d: DuckDB, x: str) -> str:
     """BOOLEAN: the jv ``x`` holds at least one item."""
-    return (f"CASE coalesce(json_type({x}), 'NULL') "
-            f"WHEN 'ARRAY' THEN len({array_items(x)}) > 0 WHEN 'NULL' THEN false "
+    return (f"CASE coalesce({d.json_type(x)}, 'NULL') "
+            f"WHEN 'ARRAY' THEN {d.len(array_items(d, x))} > 0 WHEN 'NULL' THEN false "
             f"ELSE true END")
 
 
-def jv_first(x: str, pos: int = 1) -> str:
+def jv_first(d: DuckDB, x: str, pos: int = 1) -> str:
     """The first (``pos`` 1) or last (``pos`` -1) item of the jv ``x`` as an item."""
-    return (f"CASE json_type({x}) WHEN 'ARRAY' THEN {array_items(x)}[{pos}] "
+    return (f"CASE {d.json_type(x)} WHEN 'ARRAY' THEN {d.at(array_items(d, x), pos)} "
             f"WHEN 'NULL' THEN NULL ELSE {x} END")
 
 
-def jv_concat(a: str, b: str) -> str:
+def jv_concat(d: DuckDB, a: str, b: str) -> str:
     return (f"CASE WHEN {b} IS NULL THEN {a} WHEN {a} IS NULL THEN {b} "
-            f"ELSE to_json(list_concat({as_list(a)}, {as_list(b)})) END")
+            f"ELSE {d.to_json(d.concat(as_list(d, a), as_list(d, b)))} END")
 
 
-def json_eq(x: str, y: str) -> str:
+def json_eq(d: DuckDB, x: str, y: str) -> str:
     """FHIRPath ``=`` on two JSON items: numbers by value, strings by text."""
-    return (f"CASE WHEN json_type({x}) IN {NUMERIC} AND json_type({y}) IN {NUMERIC} "
-            f"THEN ({x})::DOUBLE = ({y})::DOUBLE "
-            f"WHEN json_type({x}) = 'VARCHAR' AND json_type({y}) = 'VARCHAR' "
-            f"THEN (({x}) ->> '$') = (({y}) ->> '$') ELSE ({x})::VARCHAR = ({y})::VARCHAR END")
+    return (f"CASE WHEN {d.json_type(x)} IN {NUMERIC} AND {d.json_type(y)} IN {NUMERIC} "
+            f"THEN {d.cast(x, 'DOUBLE')} = {d.cast(y, 'DOUBLE')} "
+            f"WHEN {d.json_type(x)} = 'VARCHAR' AND {d.json_type(y)} = 'VARCHAR' "
+            f"THEN {d.text(f'({x})')} = {d.text(f'({y})')} "
+            f"ELSE {d.json_text(x)} = {d.json_text(y)} END")
 
 
 class PathCompiler:
     """Turns FHIRPath ASTs into SQL fragments over a scope."""
 
-    def __init__(self, names: Names, constants: Mapping[str, str], resource_type: str) -> None:
+    def __init__(self, names: Names, constants: Mapping[str, str], resource_type: str,
+                 d: DuckDB) -> None:
+        self.d = d
         self.names = names
         self.constants = constants
         self.resource_type = resource_type
@@ -221,32 +218,35 @@ class PathCompiler:
     def let(self, value_sql: str, body: Callable[[str], str]) -> str:
         """Bind a value to a lambda variable so the body can use it many times cheaply."""
         var = self.names.fresh("_p")
-        return f"list_transform([{value_sql}], lambda {var}: {body(var)})[1]"
+        return self.d.let(value_sql, var, body(var))
 
     def coll(self, frag: Frag) -> str:
+        d = self.d
         if frag.kind == COLL:
             return frag.sql
         if frag.kind == JV:
-            return as_list(frag.sql)
-        value = frag.sql if frag.kind == ITEM else f"to_json({frag.sql})"
+            return as_list(d, frag.sql)
+        value = frag.sql if frag.kind == ITEM else d.to_json(frag.sql)
         if frag.present:
-            return f"[{value}]"
-        return f"list_filter([{value}], lambda _z: _z IS NOT NULL)"
+            return d.lst(value)
+        return present_items(d, value)
 
     def item(self, frag: Frag) -> str:
         """A singleton as one JSON value (NULL when empty); more than one item is an error."""
         if frag.kind == ITEM:
             return frag.sql
+        d = self.d
         if frag.kind == BOOL:
-            return f"to_json({frag.sql})"
-        msg = sql_error(f"expected a single value in {self.path!r}")
+            return d.to_json(frag.sql)
+        msg = d.error(f"expected a single value in {self.path!r}")
         if frag.kind == JV:
             x = frag.sql
-            many = self.let(array_items(x), lambda c: (
-                f"CASE WHEN len({c}) > 1 THEN {msg} ELSE {c}[1] END"))
-            return (f"CASE WHEN json_type({x}) = 'ARRAY' THEN {many} "
-                    f"WHEN json_type({x}) <> 'NULL' THEN {x} END")
-        return self.let(frag.sql, lambda c: f"CASE WHEN len({c}) > 1 THEN {msg} ELSE {c}[1] END")
+            many = self.let(array_items(d, x), lambda c: (
+                f"CASE WHEN {d.len(c)} > 1 THEN {msg} ELSE {d.at(c, 1)} END"))
+            return (f"CASE WHEN {d.json_type(x)} = 'ARRAY' THEN {many} "
+                    f"WHEN {d.json_type(x)} <> 'NULL' THEN {x} END")
+        return self.let(frag.sql, lambda c: (
+            f"CASE WHEN {d.len(c)} > 1 THEN {msg} ELSE {d.at(c, 1)} END"))
 
     def boolean(self, frag: Frag, *, strict: bool = False) -> str:
         """FHIRPath singleton evaluation to BOOLEAN (NULL when empty).
@@ -258,19 +258,20 @@ class PathCompiler:
             return frag.sql
         if frag.kind == JV:
             frag = Frag(self.item(frag), ITEM)
-        other = (sql_error(f"path {self.path!r} did not return a boolean") if strict
+        d = self.d
+        other = (d.error(f"path {self.path!r} did not return a boolean") if strict
                  else "true")
 
         def body(x: str) -> str:
-            return (f"CASE WHEN {x} IS NULL THEN NULL WHEN json_type({x}) = 'BOOLEAN' "
-                    f"THEN ({x})::BOOLEAN ELSE {other} END")
+            return (f"CASE WHEN {x} IS NULL THEN NULL WHEN {d.json_type(x)} = 'BOOLEAN' "
+                    f"THEN {d.cast(x, 'BOOLEAN')} ELSE {other} END")
 
         if frag.kind == ITEM:
             return self.let(frag.sql, body)
-        many = sql_error(f"path {self.path!r} returned several values where one boolean "
-                         "was expected")
+        many = d.error(f"path {self.path!r} returned several values where one boolean "
+                       "was expected")
         return self.let(frag.sql, lambda c: (
-            f"CASE WHEN len({c}) > 1 THEN {many} ELSE {body(f'{c}[1]')} END"))
+            f"CASE WHEN {d.len(c)} > 1 THEN {many} ELSE {body(d.at(c, 1))} END"))
 
     # -- AST dispatch ---------------------------------------------------------------------
 
@@ -299,18 +300,18 @@ class PathCompiler:
 
     def literal(self, node: fp.Literal) -> Frag:
         if node.kind == "string":
-            return Frag(sql_str(json.dumps(node.value)) + "::JSON", ITEM, present=True)
+            return Frag(self.d.json_lit(json.dumps(node.value)), ITEM, present=True)
         if node.kind in ("integer", "decimal"):
-            return Frag(sql_str(str(node.value)) + "::JSON", ITEM, present=True)
+            return Frag(self.d.json_lit(str(node.value)), ITEM, present=True)
         if node.kind == "boolean":
             return Frag("true" if node.value else "false", BOOL, present=True)
         if node.kind == "empty":
-            return Frag(EMPTY, COLL)
+            return Frag(self.d.empty, COLL)
         raise self.unsupported(f"{node.kind} literal")
 
     def external(self, name: str, scope: Scope) -> Frag:
         if name == "rowIndex":
-            return Frag(f"to_json({scope.row_index})", ITEM, present=True)
+            return Frag(self.d.to_json(scope.row_index), ITEM, present=True)
         if name in ("resource", "rootResource"):
             return scope.resource
         if name in self.constants:
@@ -341,11 +342,12 @@ class PathCompiler:
 
     def step(self, base: Frag, name: str) -> Frag:
         """One path step in list form: the ``name`` children of every item of ``base``."""
+        d = self.d
         if base.kind == ITEM:
-            return Frag(as_list(f"(({base.sql}) -> {sql_str(name)})"), COLL)
+            return Frag(as_list(d, d.member(f"({base.sql})", name)), COLL)
         var = self.names.fresh("_v")
-        step = as_list(f"({var} -> {sql_str(name)})")
-        return Frag(f"flatten(list_transform({self.coll(base)}, lambda {var}: {step}))", COLL)
+        step = as_list(d, d.member(var, name))
+        return Frag(d.flatten(d.transform(self.coll(base), var, step)), COLL)
 
     def chain(self, root: str, names: tuple[str, ...], *, jv: bool) -> Frag:
         """``root.n1.n2...`` as a jv: one JSON-path read, exact when no array is on the way.
@@ -355,23 +357,23 @@ class PathCompiler:
         way (the root itself too when it is a jv), and only those rows take
         the list form, flattening as FHIRPath does.
         """
-        fast = f"(({root}) -> {sql_str(json_path(names))})"
+        d = self.d
+        fast = d.at_path(root, names)
         if jv and names and root in self.field_names:
             # Read by the resource's one json_extract call, not by parsing the root again.
             fields, top = self.field_names[root]
             fast = fields.ref(top, *names)
-        prefixes = [json_path(names[:k]) for k in range(0 if jv else 1, len(names))]
+        prefixes = [d.json_path(names[:k]) for k in range(0 if jv else 1, len(names))]
         if not prefixes:
             return Frag(fast, JV, chain=(root, names, jv))
         if len(prefixes) == 1:
-            arrays = f"json_type({root}, {sql_str(prefixes[0])}) = 'ARRAY'"
+            arrays = f"{d.json_type_at(root, prefixes[0])} = 'ARRAY'"
         else:
-            arrays = (f"list_contains(json_type({root}, "
-                      f"[{', '.join(map(sql_str, prefixes))}]), 'ARRAY')")
+            arrays = d.any_array_at(root, prefixes)
         general = Frag(root, JV if jv else ITEM)
         for name in names:
             general = self.step(general, name)
-        sql = f"coalesce({fast}, CASE WHEN {arrays} THEN to_json({general.sql}) END)"
+        sql = f"coalesce({fast}, CASE WHEN {arrays} THEN {d.to_json(general.sql)} END)"
         return Frag(sql, JV, chain=(root, names, jv))
 
     def wildcard(self, frag: Frag) -> tuple[str, str, str] | None:
@@ -385,6 +387,8 @@ class PathCompiler:
         not (the check is false otherwise, and for a NULL root).
         """
         if frag.kind != JV or frag.chain is None or frag.guard is not None:
+            return None
+        if not self.d.wildcards:
             return None
         root, names, jv = frag.chain
         if not names and not jv:
@@ -414,7 +418,7 @@ class PathCompiler:
                 bad = _NOT_ARRAY
             else:
                 bad = "'ARRAY'"
-            types = f"json_type({root}, {sql_str(at)})"
+            types = f"json_type({root}, {self.d.str(at)})"
             if "[*]" not in at:
                 checks.append(f"coalesce({types}, 'NULL') "
                               f"{'NOT IN' if bad == _NOT_ARRAY else '<>'} "
@@ -431,8 +435,8 @@ class PathCompiler:
         if isinstance(idx, fp.Literal) and idx.kind == "integer":
             pos = str(int(str(idx.value)) + 1)
         else:
-            pos = f"(({self.item(self.node(idx, scope))})::BIGINT + 1)"
-        return Frag(f"coalesce(list_slice({base}, {pos}, {pos}), {EMPTY})", COLL)
+            pos = f"({self.d.cast(self.item(self.node(idx, scope)), 'BIGINT')} + 1)"
+        return Frag(f"coalesce({self.d.slice(base, pos, pos)}, {self.d.empty})", COLL)
 
     # -- functions ----------------------------------------------------------------------
 
@@ -487,31 +491,34 @@ class PathCompiler:
             choice = Frag(self.coll(choice), COLL)
             plain = self.coll(plain_frag)
         elif primitive is not None:
-            choice, plain = Frag(EMPTY, COLL), self.node_sql(base or fp.Variable("this"), scope)
+            choice, plain = (Frag(self.d.empty, COLL),
+                             self.node_sql(base or fp.Variable("this"), scope))
         else:
             raise self.unsupported(f"ofType({type_name}) on something other than an element")
+        d = self.d
         var = self.names.fresh("_v")
         if primitive is not None:
-            rest = f"list_filter({plain}, lambda {var}: json_type({var}) IN {primitive})"
+            rest = d.filter(plain, var, f"{d.json_type(var)} IN {primitive}")
         else:
-            msg = sql_error(f"ofType({type_name}) in {self.path!r}: the element is not a "
-                            "choice element, so its type cannot be checked")
-            rest = f"CASE WHEN len({plain}) > 0 THEN {msg} ELSE {EMPTY} END"
-        return Frag(f"list_concat({choice.sql}, {rest})", COLL)
+            msg = d.error(f"ofType({type_name}) in {self.path!r}: the element is not a "
+                          "choice element, so its type cannot be checked")
+            rest = f"CASE WHEN {d.len(plain)} > 0 THEN {msg} ELSE {d.empty} END"
+        return Frag(d.concat(choice.sql, rest), COLL)
 
     def of_type_jv(self, choice_frag: Frag, plain: str, type_name: str,
                    primitive: str | None) -> Frag:
         """``of_type`` when both the choice element and the plain element are jv."""
+        d = self.d
         choice = choice_frag.sql
         if primitive is not None:
             var = self.names.fresh("_v")
-            rest = (f"CASE WHEN json_type({plain}) IN {primitive} THEN {plain} "
-                    f"WHEN json_type({plain}) = 'ARRAY' THEN to_json(list_filter("
-                    f"{array_items(plain)}, lambda {var}: json_type({var}) IN {primitive})) END")
-            return Frag(jv_concat(choice, rest), JV)
-        msg = sql_error(f"ofType({type_name}) in {self.path!r}: the element is not a "
-                        "choice element, so its type cannot be checked")
-        cond = f"{plain} IS NOT NULL AND {jv_nonempty(plain)}"
+            kept = d.filter(array_items(d, plain), var, f"{d.json_type(var)} IN {primitive}")
+            rest = (f"CASE WHEN {d.json_type(plain)} IN {primitive} THEN {plain} "
+                    f"WHEN {d.json_type(plain)} = 'ARRAY' THEN {d.to_json(kept)} END")
+            return Frag(jv_concat(d, choice, rest), JV)
+        msg = d.error(f"ofType({type_name}) in {self.path!r}: the element is not a "
+                      "choice element, so its type cannot be checked")
+        cond = f"{plain} IS NOT NULL AND {jv_nonempty(d, plain)}"
         chain = choice_frag.chain if choice_frag.guard is None else None
         return Frag(f"CASE WHEN {cond} THEN {msg} ELSE {choice} END", JV, chain=chain,
                     guard=(cond, msg) if chain is not None else None)
@@ -526,9 +533,9 @@ class PathCompiler:
     def string_arg(self, node: fp.Node, what: str) -> str:
         """A function argument that must be a string literal or constant, as SQL text."""
         if isinstance(node, fp.Literal) and node.kind == "string":
-            return sql_str(str(node.value))
+            return self.d.str(str(node.value))
         if isinstance(node, fp.External) and node.name in self.constants:
-            return f"(({self.constants[node.name]}) ->> '$')"
+            return self.d.text(f"({self.constants[node.name]})")
         raise self.unsupported(f"{what} argument that is not a string literal or constant")
 
     # -- operators ------------------------------------------------------------------------
@@ -552,20 +559,26 @@ class PathCompiler:
         operand = self.node(node.operand, scope)
         if node.op == "+":
             return operand
-        bad = sql_error(f"unary minus needs a number in {self.path!r}")
+        d = self.d
+        bad = d.error(f"unary minus needs a number in {self.path!r}")
         return Frag(self.let(self.item(operand), lambda x: (
-            f"CASE WHEN {x} IS NULL THEN NULL WHEN json_type({x}) IN {INTEGER} "
-            f"THEN to_json(-({x})::BIGINT) WHEN json_type({x}) = 'DOUBLE' "
-            f"THEN to_json(-({x})::DOUBLE) ELSE {bad} END")), ITEM)
+            f"CASE WHEN {x} IS NULL THEN NULL WHEN {d.json_type(x)} IN {INTEGER} "
+            f"THEN {d.to_json('-' + d.cast(x, 'BIGINT'))} WHEN {d.json_type(x)} = 'DOUBLE' "
+            f"THEN {d.to_json('-' + d.cast(x, 'DOUBLE'))} ELSE {bad} END")), ITEM)
 
     def pair(self, op: str, left: str, right: str, body: Callable[[str, str], str],
              null: str) -> str:
         """Apply ``body`` to two singletons; empty gives ``null``, several items an error."""
-        many = sql_error(f"operator '{op}' needs single values in {self.path!r}")
-        return self.let(f"[{left}, {right}]", lambda p: (
-            f"CASE WHEN len({p}[1]) = 0 OR len({p}[2]) = 0 THEN {null} "
-            f"WHEN len({p}[1]) > 1 OR len({p}[2]) > 1 THEN {many} "
-            f"ELSE {body(f'{p}[1][1]', f'{p}[2][1]')} END"))
+        d = self.d
+        many = d.error(f"operator '{op}' needs single values in {self.path!r}")
+
+        def cases(p: str) -> str:
+            a, b = d.at(p, 1), d.at(p, 2)
+            return (f"CASE WHEN {d.len(a)} = 0 OR {d.len(b)} = 0 THEN {null} "
+                    f"WHEN {d.len(a)} > 1 OR {d.len(b)} > 1 THEN {many} "
+                    f"ELSE {body(d.at(a, 1), d.at(b, 1))} END")
+
+        return self.let(d.lst(left, right), cases)
 
 
 # -- function handlers: (compiler, base fragment, args, scope) -> fragment ---------------
@@ -574,12 +587,12 @@ def _where(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -
     var = c.names.fresh("_v")
     inner = Scope(Frag(var, ITEM), scope.row_index, scope.resource)
     cond = c.boolean(c.node(args[0], inner))
-    return Frag(f"list_filter({c.coll(base)}, lambda {var}: coalesce({cond}, false))", COLL)
+    return Frag(c.d.filter(c.coll(base), var, f"coalesce({cond}, false)"), COLL)
 
 
 def _select(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     var, sql = c.per_item(base, scope, args[0])
-    return Frag(f"flatten(list_transform({c.coll(base)}, lambda {var}: {sql}))", COLL)
+    return Frag(c.d.flatten(c.d.transform(c.coll(base), var, sql)), COLL)
 
 
 def _exists(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
@@ -588,43 +601,42 @@ def _exists(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) 
     if base.kind == ITEM:
         return Frag(f"(({base.sql}) IS NOT NULL)", BOOL)
     if base.kind == JV:
-        return Frag(jv_nonempty(base.sql), BOOL)
-    return Frag(f"(len({c.coll(base)}) > 0)", BOOL)
+        return Frag(jv_nonempty(c.d, base.sql), BOOL)
+    return Frag(f"({c.d.len(c.coll(base))} > 0)", BOOL)
 
 
 def _empty(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     if base.kind == ITEM:
         return Frag(f"(({base.sql}) IS NULL)", BOOL)
     if base.kind == JV:
-        return Frag(f"(NOT {jv_nonempty(base.sql)})", BOOL)
-    return Frag(f"(len({c.coll(base)}) = 0)", BOOL)
+        return Frag(f"(NOT {jv_nonempty(c.d, base.sql)})", BOOL)
+    return Frag(f"({c.d.len(c.coll(base))} = 0)", BOOL)
 
 
 def _all(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     var = c.names.fresh("_v")
     cond = c.boolean(c.node(args[0], Scope(Frag(var, ITEM), scope.row_index, scope.resource)))
-    return Frag(f"coalesce(list_bool_and(list_transform({c.coll(base)}, "
-                f"lambda {var}: coalesce({cond}, false))), true)", BOOL)
+    return Frag(c.d.all_of(c.coll(base), var, f"coalesce({cond}, false)"), BOOL)
 
 
 def _first(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     if base.kind == ITEM:
         return base
     if base.kind == JV:
-        return Frag(jv_first(base.sql), ITEM)
-    return Frag(f"list_slice({c.coll(base)}, 1, 1)", COLL)
+        return Frag(jv_first(c.d, base.sql), ITEM)
+    return Frag(c.d.slice(c.coll(base), "1", "1"), COLL)
 
 
 def _last(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     if base.kind == ITEM:
         return base
     if base.kind == JV:
-        return Frag(jv_first(base.sql, -1), ITEM)
-    return Frag(f"list_slice({c.coll(base)}, -1, -1)", COLL)
+        return Frag(jv_first(c.d, base.sql, -1), ITEM)
+    return Frag(c.d.slice(c.coll(base), "-1", "-1"), COLL)
 
 
 def _count(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
-    return Frag(f"to_json(len({c.coll(base)}))", ITEM, present=True)
+    return Frag(c.d.to_json(c.d.len(c.coll(base))), ITEM, present=True)
 
 
 def _not(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
@@ -632,27 +644,26 @@ def _not(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> 
 
 
 def _join(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
+    d = c.d
     sep = c.string_arg(args[0], "join()") if args else "''"
     var = c.names.fresh("_v")
     wild = c.wildcard(base)
+    texts = d.join_text(d.transform(c.coll(base), var, d.text(var)), sep)
     if wild is not None:
         # One wildcard read for rows of the expected shape (JSON nulls read as
         # NULL, which array_to_string skips); a missing root joins nothing.
         root, path, ok = wild
-        general = (f"array_to_string(list_transform({c.coll(base)}, "
-                   f"lambda {var}: ({var} ->> '$')), {sep})")
         return Frag(f"to_json(CASE WHEN {root} IS NULL THEN '' WHEN {ok} THEN array_to_string("
-                    f"json_extract_string({root}, {sql_str(path)}), {sep}) "
-                    f"ELSE {general} END)", ITEM)
-    return Frag(f"to_json(array_to_string(list_transform({c.coll(base)}, "
-                f"lambda {var}: ({var} ->> '$')), {sep}))", ITEM)
+                    f"json_extract_string({root}, {d.str(path)}), {sep}) "
+                    f"ELSE {texts} END)", ITEM)
+    return Frag(d.to_json(texts), ITEM)
 
 
 def _extension(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
     url = c.string_arg(args[0], "extension()")
     exts = c.member(base, "extension")
     var = c.names.fresh("_v")
-    return Frag(f"list_filter({c.coll(exts)}, lambda {var}: ({var} ->> 'url') = {url})", COLL)
+    return Frag(c.d.filter(c.coll(exts), var, f"{c.d.text_member(var, 'url')} = {url}"), COLL)
 
 
 def _resource_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
@@ -660,35 +671,42 @@ def _resource_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: S
 
 
 def _reference_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
-    pattern = sql_str(_REFERENCE_RE)
-    type_name = sql_str(c.type_name(args[0])) if args else None
+    d = c.d
+    type_text = c.type_name(args[0]) if args else None
+    type_name = d.str(type_text) if type_text is not None else None
 
     def key(x: str) -> str:
-        ref = f"({x} ->> 'reference')"
-        if type_name is not None and re.fullmatch("[A-Za-z]+", type_name[1:-1]):
+        ref = d.text_member(x, "reference")
+        if type_text is not None and re.fullmatch("[A-Za-z]+", type_text):
             # The type is fixed by the match's start (letters up to a '/'), so a
             # pattern with the type written in finds the same id; '' = no match.
             # The usual "Type/id" needs only a prefix test and a check of the id.
-            typed = sql_str(_REFERENCE_RE.replace("([A-Za-z]+)", type_name[1:-1], 1))
-            prefix = sql_str(type_name[1:-1] + "/")
-            start = len(type_name[1:-1]) + 2
-            plain = (f"starts_with({ref}, {prefix}) AND regexp_full_match(substr({ref}, "
-                     f"{start}), {sql_str(_ID_RE)})")
-            return (f"to_json(CASE WHEN {plain} THEN substr({ref}, {start}) "
-                    f"ELSE nullif(regexp_extract({ref}, {typed}, 1), '') END)")
+            typed = _REFERENCE_RE.replace("([A-Za-z]+)", type_text, 1)
+            prefix = d.str(type_text + "/")
+            start = len(type_text) + 2
+            plain = (f"{d.starts_with(ref, prefix)} AND "
+                     f"{d.full_match(f'substr({ref}, {start})', _ID_RE)}")
+            return d.to_json(f"CASE WHEN {plain} THEN substr({ref}, {start}) "
+                             f"ELSE nullif({d.regex_group(ref, typed, 1)}, '') END")
         # One regex run gives both groups ('' for no match; a match has a non-empty id).
-        groups = f"regexp_extract(({x} ->> 'reference'), {pattern}, ['t', 'i'])"
-        cond = (lambda m: f"{m}.t = {type_name}") if type_name else (lambda m: f"{m}.i <> ''")
-        return c.let(groups, lambda m: f"CASE WHEN {cond(m)} THEN to_json({m}.i) END")
+        groups = d.regex_groups(d.text_member(x, "reference"), _REFERENCE_RE)
+
+        def cond(m: str) -> str:
+            if type_name:
+                return f"{d.group_of(m, 1)} = {type_name}"
+            return f"{d.group_of(m, 2)} <> ''"
+
+        return c.let(groups, lambda m: (
+            f"CASE WHEN {cond(m)} THEN {d.to_json(d.group_of(m, 2))} END"))
 
     var = c.names.fresh("_v")
     if base.kind == JV:  # one reference (the usual case) needs no list
-        many = (f"list_filter(list_transform({array_items(base.sql)}, lambda {var}: "
-                f"{key(var)}), lambda _z: _z IS NOT NULL)")
-        return Frag(f"CASE WHEN json_type({base.sql}) = 'ARRAY' THEN to_json({many}) "
+        many = d.filter(d.transform(array_items(d, base.sql), var, key(var)), "_z",
+                        d.not_null("_z"))
+        return Frag(f"CASE WHEN {d.json_type(base.sql)} = 'ARRAY' THEN {d.to_json(many)} "
                     f"ELSE {key(base.sql)} END", JV)
-    return Frag(f"list_filter(list_transform({c.coll(base)}, lambda {var}: {key(var)}), "
-                "lambda _z: _z IS NOT NULL)", COLL)
+    return Frag(d.filter(d.transform(c.coll(base), var, key(var)), "_z", d.not_null("_z")),
+                COLL)
 
 
 def _iif(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:
@@ -696,7 +714,7 @@ def _iif(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> 
     inner = scope if base is scope.focus else Scope(base, scope.row_index, scope.resource)
     cond = c.boolean(c.node(args[0], inner))
     then = c.node_sql(args[1], inner)
-    other = c.node_sql(args[2], inner) if len(args) > 2 else EMPTY
+    other = c.node_sql(args[2], inner) if len(args) > 2 else c.d.empty
     return Frag(f"CASE WHEN {cond} THEN {then} ELSE {other} END", COLL)
 
 
@@ -718,86 +736,104 @@ _ARITY: dict[str, tuple[int, ...]] = {
 # -- operator handlers: (compiler, op, left JSON[], right JSON[]) -> fragment -------------
 
 def _equality(c: PathCompiler, op: str, left: str, right: str) -> Frag:
-    def body(p: str) -> str:
-        a, b = f"{p}[1]", f"{p}[2]"
-        return (f"CASE WHEN len({a}) = 0 OR len({b}) = 0 THEN NULL "
-                f"WHEN len({a}) <> len({b}) THEN false "
-                f"ELSE list_bool_and(list_transform(range(1, len({a}) + 1), "
-                f"lambda _zi: {json_eq(a + '[_zi]', b + '[_zi]')})) END")
+    d = c.d
 
-    sql = c.let(f"[{left}, {right}]", body)
+    def body(p: str) -> str:
+        a, b = d.at(p, 1), d.at(p, 2)
+        same = json_eq(d, d.at(a, "_zi"), d.at(b, "_zi"))
+        return (f"CASE WHEN {d.len(a)} = 0 OR {d.len(b)} = 0 THEN NULL "
+                f"WHEN {d.len(a)} <> {d.len(b)} THEN false "
+                f"ELSE {d.all_pairs(a, b, '_zi', same)} END")
+
+    sql = c.let(d.lst(left, right), body)
     return Frag(sql if op == "=" else f"(NOT ({sql}))", BOOL)
 
 
 def _comparison(c: PathCompiler, op: str, left: str, right: str) -> Frag:
-    bad = sql_error(f"operator '{op}' cannot compare these values in {c.path!r}")
+    d = c.d
+    bad = d.error(f"operator '{op}' cannot compare these values in {c.path!r}")
 
     def body(x: str, y: str) -> str:
-        return (f"CASE WHEN json_type({x}) IN {NUMERIC} AND json_type({y}) IN {NUMERIC} "
-                f"THEN ({x})::DOUBLE {op} ({y})::DOUBLE "
-                f"WHEN json_type({x}) = 'VARCHAR' AND json_type({y}) = 'VARCHAR' "
-                f"THEN ({x} ->> '$') {op} ({y} ->> '$') ELSE {bad} END")
+        return (f"CASE WHEN {d.json_type(x)} IN {NUMERIC} AND {d.json_type(y)} IN {NUMERIC} "
+                f"THEN {d.cast(x, 'DOUBLE')} {op} {d.cast(y, 'DOUBLE')} "
+                f"WHEN {d.json_type(x)} = 'VARCHAR' AND {d.json_type(y)} = 'VARCHAR' "
+                f"THEN {d.text(x)} {op} {d.text(y)} ELSE {bad} END")
 
     return Frag(c.pair(op, left, right, body, "NULL"), BOOL)
 
 
 def _arithmetic(c: PathCompiler, op: str, left: str, right: str) -> Frag:
-    bad = sql_error(f"operator '{op}' cannot combine these values in {c.path!r}")
+    d = c.d
+    bad = d.error(f"operator '{op}' cannot combine these values in {c.path!r}")
 
     def body(x: str, y: str) -> str:
-        ints = f"json_type({x}) IN {INTEGER} AND json_type({y}) IN {INTEGER}"
-        nums = f"json_type({x}) IN {NUMERIC} AND json_type({y}) IN {NUMERIC}"
-        xi, yi, xd, yd = f"({x})::BIGINT", f"({y})::BIGINT", f"({x})::DOUBLE", f"({y})::DOUBLE"
+        jx, jy = d.json_type(x), d.json_type(y)
+        ints = f"{jx} IN {INTEGER} AND {jy} IN {INTEGER}"
+        nums = f"{jx} IN {NUMERIC} AND {jy} IN {NUMERIC}"
+        xi, yi = d.cast(x, "BIGINT"), d.cast(y, "BIGINT")
+        xd, yd = d.cast(x, "DOUBLE"), d.cast(y, "DOUBLE")
         branches = []
         if op in ("+", "-", "*"):
-            branches.append(f"WHEN {ints} THEN to_json({xi} {op} {yi})")
-            branches.append(f"WHEN {nums} THEN to_json({xd} {op} {yd})")
+            branches.append(f"WHEN {ints} THEN {d.to_json(f'{xi} {op} {yi}')}")
+            branches.append(f"WHEN {nums} THEN {d.to_json(f'{xd} {op} {yd}')}")
         elif op == "/":
-            branches.append(f"WHEN {nums} THEN to_json({xd} / nullif({yd}, 0))")
+            branches.append(f"WHEN {nums} THEN {d.to_json(f'{xd} / nullif({yd}, 0)')}")
         elif op == "div":
-            branches.append(f"WHEN {nums} THEN to_json(CAST(trunc({xd} / nullif({yd}, 0)) "
-                            "AS BIGINT))")
+            branches.append(f"WHEN {nums} THEN "
+                            f"{d.to_json(f'CAST(trunc({xd} / nullif({yd}, 0)) AS BIGINT)')}")
         elif op == "mod":
-            branches.append(f"WHEN {ints} THEN to_json({xi} % nullif({yi}, 0))")
-            branches.append(f"WHEN {nums} THEN to_json({xd} % nullif({yd}, 0))")
+            branches.append(f"WHEN {ints} THEN {d.to_json(f'{xi} % nullif({yi}, 0)')}")
+            branches.append(f"WHEN {nums} THEN {d.to_json(f'{xd} % nullif({yd}, 0)')}")
         if op == "+":
-            branches.append(f"WHEN json_type({x}) = 'VARCHAR' AND json_type({y}) = 'VARCHAR' "
-                            f"THEN to_json(({x} ->> '$') || ({y} ->> '$'))")
+            branches.append(f"WHEN {jx} = 'VARCHAR' AND {jy} = 'VARCHAR' "
+                            f"THEN {d.to_json(f'{d.text(x)} || {d.text(y)}')}")
         return f"CASE {' '.join(branches)} ELSE {bad} END"
 
-    result = c.pair(op, left, right, body, "NULL::JSON")
+    result = c.pair(op, left, right, body, d.json_null)
     return Frag(result, ITEM)
 
 
 def _concat(c: PathCompiler, op: str, left: str, right: str) -> Frag:
     def text(coll: str) -> str:
-        return f"coalesce(({c.item(Frag(coll, COLL))}) ->> '$', '')"
+        value = c.d.text("(" + c.item(Frag(coll, COLL)) + ")")
+        if c.d.name == "duckdb":  # the golden DuckDB text has no parentheses here
+            value = value[1:-1]
+        return f"coalesce({value}, '')"
 
-    return Frag(f"to_json({text(left)} || {text(right)})", ITEM)
+    return Frag(c.d.to_json(f"{text(left)} || {text(right)}"), ITEM)
 
 
 def _membership(c: PathCompiler, op: str, left: str, right: str) -> Frag:
     item, coll = (left, right) if op == "in" else (right, left)
 
-    def body(p: str) -> str:
-        x, items = f"{p}[1]", f"{p}[2]"
-        many = sql_error(f"operator '{op}' needs a single value in {c.path!r}")
-        return (f"CASE WHEN len({x}) = 0 THEN NULL WHEN len({x}) > 1 THEN {many} "
-                f"ELSE coalesce(list_bool_or(list_transform({items}, "
-                f"lambda _zm: {json_eq(x + '[1]', '_zm')})), false) END")
+    d = c.d
 
-    return Frag(c.let(f"[{item}, {coll}]", body), BOOL)
+    def body(p: str) -> str:
+        x, items = d.at(p, 1), d.at(p, 2)
+        many = d.error(f"operator '{op}' needs a single value in {c.path!r}")
+        return (f"CASE WHEN {d.len(x)} = 0 THEN NULL WHEN {d.len(x)} > 1 THEN {many} "
+                f"ELSE {d.any_of(items, '_zm', json_eq(d, d.at(x, 1), '_zm'))} END")
+
+    return Frag(c.let(d.lst(item, coll), body), BOOL)
 
 
 def _union(c: PathCompiler, op: str, left: str, right: str) -> Frag:
+    d = c.d
     var = c.names.fresh("_v")
 
     def body(p: str) -> str:
-        return (f"list_filter({p}, lambda {var}, _zi: NOT list_contains("
-                f"list_transform(list_slice({p}, 1, _zi - 1), lambda _z: _z::VARCHAR), "
-                f"{var}::VARCHAR))")
+        def fresh(i: str) -> str:
+            earlier = d.transform(d.slice(p, "1", f"{i} - 1"), "_z", _text_of(d, "_z"))
+            return f"NOT {d.contains(earlier, _text_of(d, var))}"
 
-    return Frag(c.let(f"list_concat({left}, {right})", body), COLL)
+        return d.filter_indexed(p, var, "_zi", fresh)
+
+    return Frag(c.let(d.concat(left, right), body), COLL)
+
+
+def _text_of(d: DuckDB, x: str) -> str:
+    """JSON text of a lambda variable (DuckDB's plain ``::VARCHAR`` cast)."""
+    return f"{x}::VARCHAR" if d.name == "duckdb" else d.json_text(x)
 
 
 _Operator = Callable[[PathCompiler, str, str, str], Frag]

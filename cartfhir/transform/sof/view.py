@@ -17,7 +17,6 @@ from cartfhir.db import quote_name
 from cartfhir.transform.sof.compile import (
     BOOL,
     COLL,
-    EMPTY,
     INTEGER,
     ITEM,
     JV,
@@ -30,9 +29,9 @@ from cartfhir.transform.sof.compile import (
     Scope,
     array_items,
     as_list,
-    sql_error,
-    sql_str,
+    present_items,
 )
+from cartfhir.transform.sof.dialect import DIALECTS, DuckDB
 from cartfhir.transform.sof.errors import ViewDefinitionError
 from cartfhir.transform.sof.types import TypeInference, constant_type, resource_types
 
@@ -47,6 +46,16 @@ DUCKDB_TYPES: dict[str, str] = {
         "string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown",
         "base64Binary", "xhtml", "date", "dateTime", "instant", "time")},
 }
+# The same on Spark; JSON values are returned as their JSON text.
+SPARK_TYPES: dict[str, str] = {"JSON": "STRING", "VARCHAR": "STRING", "INTEGER": "INT",
+                               "BIGINT": "BIGINT", "DOUBLE": "DOUBLE", "BOOLEAN": "BOOLEAN"}
+
+
+def spark_type(duckdb_type: str) -> str:
+    """The Spark SQL type of a column returned as ``duckdb_type`` on DuckDB."""
+    if duckdb_type.endswith("[]"):
+        return f"ARRAY<{SPARK_TYPES[duckdb_type[:-2]]}>"
+    return SPARK_TYPES[duckdb_type]
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,11 @@ class ViewColumn:
     duckdb_type: str
     description: str | None = None
 
+    @property
+    def spark_type(self) -> str:
+        """The column's Spark SQL type (JSON columns are STRING JSON text)."""
+        return spark_type(self.duckdb_type)
+
 
 @dataclass
 class _Col:
@@ -69,10 +83,20 @@ class _Col:
 
 
 @dataclass
+class _Join:
+    """One lateral join: an unnest of ``sql`` (forEach...) or a unionAll of ``branches``."""
+
+    kind: str  # forEach, forEachOrNull, repeat or unionAll
+    alias: str
+    sql: str = ""
+    branches: list[_Part] = field(default_factory=list)
+
+
+@dataclass
 class _Part:
     """The lateral joins and the columns that one select node adds to the query."""
 
-    joins: list[str] = field(default_factory=list)
+    joins: list[_Join] = field(default_factory=list)
     cols: list[_Col] = field(default_factory=list)
 
 
@@ -80,7 +104,7 @@ _ITERATIONS = ("forEach", "forEachOrNull", "repeat")
 _PASSTHROUGH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _constant_sql(constant: Any) -> tuple[str, str]:
+def _constant_sql(d: DuckDB, constant: Any) -> tuple[str, str]:
     """A view constant as (name, JSON SQL literal); exactly one value[x] is required."""
     if not isinstance(constant, dict) or not isinstance(constant.get("name"), str):
         raise ViewDefinitionError(f"constant {constant!r} needs a 'name'")
@@ -90,13 +114,17 @@ def _constant_sql(constant: Any) -> tuple[str, str]:
             f"constant {constant['name']!r} needs exactly one value[x] (e.g. valueString), "
             f"found {values or 'none'}"
         )
-    return constant["name"], sql_str(json.dumps(constant[values[0]])) + "::JSON"
+    return constant["name"], d.json_lit(json.dumps(constant[values[0]]))
 
 
 class ViewCompiler:
     """Builds the one SELECT for a ViewDefinition; see ``compile_view`` for the contract."""
 
-    def __init__(self, view: Any, *, repeat_depth: int) -> None:
+    def __init__(self, view: Any, *, repeat_depth: int, dialect: str = "duckdb") -> None:
+        if dialect not in DIALECTS:
+            raise ViewDefinitionError(
+                f"dialect must be one of {sorted(DIALECTS)}, not {dialect!r}")
+        self.d = DIALECTS[dialect]
         if not isinstance(view, dict):
             raise ViewDefinitionError("a ViewDefinition must be a JSON object")
         resource = view.get("resource")
@@ -118,8 +146,8 @@ class ViewCompiler:
         self.resource_type = resource
         self.repeat_depth = repeat_depth
         self.names = Names()
-        constants = dict(_constant_sql(c) for c in view.get("constant") or [])
-        self.paths = PathCompiler(self.names, constants, resource)
+        constants = dict(_constant_sql(self.d, c) for c in view.get("constant") or [])
+        self.paths = PathCompiler(self.names, constants, resource, self.d)
         self.types = TypeInference(resource, {
             c["name"]: t for c in view.get("constant") or [] if (t := constant_type(c))})
 
@@ -137,15 +165,17 @@ class ViewCompiler:
             if not _PASSTHROUGH_RE.match(name) or name in ("resource", "resource_type"):
                 raise ViewDefinitionError(
                     f"passthrough column {name!r} is not a usable column name")
+        d = self.d
+        spark = d.name == "spark"
         # ``where`` is a plain filter on the scan (so it runs before anything
         # else is parsed); the elements it reads are parsed once, into ``_w``.
-        where_fields = Fields("_w")
+        where_fields = Fields(d, "_w", columns=spark)
         where_root = Frag("_src.resource", ITEM, fields=where_fields)
         where = self.where_sql(Scope(where_root, "0", where_root, at_root=True))
-        if where and where_fields.names:
+        if where and where_fields.names and not spark:
             where = [f"list_transform([{where_fields.extract_sql('_src.resource')}], "
                      f"lambda _w: {' AND '.join(where)})[1]"]
-        fields = Fields("_t._x", columns=True)
+        fields = Fields(d, "_t._x", columns=True)
         root = Frag("_t.resource", ITEM, fields=fields)
         part = self.body(Scope(root, "0", root, at_root=True, fhir_type=self.resource_type))
         columns = [c.column for c in part.cols]
@@ -156,17 +186,23 @@ class ViewCompiler:
         inner_cols = ", ".join([*(f"_t.{quote_name(p)}" for p in passthrough),
                                 *(f"{c.sql} AS _c{i}" for i, c in enumerate(part.cols))])
         outer_cols = ", ".join([*(quote_name(p) for p in passthrough),
-                                *(f"{output_sql(c.column, f'_c{i}', c.kind)} "
+                                *(f"{output_sql(c.column, f'_c{i}', c.kind, d=d)} "
                                   f"AS {quote_name(c.column.name)}"
                                   for i, c in enumerate(part.cols))])
-        joins = "".join(f"\n  {j}" for j in part.joins)
+        rendered = [self.join_sql(j) for j in part.joins]
+        joins = "".join(f"\n  {j}" for j in rendered)
+        if spark:
+            table = self.spark_table(source, passthrough, where, where_fields, fields)
+            sql = (f"SELECT {outer_cols}\nFROM (\n  SELECT {inner_cols}\n"
+                   f"  FROM ({table}) AS _t{joins}\n) AS _v")
+            return sql, columns
         # The whole resource is carried only when a path needs it as a value
         # (``$this`` or ``%resource`` on their own, ``where()`` on the resource...).
-        used = " ".join([*(c.sql for c in part.cols), *part.joins])
+        used = " ".join([*(c.sql for c in part.cols), *rendered])
         carried = [quote_name(p) for p in passthrough]
         if "_t.resource" in used:
             carried.append("resource")
-        filters = " AND ".join([f"_src.resource_type = {sql_str(self.resource_type)}", *where])
+        filters = " AND ".join([f"_src.resource_type = {d.str(self.resource_type)}", *where])
         extract = fields.extract_sql("_src.resource")
         if extract:
             # Parsed once as a list, then spread into one column per element:
@@ -182,6 +218,78 @@ class ViewCompiler:
         sql = (f"SELECT {outer_cols}\nFROM (\n  SELECT {inner_cols}\n"
                f"  FROM ({table}) AS _t{joins}\n) AS _v")
         return sql, columns
+
+    def spark_table(self, source: str, passthrough: tuple[str, ...], where: list[str],
+                    where_fields: Fields, fields: Fields) -> str:
+        """Spark's ``_t``: each resource parsed once (``parse_json``) into a VARIANT,
+        filtered by ``where``, with the top-level elements read as ``_x1``, ``_x2``..."""
+        d = self.d
+        carried = [quote_name(p) for p in passthrough]
+        parsed = ", ".join([*(f"_src.{c}" for c in carried),
+                            "parse_json(_src.resource) AS resource"])
+        scan = (f"SELECT {parsed} FROM {source} AS _src "
+                f"WHERE _src.resource_type = {d.str(self.resource_type)}")
+        if where_fields.names:
+            reads = ", ".join(f"{d.at_path('_src.resource', n)} AS _w{i}"
+                              for i, n in enumerate(where_fields.names, 1))
+            scan = f"SELECT _src.*, {reads} FROM ({scan}) AS _src"
+        spread = [f"{d.at_path('_src.resource', n)} AS _x{i}"
+                  for i, n in enumerate(fields.names, 1)]
+        cols = ", ".join([*(f"_src.{c}" for c in carried), "_src.resource", *spread])
+        filters = f" WHERE {' AND '.join(where)}" if where else ""
+        return f"SELECT {cols} FROM ({scan}) AS _src{filters}"
+
+    def join_sql(self, join: _Join) -> str:
+        """One lateral join as SQL text (DuckDB ``CROSS JOIN LATERAL``, Spark ``LATERAL VIEW``)."""
+        d = self.d
+        if d.name == "spark":
+            if join.kind == "unionAll":
+                rows = d.flatten(d.lst(*(self.spark_rows(b) for b in join.branches)))
+                width = len(join.branches[0].cols) or 1
+                names = ", ".join(f"_k{i}" for i in range(width)) if join.branches[0].cols \
+                    else "_k"
+                del width
+                return f"LATERAL VIEW inline({rows}) {join.alias} AS {names}"
+            items = self.spark_items(join)
+            return (f"LATERAL VIEW posexplode({items}) {join.alias} "
+                    f"AS {join.alias}_i, {join.alias}_e")
+        if join.kind == "unionAll":
+            queries = []
+            for branch in join.branches:
+                cols = ", ".join(f"{_as_coll(c, d)} AS _k{i}"
+                                 for i, c in enumerate(branch.cols)) or "1 AS _k"
+                inner = " ".join(self.join_sql(j) for j in branch.joins)
+                queries.append(f"SELECT {cols} FROM (SELECT 1) AS _one {inner}")
+            return f"CROSS JOIN LATERAL ({' UNION ALL '.join(queries)}) AS {join.alias}"
+        items = ("CASE WHEN len(_c) = 0 THEN [NULL::JSON] ELSE _c END"
+                 if join.kind == "forEachOrNull" else "_c")
+        return (f"CROSS JOIN LATERAL (SELECT unnest(_items) AS _e, unnest(range(len(_items))) "
+                f"AS _i FROM (SELECT {items} AS _items FROM (SELECT {join.sql} AS _c))) "
+                f"AS {join.alias}")
+
+    def spark_items(self, join: _Join) -> str:
+        """The list a Spark forEach/forEachOrNull/repeat join unnests."""
+        d = self.d
+        if join.kind != "forEachOrNull":
+            return join.sql
+        return d.let(join.sql, "_c", f"CASE WHEN size(_c) = 0 THEN array({d.json_null}) "
+                                     "ELSE _c END")
+
+    def spark_rows(self, branch: _Part) -> str:
+        """A unionAll branch as an array of row structs (its joins become nested lambdas,
+        whose variables carry the names the lateral views' columns would have)."""
+        d = self.d
+        fields = ", ".join(f"'_k{i}', {_as_coll(c, d)}" for i, c in enumerate(branch.cols))
+        rows = d.lst(f"named_struct({fields or chr(39) + '_k' + chr(39) + ', 1'})")
+        for join in reversed(branch.joins):
+            if join.kind == "unionAll":
+                union = d.flatten(d.lst(*(self.spark_rows(b) for b in join.branches)))
+                rows = d.flatten(d.transform(union, join.alias, rows))
+            else:
+                rows = d.flatten(
+                    f"transform({self.spark_items(join)}, ({join.alias}_e, {join.alias}_i) "
+                    f"-> {rows})")
+        return rows
 
     def where_sql(self, scope: Scope) -> list[str]:
         """One strict boolean condition per ``where`` entry, over the resource."""
@@ -239,13 +347,9 @@ class ViewCompiler:
             coll = self.paths.coll(self.paths.compile(spec, scope))
             fhir_type = self.types.infer(spec, scope.fhir_type, at_root=scope.at_root)
         alias = self.names.fresh("_f")
-        items = ("CASE WHEN len(_c) = 0 THEN [NULL::JSON] ELSE _c END"
-                 if kind == "forEachOrNull" else "_c")
-        part.joins.append(
-            f"CROSS JOIN LATERAL (SELECT unnest(_items) AS _e, unnest(range(len(_items))) AS _i "
-            f"FROM (SELECT {items} AS _items FROM (SELECT {coll} AS _c))) AS {alias}"
-        )
-        return Scope(Frag(f"{alias}._e", ITEM), f"{alias}._i", scope.resource,
+        part.joins.append(_Join(kind, alias, coll))
+        sep = "_" if self.d.name == "spark" else "."  # Spark: names usable as lambda vars
+        return Scope(Frag(f"{alias}{sep}_e", ITEM), f"{alias}{sep}_i", scope.resource,
                      fhir_type=fhir_type)
 
     def repeat_type(self, paths: list[str], scope: Scope) -> str | None:
@@ -263,16 +367,17 @@ class ViewCompiler:
         DuckDB lambdas cannot recurse, so the recursion is unrolled ``depth``
         levels; deeper data stops the query with an error instead of losing rows.
         """
+        d = self.d
         inner = Scope(Frag(item_sql, ITEM), scope.row_index, scope.resource)
         children = [self.paths.coll(self.paths.compile(p, inner)) for p in paths]
-        kids = children[0] if len(children) == 1 else f"flatten([{', '.join(children)}])"
+        kids = children[0] if len(children) == 1 else d.flatten(d.lst(*children))
         if depth == 0:
-            msg = sql_error(f"repeat {paths!r} nests deeper than {self.repeat_depth} levels; "
-                            "raise repeat_depth")
-            return f"CASE WHEN len({kids}) > 0 THEN {msg} ELSE {EMPTY} END"
+            msg = d.error(f"repeat {paths!r} nests deeper than {self.repeat_depth} levels; "
+                          "raise repeat_depth")
+            return f"CASE WHEN {d.len(kids)} > 0 THEN {msg} ELSE {d.empty} END"
         var = self.names.fresh("_r")
         below = self.repeat(paths, var, scope, depth - 1)
-        return f"flatten(list_transform({kids}, lambda {var}: list_concat([{var}], {below})))"
+        return d.flatten(d.transform(kids, var, d.concat(d.lst(var), below)))
 
     def column(self, column: Any, scope: Scope) -> _Col:
         if not isinstance(column, dict):
@@ -317,13 +422,7 @@ class ViewCompiler:
                     f"{names} vs {other_names}"
                 )
         alias = self.names.fresh("_u")
-        queries = []
-        for branch in parts:
-            cols = ", ".join(f"{_as_coll(c)} AS _k{i}"
-                             for i, c in enumerate(branch.cols)) or "1 AS _k"
-            joins = " ".join(branch.joins)
-            queries.append(f"SELECT {cols} FROM (SELECT 1) AS _one {joins}")
-        part.joins.append(f"CROSS JOIN LATERAL ({' UNION ALL '.join(queries)}) AS {alias}")
+        part.joins.append(_Join("unionAll", alias, branches=parts))
         for i in range(len(parts[0].cols)):
             part.cols.append(_union_column([p.cols[i] for p in parts], f"{alias}._k{i}"))
 
@@ -353,49 +452,53 @@ def _union_column(branches: list[_Col], sql: str) -> _Col:
     return _Col(column, sql, COLL, any(c.declared for c in branches))
 
 
-def _as_coll(col: _Col) -> str:
+def _as_coll(col: _Col, d: DuckDB) -> str:
     if col.kind == JV:
-        return as_list(col.sql)
+        return as_list(d, col.sql)
     if col.kind == ITEM:
-        return f"list_filter([{col.sql}], lambda _z: _z IS NOT NULL)"
+        return present_items(d, col.sql)
     return col.sql
 
 
-def output_sql(col: ViewColumn, internal: str, kind: str = COLL) -> str:
-    """Turn an internal column (JSON[], a jv or one JSON item) into the declared DuckDB type."""
+def output_sql(col: ViewColumn, internal: str, kind: str = COLL, *,
+               d: DuckDB = DIALECTS["duckdb"]) -> str:
+    """Turn an internal column (JSON[], a jv or one JSON item) into the declared type."""
     duck = DUCKDB_TYPES.get(col.type or "", "JSON")
     if col.collection:
-        items = _as_coll(_Col(col, internal, kind))
-        return f"list_transform({items}, lambda _z: {_convert('_z', duck, col.name)})"
+        items = _as_coll(_Col(col, internal, kind), d)
+        return d.transform(items, "_z", _convert(d, "_z", duck, col.name))
     if kind == ITEM:
-        return _convert(internal, duck, col.name)
-    many = sql_error(f"column {col.name!r} returned several values: "
-                     "set collection: true, or narrow the path with first()")
+        return _convert(d, internal, duck, col.name)
+    many = d.error(f"column {col.name!r} returned several values: "
+                   "set collection: true, or narrow the path with first()")
     if kind == JV:
         # An array holds 0, 1 or several items; anything else is one item, or none if null.
-        items = array_items(internal)
-        return (f"CASE WHEN json_type({internal}) = 'ARRAY' THEN CASE WHEN len({items}) > 1 "
-                f"THEN {many} ELSE {_convert(f'{items}[1]', duck, col.name)} END "
-                f"WHEN json_type({internal}) = 'NULL' THEN NULL "
-                f"ELSE {_convert(internal, duck, col.name, nullable=False)} END")
-    first = f"{internal}[1]"
-    return f"CASE WHEN len({internal}) > 1 THEN {many} ELSE {_convert(first, duck, col.name)} END"
+        items = array_items(d, internal)
+        return (f"CASE WHEN {d.json_type(internal)} = 'ARRAY' THEN CASE WHEN "
+                f"{d.len(items)} > 1 THEN {many} ELSE "
+                f"{_convert(d, d.at(items, 1), duck, col.name)} END "
+                f"WHEN {d.json_type(internal)} = 'NULL' THEN NULL "
+                f"ELSE {_convert(d, internal, duck, col.name, nullable=False)} END")
+    first = d.at(internal, 1)
+    return (f"CASE WHEN {d.len(internal)} > 1 THEN {many} "
+            f"ELSE {_convert(d, first, duck, col.name)} END")
 
 
-def _convert(x: str, duck: str, name: str, *, nullable: bool = True) -> str:
+def _convert(d: DuckDB, x: str, duck: str, name: str, *, nullable: bool = True) -> str:
     """One JSON item (NULL for none) as ``duck``; a value of the wrong kind stops the query."""
-    bad = sql_error(f"column {name!r} holds a value that is not a FHIR {duck} value")
+    bad = d.error(f"column {name!r} holds a value that is not a FHIR {duck} value")
+    jx = d.json_type(x)
     if duck == "JSON":
-        return x
+        return d.json_out(x)
     if duck == "VARCHAR" and not nullable:
-        return f"CASE WHEN json_type({x}) = 'OBJECT' THEN {bad} ELSE ({x} ->> '$') END"
+        return f"CASE WHEN {jx} = 'OBJECT' THEN {bad} ELSE {d.text(x)} END"
     if duck == "BOOLEAN":
-        good = f"json_type({x}) = 'BOOLEAN' THEN ({x})::BOOLEAN"
+        good = f"{jx} = 'BOOLEAN' THEN {d.cast(x, 'BOOLEAN')}"
     elif duck in ("INTEGER", "BIGINT"):
-        good = (f"json_type({x}) IN {INTEGER} THEN ({x})::{duck} "
-                f"WHEN json_type({x}) = 'VARCHAR' THEN CAST(({x} ->> '$') AS {duck})")
+        good = (f"{jx} IN {INTEGER} THEN {d.cast(x, duck)} "
+                f"WHEN {jx} = 'VARCHAR' THEN {d.cast_text(d.text(x), duck)}")
     elif duck == "DOUBLE":
-        good = f"json_type({x}) IN {NUMERIC} THEN ({x})::DOUBLE"
+        good = f"{jx} IN {NUMERIC} THEN {d.cast(x, 'DOUBLE')}"
     else:
-        good = f"json_type({x}) NOT IN ('OBJECT', 'ARRAY') THEN ({x} ->> '$')"
+        good = f"{jx} NOT IN ('OBJECT', 'ARRAY') THEN {d.text(x)}"
     return f"CASE WHEN {x} IS NULL THEN NULL WHEN {good} ELSE {bad} END"
