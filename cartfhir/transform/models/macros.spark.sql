@@ -2,6 +2,90 @@
 -- macros in macros.sql, as temporary SQL functions (cartfhir.spark.models.create_functions
 -- runs this file one statement at a time). Keep each pair's meaning identical.
 -- Spark string literals treat a backslash as an escape: write '\\d' for the regex \d.
+-- RE2 (DuckDB) and Java (Spark) regexes differ in corners, so Spark's spell out what RE2
+-- means: \s is [\t\n\f\r ], '.' is [^\n], '$' is \z (Java's '$' also matches before a final
+-- line break), \b is ASCII (Java 17's \b counts any Unicode letter as a word character).
+-- unit_key(u): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION unit_key(u STRING) RETURNS STRING RETURN
+    regexp_replace(
+        regexp_replace(
+            regexp_replace(
+                lower(replace(replace(replace(replace(replace(replace(u, 'μ', 'u'), 'µ', 'u'),
+                      '℃', 'Cel'), '°C', 'Cel'), '°F', 'degF'), '^', '*')),
+                '\\{[^}]*\\}|\\[|\\]|[\\t\\n\\f\\r ]+|cells?', ''),
+            '^[x×]', ''),
+        '10e([0-9])', '10*$1');
+-- local_date(t): see macros.sql. Spark casts '2021-06' or '2021' to a day (DuckDB: NULL),
+-- so the text must look like a day (DuckDB also takes single digits and spaces around).
+CREATE OR REPLACE TEMPORARY FUNCTION local_date(t STRING) RETURNS DATE RETURN
+    CASE WHEN substr(t, 1, 10) RLIKE '^ *[0-9]{4}-[0-9]{1,2}-[0-9]{1,2} *$'
+         THEN try_cast(trim(substr(t, 1, 10)) AS DATE) END;
+-- fhir_instant(t): see macros.sql. A date-time needs a day and hh:mm; a date alone is
+-- its midnight UTC (the session time zone is UTC).
+CREATE OR REPLACE TEMPORARY FUNCTION fhir_instant(t STRING) RETURNS TIMESTAMP RETURN coalesce(
+    CASE WHEN t RLIKE '^ *[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9]{2}:[0-9]{2}([^\\n]*))?$'
+         THEN try_cast(t AS TIMESTAMP) END,
+    CAST(local_date(t) AS TIMESTAMP));
+-- grade_from_text(t): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION grade_from_text(t STRING) RETURNS INT RETURN coalesce(
+    try_cast(regexp_extract(t, '([0-5])', 1) AS INT),
+    CASE upper(regexp_extract(t, '(?<![A-Za-z0-9_])(IV|V|I{1,3})(?![A-Za-z0-9_])', 1))
+        WHEN 'I' THEN 1 WHEN 'II' THEN 2 WHEN 'III' THEN 3 WHEN 'IV' THEN 4 WHEN 'V' THEN 5
+    END);
+-- code_key(c): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION code_key(c STRING) RETURNS STRING RETURN
+    upper(replace(trim(c), '.', ''));
+-- system_key(s): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION system_key(s STRING) RETURNS STRING RETURN regexp_replace(
+    regexp_replace(
+        regexp_replace(
+            regexp_replace(lower(trim(s)), '\\|[^\\n]*\\z', ''),
+            '^https?://(www\\.)?', 'http://'),
+        '^http://snomed\\.info/sct/[^\\n]*\\z', 'http://snomed.info/sct'),
+    '/+\\z', '');
+-- json_text(j, path): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION json_text(j STRING, path STRING) RETURNS STRING RETURN
+    get_json_object(j, path);
+-- matches_regex(t, p): see macros.sql (RLIKE finds p anywhere, as regexp_matches).
+CREATE OR REPLACE TEMPORARY FUNCTION matches_regex(t STRING, p STRING) RETURNS BOOLEAN RETURN
+    t RLIKE p;
+-- empty_list(): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION empty_list() RETURNS ARRAY<STRING> RETURN array();
+-- item_at(l, i): see macros.sql (ANSI element_at raises past the end; try_ does not).
+CREATE OR REPLACE TEMPORARY FUNCTION item_at(l ARRAY<STRING>, i INT) RETURNS STRING RETURN
+    try_element_at(l, i);
+-- has_all(l, sub): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION has_all(l ARRAY<STRING>, sub ARRAY<STRING>)
+    RETURNS BOOLEAN RETURN
+    CASE WHEN l IS NOT NULL AND sub IS NOT NULL THEN size(array_except(sub, l)) = 0 END;
+-- ranked(r, v), ranked_values(l): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION ranked(r INT, v STRING) RETURNS STRUCT<r: INT, v: STRING>
+    RETURN named_struct('r', r, 'v', v);
+CREATE OR REPLACE TEMPORARY FUNCTION ranked_values(l ARRAY<STRUCT<r: INT, v: STRING>>)
+    RETURNS ARRAY<STRING> RETURN transform(l, x -> x.v);
+-- key_prefixes(c, n): see macros.sql (sequence(1, 0) counts down, so an empty key is no list).
+CREATE OR REPLACE TEMPORARY FUNCTION key_prefixes(c STRING, n INT) RETURNS ARRAY<STRING> RETURN
+    CASE WHEN least(length(code_key(c)), n) >= 1
+         THEN transform(sequence(1, least(length(code_key(c)), n)), i -> left(code_key(c), i))
+         WHEN c IS NOT NULL THEN array() END;
+-- to_int(x): see macros.sql (Spark's cast truncates; bround rounds a half to even).
+CREATE OR REPLACE TEMPORARY FUNCTION to_int(x DOUBLE) RETURNS INT RETURN CAST(bround(x, 0) AS INT);
+-- num_text(x): see macros.sql. Java writes 1.0E7 from ten million on; DuckDB 10000000.0 up
+-- to 1e15, a zero without sign.
+CREATE OR REPLACE TEMPORARY FUNCTION num_text(x DOUBLE) RETURNS STRING RETURN CASE
+    WHEN x = 0 THEN '0.0'
+    WHEN abs(x) >= 1e7 AND abs(x) < 1e15 AND x = floor(x)
+        THEN CAST(CAST(x AS BIGINT) AS STRING) || '.0'
+    ELSE CAST(x AS STRING) END;
+-- value_number(s), value_comparator(s), value_unit(s): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION value_number(s STRING) RETURNS DOUBLE RETURN try_cast(
+    regexp_extract(s, '^[\\t\\n\\f\\r ]*(<=|>=|<|>)?[\\t\\n\\f\\r ]*([0-9]+(\\.[0-9]+)?)', 2)
+    AS DOUBLE);
+CREATE OR REPLACE TEMPORARY FUNCTION value_comparator(s STRING) RETURNS STRING RETURN
+    nullif(regexp_extract(s, '^[\\t\\n\\f\\r ]*(<=|>=|<|>)', 1), '');
+CREATE OR REPLACE TEMPORARY FUNCTION value_unit(s STRING) RETURNS STRING RETURN nullif(trim(
+    regexp_extract(s, '^[\\t\\n\\f\\r ]*(<=|>=|<|>)?[\\t\\n\\f\\r ]*[0-9]+(\\.[0-9]+)?[\\t\\n\\f\\r ]*([^\\n]*)\\z', 3)),
+    '');
 -- cohort and qa helpers
 -- is_event(source_type, grade): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION is_event(source_type STRING, grade INT) RETURNS BOOLEAN

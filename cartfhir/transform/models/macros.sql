@@ -43,6 +43,39 @@ CREATE OR REPLACE MACRO system_key(s) AS regexp_replace(
             '^https?://(www\.)?', 'http://'),
         '^http://snomed\.info/sct/.*$', 'http://snomed.info/sct'),
     '/+$', '');
+-- Macros that spell one meaning in the SQL both engines accept: a model calls these where
+-- DuckDB and Spark name or write a primitive differently (macros.spark.sql holds Spark's).
+-- explode(l): one row per element, in the SELECT list (Spark's generator; DuckDB's unnest).
+CREATE OR REPLACE MACRO explode(l) AS unnest(l);
+-- json_text(j, path): the text of a JSON value at a '$.name' path, NULL when absent.
+CREATE OR REPLACE MACRO json_text(j, path) AS json_extract_string(j, path);
+-- matches_regex(t, p): whether the regular expression p occurs anywhere in t.
+CREATE OR REPLACE MACRO matches_regex(t, p) AS regexp_matches(t, p);
+-- empty_list(): a list of no elements, for coalesce(l, empty_list()).
+CREATE OR REPLACE MACRO empty_list() AS [];
+-- item_at(l, i): the i-th element of l counted from 1, NULL when l is shorter.
+CREATE OR REPLACE MACRO item_at(l, i) AS l[i];
+-- has_all(l, sub): whether every element of sub is in l.
+CREATE OR REPLACE MACRO has_all(l, sub) AS list_has_all(l, sub);
+-- ranked(r, v) and ranked_values(l): a list ordered by rank is built as
+-- ranked_values(array_sort(array_agg(ranked(rank, value)))), ties broken by value.
+CREATE OR REPLACE MACRO ranked(r, v) AS {'r': r, 'v': v};
+CREATE OR REPLACE MACRO ranked_values(l) AS list_transform(l, lambda x: x.v);
+-- key_prefixes(c, n): the leading parts of code_key(c), 1 to min(its length, n) characters.
+CREATE OR REPLACE MACRO key_prefixes(c, n) AS list_transform(
+    range(1, least(length(code_key(c)), n) + 1), lambda i: left(code_key(c), i));
+-- to_int(x): a number as INTEGER, a half rounded to even (DuckDB's cast of a DOUBLE).
+CREATE OR REPLACE MACRO to_int(x) AS CAST(x AS INTEGER);
+-- num_text(x): a DOUBLE as text in messages, as DuckDB writes it ('5.2', '100.0').
+CREATE OR REPLACE MACRO num_text(x) AS CAST(x AS VARCHAR);
+-- value_number(s), value_comparator(s), value_unit(s): a result written as text
+-- ('< 5.2 mg/L') taken apart: the number, the comparator and the unit after the number.
+CREATE OR REPLACE MACRO value_number(s) AS TRY_CAST(
+    regexp_extract(s, '^\s*(<=|>=|<|>)?\s*([0-9]+(\.[0-9]+)?)', 2) AS DOUBLE);
+CREATE OR REPLACE MACRO value_comparator(s) AS
+    nullif(regexp_extract(s, '^\s*(<=|>=|<|>)', 1), '');
+CREATE OR REPLACE MACRO value_unit(s) AS
+    nullif(trim(regexp_extract(s, '^\s*(<=|>=|<|>)?\s*[0-9]+(\.[0-9]+)?\s*(.*)$', 3)), '');
 -- cohort and qa helpers
 -- is_event(source_type, grade): whether a cohort.adverse_event row is an event. A grade
 -- assessment (an Observation) of grade 0 records that there was none.

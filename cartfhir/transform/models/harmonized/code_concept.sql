@@ -3,12 +3,15 @@ WITH signatures AS (
     SELECT DISTINCT signature, site, resource_type, code_text, codings
     FROM harmonized.resource_code
 ),
+signature_codings AS (
+    SELECT signature, site, resource_type, explode(codings) AS coding FROM signatures
+),
 raw_codings AS (
-    SELECT s.signature, s.site, s.resource_type,
-           json_extract_string(u.coding, '$.system') AS system,
-           json_extract_string(u.coding, '$.code') AS code,
-           json_extract_string(u.coding, '$.display') AS display
-    FROM signatures AS s, unnest(s.codings) AS u(coding)
+    SELECT signature, site, resource_type,
+           json_text(coding, '$.system') AS system,
+           json_text(coding, '$.code') AS code,
+           json_text(coding, '$.display') AS display
+    FROM signature_codings
 ),
 keyed_codings AS (
     SELECT c.*, system_key(c.system) AS system_key FROM raw_codings AS c
@@ -38,10 +41,7 @@ coding_prefixes AS (
     -- A prefix-system coding is looked up under each leading part of its key (no longer
     -- than the longest map code), so matching it is an equality join, not a scan.
     SELECT c.signature, c.site, c.resource_type, c.system, c.system_key, c.canonical, c.code,
-           unnest(list_transform(
-               range(1, least(length(code_key(c.code)),
-                              (SELECT max(length(key)) FROM map_rows)) + 1),
-               lambda n: left(code_key(c.code), n))) AS prefix
+           explode(key_prefixes(c.code, (SELECT max(length(key)) FROM map_rows))) AS prefix
     FROM codings AS c
     WHERE c.prefix_coded AND c.standard
 ),
@@ -61,21 +61,28 @@ code_matches AS (
       ON m.resource_type = p.resource_type AND m.key = p.prefix
      AND m.system IN (p.system_key, p.canonical) AND (m.site IS NULL OR m.site = p.site)
 ),
+code_lengths AS (
+    SELECT *, max(length(key)) OVER (PARTITION BY signature, system, code) AS longest
+    FROM code_matches
+),
 code_winners AS (
     SELECT signature, concept, grade, priority,
            'code ' || system || '|' || code
                || CASE WHEN key <> code_key(code) THEN ' under ' || map_code ELSE '' END
                AS matched_by
-    FROM code_matches
-    QUALIFY length(key) = max(length(key)) OVER (PARTITION BY signature, system, code)
+    FROM code_lengths
+    WHERE length(key) = longest
 ),
 standard_coded AS (
     SELECT DISTINCT signature FROM codings WHERE standard
 ),
 code_decided AS (
     -- What the maps decided: the concept(s) at the highest code priority.
-    SELECT signature, concept FROM code_winners
-    QUALIFY priority = max(priority) OVER (PARTITION BY signature)
+    SELECT signature, concept FROM (
+        SELECT signature, concept, priority,
+               max(priority) OVER (PARTITION BY signature) AS highest
+        FROM code_winners)
+    WHERE priority = highest
 ),
 text_decides AS (
     -- Text decides only where no map decided and no standard coding speaks.
@@ -90,12 +97,12 @@ texts AS (
     SELECT signature, site, resource_type, lower(display) FROM codings WHERE display IS NOT NULL
 ),
 text_matches AS (
-    SELECT t.signature, p.concept, NULL::INTEGER AS grade, p.priority,
+    SELECT t.signature, p.concept, CAST(NULL AS INTEGER) AS grade, p.priority,
            'text /' || p.pattern || '/' AS matched_by
     FROM texts AS t
     JOIN ref.text_pattern AS p
       ON p.resource_type = t.resource_type AND (p.site IS NULL OR p.site = t.site)
-     AND regexp_matches(t.text, p.pattern, 'i')
+     AND matches_regex(t.text, '(?i)' || p.pattern)
     WHERE t.signature IN (SELECT signature FROM text_decides)
        -- Where a map decided, only a pattern declared to refine that concept may speak
        -- (lymphodepletion refines chemotherapy): never an exclusion or another concept,
@@ -107,35 +114,38 @@ candidates AS (
     SELECT * FROM code_winners UNION ALL SELECT * FROM text_matches
 ),
 winners AS (
-    SELECT * FROM candidates
-    QUALIFY priority = max(priority) OVER (PARTITION BY signature)
+    SELECT * FROM (
+        SELECT *, max(priority) OVER (PARTITION BY signature) AS highest FROM candidates)
+    WHERE priority = highest
 ),
 per_signature AS (
     SELECT signature,
-           list(DISTINCT concept ORDER BY concept) AS candidates,
+           array_sort(array_agg(DISTINCT concept) FILTER (WHERE concept IS NOT NULL))
+               AS candidates,
            max(grade) AS grade,
            min(matched_by) AS matched_by
     FROM winners GROUP BY signature
 ),
 combined AS (
-    SELECT p.signature, p.candidates, p.grade, p.matched_by,
-           (SELECT min(k.concept) FROM ref.concept_combination AS k
-             WHERE list_has_all(p.candidates, k.requires)) AS combination
+    SELECT p.signature, p.candidates, p.grade, p.matched_by, min(k.concept) AS combination
     FROM per_signature AS p
+    LEFT JOIN ref.concept_combination AS k ON has_all(p.candidates, k.requires)
+    GROUP BY p.signature, p.candidates, p.grade, p.matched_by
 )
 SELECT s.signature, s.site, s.resource_type, s.code_text, s.codings,
        s.signature IN (SELECT signature FROM standard_coded) AS standard_coded,
        CASE WHEN c.combination IS NOT NULL THEN c.combination
-            WHEN len(c.candidates) = 1 AND c.candidates[1] <> '_excluded' THEN c.candidates[1]
+            WHEN cardinality(c.candidates) = 1 AND item_at(c.candidates, 1) <> '_excluded'
+                THEN item_at(c.candidates, 1)
        END AS concept,
        c.grade,
        CASE WHEN c.signature IS NULL THEN 'unmapped'
             WHEN c.combination IS NOT NULL THEN 'mapped'
-            WHEN len(c.candidates) > 1 THEN 'ambiguous'
-            WHEN c.candidates[1] = '_excluded' THEN 'excluded'
+            WHEN cardinality(c.candidates) > 1 THEN 'ambiguous'
+            WHEN item_at(c.candidates, 1) = '_excluded' THEN 'excluded'
             ELSE 'mapped'
        END AS status,
        c.matched_by,
-       coalesce(c.candidates, []) AS candidates
+       coalesce(c.candidates, empty_list()) AS candidates
 FROM signatures AS s
 LEFT JOIN combined AS c USING (signature)

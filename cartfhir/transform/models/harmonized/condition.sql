@@ -39,11 +39,12 @@ site_matches AS (
     SELECT DISTINCT g.site, g.condition_id, b.body_site, b.rank
     FROM graded AS g
     JOIN ref.body_site AS b
-      ON list_contains(string_split(coalesce(g.body_site_codes, ''), ','), b.code)
-      OR regexp_matches(lower(coalesce(g.body_site_text, '')), b.pattern)
+      ON array_contains(split(coalesce(g.body_site_codes, ''), ','), b.code)
+      OR matches_regex(lower(coalesce(g.body_site_text, '')), b.pattern)
 ),
 sites AS (
-    SELECT site, condition_id, list(body_site ORDER BY rank) AS body_sites
+    SELECT site, condition_id,
+           ranked_values(array_sort(array_agg(ranked(rank, body_site)))) AS body_sites
     FROM site_matches GROUP BY site, condition_id
 )
 SELECT g.site, g.condition_id, g.patient_key, g.concept, g.matched_by, g.onset_date,
@@ -51,7 +52,7 @@ SELECT g.site, g.condition_id, g.patient_key, g.concept, g.matched_by, g.onset_d
        CASE WHEN g.code_grade IS NOT NULL THEN 'code'
             WHEN g.stage_grade IS NOT NULL THEN 'stage'
             WHEN g.severity_grade IS NOT NULL THEN 'severity' END AS grade_source,
-       coalesce(s.body_sites, []) AS body_sites,
+       coalesce(s.body_sites, empty_list()) AS body_sites,
        g.problem_code,
        CASE g.problem_code
            WHEN 'retracted'

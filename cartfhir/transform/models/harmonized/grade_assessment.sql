@@ -1,7 +1,7 @@
 -- harmonized.grade_assessment: description, grain, columns and expectations in grade_assessment.yml
 WITH mapped AS (
     SELECT o.*, k.patient_key, m.concept AS assessment, s.use AS status_use,
-           CAST(c.plausible_min AS INTEGER) AS lowest, CAST(c.plausible_max AS INTEGER) AS highest
+           to_int(c.plausible_min) AS lowest, to_int(c.plausible_max) AS highest
     FROM flat.observation AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
@@ -16,7 +16,7 @@ graded AS (
            replace(assessment, '_grade', '') AS concept,
            local_date(coalesce(effective_datetime, effective_start, effective_instant, issued))
                AS assessed_date,
-           coalesce(value_integer, CAST(value_number AS INTEGER),
+           coalesce(value_integer, to_int(value_number),
                     grade_from_text(value_concept_code), grade_from_text(value_concept_text),
                     grade_from_text(value_concept_display), grade_from_text(value_string)) AS grade
     FROM mapped

@@ -36,11 +36,9 @@ parsed AS (
     SELECT *,
            coalesce(effective_datetime, effective_start, effective_instant, issued) AS effective,
            CAST(value_number AS DOUBLE) AS number_quantity,
-           TRY_CAST(regexp_extract(value_string, '^\s*(<=|>=|<|>)?\s*([0-9]+(\.[0-9]+)?)', 2)
-                    AS DOUBLE) AS number_string,
-           nullif(regexp_extract(value_string, '^\s*(<=|>=|<|>)', 1), '') AS comparator_string,
-           nullif(trim(regexp_extract(value_string, '^\s*(<=|>=|<|>)?\s*[0-9]+(\.[0-9]+)?\s*(.*)$', 3)),
-                  '') AS unit_string
+           value_number(value_string) AS number_string,
+           value_comparator(value_string) AS comparator_string,
+           value_unit(value_string) AS unit_string
     FROM mapped
 ),
 qualified AS (
@@ -49,7 +47,7 @@ qualified AS (
     FROM parsed AS p
     LEFT JOIN ref.qualitative_result AS q
       ON q.concept = p.concept AND p.number_quantity IS NULL AND p.number_string IS NULL
-     AND regexp_matches(lower(coalesce(p.value_string, p.value_concept_text,
+     AND matches_regex(lower(coalesce(p.value_string, p.value_concept_text,
                                        p.value_concept_display, p.value_concept_code, '')),
                         q.pattern)
 ),
@@ -133,10 +131,11 @@ judged AS (
                WHEN 'unit_not_convertible' THEN 'unit ''' || unit_original
                    || ''' is not convertible to ' || canonical_unit || ' for ' || concept
                WHEN 'implausible_magnitude' THEN CASE
-                   WHEN count_mislabelled THEN 'implausible: ' || value_original || ' '
-                        || unit_original || ' (a per-uL count labelled as 10*9/L?)'
-                   ELSE 'implausible: ' || round(value, 4) || ' ' || canonical_unit || ' for '
-                        || concept || ' (plausible ' || plausible_min || '-' || plausible_max || ')'
+                   WHEN count_mislabelled THEN 'implausible: ' || num_text(value_original)
+                        || ' ' || unit_original || ' (a per-uL count labelled as 10*9/L?)'
+                   ELSE 'implausible: ' || num_text(round(value, 4)) || ' ' || canonical_unit
+                        || ' for ' || concept || ' (plausible ' || num_text(plausible_min) || '-'
+                        || num_text(plausible_max) || ')'
                END
            END AS problem
     FROM coded
@@ -144,7 +143,7 @@ judged AS (
 numbered AS (
     SELECT *,
            CASE WHEN problem IS NULL THEN
-               min(observation_id) FILTER (WHERE problem IS NULL) OVER (
+               min(CASE WHEN problem IS NULL THEN observation_id END) OVER (
                    PARTITION BY site, patient_key, concept, effective, value_original,
                                 unit_original, comparator)
            END AS first_id

@@ -2,7 +2,7 @@
 WITH records AS (
     SELECT site, procedure_id, 'Procedure' AS resource_type, patient_id, status, code_text,
            coalesce(performed_datetime, performed_start) AS started, performed_end AS ended,
-           used_text, NULL::DOUBLE AS dose_value, NULL AS dose_unit
+           used_text, CAST(NULL AS DOUBLE) AS dose_value, CAST(NULL AS STRING) AS dose_unit
     FROM flat.procedure
     UNION ALL
     SELECT site, medication_administration_id, 'MedicationAdministration', patient_id, status,
@@ -27,14 +27,17 @@ mapped AS (
     LEFT JOIN ref.record_status AS s
       ON s.resource_type = o.resource_type AND s.element = 'status' AND s.status = o.status
 ),
-targets AS (
-    SELECT m.site, m.procedure_id, t.target
+target_matches AS (
+    SELECT m.site, m.procedure_id, t.target,
+           row_number() OVER (PARTITION BY m.site, m.procedure_id
+                              ORDER BY t.priority DESC, t.target) AS pick
     FROM mapped AS m
     JOIN ref.target AS t
-      ON regexp_matches(lower(coalesce(m.used_text, '') || ' ' || coalesce(m.code_text, '')),
-                        t.pattern)
-    QUALIFY row_number() OVER (PARTITION BY m.site, m.procedure_id
-                               ORDER BY t.priority DESC, t.target) = 1
+      ON matches_regex(lower(coalesce(m.used_text, '') || ' ' || coalesce(m.code_text, '')),
+                       t.pattern)
+),
+targets AS (
+    SELECT site, procedure_id, target FROM target_matches WHERE pick = 1
 )
 SELECT m.site, m.procedure_id, m.resource_type, m.patient_key, m.concept, m.matched_by,
        local_date(m.started) AS start_date,

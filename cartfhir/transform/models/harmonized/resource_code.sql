@@ -14,7 +14,7 @@ WITH all_codes AS (
     SELECT site, 'MedicationAdministration', medication_administration_id, code_text, codings
     FROM flat.medication_administration
 )
-SELECT site, resource_type, resource_id, code_text, coalesce(codings, []) AS codings,
+SELECT site, resource_type, resource_id, code_text, coalesce(codings, empty_list()) AS codings,
        md5(concat_ws('|', site, resource_type, coalesce(code_text, ''),
-                     CAST(coalesce(codings, []) AS VARCHAR))) AS signature
+                     CAST(coalesce(codings, empty_list()) AS STRING))) AS signature
 FROM all_codes
