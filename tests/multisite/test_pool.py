@@ -14,6 +14,7 @@ import pytest
 from cartfhir import api
 from cartfhir.cli import run_cli
 from cartfhir.errors import PoolError
+from cartfhir.multisite.pool import parquet_folder
 from tests.testbed import make_config
 
 from .helpers import SITES, assert_same_comparison, identifiers, leaked, sha256, truth_comparison
@@ -181,7 +182,17 @@ def test_pooling_into_a_database_with_a_pending_wal_keeps_its_data(
     assert con.execute("SELECT site FROM meta.pool_package ORDER BY site").fetchall() == [
         ("site_a",), ("site_c",)]
     con.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pooled.duckdb"]
+    # beside the database only its Parquet twin (no staged or old folder left behind),
+    # which holds the pooled graph tables of both sites and not the operator's own table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pooled.duckdb", "pooled_parquet"]
+    folder = parquet_folder(out)
+    assert folder == tmp_path / "pooled_parquet"
+    assert "main.operator_notes" not in {p.name for p in folder.iterdir()}
+    with duckdb.connect() as con:
+        assert con.execute(
+            "SELECT DISTINCT site FROM read_parquet(?, hive_partitioning = true) ORDER BY site",
+            [str(folder / "meta.pool_package" / "**" / "*.parquet")]).fetchall() == [
+            ("site_a",), ("site_c",)]
 
 
 def test_a_relative_out_puts_the_report_next_to_the_pooled_file(
@@ -212,7 +223,13 @@ def test_report_dir_takes_the_pooled_report_and_exports(
     assert Path(report.split(":", 1)[1].strip()) == tmp_path / "shared" / "pool" / "report.html"
     assert (tmp_path / "shared" / "pool" / "report.html").exists()
     assert (tmp_path / "shared" / "pool" / "analysis").is_dir()
-    assert sorted(p.name for p in (tmp_path / "center").iterdir()) == ["p.duckdb"]
+    # the report and analysis go to --report-dir; only the database and its Parquet twin
+    # (<stem>_parquet, the pooled tables, site-partitioned) stay beside --out
+    assert sorted(p.name for p in (tmp_path / "center").iterdir()) == ["p.duckdb", "p_parquet"]
+    folder = tmp_path / "center" / "p_parquet"
+    assert sorted(p.name for p in (folder / "cohort.episode_endpoints").iterdir()) == [
+        "site=site_c"]
+    assert not (folder / "report.html").exists() and not (folder / "analysis").exists()
 
 
 def test_validate_and_analyze_run_on_a_pooled_store_without_any_config(
