@@ -1,0 +1,169 @@
+"""Spark's raw input: ``raw.resources`` registered on Spark from Parquet.
+
+Two sources, by ``engine.raw``: ``store`` (the DuckDB store's raw.resources, written to
+Parquet by DuckDB, then read by Spark) or the folder of a ``cartfhir export --raw``
+(``<dir>/raw.resources/site=<id>/resource_type=<type>/*.parquet``). Either way Spark's
+executors read the files; resources never pass through the driver. (Landing NDJSON on
+Spark itself is not offered: it did not yet give extract's raw.rejected row for row.)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from cartfhir.config import (
+    SITE_ID_PATTERN,
+    Config,
+    DuckdbEngine,
+    SparkEngine,
+    is_uri,
+)
+from cartfhir.errors import ConfigError, DatabaseError, UsageError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["RAW_TABLE", "RawInput", "export_raw", "register_raw"]
+
+log = logging.getLogger(__name__)
+
+RAW_TABLE = "raw.resources"
+# The export layout (contract): <dir>/raw.resources/site=<id>/resource_type=<type>/
+RESOURCES_FOLDER = "raw.resources"
+# Where engine.raw 'store' puts raw.resources for Spark, under engine.tables.
+STAGING = "_raw"
+# The columns every source gives raw.resources on Spark, with their Spark types.
+RESOURCE_COLUMNS = (("site", "STRING"), ("resource_type", "STRING"), ("id", "STRING"),
+                    ("version_id", "STRING"), ("last_updated", "TIMESTAMP"),
+                    ("resource", "STRING"), ("source_uri", "STRING"), ("line_no", "BIGINT"))
+_RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """What ``register_raw`` registered: the source kind and the Parquet folder Spark
+    reads raw.resources from."""
+
+    source: str  # store | folder
+    location: str
+
+
+# ---- export (DuckDB) --------------------------------------------------------------------
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def export_raw(con: duckdb.DuckDBPyConnection, out_dir: Path, *, force: bool = False) -> int:
+    """Write the store's raw.resources to ``out_dir/raw.resources/site=/resource_type=/``.
+
+    Refuses a non-empty ``out_dir`` unless ``force`` (then only its raw.resources folder
+    is replaced) and a symbolic link as ``out_dir``. Partition values are checked first
+    (site ids, resource type names), so every file lands inside ``out_dir``. Returns the
+    rows written.
+    """
+    out_dir = Path(out_dir).absolute()
+    if out_dir.is_symlink():
+        raise UsageError(f"{out_dir} is a symbolic link; name a real folder for the raw export")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file; name a folder for the raw export")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise UsageError(f"{out_dir} is not empty; choose another folder, or pass --force to "
+                         "replace raw.resources in it")
+    try:
+        found = con.execute("SELECT DISTINCT site, resource_type FROM raw.resources").fetchall()
+    except duckdb.CatalogException:
+        raise DatabaseError("raw.resources does not exist: run 'cartfhir extract' first") \
+            from None
+    for site, resource_type in found:
+        if not re.fullmatch(SITE_ID_PATTERN, site or "") \
+                or not _RESOURCE_TYPE.fullmatch(resource_type or ""):
+            raise DatabaseError(f"raw.resources holds a row with site {site!r} and resource "
+                                f"type {resource_type!r}, which cannot name a folder; not "
+                                "exported")
+    target = out_dir / RESOURCES_FOLDER
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    columns = ", ".join("resource::VARCHAR AS resource" if name == "resource" else name
+                        for name, _ in RESOURCE_COLUMNS)
+    try:
+        rows = con.execute(
+            f"COPY (SELECT {columns} FROM raw.resources ORDER BY site, resource_type, id) "
+            f"TO {_quote(target)} (FORMAT parquet, PARTITION_BY (site, resource_type), "
+            "OVERWRITE_OR_IGNORE)").fetchone()[0]
+    except duckdb.Error as exc:
+        raise DatabaseError(f"exporting raw.resources to {target} failed: {exc}") from None
+    return int(rows)
+
+
+# ---- registration (Spark) ---------------------------------------------------------------
+
+def register_raw(spark: SparkSession, config: Config | None, store_path: Path | None,
+                 engine: SparkEngine | None = None) -> RawInput:
+    """Register ``raw.resources`` on Spark from ``engine.raw`` (default: the config's
+    engine, made Spark when it is not): a ``cartfhir export --raw`` folder as it is, or
+    (``store``) the DuckDB store at ``store_path`` exported under ``engine.tables`` first.
+    """
+    if engine is None or isinstance(engine, DuckdbEngine):
+        if config is None:
+            raise UsageError("register_raw needs the config or a Spark engine")
+        engine = config.engine_for("spark")  # type: ignore[assignment]
+    assert isinstance(engine, SparkEngine)
+    kind = engine.raw_kind
+    if kind == "folder":
+        location = str(engine.raw).rstrip("/") + "/" + RESOURCES_FOLDER
+        if not is_uri(str(engine.raw)) and not Path(location).is_dir():
+            raise ConfigError(f"engine.raw {engine.raw} holds no {RESOURCES_FOLDER} folder; "
+                              "write one with 'cartfhir export --raw DIR'")
+        _register(spark, RAW_TABLE, location, RESOURCE_COLUMNS)
+        return RawInput("folder", location)
+    if kind != "store":
+        raise ConfigError(f"engine.raw: {engine.raw} is not supported; use store or the "
+                          "folder of a 'cartfhir export --raw'")
+    if store_path is None or not Path(store_path).exists():
+        raise ConfigError(f"engine.raw: store reads raw.resources from the DuckDB file "
+                          f"{store_path}, which does not exist; run 'cartfhir extract' first")
+    if engine.tables is None:
+        raise ConfigError("engine.raw: store stages raw.resources under engine.tables, "
+                          "which is not set")
+    staging = _staging(engine.tables)
+    from cartfhir.db import connect
+
+    con = connect(Path(store_path), read_only=True,
+                  memory_limit=config.output.memory_limit if config else None)
+    try:
+        export_raw(con, staging, force=True)
+    finally:
+        con.close()
+    location = str(staging / RESOURCES_FOLDER)
+    _register(spark, RAW_TABLE, location, RESOURCE_COLUMNS)
+    return RawInput("store", location)
+
+
+def _staging(tables: str) -> Path:
+    if is_uri(tables):
+        raise ConfigError(f"engine.raw: store stages raw.resources under engine.tables, "
+                          f"which must then be a local folder, not {tables}; give engine.raw "
+                          "the folder of a 'cartfhir export --raw' instead")
+    return Path(tables) / STAGING
+
+
+def _register(spark: SparkSession, table: str, location: str,
+              columns: tuple[tuple[str, str], ...]) -> None:
+    """``table`` as a view over the Parquet folder ``location``, columns cast to ``columns``
+    (the partition columns site and resource_type come from the folder names)."""
+    schema = table.split(".", 1)[0]
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
+    select = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in columns)
+    path = location.replace("\\", "\\\\").replace("`", "``")
+    spark.sql(f"CREATE OR REPLACE VIEW {table} AS SELECT {select} FROM parquet.`{path}`")
