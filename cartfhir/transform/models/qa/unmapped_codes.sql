@@ -2,7 +2,7 @@
 WITH signatures AS (
     -- Codes are read once per distinct signature, not once per record.
     SELECT site, resource_type, signature, count(*) AS records
-    FROM qa.unmapped_record GROUP BY ALL
+    FROM qa.unmapped_record GROUP BY site, resource_type, signature
 ),
 codings AS (
     SELECT DISTINCT s.site, s.resource_type, s.signature, s.records,
@@ -19,15 +19,17 @@ counted AS (
            sum(c.records) AS count
     FROM codings AS c
     LEFT JOIN ref.code_system AS k ON k.system = system_key(c.system)
-    GROUP BY ALL
+    GROUP BY c.site, c.resource_type, c.system, c.code, c.display, k.system IS NOT NULL,
+             coalesce(k.canonical, system_key(c.system))
 ),
 notes AS (
     SELECT c.site, c.resource_type, c.system, c.code, c.display,
-           'out of study scope: ' || string_agg(n.note, '; ' ORDER BY n.rank) AS note
+           'out of study scope: '
+               || concat_ws('; ', values_in_order(array_agg(keyed(n.rank, n.note)))) AS note
     FROM counted AS c
     JOIN ref.scope_note AS n
-      ON n.system = c.canonical AND regexp_matches(lower(c.display), n.pattern)
-    GROUP BY ALL
+      ON n.system = c.canonical AND text_matches(lower(c.display), n.pattern)
+    GROUP BY c.site, c.resource_type, c.system, c.code, c.display
 )
 SELECT c.site, c.resource_type, c.system, c.code, c.display, c.standard,
        n.note AS scope_note, CAST(c.count AS BIGINT) AS count
