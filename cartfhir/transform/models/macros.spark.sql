@@ -97,16 +97,3 @@ CREATE OR REPLACE TEMPORARY FUNCTION day_diff(a DATE, b DATE) RETURNS BIGINT
 CREATE OR REPLACE TEMPORARY FUNCTION lab_reading(value DOUBLE, comparator STRING)
     RETURNS STRUCT<value: DOUBLE, comparator: STRING>
     RETURN named_struct('value', value, 'comparator', comparator);
--- keyed(k, v) and values_in_order(list): see macros.sql (array_sort orders structs by
--- their fields in turn, as DuckDB's list_sort).
-CREATE OR REPLACE TEMPORARY FUNCTION keyed(k BIGINT, v STRING) RETURNS STRUCT<k: BIGINT, v: STRING>
-    RETURN named_struct('k', k, 'v', v);
-CREATE OR REPLACE TEMPORARY FUNCTION values_in_order(l ARRAY<STRUCT<k: BIGINT, v: STRING>>)
-    RETURNS ARRAY<STRING>
-    RETURN transform(array_sort(l), s -> s.v);
--- text_matches(s, pattern): see macros.sql (Java regular expressions, found anywhere in s).
-CREATE OR REPLACE TEMPORARY FUNCTION text_matches(s STRING, pattern STRING) RETURNS BOOLEAN
-    RETURN regexp_like(s, pattern);
--- empty_texts(): see macros.sql.
-CREATE OR REPLACE TEMPORARY FUNCTION empty_texts() RETURNS ARRAY<STRING>
-    RETURN CAST(array() AS ARRAY<STRING>);

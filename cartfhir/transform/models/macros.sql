@@ -87,14 +87,3 @@ CREATE OR REPLACE MACRO day_diff(a, b) AS date_diff('day', a, b);
 -- arg_max picks both from the same row (a NULL comparator is kept, not skipped).
 CREATE OR REPLACE MACRO lab_reading(value, comparator) AS
     struct_pack(value := value, comparator := comparator);
--- keyed(k, v) and values_in_order(list): an ordered list built explicitly, as
--- values_in_order(array_agg(keyed(k, v))): the v's ordered by (k, v). Spark's
--- collect_list keeps no order, so list(v ORDER BY k) is not portable.
-CREATE OR REPLACE MACRO keyed(k, v) AS struct_pack(k := k, v := v);
--- (l is typed: DuckDB binds a macro's lambda when the macro is made.)
-CREATE OR REPLACE MACRO values_in_order(l STRUCT(k BIGINT, v VARCHAR)[]) AS
-    list_transform(list_sort(l), lambda s: s.v);
--- text_matches(s, pattern): whether the regular expression matches somewhere in s.
-CREATE OR REPLACE MACRO text_matches(s, pattern) AS regexp_matches(s, pattern);
--- empty_texts(): an empty list of text ([] on DuckDB, array() on Spark).
-CREATE OR REPLACE MACRO empty_texts() AS CAST([] AS VARCHAR[]);

@@ -17,13 +17,13 @@ day_windows AS (
     -- and day with results (however wide a configured window), ordered by (lo, name),
     -- and joined to the results by equality.
     SELECT d.site, d.patient_key, d.round, d.day,
-           values_in_order(array_agg(keyed(w.lo, w.name))) AS windows
+           ranked_values(array_sort(array_agg(ranked(w.lo, w.name)))) AS windows
     FROM (SELECT DISTINCT site, patient_key, round, day FROM placed) AS d
     JOIN cohort.episode_window AS w
       ON w.site = d.site AND w.patient_key = d.patient_key AND w.round = d.round
      AND d.day BETWEEN w.lo AND w.hi
     GROUP BY d.site, d.patient_key, d.round, d.day
 )
-SELECT p.*, coalesce(w.windows, empty_texts()) AS windows
+SELECT p.*, coalesce(w.windows, empty_list()) AS windows
 FROM placed AS p
 LEFT JOIN day_windows AS w USING (site, patient_key, round, day)

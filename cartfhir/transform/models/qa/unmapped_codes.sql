@@ -5,13 +5,18 @@ WITH signatures AS (
     FROM qa.unmapped_record GROUP BY site, resource_type, signature
 ),
 codings AS (
-    SELECT DISTINCT s.site, s.resource_type, s.signature, s.records,
-           json_extract_string(u.coding, '$.system') AS system,
-           json_extract_string(u.coding, '$.code') AS code,
-           coalesce(json_extract_string(u.coding, '$.display'), c.code_text) AS display
-    FROM signatures AS s
-    JOIN harmonized.code_concept AS c USING (signature),
-         unnest(CASE WHEN len(c.codings) = 0 THEN [NULL::JSON] ELSE c.codings END) AS u(coding)
+    SELECT DISTINCT site, resource_type, signature, records,
+           json_text(coding, '$.system') AS system,
+           json_text(coding, '$.code') AS code,
+           coalesce(json_text(coding, '$.display'), code_text) AS display
+    FROM (SELECT s.site, s.resource_type, s.signature, s.records, c.code_text,
+                 explode(c.codings) AS coding
+          FROM signatures AS s JOIN harmonized.code_concept AS c USING (signature)
+          UNION ALL
+          -- A code without codings (text alone) is one row without a coding.
+          SELECT s.site, s.resource_type, s.signature, s.records, c.code_text, NULL
+          FROM signatures AS s JOIN harmonized.code_concept AS c USING (signature)
+          WHERE c.codings IS NOT NULL AND item_at(c.codings, 1) IS NULL) AS coded
 ),
 counted AS (
     SELECT c.site, c.resource_type, c.system, c.code, c.display,
@@ -25,10 +30,10 @@ counted AS (
 notes AS (
     SELECT c.site, c.resource_type, c.system, c.code, c.display,
            'out of study scope: '
-               || concat_ws('; ', values_in_order(array_agg(keyed(n.rank, n.note)))) AS note
+               || concat_ws('; ', ranked_values(array_sort(array_agg(ranked(n.rank, n.note))))) AS note
     FROM counted AS c
     JOIN ref.scope_note AS n
-      ON n.system = c.canonical AND text_matches(lower(c.display), n.pattern)
+      ON n.system = c.canonical AND matches_regex(lower(c.display), n.pattern)
     GROUP BY c.site, c.resource_type, c.system, c.code, c.display
 )
 SELECT c.site, c.resource_type, c.system, c.code, c.display, c.standard,
