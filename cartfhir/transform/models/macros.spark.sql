@@ -46,9 +46,14 @@ CREATE OR REPLACE TEMPORARY FUNCTION system_key(s STRING) RETURNS STRING RETURN 
 -- json_text(j, path): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION json_text(j STRING, path STRING) RETURNS STRING RETURN
     get_json_object(j, path);
--- matches_regex(t, p): see macros.sql (RLIKE finds p anywhere, as regexp_matches).
+-- matches_regex(t, p): see macros.sql (RLIKE finds p anywhere, as regexp_matches). A \b in
+-- p (ref.text_pattern has them: '\bcar-?t\b') is spelled as RE2's ASCII word boundary, so
+-- 'CAR-T细胞' matches as on DuckDB.
 CREATE OR REPLACE TEMPORARY FUNCTION matches_regex(t STRING, p STRING) RETURNS BOOLEAN RETURN
-    t RLIKE p;
+    t RLIKE replace(p, '\\b',
+        '(?:(?<![A-Za-z0-9_])(?=[A-Za-z0-9_])|(?<=[A-Za-z0-9_])(?![A-Za-z0-9_]))');
+-- in_quotes(s): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION in_quotes(s STRING) RETURNS STRING RETURN '\'' || s || '\'';
 -- empty_list(): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION empty_list() RETURNS ARRAY<STRING> RETURN array();
 -- item_at(l, i): see macros.sql (ANSI element_at raises past the end; try_ does not).

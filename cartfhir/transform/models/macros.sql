@@ -51,6 +51,8 @@ CREATE OR REPLACE MACRO explode(l) AS unnest(l);
 CREATE OR REPLACE MACRO json_text(j, path) AS json_extract_string(j, path);
 -- matches_regex(t, p): whether the regular expression p occurs anywhere in t.
 CREATE OR REPLACE MACRO matches_regex(t, p) AS regexp_matches(t, p);
+-- in_quotes(s): s between single quotes, for messages (Spark reads '''' otherwise).
+CREATE OR REPLACE MACRO in_quotes(s) AS '''' || s || '''';
 -- empty_list(): a list of no elements, for coalesce(l, empty_list()).
 CREATE OR REPLACE MACRO empty_list() AS [];
 -- item_at(l, i): the i-th element of l counted from 1, NULL when l is shorter.

@@ -37,13 +37,21 @@ map_rows AS (
     LEFT JOIN ref.code_system AS k ON k.system = m.system
     LEFT JOIN ref.code_system AS h ON h.system = k.canonical
 ),
-coding_prefixes AS (
+coding_prefix_lists AS (
     -- A prefix-system coding is looked up under each leading part of its key (no longer
     -- than the longest map code), so matching it is an equality join, not a scan.
     SELECT c.signature, c.site, c.resource_type, c.system, c.system_key, c.canonical, c.code,
-           explode(key_prefixes(c.code, (SELECT max(length(key)) FROM map_rows))) AS prefix
+           key_prefixes(c.code, l.longest) AS prefixes
     FROM codings AS c
+    -- a join, not a subquery argument: Spark cannot pass a subquery to a SQL function
+    CROSS JOIN (SELECT max(length(key)) AS longest FROM map_rows) AS l
     WHERE c.prefix_coded AND c.standard
+),
+coding_prefixes AS (
+    -- Spark runs no SQL function inside explode(): the list is a column first.
+    SELECT signature, site, resource_type, system, system_key, canonical, code,
+           explode(prefixes) AS prefix
+    FROM coding_prefix_lists
 ),
 code_matches AS (
     -- Exact codes in other systems; in a prefix system the longest map code it extends.

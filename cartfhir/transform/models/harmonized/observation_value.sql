@@ -128,8 +128,8 @@ judged AS (
                WHEN 'no_date' THEN 'no usable effective date'
                WHEN 'no_value' THEN 'no numeric value (and no known qualitative result)'
                WHEN 'no_unit' THEN 'no unit: cannot convert to ' || canonical_unit
-               WHEN 'unit_not_convertible' THEN 'unit ''' || unit_original
-                   || ''' is not convertible to ' || canonical_unit || ' for ' || concept
+               WHEN 'unit_not_convertible' THEN 'unit ' || in_quotes(unit_original)
+                   || ' is not convertible to ' || canonical_unit || ' for ' || concept
                WHEN 'implausible_magnitude' THEN CASE
                    WHEN count_mislabelled THEN 'implausible: ' || num_text(value_original)
                         || ' ' || unit_original || ' (a per-uL count labelled as 10*9/L?)'
