@@ -50,7 +50,8 @@ from cartfhir.transform.views import ViewResult, run_view_file
 __all__ = ["AnalysisResult", "DemoResult", "ExtractResult", "ExportResult", "ExportedFile",
            "QueryResult",
            "RunResult", "TransformResult", "ValidationReport", "analyze", "check", "export",
-           "export_site", "pool", "PackageResult", "PoolResult", "KeyPair", "SignResult",
+           "export_raw", "export_site", "pool", "PackageResult", "PoolResult", "KeyPair",
+           "SignResult",
            "keygen", "sign", "ViewResult", "demo", "extract", "generate", "load_config",
            "load_suites", "query", "query_to_file", "run", "transform", "validate", "view"]
 
@@ -105,9 +106,17 @@ def _sites(config: Config, site_ids: Sequence[str] | None) -> list[Site]:
 
 
 def transform(config: Config, progress: Progress | None = None,
-              command: str = "transform") -> TransformResult:
-    """Rebuild ref, flat, harmonized, cohort and qa tables in the config's DuckDB."""
+              command: str = "transform", *, engine: str | None = None) -> TransformResult:
+    """Rebuild ref, flat, harmonized, cohort and qa tables: in the config's DuckDB, or with
+    Spark (``engine.kind: spark`` or ``engine="spark"``) as Parquet under engine.tables,
+    which the DuckDB store then reads as views. ``engine`` overrides the config's."""
+    chosen = config.engine_for(engine)
     reference = load_reference(config)  # config problems surface before anything is touched
+    if chosen.kind == "spark":
+        from cartfhir.spark.transform import spark_transform
+
+        return spark_transform(Store.of(config), reference, config.sites, chosen,
+                               progress=progress, command=command, config=config)
     return transform_stage.transform(Store.of(config), reference, config.sites,
                                      progress=progress, command=command)
 
@@ -167,8 +176,26 @@ def _run_stages(config: Config, progress: Progress | None, command: str,
 
 
 def view(config: Config | None, view_file: Path, *, db: Path | None = None,
-         out: Path | None = None, table: str | None = None) -> ViewResult:
-    """Run any ViewDefinition over raw.resources; write a table, Parquet or CSV."""
+         out: Path | None = None, table: str | None = None,
+         engine: str | None = None) -> ViewResult:
+    """Run any ViewDefinition over raw.resources; write a table, Parquet or CSV.
+
+    On Spark (the config's engine, or ``engine="spark"``) the view is compiled to Spark
+    SQL over engine.raw and written as a Parquet folder ``out`` partitioned by site.
+    """
+    chosen = config.engine_for(engine) if config is not None else None
+    if engine == "spark" and config is None:
+        raise UsageError("--engine spark reads the config's engine and output; give "
+                         "--config instead of --db")
+    if chosen is not None and chosen.kind == "spark":
+        if db is not None or table is not None:
+            raise UsageError("on Spark a view is written as Parquet: give --out FOLDER, "
+                             "not --db or --table")
+        if out is None:
+            raise UsageError("on Spark give --out FOLDER for the view's Parquet files")
+        from cartfhir.spark.transform import spark_view
+
+        return spark_view(config, chosen, view_file, out)  # type: ignore[arg-type]
     path = db if db is not None else config.output.duckdb if config else None
     if path is None:
         raise UsageError("give a config or --db to say which DuckDB file holds raw.resources")
@@ -275,6 +302,15 @@ def query_to_file(config: Config | None, sql: str, out: Path, fmt: str,
                   db: Path | None = None) -> ExportedFile:
     """Write one query's rows to ``out`` as csv, json or parquet (read-only connection)."""
     return exports.write_query(_store(config, db), sql, Path(out), fmt)
+
+
+def export_raw(config: Config, out: Path, *, force: bool = False) -> int:
+    """Write the store's raw.resources as Parquet to ``out/raw.resources/site=/resource_type=/``
+    (what ``engine.raw: <folder>`` reads on Spark); return the rows written."""
+    from cartfhir.spark.raw import export_raw as write_raw
+
+    with Store.of(config).session(read_only=True) as con:
+        return write_raw(con, Path(out), force=force)
 
 
 def export(config: Config, out: Path, fmt: str = "parquet",

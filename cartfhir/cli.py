@@ -229,20 +229,26 @@ def _report_transform(result: api.TransformResult) -> None:
                f"(qa.quarantine), {result.unmapped_codes} unmapped codes (qa.unmapped_codes)")
 
 
+engine_option = click.option(
+    "--engine", type=click.Choice(["duckdb", "spark"]), default=None,
+    help="Run on this engine instead of the config's (engine.kind); spark writes Parquet.")
+
+
 @cli.command("transform")
 @config_option
 @json_option
-def transform_cmd(config: Path, as_json: bool) -> None:
+@engine_option
+def transform_cmd(config: Path, as_json: bool, engine: str | None) -> None:
     """Rebuild flat, harmonized, cohort and qa tables from raw.resources.
 
     Code maps, units, windows and thresholds come from the package's defaults plus
     the config (sites[].concept_maps, transform.windows, transform.thresholds).
 
     \b
-    Example: cartfhir transform --config config.yaml
+    Example: cartfhir transform --config config.yaml --engine spark
     """
     cfg = api.load_config(config)
-    result = api.transform(cfg, progress=_progress(), command=_command_line())
+    result = api.transform(cfg, progress=_progress(), command=_command_line(), engine=engine)
     if as_json:
         _print_json(result)
     else:
@@ -258,15 +264,22 @@ def transform_cmd(config: Path, as_json: bool) -> None:
               help="Write the rows to this .parquet or .csv file.")
 @click.option("--table", default=None, metavar="SCHEMA.TABLE",
               help="Write the rows to this DuckDB table (default: views.<view name>).")
+@engine_option
 def view_cmd(view_file: Path, config: Path, db: Path | None, out: Path | None,
-             table: str | None) -> None:
+             table: str | None, engine: str | None) -> None:
     """Run a SQL-on-FHIR v2 ViewDefinition over raw.resources.
+
+    On Spark (--engine spark or the config's engine) --out names a folder that gets the
+    rows as Parquet partitioned by site.
 
     \b
     Example: cartfhir view my_view.json --out out/my_view.parquet
     """
+    if engine == "spark" and db is not None:
+        raise click.BadParameter("--engine spark reads the config's engine and output; "
+                                 "give --config, not --db", param_hint="--db")
     cfg = None if db is not None else api.load_config(config)
-    result = api.view(cfg, view_file, db=db, out=out, table=table)
+    result = api.view(cfg, view_file, db=db, out=out, table=table, engine=engine)
     _say(f"{result.rows} rows ({', '.join(result.columns)}) -> {result.target} "
          f"({result.seconds:.1f} s)", "view.written", rows=result.rows,
          target=str(result.target))
@@ -678,13 +691,18 @@ def schema_cmd(config: Path | None, table_name: str | None, fmt: str) -> None:
 @config_option
 @click.option("--format", "-f", "fmt", type=click.Choice(["parquet", "csv"]),
               default="parquet", show_default=True, help="File format.")
-@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), required=True,
+@click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder to write <schema>/<table>/site=<id>/ files into.")
+@click.option("--raw", "raw", type=click.Path(path_type=Path, file_okay=False), default=None,
+              metavar="DIR", help="Instead of --out: write raw.resources as Parquet to "
+              "DIR/raw.resources/site=<id>/resource_type=<type>/, the input engine.raw: DIR "
+              "reads on Spark.")
 @click.option("--tables", "patterns", default="cohort.*,analysis.*", show_default=True,
               help="Comma-separated tables or patterns (schema.table, cohort.*).")
 @click.option("--force", is_flag=True,
               help="Write into a non-empty folder, replacing the chosen tables' folders.")
-def export_cmd(config: Path, fmt: str, out: Path, patterns: str, force: bool) -> None:
+def export_cmd(config: Path, fmt: str, out: Path | None, raw: Path | None, patterns: str,
+               force: bool) -> None:
     """Write tables as Parquet or CSV files split by site (hive-style site=<id>/ folders).
 
     DuckDB, Spark, pandas and other engines read the folder directly, e.g.
@@ -694,7 +712,22 @@ def export_cmd(config: Path, fmt: str, out: Path, patterns: str, force: bool) ->
 
     \b
     Example: cartfhir export --config config.yaml --out out/store --tables "cohort.*"
+    Example: cartfhir export --config config.yaml --raw out/raw_export
     """
+    if (out is None) == (raw is None):
+        raise click.UsageError("give either --out (tables) or --raw DIR (raw.resources)")
+    if raw is not None:
+        source = click.get_current_context().get_parameter_source
+        for name, hint in (("fmt", "--format"), ("patterns", "--tables")):
+            if source(name) is not click.core.ParameterSource.DEFAULT:
+                raise click.BadParameter("--raw writes raw.resources as Parquet; it takes "
+                                         "no --format or --tables", param_hint=hint)
+        cfg = api.load_config(config)
+        rows = api.export_raw(cfg, raw, force=force)
+        _warn(f"raw.resources: {rows} rows as Parquet in {Path(raw).absolute()} "
+              "(raw.resources/site=<id>/resource_type=<type>/)", "export.raw_written",
+              level=logging.INFO, rows=rows, out=str(Path(raw).absolute()))
+        return
     cfg = api.load_config(config)
     chosen = [p.strip() for p in patterns.split(",") if p.strip()]
     if not chosen:

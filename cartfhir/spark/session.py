@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # pyspark is optional: imported only when a session is made
 FIXED_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.ansi.enabled": "true",
+    # Spark's default INT96 loses nothing but is read by DuckDB as a naive timestamp of
+    # its own rules; microsecond timestamps are the Parquet type DuckDB reads exactly.
+    "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 # Defaults for a small local session (tests, a laptop); engine.conf overrides them.
 DEFAULT_CONF: dict[str, str] = {

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cartfhir.config import Config, Site, SparkEngine, is_uri
-from cartfhir.errors import ConfigError, TransformError
+from cartfhir.errors import ConfigError, TransformError, UsageError
 from cartfhir.graph import BuildContext, Node, build_node, create_macros, load_graph, read_text
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.spark.identity import sql_string, write_patient_keys
@@ -38,6 +38,7 @@ from cartfhir.spark.tables import KEPT_IN_STORE, register_parquet_tables, write_
 from cartfhir.store import Store
 from cartfhir.transform import STAGES, TransformResult, all_or_nothing
 from cartfhir.transform.reference import Reference, reference_hash
+from cartfhir.transform.views import ViewResult
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -71,8 +72,9 @@ def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
                     ) -> TransformResult:
     """Rebuild ref, flat, harmonized, cohort and qa tables on Spark as Parquet.
 
-    ``config`` is needed only when ``engine.raw`` is ``ndjson`` (Spark lands the sites'
-    folders); with ``store`` the store's raw.resources is exported to Parquet for Spark.
+    With ``engine.raw: store`` the store's raw.resources is exported to Parquet for Spark
+    through the run's connection; otherwise Spark reads the ``cartfhir export --raw``
+    folder. ``config`` is passed on to the raw registration (its memory limit).
     """
     from cartfhir.spark.session import get_spark
 
@@ -150,10 +152,7 @@ def _register_raw(spark: SparkSession, con: duckdb.DuckDBPyConnection, engine: S
         folder = _raw_folder(root)
         export_raw(con, folder, force=True)
         engine = engine.model_copy(update={"raw": str(folder)})  # now a raw export folder
-    elif engine.raw_kind == "ndjson" and config is None:
-        raise ConfigError("engine.raw: ndjson needs the config's sites; run it through "
-                          "'cartfhir transform' or cartfhir.api.transform")
-    register_raw(spark, config, store.path, engine)  # type: ignore[arg-type]
+    register_raw(spark, config, store.path, engine)
 
 
 def _build_reference(spark: SparkSession, reference: Reference, run_id: str,
@@ -276,3 +275,46 @@ def recover(con: duckdb.DuckDBPyConnection, root: Path) -> None:
 
 
 __all__ = ["recover", "restore", "spark_transform", "swap_in", "tables_root"]
+
+
+def spark_view(config: Config, engine: SparkEngine, view_file: Path, out: Path) -> ViewResult:
+    """``cartfhir view --engine spark``: the ViewDefinition compiled to Spark SQL over
+    ``engine.raw`` (``raw.resources``), written by the executors as Parquet into the folder
+    ``out`` partitioned by site. The rows are written to a staging folder beside ``out``
+    and moved into place only when complete; ``out`` may be a previous Spark output (it has
+    ``_SUCCESS``) or absent, anything else is refused rather than overwritten."""
+    from cartfhir.spark.raw import register_raw
+    from cartfhir.spark.session import get_spark
+    from cartfhir.transform.sof import compile_view
+    from cartfhir.transform.views import read_view
+
+    view = read_view(view_file)
+    started = time.perf_counter()
+    out = Path(out).absolute()
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UsageError(f"{out} is a file or a link; on Spark --out names a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "_SUCCESS").exists():
+        raise UsageError(f"{out} is a non-empty folder that is not a Spark output; "
+                         "choose another --out")
+    compiled = compile_view(view, "raw.resources", passthrough=("site",), dialect="spark")
+    spark = get_spark(engine.master, engine.conf)
+    for key, value in WRITE_CONF.items():
+        spark.conf.set(key, value)
+    register_raw(spark, config, config.output.duckdb, engine)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staged, ignore_errors=True)
+    name = view.get("name", "?")
+    try:
+        spark.sql(compiled.sql).write.partitionBy("site").parquet(str(staged))
+        rows = spark.read.parquet(str(staged)).count()
+    except Exception as exc:  # pyspark's errors share no base class worth naming
+        shutil.rmtree(staged, ignore_errors=True)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()),
+                     type(exc).__name__)
+        raise TransformError(f"view {name} failed on Spark: {first}") from None
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(staged, out)
+    return ViewResult(int(rows), ["site", *(c.name for c in compiled.columns)], str(out),
+                      time.perf_counter() - started)

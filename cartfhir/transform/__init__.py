@@ -96,6 +96,7 @@ def transform(store: Store, reference: Reference, sites: Sequence[Site], *,
             context = BuildContext(run_id=run.run_id, reference=reference, sites=list(sites))
             with progress.task("transform", total=len(steps)) as bar:
                 create_macros(con, graph)
+                _drop_parquet_views(con, [node.table for step in steps for node in step])
                 for step in steps:
                     step_started = time.perf_counter()
                     rows = build_node(con, step[0], context)
@@ -112,6 +113,20 @@ def transform(store: Store, reference: Reference, sites: Sequence[Site], *,
             run.counts = result.summary()
             run.finish("success")  # inside the transaction: committed with the tables
     return result
+
+
+def _drop_parquet_views(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> None:
+    """Drop the views a Spark transform left in place of ``tables`` (``CREATE OR REPLACE
+    TABLE`` refuses to replace a view), so switching engine back to duckdb just works;
+    inside the run's transaction, so a failed build puts them back."""
+    from cartfhir.spark.tables import drop_table_or_view
+
+    views = {f"{schema}.{name}" for schema, name in con.execute(
+        "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal "
+        "AND database_name = current_database()").fetchall()}
+    for table in tables:
+        if table in views:
+            drop_table_or_view(con, table)
 
 
 @contextmanager
