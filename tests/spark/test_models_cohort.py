@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -42,6 +43,33 @@ HYPERTENSION = {"system": "http://snomed.info/sct", "code": "38341003",
 # Out of scope by two of ref.scope_note's patterns: its note lists both, in rank order.
 URINE_RATIO = {"system": "http://loinc.org", "code": "2890-2",
                "display": "Protein/Creatinine [Mass Ratio] in Urine"}
+
+
+# DuckDB-only SQL that Spark rejects or reads differently; a cohort or qa model spells each
+# in the SQL both accept or through a macro pair of macros.sql / macros.spark.sql.
+DUCKDB_ONLY = {
+    "QUALIFY": r"\bqualify\b", "GROUP BY ALL": r"\bgroup\s+by\s+all\b", "::": r"::",
+    "struct_pack": r"\bstruct_pack\b", "LATERAL": r"\blateral\b",
+    "arg_max/arg_min": r"\barg_(max|min)\b", "strftime": r"\bstrftime\b",
+    "date_diff": r"\bdate_?diff\b", "unnest": r"\bunnest\b", "list(...)": r"\blist\s*\(",
+    "list_*": r"\blist_\w+\s*\(", "string_agg": r"\bstring_agg\b",
+    "json_extract*": r"\bjson_extract", "regexp_matches": r"\bregexp_matches\b",
+    "array_to_string": r"\barray_to_string\b", "[...] list": r"\[[^\]]*\]",
+    "FILTER ... OVER": r"\bfilter\s*\([^)]*\)\s*over\b",
+    "count(DISTINCT (a, b))": r"\bcount\s*\(\s*distinct\s*\(",
+}
+_COMMENTS = re.compile(r"'(?:[^']|'')*'|--[^\n]*")
+
+
+def test_the_models_use_no_duckdb_only_sql() -> None:
+    graph = load_graph()
+    found = []
+    for node in (n for stage in STAGES for n in graph.stage(stage)):
+        text = _COMMENTS.sub(lambda m: m[0] if m[0].startswith("'") else "",
+                             model_sql(node, "duckdb")).lower()
+        found += [f"{node.source}: {name}" for name, pattern in DUCKDB_ONLY.items()
+                  if re.search(pattern, text)]
+    assert not found, found
 
 
 def _add_unmapped(site_dir: Path, site: str) -> int:
