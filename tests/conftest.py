@@ -34,8 +34,10 @@ def config_file(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def spark():  # noqa: ANN201 - pyspark is optional, so no annotation at import time
-    """The test run's SparkSession: local[2], UI off, 2 shuffle partitions, UTC."""
+def spark(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - pyspark is optional
+    """The test run's SparkSession: local[2], UI off, 2 shuffle partitions, UTC; its
+    warehouse (where a database without a location goes) in the run's temp folder, never
+    in the checkout."""
     try:
         import pyspark  # noqa: F401
     except ImportError:
@@ -44,6 +46,9 @@ def spark():  # noqa: ANN201 - pyspark is optional, so no annotation at import t
         pytest.skip("pyspark is not installed (make test installs it): pip install -e '.[spark]'")
     from cartfhir.spark.session import get_spark
 
-    session = get_spark("local[2]", {"spark.driver.memory": "1g"}, app_name="cartfhir-tests")
+    warehouse = tmp_path_factory.mktemp("spark-warehouse")
+    session = get_spark("local[2]", {"spark.driver.memory": "1g",
+                                     "spark.sql.warehouse.dir": str(warehouse)},
+                        app_name="cartfhir-tests")
     yield session
     session.stop()
