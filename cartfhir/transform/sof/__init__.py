@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,11 @@ __all__ = [
     "run_view_spark",
     "validate_view",
 ]
+
+# A raise_error() of the compiled SQL reached at run time, as Spark reports it.
+_RAISED = re.compile(
+    r"\s*\[USER_RAISED_EXCEPTION\] " + re.escape(ERROR_MARK) + r"(.*?)(?: SQLSTATE|$)",
+    re.MULTILINE)
 
 # How many levels ``repeat`` follows; deeper data stops the query with an error.
 DEFAULT_REPEAT_DEPTH = 10
@@ -123,9 +129,11 @@ def run_view_spark(spark: SparkSession, view: dict[str, Any], source: str = "raw
         rows = [tuple(r) for r in df.collect()]
     except Exception as exc:  # pyspark's errors share no base class worth naming here
         message = str(exc)
-        if ERROR_MARK in message:
-            detail = message.split(ERROR_MARK, 1)[1].splitlines()[0]
-            detail = detail.split(" SQLSTATE:")[0].rstrip()
+        # Only a raise_error() reached at run time is a rule break; an analysis
+        # error quotes the SQL, marks and all.
+        raised = _RAISED.match(message)
+        if raised:
+            detail = raised.group(1).rstrip()
             raise ViewDefinitionError(f"view on {compiled.resource}: {detail}") from exc
         raise DatabaseError(
             f"running the view on {compiled.resource} on Spark failed: {message}") from exc

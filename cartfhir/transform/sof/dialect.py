@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from cartfhir.db import quote_name
+
 ERROR_MARK = "sql-on-fhir: "
 
 
@@ -34,6 +36,10 @@ class DuckDB:
     def str(self, text: str) -> str:
         """Quote text as a SQL string literal."""
         return "'" + text.replace("'", "''") + "'"
+
+    def quote(self, name: str) -> str:
+        """A column name as a quoted identifier."""
+        return quote_name(name)
 
     def json_lit(self, json_text: str) -> str:
         """A JSON literal from its JSON text."""
@@ -192,6 +198,9 @@ class Spark(DuckDB):
     def str(self, text: str) -> str:
         # Spark string literals unescape backslashes.
         return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+    def quote(self, name: str) -> str:
+        return "`" + name.replace("`", "``") + "`"
 
     def json_lit(self, json_text: str) -> str:
         return f"parse_json({self.str(json_text)})"

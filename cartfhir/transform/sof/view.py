@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cartfhir.db import quote_name
 from cartfhir.transform.sof.compile import (
     BOOL,
     COLL,
@@ -183,11 +182,11 @@ class ViewCompiler:
         if clash:
             raise ViewDefinitionError(
                 f"view columns {sorted(clash)} clash with passthrough columns")
-        inner_cols = ", ".join([*(f"_t.{quote_name(p)}" for p in passthrough),
+        inner_cols = ", ".join([*(f"_t.{d.quote(p)}" for p in passthrough),
                                 *(f"{c.sql} AS _c{i}" for i, c in enumerate(part.cols))])
-        outer_cols = ", ".join([*(quote_name(p) for p in passthrough),
+        outer_cols = ", ".join([*(d.quote(p) for p in passthrough),
                                 *(f"{output_sql(c.column, f'_c{i}', c.kind, d=d)} "
-                                  f"AS {quote_name(c.column.name)}"
+                                  f"AS {d.quote(c.column.name)}"
                                   for i, c in enumerate(part.cols))])
         rendered = [self.join_sql(j) for j in part.joins]
         joins = "".join(f"\n  {j}" for j in rendered)
@@ -199,7 +198,7 @@ class ViewCompiler:
         # The whole resource is carried only when a path needs it as a value
         # (``$this`` or ``%resource`` on their own, ``where()`` on the resource...).
         used = " ".join([*(c.sql for c in part.cols), *rendered])
-        carried = [quote_name(p) for p in passthrough]
+        carried = [d.quote(p) for p in passthrough]
         if "_t.resource" in used:
             carried.append("resource")
         filters = " AND ".join([f"_src.resource_type = {d.str(self.resource_type)}", *where])
@@ -224,7 +223,7 @@ class ViewCompiler:
         """Spark's ``_t``: each resource parsed once (``parse_json``) into a VARIANT,
         filtered by ``where``, with the top-level elements read as ``_x1``, ``_x2``..."""
         d = self.d
-        carried = [quote_name(p) for p in passthrough]
+        carried = [d.quote(p) for p in passthrough]
         parsed = ", ".join([*(f"_src.{c}" for c in carried),
                             "parse_json(_src.resource) AS resource"])
         scan = (f"SELECT {parsed} FROM {source} AS _src "
@@ -348,7 +347,7 @@ class ViewCompiler:
             fhir_type = self.types.infer(spec, scope.fhir_type, at_root=scope.at_root)
         alias = self.names.fresh("_f")
         part.joins.append(_Join(kind, alias, coll))
-        sep = "_" if self.d.name == "spark" else "."  # Spark: names usable as lambda vars
+        sep = "" if self.d.name == "spark" else "."  # Spark: names usable as lambda vars
         return Scope(Frag(f"{alias}{sep}_e", ITEM), f"{alias}{sep}_i", scope.resource,
                      fhir_type=fhir_type)
 
