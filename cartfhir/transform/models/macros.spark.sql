@@ -16,15 +16,21 @@ CREATE OR REPLACE TEMPORARY FUNCTION unit_key(u STRING) RETURNS STRING RETURN
             '^[x×]', ''),
         '10e([0-9])', '10*$1');
 -- local_date(t): see macros.sql. Spark casts '2021-06' or '2021' to a day (DuckDB: NULL),
--- so the text must look like a day (DuckDB also takes single digits and spaces around).
+-- so the text must look like a day (DuckDB also takes single digits, spaces around and one
+-- of '-', '/' or ' ' between the parts).
 CREATE OR REPLACE TEMPORARY FUNCTION local_date(t STRING) RETURNS DATE RETURN
-    CASE WHEN substr(t, 1, 10) RLIKE '^ *[0-9]{4}-[0-9]{1,2}-[0-9]{1,2} *$'
-         THEN try_cast(trim(substr(t, 1, 10)) AS DATE) END;
+    CASE WHEN substr(t, 1, 10) RLIKE '^ *[0-9]{4}([-/ ])[0-9]{1,2}\\1[0-9]{1,2} *$'
+         THEN try_cast(regexp_replace(trim(substr(t, 1, 10)), '[/ ]', '-') AS DATE) END;
 -- fhir_instant(t): see macros.sql. A date-time needs a day and hh:mm; a date alone is
--- its midnight UTC (the session time zone is UTC).
+-- its midnight UTC (the session time zone is UTC). DuckDB reads 24:00 as the next midnight.
 CREATE OR REPLACE TEMPORARY FUNCTION fhir_instant(t STRING) RETURNS TIMESTAMP RETURN coalesce(
-    CASE WHEN t RLIKE '^ *[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9]{2}:[0-9]{2}([^\\n]*))?$'
-         THEN try_cast(t AS TIMESTAMP) END,
+    CASE WHEN t RLIKE '^ *[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}[T ]24:00(:00([.]0+)?)?([^0-9.:][^\\n]*)?$'
+         THEN try_cast(regexp_replace(t, '[T ]24:00(:00)?', 'T00:00:00') AS TIMESTAMP)
+              + INTERVAL 1 DAY
+         WHEN t RLIKE '^ *[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9]{2}:[0-9]{2}([^\\n]*))?$'
+         -- Spark wants the seconds before an offset ('23:30+08:00'); DuckDB does not
+         THEN try_cast(regexp_replace(t, '([T ][0-9]{2}:[0-9]{2})([^:0-9][^\\n]*)?$', '$1:00$2')
+                       AS TIMESTAMP) END,
     CAST(local_date(t) AS TIMESTAMP));
 -- grade_from_text(t): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION grade_from_text(t STRING) RETURNS INT RETURN coalesce(
