@@ -60,7 +60,9 @@ CREATE OR REPLACE MACRO item_at(l, i) AS l[i];
 -- has_all(l, sub): whether every element of sub is in l.
 CREATE OR REPLACE MACRO has_all(l, sub) AS list_has_all(l, sub);
 -- ranked(r, v) and ranked_values(l): a list ordered by rank is built as
--- ranked_values(array_sort(array_agg(ranked(rank, value)))), ties broken by value.
+-- ranked_values(array_sort(array_agg(ranked(rank, value)))), ties broken by value. The rank
+-- is an INTEGER and the value text (Spark's functions declare INT and STRING: a DOUBLE rank
+-- would be cut to an integer there).
 CREATE OR REPLACE MACRO ranked(r, v) AS {'r': r, 'v': v};
 CREATE OR REPLACE MACRO ranked_values(l) AS list_transform(l, lambda x: x.v);
 -- key_prefixes(c, n): the leading parts of code_key(c), 1 to min(its length, n) characters.
