@@ -37,12 +37,17 @@ log = logging.getLogger(__name__)
 RAW_TABLE = "raw.resources"
 # The export layout (contract): <dir>/raw.resources/site=<id>/resource_type=<type>/
 RESOURCES_FOLDER = "raw.resources"
+REJECTED_FOLDER = "raw.rejected"  # <dir>/raw.rejected/site=<id>/ (qa.site_completeness)
+REJECTED_TABLE = "raw.rejected"
 # Where engine.raw 'store' puts raw.resources for Spark, under engine.tables.
 STAGING = "_raw"
 # The columns every source gives raw.resources on Spark, with their Spark types.
 RESOURCE_COLUMNS = (("site", "STRING"), ("resource_type", "STRING"), ("id", "STRING"),
                     ("version_id", "STRING"), ("last_updated", "TIMESTAMP"),
                     ("resource", "STRING"), ("source_uri", "STRING"), ("line_no", "BIGINT"))
+REJECTED_COLUMNS = (("site", "STRING"), ("source_uri", "STRING"), ("line_no", "BIGINT"),
+                    ("resource_type", "STRING"), ("reason", "STRING"), ("payload", "STRING"),
+                    ("run_id", "STRING"), ("rejected_at", "TIMESTAMP"))
 _RESOURCE_TYPE = re.compile(r"[A-Z][A-Za-z]{0,63}")
 
 
@@ -62,12 +67,13 @@ def _quote(path: Path) -> str:
 
 
 def export_raw(con: duckdb.DuckDBPyConnection, out_dir: Path, *, force: bool = False) -> int:
-    """Write the store's raw.resources to ``out_dir/raw.resources/site=/resource_type=/``.
+    """Write the store's raw.resources to ``out_dir/raw.resources/site=/resource_type=/``
+    and raw.rejected (which qa.site_completeness counts) to ``out_dir/raw.rejected/site=/``.
 
-    Refuses a non-empty ``out_dir`` unless ``force`` (then only its raw.resources folder
-    is replaced) and a symbolic link as ``out_dir``. Partition values are checked first
-    (site ids, resource type names), so every file lands inside ``out_dir``. Returns the
-    rows written.
+    Refuses a non-empty ``out_dir`` unless ``force`` (then only its raw.resources and
+    raw.rejected folders are replaced) and a symbolic link as ``out_dir``. Partition
+    values are checked first (site ids, resource type names), so every file lands inside
+    ``out_dir``. Returns the raw.resources rows written.
     """
     out_dir = Path(out_dir).absolute()
     if out_dir.is_symlink():
@@ -76,11 +82,17 @@ def export_raw(con: duckdb.DuckDBPyConnection, out_dir: Path, *, force: bool = F
         raise UsageError(f"{out_dir} is a file; name a folder for the raw export")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise UsageError(f"{out_dir} is not empty; choose another folder, or pass --force to "
-                         "replace raw.resources in it")
+                         "replace raw.resources and raw.rejected in it")
     try:
         found = con.execute("SELECT DISTINCT site, resource_type FROM raw.resources").fetchall()
     except duckdb.CatalogException:
         raise DatabaseError("raw.resources does not exist: run 'cartfhir extract' first") \
+            from None
+    try:
+        found += [(site, "Patient") for (site,) in con.execute(
+            "SELECT DISTINCT site FROM raw.rejected").fetchall()]
+    except duckdb.CatalogException:
+        raise DatabaseError("raw.rejected does not exist: run 'cartfhir extract' first") \
             from None
     for site, resource_type in found:
         if not re.fullmatch(SITE_ID_PATTERN, site or "") \
@@ -88,21 +100,33 @@ def export_raw(con: duckdb.DuckDBPyConnection, out_dir: Path, *, force: bool = F
             raise DatabaseError(f"raw.resources holds a row with site {site!r} and resource "
                                 f"type {resource_type!r}, which cannot name a folder; not "
                                 "exported")
-    target = out_dir / RESOURCES_FOLDER
+    columns = ", ".join("resource::VARCHAR AS resource" if name == "resource" else name
+                        for name, _ in RESOURCE_COLUMNS)
+    rows = _copy(con, f"SELECT {columns} FROM raw.resources ORDER BY site, resource_type, id",
+                 out_dir / RESOURCES_FOLDER, "site, resource_type")
+    rejected = ", ".join(name for name, _ in REJECTED_COLUMNS)
+    _copy(con, f"SELECT {rejected} FROM raw.rejected ORDER BY site, source_uri, line_no",
+          out_dir / REJECTED_FOLDER, "site")
+    return rows
+
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, target: Path, partitions: str) -> int:
+    """``select`` as Parquet partitioned by ``partitions`` into ``target`` (replaced). No
+    rows: one empty file with the columns, so Spark still knows the schema."""
     if target.is_symlink() or target.is_file():
         target.unlink()
     elif target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
-    columns = ", ".join("resource::VARCHAR AS resource" if name == "resource" else name
-                        for name, _ in RESOURCE_COLUMNS)
     try:
-        rows = con.execute(
-            f"COPY (SELECT {columns} FROM raw.resources ORDER BY site, resource_type, id) "
-            f"TO {_quote(target)} (FORMAT parquet, PARTITION_BY (site, resource_type), "
-            "OVERWRITE_OR_IGNORE)").fetchone()[0]
+        if not con.execute(f"SELECT count(*) FROM ({select})").fetchone()[0]:
+            con.execute(f"COPY ({select}) TO {_quote(target / 'empty.parquet')} "
+                        "(FORMAT parquet)")
+            return 0
+        rows = con.execute(f"COPY ({select}) TO {_quote(target)} (FORMAT parquet, "
+                           f"PARTITION_BY ({partitions}), OVERWRITE_OR_IGNORE)").fetchone()[0]
     except duckdb.Error as exc:
-        raise DatabaseError(f"exporting raw.resources to {target} failed: {exc}") from None
+        raise DatabaseError(f"exporting {target.name} to {target} failed: {exc}") from None
     return int(rows)
 
 
@@ -121,12 +145,13 @@ def register_raw(spark: SparkSession, config: Config | None, store_path: Path | 
     assert isinstance(engine, SparkEngine)
     kind = engine.raw_kind
     if kind == "folder":
-        location = str(engine.raw).rstrip("/") + "/" + RESOURCES_FOLDER
-        if not is_uri(str(engine.raw)) and not Path(location).is_dir():
-            raise ConfigError(f"engine.raw {engine.raw} holds no {RESOURCES_FOLDER} folder; "
-                              "write one with 'cartfhir export --raw DIR'")
-        _register(spark, RAW_TABLE, location, RESOURCE_COLUMNS)
-        return RawInput("folder", location)
+        base = str(engine.raw).rstrip("/")
+        for folder in (RESOURCES_FOLDER, REJECTED_FOLDER):
+            if not is_uri(base) and not Path(f"{base}/{folder}").is_dir():
+                raise ConfigError(f"engine.raw {engine.raw} holds no {folder} folder; write "
+                                  "it with 'cartfhir export --raw DIR'")
+        _register_both(spark, base)
+        return RawInput("folder", f"{base}/{RESOURCES_FOLDER}")
     if kind != "store":
         raise ConfigError(f"engine.raw: {engine.raw} is not supported; use store or the "
                           "folder of a 'cartfhir export --raw'")
@@ -145,9 +170,13 @@ def register_raw(spark: SparkSession, config: Config | None, store_path: Path | 
         export_raw(con, staging, force=True)
     finally:
         con.close()
-    location = str(staging / RESOURCES_FOLDER)
-    _register(spark, RAW_TABLE, location, RESOURCE_COLUMNS)
-    return RawInput("store", location)
+    _register_both(spark, str(staging))
+    return RawInput("store", str(staging / RESOURCES_FOLDER))
+
+
+def _register_both(spark: SparkSession, base: str) -> None:
+    _register(spark, RAW_TABLE, f"{base}/{RESOURCES_FOLDER}", RESOURCE_COLUMNS)
+    _register(spark, REJECTED_TABLE, f"{base}/{REJECTED_FOLDER}", REJECTED_COLUMNS)
 
 
 def _staging(tables: str) -> Path:

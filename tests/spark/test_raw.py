@@ -21,6 +21,7 @@ from tests import testbed
 pytestmark = pytest.mark.spark
 
 SITES = ("site_a", "site_b", "site_c")
+REJECTED = "site, source_uri, line_no, resource_type, reason, payload, run_id"
 COLUMNS = ("SELECT site, resource_type, id, resource::VARCHAR, source_uri, line_no, "
            "version_id, last_updated FROM raw.resources")
 
@@ -35,7 +36,7 @@ def _resource_row(row: tuple) -> tuple:
 @pytest.fixture(scope="module")
 def extracted(tmp_path_factory: pytest.TempPathFactory) -> Config:
     root = tmp_path_factory.mktemp("raw")
-    generate(root / "data", patients=6, seed=3, sites=list(SITES))
+    generate(root / "data", patients=6, seed=3, sites=list(SITES), bad_rate=0.05)
     config = testbed.make_config(root, SITES)
     api.extract(config)
     return config
@@ -49,6 +50,7 @@ def test_export_raw_round_trips_through_spark(spark, extracted: Config,  # noqa:
     try:
         rows = export_raw(con, out)
         duck = {_resource_row(r) for r in con.execute(COLUMNS).fetchall()}
+        duck_rejected = sorted(con.execute(f"SELECT {REJECTED} FROM raw.rejected").fetchall())
         with pytest.raises(UsageError, match="not empty"):
             export_raw(con, out)
         assert export_raw(con, out, force=True) == rows
@@ -65,6 +67,9 @@ def test_export_raw_round_trips_through_spark(spark, extracted: Config,  # noqa:
     back = spark.sql(COLUMNS.replace("::VARCHAR", "")).collect()
     assert {_resource_row(tuple(r)) for r in back} == duck
     assert len(back) == rows
+    # raw.rejected (qa.site_completeness counts it) comes along, row for row
+    rejected = sorted(spark.sql(f"SELECT {REJECTED} FROM raw.rejected").collect())
+    assert [tuple(r) for r in rejected] == duck_rejected and duck_rejected
     # and the store itself, exported to <tables>/_raw by DuckDB
     result = register_raw(spark, config, config.output.duckdb, config.engine_for("spark"))
     assert result.source == "store"
@@ -111,6 +116,9 @@ def test_the_export_refuses_links_files_and_rows_that_cannot_name_a_folder(
                 "'Patient' AS resource_type, 'p' AS id, NULL::VARCHAR AS version_id, "
                 "NULL::TIMESTAMPTZ AS last_updated, '{}'::JSON AS resource, "
                 "'file:///x' AS source_uri, 1::BIGINT AS line_no")
+    bad.execute("CREATE TABLE raw.rejected (site VARCHAR, source_uri VARCHAR, line_no BIGINT, "
+                "resource_type VARCHAR, reason VARCHAR, payload VARCHAR, run_id VARCHAR, "
+                "rejected_at TIMESTAMPTZ)")
     with pytest.raises(DatabaseError, match="cannot name a folder"):
         export_raw(bad, tmp_path / "evil")
     bad.close()
