@@ -694,9 +694,9 @@ def schema_cmd(config: Path | None, table_name: str | None, fmt: str) -> None:
 @click.option("--out", "-o", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Folder to write <schema>/<table>/site=<id>/ files into.")
 @click.option("--raw", "raw", type=click.Path(path_type=Path, file_okay=False), default=None,
-              metavar="DIR", help="Instead of --out: write raw.resources as Parquet to "
-              "DIR/raw.resources/site=<id>/resource_type=<type>/, the input engine.raw: DIR "
-              "reads on Spark.")
+              metavar="DIR", help="Instead of --out: write raw.resources (and raw.rejected) as "
+              "Parquet to DIR/raw.resources/site=<id>/resource_type=<type>/, the input "
+              "engine.raw: DIR reads on Spark.")
 @click.option("--tables", "patterns", default="cohort.*,analysis.*", show_default=True,
               help="Comma-separated tables or patterns (schema.table, cohort.*).")
 @click.option("--force", is_flag=True,
