@@ -69,10 +69,13 @@ CREATE OR REPLACE TEMPORARY FUNCTION item_at(l ARRAY<STRING>, i INT) RETURNS STR
 CREATE OR REPLACE TEMPORARY FUNCTION has_all(l ARRAY<STRING>, sub ARRAY<STRING>)
     RETURNS BOOLEAN RETURN
     CASE WHEN l IS NOT NULL AND sub IS NOT NULL THEN size(array_except(sub, l)) = 0 END;
--- ranked(r, v), ranked_values(l): see macros.sql.
-CREATE OR REPLACE TEMPORARY FUNCTION ranked(r INT, v STRING) RETURNS STRUCT<r: INT, v: STRING>
-    RETURN named_struct('r', r, 'v', v);
-CREATE OR REPLACE TEMPORARY FUNCTION ranked_values(l ARRAY<STRUCT<r: INT, v: STRING>>)
+-- ranked(r, v), ranked_values(l): see macros.sql. Spark orders a NULL struct field first;
+-- the flag before each field (false < true) orders it last, as DuckDB does.
+CREATE OR REPLACE TEMPORARY FUNCTION ranked(r INT, v STRING)
+    RETURNS STRUCT<r_null: BOOLEAN, r: INT, v_null: BOOLEAN, v: STRING>
+    RETURN named_struct('r_null', r IS NULL, 'r', r, 'v_null', v IS NULL, 'v', v);
+CREATE OR REPLACE TEMPORARY FUNCTION ranked_values(
+    l ARRAY<STRUCT<r_null: BOOLEAN, r: INT, v_null: BOOLEAN, v: STRING>>)
     RETURNS ARRAY<STRING> RETURN transform(l, x -> x.v);
 -- key_prefixes(c, n): see macros.sql (sequence(1, 0) counts down, so an empty key is no list).
 CREATE OR REPLACE TEMPORARY FUNCTION key_prefixes(c STRING, n INT) RETURNS ARRAY<STRING> RETURN

@@ -63,6 +63,8 @@ CREATE OR REPLACE MACRO has_all(l, sub) AS list_has_all(l, sub);
 -- ranked_values(array_sort(array_agg(ranked(rank, value)))), ties broken by value. The rank
 -- is an INTEGER and the value text (Spark's functions declare INT and STRING: a DOUBLE rank
 -- would be cut to an integer there).
+-- array_sort puts a NULL rank or value last on DuckDB; Spark would put a NULL struct field
+-- first, so its ranked() carries an is-NULL flag before each field to order it last too.
 CREATE OR REPLACE MACRO ranked(r, v) AS {'r': r, 'v': v};
 CREATE OR REPLACE MACRO ranked_values(l) AS list_transform(l, lambda x: x.v);
 -- key_prefixes(c, n): the leading parts of code_key(c), 1 to min(its length, n) characters.

@@ -1,7 +1,10 @@
 -- cohort.episode: description, grain, columns and expectations in episode.yml
 WITH infusion AS (
     SELECT site, patient_key, start_date AS infusion_date,
-           array_sort(array_agg(procedure_id)) AS procedure_ids,
+           -- procedure_id is never NULL (harmonized.procedure's key); the FILTER says so to
+           -- both engines (a NULL stays in DuckDB's list, Spark's drops it).
+           array_sort(array_agg(procedure_id) FILTER (WHERE procedure_id IS NOT NULL))
+               AS procedure_ids,
            max(target) AS target, max(dose) AS recorded_dose
     FROM harmonized.procedure
     WHERE concept = 'cart_infusion' AND problem IS NULL
@@ -9,9 +12,10 @@ WITH infusion AS (
 ),
 numbered AS (
     SELECT *,
-           row_number() OVER (PARTITION BY site, patient_key ORDER BY infusion_date) AS round,
-           lead(infusion_date) OVER (PARTITION BY site, patient_key ORDER BY infusion_date)
-               AS next_infusion_date
+           row_number() OVER (PARTITION BY site, patient_key
+                              ORDER BY infusion_date NULLS LAST) AS round,
+           lead(infusion_date) OVER (PARTITION BY site, patient_key
+                                     ORDER BY infusion_date NULLS LAST) AS next_infusion_date
     FROM infusion
 ),
 hsct AS (

@@ -187,7 +187,7 @@ first_after AS (
     SELECT site, patient_key, round, event AS post_event_type, d AS post_event_date
     FROM (SELECT x.site, x.patient_key, x.round, x.event, x.d,
                  row_number() OVER (PARTITION BY x.site, x.patient_key, x.round
-                                    ORDER BY x.d, pe.priority) AS nth
+                                    ORDER BY x.d NULLS LAST, pe.priority NULLS LAST) AS nth
           FROM after_event AS x
           JOIN ref.post_event AS pe ON pe.event = x.event
           WHERE x.d IS NOT NULL) AS ranked

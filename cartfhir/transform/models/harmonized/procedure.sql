@@ -30,7 +30,7 @@ mapped AS (
 target_matches AS (
     SELECT m.site, m.procedure_id, t.target,
            row_number() OVER (PARTITION BY m.site, m.procedure_id
-                              ORDER BY t.priority DESC, t.target) AS pick
+                              ORDER BY t.priority DESC NULLS LAST, t.target NULLS LAST) AS pick
     FROM mapped AS m
     JOIN ref.target AS t
       ON matches_regex(lower(coalesce(m.used_text, '') || ' ' || coalesce(m.code_text, '')),

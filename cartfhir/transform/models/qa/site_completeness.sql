@@ -61,4 +61,4 @@ SELECT *,
        CAST(unmapped AS DOUBLE) / greatest(study_records + unmapped, 1) AS unmapped_share,
        CAST(rejected AS DOUBLE) / greatest(rejected + landed, 1) AS rejected_share
 FROM counts
-ORDER BY site
+ORDER BY site NULLS LAST
