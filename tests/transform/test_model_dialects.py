@@ -6,6 +6,18 @@ and Spark's catalog, derived here, not listed by hand) or the shared macros (def
 both macros.sql and macros.spark.sql), and no construct only one engine parses or that the
 two read differently. The linter itself is checked on bad snippets, so a lint that finds
 nothing means something.
+
+Two traps run on both engines and give other rows, so the lint makes them explicit:
+
+- NULL order. An ascending ORDER BY puts NULLs last on DuckDB and first on Spark, so every
+  ORDER BY item (query, window or aggregate, in a model or in either macro file) ends in
+  ``NULLS FIRST`` or ``NULLS LAST``; the models say what DuckDB does by default (NULLS LAST).
+- NULLs in a built list. ``array_agg``/``list`` keep a NULL element on DuckDB, Spark's
+  ``collect_list`` drops it. A list aggregate passes only when no NULL can reach it: its value
+  is followed by ``FILTER (WHERE <the same value> IS NOT NULL)``, or it is a ``ranked(r, v)``
+  struct (a struct is never NULL on either engine, whatever its fields; macros.spark.sql
+  orders a NULL field last, as DuckDB does). A WHERE elsewhere in the query is not taken as
+  proof: the rule reads one call, so it cannot be fooled by a filter on another column.
 """
 
 from __future__ import annotations
@@ -110,6 +122,72 @@ def _arguments(declared: str) -> int:
     return count
 
 
+_ORDER_BY = re.compile(r"\bORDER\s+BY\b", re.I)
+# Words that end an ORDER BY list at its own depth (a window frame, a set operation, ...).
+_ORDER_END = re.compile(r"(?:LIMIT|OFFSET|ROWS|RANGE|GROUPS|UNION|EXCEPT|INTERSECT|WINDOW|"
+                        r"FETCH|QUALIFY)\b", re.I)
+_NULLS = re.compile(r"\bNULLS\s+(?:FIRST|LAST)\s*$", re.I)
+_LIST_AGG = re.compile(r"\b(array_agg|list|collect_list)\s*\(", re.I)
+_NOT_NULL_FILTER = re.compile(r"\s*FILTER\s*\(\s*WHERE\s+(.+?)\s+IS\s+NOT\s+NULL\s*\)", re.I | re.S)
+
+
+def _order_items(code: str, start: int) -> list[str]:
+    """The items of the ORDER BY list that begins at ``start`` in ``code`` (stripped SQL)."""
+    depth, begin, items, i = 0, start, [], start
+    while i < len(code):
+        char = code[i]
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif char == ";" and depth == 0:
+            break
+        elif char == "," and depth == 0:
+            items.append(code[begin:i])
+            begin = i + 1
+        elif (depth == 0 and not (code[i - 1].isalnum() or code[i - 1] == "_")
+              and _ORDER_END.match(code, i)):
+            break
+        i += 1
+    items.append(code[begin:i])
+    return [" ".join(item.split()) for item in items]
+
+
+def _inside(code: str, start: int) -> tuple[str, int]:
+    """The text from ``start`` to the parenthesis that closes the one before it, and its end."""
+    depth = 0
+    for i in range(start, len(code)):
+        depth += {"(": 1, ")": -1}.get(code[i], 0)
+        if depth < 0:
+            return code[start:i], i + 1
+    return code[start:], len(code)
+
+
+def null_problems(sql: str) -> list[str]:
+    """Where ``sql`` leaves NULL handling to the engine: an ORDER BY item without NULLS
+    FIRST/LAST, or a list aggregate over a value that may be NULL (see the module docstring)."""
+    code, found = strip(sql), []
+    for match in _ORDER_BY.finditer(code):
+        for item in _order_items(code, match.end()):
+            if not _NULLS.search(item):
+                found.append(f"ORDER BY item '{item}' without NULLS FIRST/LAST (an ascending "
+                             "order puts NULLs last on DuckDB, first on Spark)")
+    for match in _LIST_AGG.finditer(code):
+        argument, end = _inside(code, match.end())
+        value = re.sub(r"^\s*DISTINCT\b", "", _ORDER_BY.split(argument)[0], flags=re.I)
+        value = " ".join(value.split())
+        if re.match(r"ranked\s*\(", value, re.I):
+            continue
+        kept = _NOT_NULL_FILTER.match(code, end)
+        if kept and " ".join(kept.group(1).split()).lower() == value.lower():
+            continue
+        found.append(f"list aggregate {match.group(1)}({value}) may hold NULL (DuckDB keeps "
+                     f"it, Spark drops it): add FILTER (WHERE {value} IS NOT NULL)")
+    return found
+
+
 def problems(sql: str, allowed: frozenset[str]) -> list[str]:
     """What in ``sql`` (a model's text) one of the engines lacks or reads differently."""
     found = []
@@ -137,7 +215,7 @@ def problems(sql: str, allowed: frozenset[str]) -> list[str]:
             found.append(f"function {name} ({_DIFFERENT[name.lower()]})")
         elif name.lower() not in _SYNTAX and name.lower() not in allowed:
             found.append(f"function {name} (not on both engines nor a shared macro)")
-    return found
+    return found + null_problems(sql)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +261,74 @@ def test_a_model_is_in_the_common_subset(path: str, allowed: frozenset[str],
         return
     found = problems(read_text(path), allowed)
     assert not found, f"{path} is outside what DuckDB and Spark share:\n  " + "\n  ".join(found)
+
+
+def _null_checked() -> list[str]:
+    """Every model, its Spark override if any, and both macro files."""
+    paths = [MACROS, SPARK_MACROS]
+    for node in load_graph().nodes:
+        if node.kind == "sql" and node.path and node.path.startswith("transform/models/"):
+            paths.append(node.path)
+            override = override_path(node)
+            if override is not None:
+                paths.append(str(override))
+    return sorted(paths)
+
+
+@pytest.mark.parametrize("path", _null_checked())
+def test_nulls_are_ordered_and_listed_alike(path: str) -> None:
+    found = null_problems(read_text(path))
+    assert not found, f"{path} leaves NULLs to the engine:\n  " + "\n  ".join(found)
+
+
+@pytest.mark.spark
+def test_a_ranked_list_orders_null_fields_alike(spark) -> None:  # noqa: ANN001 - pyspark optional
+    # The one sort the lint cannot see: array_sort over ranked() structs, whose NULL fields
+    # DuckDB orders last and Spark (without the macro's flags) first.
+    from cartfhir.spark.models import create_functions
+
+    rows = "(1, 'b'), (1, NULL), (NULL, 'a'), (0, 'c'), (1, 'a'), (NULL, NULL), (0, 'c')"
+    query = ("SELECT ranked_values(array_sort(array_agg(ranked(r, v)))) AS l "
+             f"FROM (VALUES {rows}) AS t(r, v)")
+    with duckdb.connect() as con:
+        con.execute(read_text(MACROS))
+        duck = con.execute(query).fetchone()[0]
+    create_functions(spark)
+    assert list(spark.sql(query).collect()[0][0]) == duck == ["c", "c", "a", "b", None, "a", None]
+
+
+BAD_NULLS = {
+    "window": "SELECT row_number() OVER (PARTITION BY a ORDER BY b) FROM t",
+    "second item": "SELECT row_number() OVER (ORDER BY b DESC NULLS LAST, c) FROM t",
+    "query": "SELECT a FROM t ORDER BY a",
+    "before a frame": "SELECT sum(a) OVER (ORDER BY b ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)",
+    "before a limit": "SELECT a FROM t ORDER BY a DESC LIMIT 3",
+    "in an aggregate": "SELECT string_agg(a, ',' ORDER BY a) FROM t",
+    "array_agg": "SELECT array_sort(array_agg(a)) FROM t",
+    "distinct": "SELECT array_agg(DISTINCT a) FROM t",
+    "list": "SELECT list(a ORDER BY b NULLS LAST) FROM t",
+    "collect_list": "SELECT collect_list(a) FROM t",
+    "filter on another value": "SELECT array_agg(a) FILTER (WHERE b IS NOT NULL) FROM t",
+    "filter of another kind": "SELECT array_agg(a) FILTER (WHERE a > 0) FROM t",
+    "not the ranked macro": "SELECT array_agg(coalesce(ranked(1, a), NULL)) FROM t",
+}
+
+
+@pytest.mark.parametrize("why", sorted(BAD_NULLS))
+def test_the_null_lint_finds_a_bad_model(why: str) -> None:
+    assert null_problems(BAD_NULLS[why]), BAD_NULLS[why]
+
+
+def test_the_null_lint_passes_explicit_nulls() -> None:
+    good = """SELECT row_number() OVER (PARTITION BY a ORDER BY b DESC NULLS LAST,
+                                           c ASC NULLS FIRST) AS n,
+                     sum(a) OVER (ORDER BY b NULLS LAST ROWS BETWEEN 1 PRECEDING
+                                  AND CURRENT ROW) AS s,
+                     array_sort(array_agg(DISTINCT lower(a)) FILTER (WHERE lower(a) IS NOT NULL)),
+                     ranked_values(array_sort(array_agg(ranked(r, v)))),
+                     '-- ORDER BY x' AS text  -- ORDER BY y in a comment
+              FROM t ORDER BY a NULLS LAST, b DESC NULLS FIRST LIMIT 3"""
+    assert null_problems(good) == []
 
 
 BAD = {
