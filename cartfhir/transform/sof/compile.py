@@ -19,9 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cartfhir.transform.sof import fhirpath as fp
+from cartfhir.transform.sof.boundary import boundary_sql
 from cartfhir.transform.sof.dialect import ERROR_MARK, DuckDB
 from cartfhir.transform.sof.errors import UnsupportedFhirPath, ViewDefinitionError
-from cartfhir.transform.sof.types import is_fhir_type
+from cartfhir.transform.sof.types import TypeInference, is_fhir_type
 
 ITEM, COLL, BOOL, JV = "item", "coll", "bool", "jv"
 INTEGER = "('BIGINT', 'UBIGINT')"
@@ -191,6 +192,10 @@ class PathCompiler:
         self.path = ""
         # Resource field SQL -> its fields and element name.
         self.field_names: dict[str, tuple[Fields, str]] = {}
+        # Types of paths (for lowBoundary/highBoundary) and, on Spark, the resource's
+        # JSON text (decimal text keeps its digits there, not in the VARIANT).
+        self.types: TypeInference | None = None
+        self.raw_text: str | None = None
 
     # -- entry points -------------------------------------------------------------------
 
@@ -461,9 +466,55 @@ class PathCompiler:
             )
         if name == "ofType":
             return self.of_type(node, scope)
+        if name in ("lowBoundary", "highBoundary"):
+            return self.boundary(node, scope)
         handler = _FUNCTIONS[name]
         base = scope.focus if node.base is None else self.node(node.base, scope)
         return handler(self, base, args, scope)
+
+    def boundary(self, node: fp.Call, scope: Scope) -> Frag:
+        """``x.lowBoundary([precision])`` / ``highBoundary``: ``boundary.boundary_sql`` over
+        the text of ``x``, whose FHIR type (decimal, date, dateTime, time) is read from
+        the resource's structure."""
+        d = self.d
+        base_node = node.base if node.base is not None else fp.Variable("this")
+        kind = None
+        if self.types is not None:
+            kind = self.types.node(base_node, scope.fhir_type, scope.at_root)
+        kind = {"instant": "dateTime"}.get(kind or "", kind)
+        if kind not in ("decimal", "date", "dateTime", "time"):
+            raise self.unsupported(f"{node.name}() on a value whose type is not known to be "
+                                   "decimal, date, dateTime or time")
+        base = self.node(base_node, scope)
+        text = (self.decimal_text(base) if kind == "decimal"
+                else d.text(f"({self.item(base)})"))
+        precision = None
+        if node.args:
+            arg = node.args[0]
+            if isinstance(arg, fp.Literal) and arg.kind == "integer":
+                precision = str(int(str(arg.value)))
+            else:
+                precision = d.cast(self.item(self.node(arg, scope)), "BIGINT")
+        high = node.name == "highBoundary"
+        value = self.let(text, lambda v: boundary_sql(kind, v, precision, high))
+        parse = (lambda t: f"({t})::JSON") if d.name == "duckdb" else "parse_json({})".format
+        return Frag(parse(value) if kind == "decimal" else d.to_json(value), ITEM)
+
+    def decimal_text(self, base: Frag) -> str:
+        """A decimal's text as written, so ``1.0`` keeps its precision.
+
+        DuckDB's JSON keeps the text; Spark's VARIANT does not, so there the value is
+        read again from the resource's text, which needs a path from the resource.
+        """
+        if self.d.name == "duckdb":
+            return self.d.json_text(self.item(base))
+        chain = base.chain
+        if self.raw_text is None or chain is None or chain[0] not in self.field_names:
+            raise self.unsupported("a decimal lowBoundary()/highBoundary() on Spark below a "
+                                   "forEach or a function (its text is read from the resource)")
+        top = self.field_names[chain[0]][1]
+        path = self.d.json_path([top, *chain[1]])
+        return f"get_json_object({self.raw_text}, {self.d.str(path)})"
 
     def of_type(self, node: fp.Call, scope: Scope) -> Frag:
         """``x.ofType(T)``: the choice field ``xT``, plus items of a plain ``x`` that are T.
@@ -730,6 +781,7 @@ _ARITY: dict[str, tuple[int, ...]] = {
     "first": (0,), "last": (0,), "count": (0,), "not": (0,), "join": (0, 1),
     "extension": (1,), "getResourceKey": (0,), "getReferenceKey": (0, 1), "iif": (2, 3),
     "ofType": (1,),  # compiled by PathCompiler.of_type: it needs the unevaluated base
+    "lowBoundary": (0, 1), "highBoundary": (0, 1),  # PathCompiler.boundary: needs the type
 }
 
 

@@ -149,6 +149,9 @@ class ViewCompiler:
         self.paths = PathCompiler(self.names, constants, resource, self.d)
         self.types = TypeInference(resource, {
             c["name"]: t for c in view.get("constant") or [] if (t := constant_type(c))})
+        self.paths.types = self.types
+        if self.d.name == "spark":
+            self.paths.raw_text = "_t._raw"
 
     def build(self, source: str, passthrough: tuple[str, ...]) -> tuple[str, list[ViewColumn]]:
         """The SELECT over ``source`` and its view columns (passthrough columns go first).
@@ -225,7 +228,7 @@ class ViewCompiler:
         d = self.d
         carried = [d.quote(p) for p in passthrough]
         parsed = ", ".join([*(f"_src.{c}" for c in carried),
-                            "parse_json(_src.resource) AS resource"])
+                            "parse_json(_src.resource) AS resource", "_src.resource AS _raw"])
         scan = (f"SELECT {parsed} FROM {source} AS _src "
                 f"WHERE _src.resource_type = {d.str(self.resource_type)}")
         if where_fields.names:
@@ -234,7 +237,8 @@ class ViewCompiler:
             scan = f"SELECT _src.*, {reads} FROM ({scan}) AS _src"
         spread = [f"{d.at_path('_src.resource', n)} AS _x{i}"
                   for i, n in enumerate(fields.names, 1)]
-        cols = ", ".join([*(f"_src.{c}" for c in carried), "_src.resource", *spread])
+        cols = ", ".join([*(f"_src.{c}" for c in carried), "_src.resource", "_src._raw",
+                          *spread])
         filters = f" WHERE {' AND '.join(where)}" if where else ""
         return f"SELECT {cols} FROM ({scan}) AS _src{filters}"
 

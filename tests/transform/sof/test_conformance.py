@@ -20,7 +20,6 @@ import duckdb
 import pytest
 
 from cartfhir.transform.sof import (
-    UnsupportedFhirPath,
     ViewDefinitionError,
     compile_view,
     run_view,
@@ -33,16 +32,6 @@ ROOT = Path(__file__).resolve().parents[3]
 SUITE = Path(os.environ.get("CARTFHIR_SOF_SUITE", ROOT / "tests" / "data" / "sof-conformance"))
 REPORTS = {"duckdb": ROOT / "build" / "sof_test_report.json",
            "spark": ROOT / "build" / "sof_test_report_spark.json"}
-
-# Tests this engine is known not to pass, with the reason. Only non-shareable
-# tests may be listed here; they must fail (strict xfail), so a fix shows up.
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    **{("fn_boundary.json", title): "lowBoundary()/highBoundary() (experimental in the "
-       "spec) are not implemented; the engine raises UnsupportedFhirPath"
-       for title in ("decimal lowBoundary", "decimal highBoundary", "datetime lowBoundary",
-                     "datetime highBoundary", "date lowBoundary", "date highBoundary",
-                     "time lowBoundary", "time highBoundary")},
-}
 
 _RESULTS: dict[str, dict[str, list[dict[str, Any]]]] = {"duckdb": {}, "spark": {}}
 _DATABASES: dict[str, duckdb.DuckDBPyConnection] = {}
@@ -58,12 +47,8 @@ def _load_suite() -> list[Any]:
         for path in sorted(SUITE.glob("*.json")):
             group = json.loads(path.read_text(encoding="utf-8"))
             for test in group["tests"]:
+                # Every test of the suite must pass on both dialects: none is expected to fail.
                 marks = [pytest.mark.spark] if dialect == "spark" else []
-                gap = KNOWN_GAPS.get((path.name, test["title"]))
-                if gap is not None:
-                    assert "shareable" not in test.get("tags", []), "shareable tests must pass"
-                    marks.append(pytest.mark.xfail(strict=True, raises=UnsupportedFhirPath,
-                                                   reason=gap))
                 params.append(pytest.param(dialect, path.name, test, marks=marks,
                                            id=f"{dialect}-{path.name}::{test['title']}"))
     return params
