@@ -1,0 +1,76 @@
+"""The engine on the command line with Spark: ``view --engine spark`` writes Parquet equal
+to DuckDB's view, ``transform --engine spark`` dispatches to the Spark transform and
+``--engine duckdb`` afterwards makes tables again. Every test runs the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cartfhir import api
+from cartfhir.cli import run_cli
+from cartfhir.errors import ExitCode
+from tests.test_cli_engine import SITES, extracted  # noqa: F401 - the module's fixture
+
+pytestmark = pytest.mark.spark
+
+VIEW = {"resourceType": "ViewDefinition", "name": "patient_gender", "resource": "Patient",
+        "status": "active",
+        "select": [{"column": [{"name": "id", "path": "id", "type": "id"},
+                               {"name": "gender", "path": "gender", "type": "code"}]}]}
+
+
+def test_view_on_spark_gives_duckdbs_rows(spark, extracted: Path,  # noqa: ANN001, F811
+                                         tmp_path: Path) -> None:
+    view_file = tmp_path / "view.json"
+    view_file.write_text(json.dumps(VIEW), encoding="utf-8")
+    duck_out = tmp_path / "duck.parquet"
+    assert run_cli(["view", str(view_file), "--config", str(extracted), "--out",
+                    str(duck_out)]) == 0
+    spark_out = tmp_path / "spark_view"
+    assert run_cli(["view", str(view_file), "--config", str(extracted), "--engine", "spark",
+                    "--out", str(spark_out)]) == 0
+    assert (spark_out / "_SUCCESS").exists()
+    assert sorted(p.name for p in spark_out.iterdir() if p.is_dir()) == [
+        f"site={s}" for s in SITES]
+    with duckdb.connect() as con:
+        duck = con.execute(f"SELECT site, id, gender FROM '{duck_out}' ORDER BY ALL").fetchall()
+        back = con.execute(f"SELECT site, id, gender FROM read_parquet('{spark_out}/**/*.parquet'"
+                           ", hive_partitioning = true) ORDER BY ALL").fetchall()
+    assert back == duck and {row[0] for row in duck} == set(SITES)
+    # a second run replaces its own output; a folder of something else is refused
+    assert run_cli(["view", str(view_file), "--config", str(extracted), "--engine", "spark",
+                    "--out", str(spark_out)]) == 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    assert run_cli(["view", str(view_file), "--config", str(extracted), "--engine", "spark",
+                    "--out", str(tmp_path / "mine")]) == ExitCode.USAGE
+    assert (tmp_path / "mine" / "keep.txt").exists()
+    assert run_cli(["view", str(view_file), "--db", "x.duckdb", "--engine", "spark",
+                    "--out", str(spark_out)]) == ExitCode.USAGE
+
+
+def test_transform_on_spark_and_back_to_duckdb(spark, extracted: Path,  # noqa: ANN001, F811
+                                               tmp_path: Path) -> None:
+    """``transform --engine spark`` dispatches to the Spark transform (Parquet tables, the
+    store's views over them, equal to DuckDB's); ``--engine duckdb`` then makes tables again."""
+    config = api.load_config(extracted)
+    assert run_cli(["transform", "--config", str(extracted), "--engine", "duckdb"]) == 0
+    with duckdb.connect(str(config.output.duckdb), read_only=True) as con:
+        duck = sorted(con.execute("SELECT * FROM cohort.episode").fetchall(), key=repr)
+    assert run_cli(["transform", "--config", str(extracted), "--engine", "spark"]) == 0
+    parquet = Path(config.engine_for("spark").tables)
+    assert (parquet / "cohort.episode").is_dir()
+    with duckdb.connect(str(config.output.duckdb), read_only=True) as con:
+        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE "
+                           "table_schema = 'cohort' AND table_name = 'episode'").fetchone()
+        on_spark = sorted(con.execute("SELECT * FROM cohort.episode").fetchall(), key=repr)
+    assert kind == ("VIEW",) and on_spark == duck
+    assert run_cli(["transform", "--config", str(extracted), "--engine", "duckdb"]) == 0
+    with duckdb.connect(str(config.output.duckdb), read_only=True) as con:
+        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE "
+                           "table_schema = 'cohort' AND table_name = 'episode'").fetchone()
+    assert kind == ("BASE TABLE",)
