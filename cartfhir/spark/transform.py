@@ -128,6 +128,8 @@ def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
                 restore(root, old)
                 run.status = None  # rolled back with the views: failed_on_error records it
                 raise
+            finally:
+                repoint(spark, root, names)
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -220,6 +222,40 @@ def _build(spark: SparkSession, node: Node, staging: Path) -> int:
 
 # ---- the swap ---------------------------------------------------------------------------
 
+def repoint(spark: SparkSession, root: Path, names: Sequence[str]) -> None:
+    """Point the session's tables at ``root/<name>``, the folders live after a swap.
+
+    The tables were created over the staging folders, which the swap moved away; a session
+    that goes on (a notebook, ``cartfhir.api``) would otherwise read paths that no longer
+    exist. A name with no live folder (a first run that failed) is dropped. The tables are
+    external: dropping one never deletes its files.
+    """
+    from pyspark.errors import AnalysisException
+
+    for name in names:
+        if "." not in name:
+            continue  # not a table folder (none today; the layout names tables schema.name)
+        columns = partitions = None
+        if spark.catalog.tableExists(name):  # its schema: an empty table has no file to read
+            table = spark.table(name)
+            columns = table.schema.toDDL()
+            partitions = [c.name for c in spark.catalog.listColumns(name) if c.isPartition]
+        spark.sql(f"DROP TABLE IF EXISTS {name}")
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        clauses = [f"({columns})" if columns else "", "USING parquet"]
+        if partitions:
+            clauses.append(f"PARTITIONED BY ({', '.join(partitions)})")
+        clauses.append(f"LOCATION {sql_string(str(folder))}")
+        try:
+            spark.sql(f"CREATE TABLE {name} {' '.join(clauses)}")
+        except AnalysisException:
+            continue  # a previous run's empty folder, schema unknown: the store still reads it
+        if partitions or any(p.name.startswith("site=") for p in folder.iterdir()):
+            spark.sql(f"ALTER TABLE {name} RECOVER PARTITIONS")
+
+
 def swap_in(root: Path, staging: Path, names: list[str], run_id: str) -> Path:
     """Move ``staging/<name>`` to ``root/<name>`` for every name, keeping the previous
     folders in ``root/.old-<run_id>``; return that folder. On failure, undo what moved."""
@@ -274,7 +310,7 @@ def recover(con: duckdb.DuckDBPyConnection, root: Path) -> None:
                 restore(root, folder)
 
 
-__all__ = ["recover", "restore", "spark_transform", "swap_in", "tables_root"]
+__all__ = ["recover", "repoint", "restore", "spark_transform", "swap_in", "tables_root"]
 
 
 def spark_view(config: Config, engine: SparkEngine, view_file: Path, out: Path) -> ViewResult:
