@@ -52,6 +52,13 @@ CREATE OR REPLACE TEMPORARY FUNCTION system_key(s STRING) RETURNS STRING RETURN 
 -- json_text(j, path): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION json_text(j STRING, path STRING) RETURNS STRING RETURN
     get_json_object(j, path);
+-- codings_key(codings): see macros.sql. get_json_object is json_text's body: Spark cannot
+-- call a SQL function on a lambda's variable.
+CREATE OR REPLACE TEMPORARY FUNCTION codings_key(codings ARRAY<STRING>) RETURNS STRING RETURN
+    array_join(transform(codings, c -> concat_ws('^',
+        coalesce(get_json_object(c, '$.system'), ''), coalesce(get_json_object(c, '$.version'), ''),
+        coalesce(get_json_object(c, '$.code'), ''), coalesce(get_json_object(c, '$.display'), ''))),
+        '|');
 -- matches_regex(t, p): see macros.sql (RLIKE finds p anywhere, as regexp_matches). A \b in
 -- p (ref.text_pattern has them: '\bcar-?t\b') is spelled as RE2's ASCII word boundary, so
 -- 'CAR-T细胞' matches as on DuckDB.

@@ -49,6 +49,15 @@ CREATE OR REPLACE MACRO system_key(s) AS regexp_replace(
 CREATE OR REPLACE MACRO explode(l) AS unnest(l);
 -- json_text(j, path): the text of a JSON value at a '$.name' path, NULL when absent.
 CREATE OR REPLACE MACRO json_text(j, path) AS json_extract_string(j, path);
+-- codings_key(codings): a list of Coding JSON as text that does not depend on how the JSON
+-- was written (key order, spacing): each coding's system, version, code and display. The
+-- engines keep a coding's keys in different orders (Spark's VARIANT sorts them), so a
+-- hash of the JSON text itself would differ between them.
+CREATE OR REPLACE MACRO codings_key(codings) AS array_to_string(list_transform(codings,
+    lambda c: concat_ws('^', coalesce(json_text(c, '$.system'), ''),
+                        coalesce(json_text(c, '$.version'), ''),
+                        coalesce(json_text(c, '$.code'), ''),
+                        coalesce(json_text(c, '$.display'), ''))), '|');
 -- matches_regex(t, p): whether the regular expression p occurs anywhere in t.
 CREATE OR REPLACE MACRO matches_regex(t, p) AS regexp_matches(t, p);
 -- in_quotes(s): s between single quotes, for messages (Spark reads '''' otherwise).

@@ -1,7 +1,10 @@
 -- harmonized.code_concept: description, grain, columns and expectations in code_concept.yml
 WITH signatures AS (
-    SELECT DISTINCT signature, site, resource_type, code_text, codings
+    -- One row a signature: codings written differently (key order, extra keys such as
+    -- userSelected) share a signature (codings_key), one of their lists stands for them.
+    SELECT signature, site, resource_type, code_text, min(codings) AS codings
     FROM harmonized.resource_code
+    GROUP BY signature, site, resource_type, code_text
 ),
 signature_codings AS (
     SELECT signature, site, resource_type, explode(codings) AS coding FROM signatures

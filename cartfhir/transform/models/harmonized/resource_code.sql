@@ -16,5 +16,5 @@ WITH all_codes AS (
 )
 SELECT site, resource_type, resource_id, code_text, coalesce(codings, empty_list()) AS codings,
        md5(concat_ws('|', site, resource_type, coalesce(code_text, ''),
-                     CAST(coalesce(codings, empty_list()) AS STRING))) AS signature
+                     codings_key(coalesce(codings, empty_list())))) AS signature
 FROM all_codes
