@@ -4,12 +4,14 @@ The Spark rows reach DuckDB as Parquet in a temporary folder (never through the 
 both sides are then normalised in DuckDB by one set of rules, so a type that differs only
 in spelling between the engines does not count: numbers become DOUBLE rounded to 9
 significant digits, timestamps UTC ISO text, dates ISO text, lists and structs canonical
-JSON text (their elements normalised the same way), NULL stays NULL. ``EXCEPT ALL`` both
+JSON text (their elements normalised the same way), JSON object or array text with sorted
+keys (``json_canon``), NULL stays NULL. ``EXCEPT ALL`` both
 ways then gives the rows only one side has, duplicates counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import orjson
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -87,7 +90,31 @@ def _norm(expr: str, dtype: duckdb.typing.DuckDBPyType, nested: bool = False) ->
         return inner if nested else f"CAST(to_json({inner}) AS VARCHAR)"
     if kind == "boolean" and not nested:
         return expr
-    return f"CAST({expr} AS VARCHAR)"
+    return f"{JSON_CANON}(CAST({expr} AS VARCHAR))"
+
+
+JSON_CANON = "cartfhir_json_canon"
+
+
+def json_canon(text: str | None) -> str | None:
+    """JSON object or array text with its keys sorted; any other text as it is.
+
+    JSON objects are unordered (RFC 8259), and the engines write them differently: DuckDB
+    keeps a resource's key order, Spark's VARIANT sorts the keys. Text that is not a JSON
+    object or array is compared as written.
+    """
+    if text is None or not text.lstrip().startswith(("{", "[")):
+        return text
+    try:
+        return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONDecodeError:
+        return text
+
+
+def _register_canon(con: duckdb.DuckDBPyConnection) -> None:
+    with contextlib.suppress(duckdb.NotImplementedException):  # made by an earlier diff
+        con.create_function(JSON_CANON, json_canon, ["VARCHAR"],
+                            "VARCHAR", null_handling="special")
 
 
 def _normalised(rel: duckdb.DuckDBPyRelation, columns: list[str]) -> str:
@@ -114,6 +141,7 @@ def table_diff(con: duckdb.DuckDBPyConnection, duck_sql: str, spark: SparkSessio
     finally:
         spark.conf.set(key, before)
     try:
+        _register_canon(con)
         duck = con.sql(duck_sql)
         spark_rows = f"read_parquet('{folder / 'rows' / '*.parquet'}')"
         spark_rel = con.sql(f"SELECT * FROM {spark_rows}")
@@ -122,8 +150,8 @@ def table_diff(con: duckdb.DuckDBPyConnection, duck_sql: str, spark: SparkSessio
         wanted = [c.lower() for c in columns] if columns is not None else duck_cols
         missing = sorted({c for c in wanted if c not in duck_cols or c not in spark_cols}
                          | ({*duck_cols} ^ {*spark_cols} if columns is None else set()))
-        rows_duck = con.execute(f"SELECT count(*) FROM ({duck_sql})").fetchone()[0]
-        rows_spark = con.execute(f"SELECT count(*) FROM {spark_rows}").fetchone()[0]
+        rows_duck = con.execute(f"SELECT count(*) FROM ({duck_sql})").fetchall()[0][0]
+        rows_spark = con.execute(f"SELECT count(*) FROM {spark_rows}").fetchall()[0][0]
         if missing:
             return TableDiff(wanted, rows_duck, rows_spark, 0, 0, missing_columns=missing)
         con.execute(f"CREATE OR REPLACE TEMP VIEW _diff_duck AS SELECT "
@@ -133,7 +161,7 @@ def table_diff(con: duckdb.DuckDBPyConnection, duck_sql: str, spark: SparkSessio
         sides = []
         for one, other in (("_diff_duck", "_diff_spark"), ("_diff_spark", "_diff_duck")):
             query = f"SELECT * FROM {one} EXCEPT ALL SELECT * FROM {other}"
-            count = con.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
+            count = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
             rows = con.execute(f"{query} ORDER BY ALL LIMIT {int(examples)}").fetchall()
             sides.append((count, rows))
         con.execute("DROP VIEW _diff_duck")

@@ -59,3 +59,16 @@ def test_model_sql_is_the_base_file_without_an_override() -> None:
     assert model_sql(node, "duckdb") == model_sql(node, "spark")
     with pytest.raises(ValueError, match="unknown engine"):
         model_sql(node, "sqlite")
+
+
+def test_json_key_order_does_not_count_but_values_do(spark) -> None:
+    con = duckdb.connect()
+    same = table_diff(
+        con, """SELECT '{"system":"s","code":"1"}' AS j, ['{"a":1,"b":[2]}'] AS l""",
+        spark, """SELECT '{"code":"1","system":"s"}' AS j, array('{"b":[2],"a":1}') AS l""")
+    assert same.equal, same
+    other = table_diff(con, """SELECT '{"system":"s","code":"1"}' AS j""",
+                       spark, """SELECT '{"code":"2","system":"s"}' AS j""")
+    assert (other.count_only_duckdb, other.count_only_spark) == (1, 1)
+    text = table_diff(con, "SELECT '{not json' AS j", spark, "SELECT '{not json' AS j")
+    assert text.equal
