@@ -78,7 +78,12 @@ def connect(path: Path, read_only: bool = False, memory_limit: str | None = None
     settings = {"memory_limit": memory_limit} if memory_limit else {}
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=settings)
+            con = duckdb.connect(str(path), read_only=read_only, config=settings)
+            # UTC whatever the host's zone: a date-only FHIR value is midnight UTC, as on
+            # Spark (cartfhir.spark.session fixes the same). Set once connected: the
+            # setting needs the ICU extension, which a connect-time setting cannot load.
+            con.execute("SET TimeZone = 'UTC'")
+            return con
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" not in text.lower():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -113,3 +114,16 @@ def test_a_read_only_connect_waits_for_a_writer_and_is_busy_at_the_deadline(
         holder.kill()
         holder.wait()
     assert DatabaseBusyError("x").exit_code == ExitCode.FAILURE
+
+
+def test_the_store_reads_time_in_utc_whatever_the_hosts_zone(tmp_path: Path) -> None:
+    # A date-only FHIR value is midnight UTC on both engines; a host in Berlin or New York
+    # must not move it (DuckDB's session zone defaults to the host's).
+    script = ("import sys; from pathlib import Path; from cartfhir.db import connect; "
+              "con = connect(Path(sys.argv[1])); "
+              "print(con.execute(\"SELECT current_setting('TimeZone'), "
+              "CAST(CAST('2021-06-01' AS TIMESTAMPTZ) AS VARCHAR)\").fetchall())")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "t.duckdb")],
+                         env={**os.environ, "TZ": "Europe/Berlin"}, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[('UTC', '2021-06-01 00:00:00+00')]"
