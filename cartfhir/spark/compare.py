@@ -112,7 +112,8 @@ def json_canon(text: str | None) -> str | None:
 
 
 def _register_canon(con: duckdb.DuckDBPyConnection) -> None:
-    with contextlib.suppress(duckdb.NotImplementedException):  # made by an earlier diff
+    # Made by an earlier diff on this connection or on another cursor of its database.
+    with contextlib.suppress(duckdb.NotImplementedException, duckdb.CatalogException):
         con.create_function(JSON_CANON, json_canon, ["VARCHAR"],
                             "VARCHAR", null_handling="special")
 
@@ -140,6 +141,9 @@ def table_diff(con: duckdb.DuckDBPyConnection, duck_sql: str, spark: SparkSessio
         spark.sql(spark_sql).coalesce(1).write.mode("overwrite").parquet(str(folder / "rows"))
     finally:
         spark.conf.set(key, before)
+    # A cursor of its own: the caller's connection may hold an unfetched result (DuckDB 2
+    # then refuses sql() and create_function() on it), and our UDF and views stay off it.
+    con = con.cursor()
     try:
         _register_canon(con)
         duck = con.sql(duck_sql)
@@ -169,6 +173,7 @@ def table_diff(con: duckdb.DuckDBPyConnection, duck_sql: str, spark: SparkSessio
         return TableDiff(wanted, rows_duck, rows_spark, sides[0][0], sides[1][0],
                          sides[0][1], sides[1][1])
     finally:
+        con.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 
