@@ -535,21 +535,11 @@ class SparkEngine(_Model):
     tables: PathOrUri | None = Field(
         default=None, description="where the Parquet tables go (a folder or a URI); "
         "default: <output folder>/parquet")
-    raw: Literal["store"] | PathOrUri = Field(
+    raw: Literal["store", "ndjson"] | PathOrUri = Field(
         default="store",
-        description="raw input: store (the DuckDB's raw.resources, exported to Parquet) or "
-        "the folder of a 'cartfhir export --raw'")
-
-    @field_validator("raw", mode="before")
-    @classmethod
-    def _no_ndjson(cls, raw: Any) -> Any:
-        # Landing NDJSON on Spark is not offered (it did not yet reject lines exactly as
-        # extract does); without this, 'ndjson' would be taken for a folder of that name.
-        if raw == "ndjson":
-            raise ValueError("ndjson is not supported on Spark: run 'cartfhir extract' "
-                             "and use engine.raw: store, or give the folder of a "
-                             "'cartfhir export --raw'")
-        return raw
+        description="raw input: store (the DuckDB's raw.resources, exported to Parquet), "
+        "ndjson (the sites' NDJSON folders, landed by Spark's executors as 'cartfhir "
+        "extract' lands them) or the folder of a 'cartfhir export --raw'")
 
     @field_validator("master")
     @classmethod
@@ -578,8 +568,9 @@ class SparkEngine(_Model):
 
     @property
     def raw_kind(self) -> str:
-        """'store' or 'folder' (a cartfhir export --raw folder)."""
-        return "store" if self.raw == "store" else "folder"
+        """'store', 'ndjson' (the sites' NDJSON folders) or 'folder' (a cartfhir export
+        --raw folder; a folder named ndjson is written as a path, ./ndjson)."""
+        return self.raw if self.raw in ("store", "ndjson") else "folder"
 
 
 def _engine_shorthand(value: Any) -> Any:

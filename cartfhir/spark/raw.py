@@ -1,10 +1,11 @@
-"""Spark's raw input: ``raw.resources`` registered on Spark from Parquet.
+"""Spark's raw input: ``raw.resources`` (and ``raw.rejected``) registered on Spark from Parquet.
 
-Two sources, by ``engine.raw``: ``store`` (the DuckDB store's raw.resources, written to
-Parquet by DuckDB, then read by Spark) or the folder of a ``cartfhir export --raw``
-(``<dir>/raw.resources/site=<id>/resource_type=<type>/*.parquet``). Either way Spark's
-executors read the files; resources never pass through the driver. (Landing NDJSON on
-Spark itself is not offered: it did not yet give extract's raw.rejected row for row.)
+Three sources, by ``engine.raw``: ``store`` (the DuckDB store's raw.resources, written to
+Parquet by DuckDB, then read by Spark), the folder of a ``cartfhir export --raw``
+(``<dir>/raw.resources/site=<id>/resource_type=<type>/*.parquet``) or ``ndjson`` (the
+sites' NDJSON folders, landed by Spark's executors into that layout with extract's own
+reader, checks and version rules: ``cartfhir.spark.ndjson``). Either way Spark's
+executors read the files; resources never pass through the driver.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class RawInput:
     """What ``register_raw`` registered: the source kind and the Parquet folder Spark
     reads raw.resources from."""
 
-    source: str  # store | folder
+    source: str  # store | folder | ndjson
     location: str
 
 
@@ -134,9 +135,12 @@ def _copy(con: duckdb.DuckDBPyConnection, select: str, target: Path, partitions:
 
 def register_raw(spark: SparkSession, config: Config | None, store_path: Path | None,
                  engine: SparkEngine | None = None) -> RawInput:
-    """Register ``raw.resources`` on Spark from ``engine.raw`` (default: the config's
-    engine, made Spark when it is not): a ``cartfhir export --raw`` folder as it is, or
-    (``store``) the DuckDB store at ``store_path`` exported under ``engine.tables`` first.
+    """Register ``raw.resources`` and ``raw.rejected`` on Spark from ``engine.raw`` (default:
+    the config's engine, made Spark when it is not): a ``cartfhir export --raw`` folder as
+    it is, (``store``) the DuckDB store at ``store_path`` exported under ``engine.tables``
+    first, or (``ndjson``) the config's sites' NDJSON folders landed by Spark under
+    ``engine.tables`` first, giving the rows ``cartfhir extract`` would land in an empty
+    store (``store_path`` is not read; what made the input incomplete is logged).
     """
     if engine is None or isinstance(engine, DuckdbEngine):
         if config is None:
@@ -152,6 +156,19 @@ def register_raw(spark: SparkSession, config: Config | None, store_path: Path | 
                                   "it with 'cartfhir export --raw DIR'")
         _register_both(spark, base)
         return RawInput("folder", f"{base}/{RESOURCES_FOLDER}")
+    if kind == "ndjson":
+        if config is None:
+            raise UsageError("engine.raw: ndjson reads the sites of the config, which was "
+                             "not given")
+        if engine.tables is None:
+            raise ConfigError("engine.raw: ndjson stages raw.resources under engine.tables, "
+                              "which is not set")
+        from cartfhir.spark.ndjson import land_ndjson
+
+        staging = _staging(engine.tables)
+        landed = land_ndjson(spark, config, staging)
+        _register_both(spark, str(staging))
+        return RawInput("ndjson", landed.resources)
     if kind != "store":
         raise ConfigError(f"engine.raw: {engine.raw} is not supported; use store or the "
                           "folder of a 'cartfhir export --raw'")
