@@ -3,13 +3,16 @@
 The settings that change results are fixed here, not left to a cluster's defaults:
 the session time zone is UTC (timestamps read and written as the DuckDB side does) and
 ANSI mode is on (a bad cast fails, as in DuckDB, instead of giving NULL). The others
-are defaults a user's ``engine.conf`` may override (memory, partitions, the UI).
+are defaults for a local session a user's ``engine.conf`` may override (memory,
+partitions, the UI); a cluster's session keeps its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +29,16 @@ FIXED_CONF: dict[str, str] = {
     # its own rules; microsecond timestamps are the Parquet type DuckDB reads exactly.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
-# Defaults for a small local session (tests, a laptop); engine.conf overrides them.
+# Settings the compiled views need on any session, local or a cluster's; engine.conf may
+# set them otherwise. A view's repeat() unrolls into lambdas nested a dozen deep, which
+# Spark's analyzer resolves one level an iteration: its default 100 is too few.
+NEEDED_CONF: dict[str, str] = {
+    "spark.sql.analyzer.maxIterations": "1000",
+}
+# Defaults for a small local session (tests, a laptop) that cartfhir starts itself with a
+# local[...] master; engine.conf overrides them. A cluster's session (spark-submit, a
+# Databricks job, yarn or spark:// masters) keeps its own settings: two shuffle partitions
+# and a 1 GB driver would cripple it.
 DEFAULT_CONF: dict[str, str] = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
@@ -50,6 +62,21 @@ def require_pyspark() -> None:
         raise ConfigError(INSTALL_HINT) from None
 
 
+def launched_outside() -> bool:
+    """Whether Spark was started by a launcher rather than by us: spark-submit (its JVM
+    hands the gateway to Python), pyspark's own submit arguments, a notebook's or a job's
+    session already active."""
+    from pyspark.sql import SparkSession
+
+    return bool("PYSPARK_GATEWAY_PORT" in os.environ or "PYSPARK_SUBMIT_ARGS" in os.environ
+                or SparkSession.getActiveSession())
+
+
+def local_defaults(master: str, launched: bool) -> bool:
+    """Whether DEFAULT_CONF applies: only to a local[...] session cartfhir starts."""
+    return not launched and (master == "local" or master.startswith("local["))
+
+
 def get_spark(master: str = "local[2]", conf: Mapping[str, Any] | None = None,
               app_name: str = "cartfhir") -> SparkSession:
     """The process's SparkSession, created on first use with ``master`` and ``conf``.
@@ -61,10 +88,17 @@ def get_spark(master: str = "local[2]", conf: Mapping[str, Any] | None = None,
     require_pyspark()
     from pyspark.sql import SparkSession
 
-    settings = {**DEFAULT_CONF, **{k: str(v) for k, v in (conf or {}).items()}, **FIXED_CONF}
+    launched = launched_outside()
+    defaults = DEFAULT_CONF if local_defaults(master, launched) else {}
+    user = {k: str(v) for k, v in (conf or {}).items()}
+    settings = {**defaults, **NEEDED_CONF, **user, **FIXED_CONF}
     builder = SparkSession.builder.appName(app_name)
-    if "PYSPARK_SUBMIT_ARGS" not in os.environ and not SparkSession.getActiveSession():
+    if not launched:
         builder = builder.master(master)
+        # Python workers of a local session run this interpreter (which has cartfhir),
+        # not whatever python3 is first on PATH; a cluster's are the cluster's to set.
+        if local_defaults(master, launched):
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in settings.items():
         builder = builder.config(key, value)
     # pyspark 4 logs every failed query with its whole JVM stack trace; the error is
@@ -75,7 +109,9 @@ def get_spark(master: str = "local[2]", conf: Mapping[str, Any] | None = None,
     except Exception as exc:  # Java missing or too old, the JVM failing to start
         raise ConfigError(f"could not start Spark ({master}): {exc}. Spark 4.0 needs Java 17 "
                           "or 21 on PATH or JAVA_HOME") from None
-    spark.sparkContext.setLogLevel("ERROR")
-    for key, value in FIXED_CONF.items():
-        spark.conf.set(key, value)
+    with contextlib.suppress(Exception):  # Spark Connect (Databricks) has no SparkContext
+        spark.sparkContext.setLogLevel("ERROR")
+    for key, value in {**{k: v for k, v in NEEDED_CONF.items() if k not in user},
+                       **FIXED_CONF}.items():
+        spark.conf.set(key, value)  # session settings: an attached session gets them too
     return spark

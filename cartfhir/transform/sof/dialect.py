@@ -182,6 +182,13 @@ class DuckDB:
         return f"{groups}.{'ti'[n - 1]}"
 
 
+# schema_of_variant's leading word -> DuckDB's json_type name (VOID is JSON null), as
+# a chain of replacements: string functions of string literals, which Spark's analyzer
+# resolves in one pass (a map literal's type coercion cost an iteration a nesting level).
+_JSON_TYPE_RENAMES = (("^([A-Z]+).*$", "$1"), ("^VOID$", "NULL"), ("^STRING$", "VARCHAR"),
+                      ("^(DECIMAL|FLOAT)$", "DOUBLE"), ("^(INT|SMALLINT|TINYINT)$", "BIGINT"))
+
+
 class Spark(DuckDB):
     """Spark 4 SQL: VARIANT values, ``ARRAY<VARIANT>`` lists and ``->`` lambdas.
 
@@ -212,11 +219,13 @@ class Spark(DuckDB):
         return "$" + "".join(f".{n}" for n in names)
 
     def json_type(self, x: str) -> str:
-        kind = f"regexp_extract(schema_of_variant({x}), '^[A-Z]+', 0)"
-        return (f"CASE WHEN is_variant_null({x}) THEN 'NULL' ELSE CASE {kind} "
-                "WHEN 'STRING' THEN 'VARCHAR' WHEN 'DECIMAL' THEN 'DOUBLE' "
-                "WHEN 'FLOAT' THEN 'DOUBLE' WHEN 'INT' THEN 'BIGINT' WHEN 'SMALLINT' "
-                f"THEN 'BIGINT' WHEN 'TINYINT' THEN 'BIGINT' ELSE {kind} END END")
+        # ``x`` appears once: a nested path repeats it at every level, so a CASE that
+        # named it three times grew the SQL (and Spark's analysis) as 3^depth.
+        # ``$1`` is a Java replacement reference: the schema's leading word.
+        kind = f"schema_of_variant({x})"
+        for pattern, name in _JSON_TYPE_RENAMES:
+            kind = f"regexp_replace({kind}, {self.str(pattern)}, {self.str(name)})"
+        return kind
 
     def _get(self, root: str, path: str) -> str:
         return f"try_variant_get({root}, {self.str(path)}, 'variant')"
@@ -235,8 +244,9 @@ class Spark(DuckDB):
         return self._get(f"({x})", self.json_path(names))
 
     def text(self, x: str) -> str:
-        return (f"CASE WHEN schema_of_variant({x}) LIKE 'OBJECT%' OR schema_of_variant({x}) "
-                f"LIKE 'ARRAY%' THEN to_json({x}) ELSE try_variant_get({x}, '$', 'string') END")
+        # A variant read as string is the JSON text of an object or array, the bare
+        # text of a scalar, and NULL for JSON null (DuckDB's ->> does the same).
+        return f"try_variant_get({x}, '$', 'string')"
 
     def text_member(self, x: str, name: str) -> str:
         return f"try_variant_get({x}, {self.str(self.json_path([name]))}, 'string')"
