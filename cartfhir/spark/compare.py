@@ -107,7 +107,7 @@ def json_canon(text: str | None) -> str | None:
         return text
     try:
         return orjson.dumps(orjson.loads(text), option=orjson.OPT_SORT_KEYS).decode()
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # e.g. nested past orjson's depth
         return text
 
 

@@ -37,8 +37,6 @@ the site folders at the same paths as the driver (a shared file system on a clus
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,21 +183,6 @@ def decide_copies(resource_type: str, rid: str,
 
 # ---- on the driver --------------------------------------------------------------------
 
-def _use_this_python(spark: SparkSession) -> None:
-    """On a local master, run the Python workers with this interpreter, which has cartfhir.
-
-    pyspark starts them with ``$PYSPARK_PYTHON`` or else whatever ``python3`` is on PATH,
-    which need not be this virtualenv's. On a cluster the executors' Python is the
-    cluster's to set (it needs cartfhir installed).
-    """
-    try:
-        context = spark.sparkContext
-    except Exception:  # Spark Connect: no SparkContext, the server's Python runs the UDFs
-        return
-    if "PYSPARK_PYTHON" not in os.environ and context.master.startswith("local"):
-        context.pythonExec = sys.executable  # read when each Python function is wrapped
-
-
 def _parallelism(spark: SparkSession) -> int:
     try:
         return max(spark.sparkContext.defaultParallelism, 1)
@@ -242,7 +225,6 @@ def land_ndjson(spark: SparkSession, config: Config, out: Path,
     run_id = run_id or new_run_id()
     limits = ReadLimits.of(config.landing)
     validation = config.landing.validation
-    _use_this_python(spark)
 
     class ReadNdjson:
         """One row per line of the file of each input row (site, ord, path)."""

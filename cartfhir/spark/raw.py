@@ -134,13 +134,15 @@ def _copy(con: duckdb.DuckDBPyConnection, select: str, target: Path, partitions:
 # ---- registration (Spark) ---------------------------------------------------------------
 
 def register_raw(spark: SparkSession, config: Config | None, store_path: Path | None,
-                 engine: SparkEngine | None = None) -> RawInput:
+                 engine: SparkEngine | None = None, *, run_id: str | None = None
+                 ) -> RawInput:
     """Register ``raw.resources`` and ``raw.rejected`` on Spark from ``engine.raw`` (default:
     the config's engine, made Spark when it is not): a ``cartfhir export --raw`` folder as
     it is, (``store``) the DuckDB store at ``store_path`` exported under ``engine.tables``
     first, or (``ndjson``) the config's sites' NDJSON folders landed by Spark under
     ``engine.tables`` first, giving the rows ``cartfhir extract`` would land in an empty
-    store (``store_path`` is not read; what made the input incomplete is logged).
+    store (``store_path`` is not read; what made the input incomplete is logged), its
+    raw.rejected rows carrying ``run_id``.
     """
     if engine is None or isinstance(engine, DuckdbEngine):
         if config is None:
@@ -166,7 +168,7 @@ def register_raw(spark: SparkSession, config: Config | None, store_path: Path | 
         from cartfhir.spark.ndjson import land_ndjson
 
         staging = _staging(engine.tables)
-        landed = land_ndjson(spark, config, staging)
+        landed = land_ndjson(spark, config, staging, run_id=run_id)
         _register_both(spark, str(staging))
         return RawInput("ndjson", landed.resources)
     if kind != "store":

@@ -94,7 +94,7 @@ def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
             staging.mkdir(parents=True)
             steps = [step for stage in STAGES for step in graph.steps(stage)]
             with progress.task("transform", total=len(steps)) as bar:
-                _register_raw(spark, con, engine, config, store, root)
+                _register_raw(spark, con, engine, config, store, root, run.run_id)
                 from cartfhir.spark.models import create_functions
 
                 create_functions(spark)
@@ -133,7 +133,7 @@ def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            if engine.raw_kind == "store":  # the export of the store's raw.resources
+            if engine.raw_kind in ("store", "ndjson"):  # raw staged for this run
                 shutil.rmtree(_raw_folder(root), ignore_errors=True)
     return result
 
@@ -145,7 +145,7 @@ def _raw_folder(root: Path) -> Path:
 
 
 def _register_raw(spark: SparkSession, con: duckdb.DuckDBPyConnection, engine: SparkEngine,
-                  config: Config | None, store: Store, root: Path) -> None:
+                  config: Config | None, store: Store, root: Path, run_id: str) -> None:
     """raw.resources on Spark, from engine.raw. With ``store`` it is exported through the
     run's own connection (the store is open for writing: a second one may not open it)."""
     from cartfhir.spark.raw import export_raw, register_raw
@@ -154,7 +154,7 @@ def _register_raw(spark: SparkSession, con: duckdb.DuckDBPyConnection, engine: S
         folder = _raw_folder(root)
         export_raw(con, folder, force=True)
         engine = engine.model_copy(update={"raw": str(folder)})  # now a raw export folder
-    register_raw(spark, config, store.path, engine)
+    register_raw(spark, config, store.path, engine, run_id=run_id)
 
 
 def _build_reference(spark: SparkSession, reference: Reference, run_id: str,

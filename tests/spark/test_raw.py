@@ -85,11 +85,6 @@ def test_a_missing_export_folder_is_a_config_error(spark, tmp_path: Path) -> Non
         register_raw(spark, config, None, config.engine_for())
 
 
-def test_ndjson_on_spark_is_refused_by_the_config(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="ndjson is not supported on Spark"):
-        testbed.make_config(tmp_path, ["site_a"], engine={"kind": "spark", "raw": "ndjson"})
-
-
 def test_the_export_refuses_links_files_and_rows_that_cannot_name_a_folder(
         extracted: Config, tmp_path: Path) -> None:
     con = connect(extracted.output.duckdb, read_only=True)
