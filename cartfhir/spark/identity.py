@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from cartfhir.config import Site
 from cartfhir.redact import register
+from cartfhir.spark.catalog import OWNED, drop_own_table
 from cartfhir.transform.identity import TABLES_WITH_PATIENTS, site_secret
 
 if TYPE_CHECKING:
@@ -81,9 +82,9 @@ def write_patient_keys(spark: SparkSession, sites: Sequence[Site], location: str
     needed = {row[0] for row in spark.sql(f"SELECT DISTINCT site FROM ({ids})").collect()}
     spark.sql("CREATE DATABASE IF NOT EXISTS raw")
     with site_pads(spark, sites, needed):
-        spark.sql("DROP TABLE IF EXISTS raw.patient_key")  # external: its files stay
+        drop_own_table(spark, "raw.patient_key")  # external: its files stay
         spark.sql("CREATE TABLE raw.patient_key USING parquet "
-                  f"PARTITIONED BY (site) LOCATION {sql_string(location)} AS\n"
+                  f"PARTITIONED BY (site) LOCATION {sql_string(location)} {OWNED} AS\n"
                   f"SELECT patient_id, patient_key, site FROM ({patient_keys_sql(ids)})")
     return spark.table("raw.patient_key").count()
 

@@ -74,11 +74,13 @@ def build_model(spark: SparkSession, node: Node, location: str | None = None) ->
     """
     from pyspark.errors import PySparkException
 
+    from cartfhir.spark.catalog import OWNED, drop_own_table
+
     sql = model_sql(node, "spark")
     try:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {node.schema}")
         columns = [c.lower() for c in spark.sql(sql).columns]
-        spark.sql(f"DROP TABLE IF EXISTS {node.table}")
+        drop_own_table(spark, node.table)
         if location is not None:
             _delete_path(spark, location)
         clauses = ["USING parquet"]
@@ -86,6 +88,7 @@ def build_model(spark: SparkSession, node: Node, location: str | None = None) ->
             clauses.append("PARTITIONED BY (site)")
         if location is not None:
             clauses.append(f"LOCATION {_string(location)}")
+        clauses.append(OWNED)
         spark.sql(f"CREATE TABLE {node.table} {' '.join(clauses)} AS\n{sql}")
     except PySparkException as exc:
         raise TransformError(f"model {node.table} ({node.source}) failed on Spark: "

@@ -27,6 +27,7 @@ from cartfhir.config import (
     is_uri,
 )
 from cartfhir.errors import ConfigError, DatabaseError, UsageError
+from cartfhir.spark.catalog import OWNED, drop_own_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -214,4 +215,5 @@ def _register(spark: SparkSession, table: str, location: str,
     spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema}")
     select = ", ".join(f"CAST({name} AS {kind}) AS {name}" for name, kind in columns)
     path = location.replace("\\", "\\\\").replace("`", "``")
-    spark.sql(f"CREATE OR REPLACE VIEW {table} AS SELECT {select} FROM parquet.`{path}`")
+    drop_own_table(spark, table)
+    spark.sql(f"CREATE VIEW {table} {OWNED} AS SELECT {select} FROM parquet.`{path}`")

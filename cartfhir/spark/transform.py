@@ -33,6 +33,7 @@ from cartfhir.config import Config, Site, SparkEngine, is_uri
 from cartfhir.errors import ConfigError, TransformError, UsageError
 from cartfhir.graph import BuildContext, Node, build_node, create_macros, load_graph, read_text
 from cartfhir.progress import NullProgress, Progress
+from cartfhir.spark.catalog import OWNED, drop_own_table
 from cartfhir.spark.identity import sql_string, write_patient_keys
 from cartfhir.spark.tables import KEPT_IN_STORE, register_parquet_tables, write_layout
 from cartfhir.store import Store
@@ -174,9 +175,9 @@ def _build_reference(spark: SparkSession, reference: Reference, run_id: str,
         versions = mem.execute(f"SELECT * FROM {KEPT_IN_STORE[0]}").fetchall()
     spark.sql("CREATE DATABASE IF NOT EXISTS ref")
     for ref in refs:
-        spark.sql(f"DROP TABLE IF EXISTS {ref.table}")
+        drop_own_table(spark, ref.table)
         spark.sql(f"CREATE TABLE {ref.table} USING parquet "
-                  f"LOCATION {sql_string(str(staging / ref.table))}")
+                  f"LOCATION {sql_string(str(staging / ref.table))} {OWNED}")
     return versions
 
 
@@ -209,9 +210,9 @@ def _build(spark: SparkSession, node: Node, staging: Path) -> int:
     compiled = compile_view(view, "raw.resources", passthrough=("site",), dialect="spark")
     try:
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {node.schema}")
-        spark.sql(f"DROP TABLE IF EXISTS {node.table}")
+        drop_own_table(spark, node.table)
         spark.sql(f"CREATE TABLE {node.table} USING parquet PARTITIONED BY (site) "
-                  f"LOCATION {sql_string(location)} AS\n{compiled.sql}")
+                  f"LOCATION {sql_string(location)} {OWNED} AS\n{compiled.sql}")
     except PySparkException as exc:
         message = str(exc)
         message = (message.split(ERROR_MARK, 1)[1] if ERROR_MARK in message else message)
@@ -240,7 +241,7 @@ def repoint(spark: SparkSession, root: Path, names: Sequence[str]) -> None:
             table = spark.table(name)
             columns = table.schema.toDDL()
             partitions = [c.name for c in spark.catalog.listColumns(name) if c.isPartition]
-        spark.sql(f"DROP TABLE IF EXISTS {name}")
+        drop_own_table(spark, name)
         folder = root / name
         if not folder.is_dir():
             continue
@@ -248,6 +249,7 @@ def repoint(spark: SparkSession, root: Path, names: Sequence[str]) -> None:
         if partitions:
             clauses.append(f"PARTITIONED BY ({', '.join(partitions)})")
         clauses.append(f"LOCATION {sql_string(str(folder))}")
+        clauses.append(OWNED)
         try:
             spark.sql(f"CREATE TABLE {name} {' '.join(clauses)}")
         except AnalysisException:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cartfhir.errors import ConfigError
+from cartfhir.spark.catalog import OWNED
 from cartfhir.spark.identity import (
     hmac_pads,
     patient_keys_sql,
@@ -87,6 +88,7 @@ def _flat_tables(spark, tmp_path: Path, rows: list[tuple[str, str | None]]) -> N
         spark.createDataFrame(part, "site string, patient_id string") \
             .write.mode("overwrite").option("path", str(tmp_path / "flat" / table)) \
             .saveAsTable(f"flat.{table}")
+        spark.sql(f"ALTER TABLE flat.{table} SET {OWNED}")  # as the transform's own
 
 
 def test_write_patient_keys_covers_every_flat_table_once(spark, tmp_path: Path) -> None:

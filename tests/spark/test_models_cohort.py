@@ -18,6 +18,7 @@ import pytest
 
 from cartfhir.api import extract, transform
 from cartfhir.graph import Node, load_graph, sql_tables
+from cartfhir.spark.catalog import OWNED
 from cartfhir.spark.compare import table_diff
 from cartfhir.spark.models import build_model, create_functions, model_sql
 from cartfhir.spark.tables import table_folder, write_layout
@@ -135,7 +136,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark):  # noqa: ANN001, ANN
     for table in inputs:
         spark.sql(f"DROP TABLE IF EXISTS {table}")
         spark.sql(f"CREATE TABLE {table} USING parquet "
-                  f"LOCATION '{table_folder(parquet, table)}'")
+                  f"LOCATION '{table_folder(parquet, table)}' {OWNED}")
         if spark.table(table).columns[-1:] == ["site"] and not table.startswith("ref."):
             spark.sql(f"MSCK REPAIR TABLE {table}")  # register the site partitions
     create_functions(spark)

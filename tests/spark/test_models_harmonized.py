@@ -16,6 +16,7 @@ import pytest
 
 from cartfhir.api import extract, transform
 from cartfhir.graph import create_macros, load_graph
+from cartfhir.spark.catalog import OWNED
 from cartfhir.spark.compare import table_diff
 from cartfhir.spark.identity import sql_string
 from cartfhir.spark.models import build_model, create_functions
@@ -60,7 +61,7 @@ def on_spark(spark, store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {table.split('.')[0]}")
         spark.sql(f"DROP TABLE IF EXISTS {table}")
         spark.sql(f"CREATE TABLE {table} {empty.get(table, '')} USING parquet "
-                  f"LOCATION {sql_string(str(parquet / 'in' / table))}")
+                  f"LOCATION {sql_string(str(parquet / 'in' / table))} {OWNED}")
         if any((parquet / "in" / table).glob("site=*")):
             spark.sql(f"MSCK REPAIR TABLE {table}")  # the catalog learns the site partitions
     create_functions(spark)
