@@ -1,6 +1,6 @@
 """The engine on the command line with Spark: ``view --engine spark`` writes Parquet equal
-to DuckDB's view, ``transform --engine spark`` dispatches to the Spark transform and
-``--engine duckdb`` afterwards makes tables again. Every test runs the real CLI."""
+to DuckDB's view. (``transform --engine spark`` and ``--engine duckdb`` after it run in
+tests/spark/test_transform.py, on the cohort its parity tests build.)"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cartfhir import api
 from cartfhir.cli import run_cli
 from cartfhir.errors import ExitCode
 from tests.test_cli_engine import SITES, extracted  # noqa: F401 - the module's fixture
@@ -51,26 +50,3 @@ def test_view_on_spark_gives_duckdbs_rows(spark, extracted: Path,  # noqa: ANN00
     assert (tmp_path / "mine" / "keep.txt").exists()
     assert run_cli(["view", str(view_file), "--db", "x.duckdb", "--engine", "spark",
                     "--out", str(spark_out)]) == ExitCode.USAGE
-
-
-def test_transform_on_spark_and_back_to_duckdb(spark, extracted: Path,  # noqa: ANN001, F811
-                                               tmp_path: Path) -> None:
-    """``transform --engine spark`` dispatches to the Spark transform (Parquet tables, the
-    store's views over them, equal to DuckDB's); ``--engine duckdb`` then makes tables again."""
-    config = api.load_config(extracted)
-    assert run_cli(["transform", "--config", str(extracted), "--engine", "duckdb"]) == 0
-    with duckdb.connect(str(config.output.duckdb), read_only=True) as con:
-        duck = sorted(con.execute("SELECT * FROM cohort.episode").fetchall(), key=repr)
-    assert run_cli(["transform", "--config", str(extracted), "--engine", "spark"]) == 0
-    parquet = Path(config.engine_for("spark").tables)
-    assert (parquet / "cohort.episode").is_dir()
-    with duckdb.connect(str(config.output.duckdb), read_only=True) as con:
-        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE "
-                           "table_schema = 'cohort' AND table_name = 'episode'").fetchone()
-        on_spark = sorted(con.execute("SELECT * FROM cohort.episode").fetchall(), key=repr)
-    assert kind == ("VIEW",) and on_spark == duck
-    assert run_cli(["transform", "--config", str(extracted), "--engine", "duckdb"]) == 0
-    with duckdb.connect(str(config.output.duckdb), read_only=True) as con:
-        kind = con.execute("SELECT table_type FROM information_schema.tables WHERE "
-                           "table_schema = 'cohort' AND table_name = 'episode'").fetchone()
-    assert kind == ("BASE TABLE",)
