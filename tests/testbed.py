@@ -61,3 +61,17 @@ def write_config(root: Path, sites: list[str] | tuple[str, ...], **extra: Any) -
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config_dict(root, sites, **extra)), encoding="utf-8")
     return path
+
+
+def transformed_store(root: Path, sites: list[str], *, patients: int, seed: int,
+                      bad_rate: float) -> Path:
+    """The DuckDB store of a synthetic cohort under ``root``, extracted and transformed:
+    the reference side the Spark tests compare with."""
+    from cartfhir.api import extract, transform
+    from cartfhir.synth import generate
+
+    generate(root / "data", patients=patients, seed=seed, sites=sites, bad_rate=bad_rate)
+    config = make_config(root, sites)
+    extract(config)
+    transform(config)
+    return Path(config.output.duckdb)

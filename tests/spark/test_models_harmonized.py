@@ -14,15 +14,13 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cartfhir.api import extract, transform
 from cartfhir.graph import create_macros, load_graph
 from cartfhir.spark.catalog import OWNED
 from cartfhir.spark.compare import table_diff
 from cartfhir.spark.identity import sql_string
 from cartfhir.spark.models import build_model, create_functions
 from cartfhir.spark.tables import write_layout
-from cartfhir.synth import generate
-from tests.testbed import make_config
+from tests.testbed import transformed_store
 
 pytestmark = pytest.mark.spark
 
@@ -33,12 +31,8 @@ HARMONIZED = [node.table for node in load_graph().stage("harmonized")]
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DuckDB store after a transform of the three-site cohort (1% bad lines)."""
-    root = tmp_path_factory.mktemp("harmonized")
-    generate(root / "data", patients=15, seed=11, sites=SITES, bad_rate=0.01)
-    config = make_config(root, SITES)
-    extract(config)
-    transform(config)
-    return Path(config.output.duckdb)
+    return transformed_store(tmp_path_factory.mktemp("harmonized"), SITES, patients=15,
+                             seed=11, bad_rate=0.01)
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +200,21 @@ def test_the_macro_check_catches_a_difference(spark) -> None:  # noqa: ANN001
     """A Spark function that casts '2021-06' as Spark does is told apart from DuckDB's."""
     naive = spark.sql("SELECT CAST(try_cast('2021-06' AS DATE) AS STRING)").collect()[0][0]
     assert naive != _duck("local_date(?)", "2021-06")
+
+
+def test_latest_key_takes_the_later_result_then_the_larger_value(spark) -> None:  # noqa: ANN001
+    """Two results of one day given without a time tie on time: the larger value is taken,
+    on both engines, whatever order the rows come in; a NULL time or value is skipped."""
+    create_functions(spark)
+    rows = ["(TIMESTAMP '2021-01-01 00:00:00', 3.0)", "(TIMESTAMP '2021-01-01 00:00:00', 5.0)",
+            "(TIMESTAMP '2020-12-31 08:00:00', 9.0)", "(TIMESTAMP '2021-01-01 00:00:00', NULL)",
+            "(CAST(NULL AS TIMESTAMP), 99.0)"]
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        create_macros(con, load_graph())
+        for order in (rows, rows[::-1]):
+            duck = con.execute("SELECT CAST(max_by(v, latest_key(t, v)) AS DOUBLE) FROM "
+                               f"(VALUES {', '.join(order)}) AS x(t, v)").fetchall()[0][0]
+            got = spark.sql("SELECT CAST(max_by(v, latest_key(t, v)) AS DOUBLE) FROM "
+                            f"VALUES {', '.join(order)} AS x(t, v)").collect()[0][0]
+            assert duck == got == 5.0

@@ -9,7 +9,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cartfhir.api import extract, transform
 from cartfhir.errors import TransformError
 from cartfhir.spark.tables import (
     node_columns,
@@ -17,8 +16,7 @@ from cartfhir.spark.tables import (
     store_tables,
     write_layout,
 )
-from cartfhir.synth import generate
-from tests.testbed import make_config
+from tests.testbed import transformed_store
 
 SITES = ["site_a", "site_b"]
 
@@ -26,12 +24,8 @@ SITES = ["site_a", "site_b"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A DuckDB store after a transform of a small two-site cohort (with bad lines)."""
-    root = tmp_path_factory.mktemp("tables")
-    generate(root / "data", patients=8, seed=3, sites=SITES, bad_rate=0.02)
-    config = make_config(root, SITES)
-    extract(config)
-    transform(config)
-    return Path(config.output.duckdb)
+    return transformed_store(tmp_path_factory.mktemp("tables"), SITES, patients=8, seed=3,
+                             bad_rate=0.02)
 
 
 def _rows(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple]:

@@ -114,6 +114,10 @@ CREATE OR REPLACE TEMPORARY FUNCTION is_event(source_type STRING, grade INT) RET
 -- day_diff(a, b): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION day_diff(a DATE, b DATE) RETURNS BIGINT
     RETURN CAST(datediff(b, a) AS BIGINT);
+-- latest_key(t, v): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION latest_key(t TIMESTAMP, v DOUBLE) RETURNS ARRAY<DOUBLE>
+    RETURN CASE WHEN t IS NOT NULL AND v IS NOT NULL
+                THEN array(CAST(unix_micros(t) AS DOUBLE), v) END;
 -- lab_reading(value, comparator): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION lab_reading(value DOUBLE, comparator STRING)
     RETURNS STRUCT<value: DOUBLE, comparator: STRING>

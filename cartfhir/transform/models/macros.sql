@@ -98,6 +98,11 @@ CREATE OR REPLACE MACRO is_event(source_type, grade) AS
     NOT (source_type = 'Observation' AND grade = 0);
 -- day_diff(a, b): whole days from date a to date b (b - a), as a BIGINT.
 CREATE OR REPLACE MACRO day_diff(a, b) AS date_diff('day', a, b);
+-- latest_key(t, v): the key max_by orders a patient's results by to take the latest: the
+-- time, then on a tie (two results of the same day given without a time) the larger
+-- value, so the pick is the same on every run and engine; NULL (skipped) when either is.
+CREATE OR REPLACE MACRO latest_key(t, v) AS
+    CASE WHEN t IS NOT NULL AND v IS NOT NULL THEN [epoch_us(t)::DOUBLE, v::DOUBLE] END;
 -- lab_reading(value, comparator): a result's value and comparator as one struct, so that
 -- arg_max picks both from the same row (a NULL comparator is kept, not skipped).
 CREATE OR REPLACE MACRO lab_reading(value, comparator) AS

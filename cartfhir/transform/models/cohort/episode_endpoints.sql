@@ -51,7 +51,7 @@ nadir_grade AS (
 ),
 baseline AS (
     SELECT site, patient_key, round, concept,
-           max_by(value, CASE WHEN value IS NOT NULL THEN effective_at END) AS baseline
+           max_by(value, latest_key(effective_at, value)) AS baseline
     FROM lab WHERE window_name = 'baseline'
     GROUP BY site, patient_key, round, concept
 ),
@@ -111,7 +111,7 @@ toxicity AS (
 ),
 marrow AS (
     SELECT site, patient_key, round, day,
-           max_by(value, CASE WHEN value IS NOT NULL THEN effective_at END) AS blasts
+           max_by(value, latest_key(effective_at, value)) AS blasts
     FROM lab WHERE window_name = 'response' AND concept = 'marrow_blasts'
     GROUP BY site, patient_key, round, day
 ),
