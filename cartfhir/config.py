@@ -35,6 +35,7 @@ from pydantic import (
 from cartfhir.errors import ConfigError, SecretError
 from cartfhir.redact import register as register_secret
 from cartfhir.spark.session import FIXED_CONF as SPARK_FIXED_CONF
+from cartfhir.spark.session import FIXED_PREFIXES as SPARK_FIXED_PREFIXES
 
 DEFAULT_CONFIG = Path("config.yaml")
 SITE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
@@ -558,6 +559,9 @@ class SparkEngine(_Model):
                 problems.append(f"{key!r} is not a Spark setting (they look like spark.x.y)")
             elif key.lower() in _CONF_OWNED:
                 problems.append(f"{key} cannot be set here: {_CONF_OWNED[key.lower()]}")
+            elif key.lower().startswith(tuple(p.lower() for p in SPARK_FIXED_PREFIXES)):
+                problems.append(f"{key} cannot be set here: a legacy behaviour changes what "
+                                "cartfhir's SQL means")
             elif not isinstance(value, str | int | float | bool) or (
                     isinstance(value, float) and not math.isfinite(value)):
                 problems.append(f"{key}: give a string, number or true/false, not "

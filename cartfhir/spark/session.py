@@ -28,7 +28,17 @@ FIXED_CONF: dict[str, str] = {
     # Spark's default INT96 loses nothing but is read by DuckDB as a naive timestamp of
     # its own rules; microsecond timestamps are the Parquet type DuckDB reads exactly.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    # The generated SQL escapes string literals with backslashes and types timestamps as
+    # instants; unreadable or vanished files must fail the run, never drop rows silently.
+    "spark.sql.parser.escapedStringLiterals": "false",
+    "spark.sql.timestampType": "TIMESTAMP_LTZ",
+    "spark.sql.caseSensitive": "false",
+    "spark.sql.files.ignoreCorruptFiles": "false",
+    "spark.sql.files.ignoreMissingFiles": "false",
 }
+# Prefixes of settings that change what SQL means (legacy behaviours): refused in
+# engine.conf.
+FIXED_PREFIXES: tuple[str, ...] = ("spark.sql.legacy.",)
 # Settings the compiled views need on any session, local or a cluster's; engine.conf may
 # set them otherwise. A view's repeat() unrolls into lambdas nested a dozen deep, which
 # Spark's analyzer resolves one level an iteration: its default 100 is too few.
