@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from cartfhir import api
 from cartfhir.cli import run_cli
 from cartfhir.errors import ExitCode
 from tests.test_cli_engine import SITES, extracted  # noqa: F401 - the module's fixture
@@ -48,5 +49,13 @@ def test_view_on_spark_gives_duckdbs_rows(spark, extracted: Path,  # noqa: ANN00
     assert run_cli(["view", str(view_file), "--config", str(extracted), "--engine", "spark",
                     "--out", str(tmp_path / "mine")]) == ExitCode.USAGE
     assert (tmp_path / "mine" / "keep.txt").exists()
+    # another Spark job's output (its _SUCCESS too) is not ours to replace
+    (tmp_path / "mine" / "_SUCCESS").write_text("")
+    assert run_cli(["view", str(view_file), "--config", str(extracted), "--engine", "spark",
+                    "--out", str(tmp_path / "mine")]) == ExitCode.USAGE
+    assert (tmp_path / "mine" / "keep.txt").exists()
+    # the store's resources exported for the command do not stay behind
+    tables = api.load_config(extracted).engine_for("spark").tables
+    assert not (Path(tables) / "_raw").exists()
     assert run_cli(["view", str(view_file), "--db", "x.duckdb", "--engine", "spark",
                     "--out", str(spark_out)]) == ExitCode.USAGE

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from cartfhir.config import Config, Site, SparkEngine, is_uri
-from cartfhir.errors import ConfigError, TransformError, UsageError
+from cartfhir.errors import CartfhirError, ConfigError, TransformError, UsageError
 from cartfhir.graph import BuildContext, Node, build_node, create_macros, load_graph, read_text
 from cartfhir.progress import NullProgress, Progress
 from cartfhir.spark.catalog import OWNED, drop_own_table
@@ -47,6 +47,10 @@ if TYPE_CHECKING:
 STAGING = ".staging-"
 OLD = ".old-"
 SWAP_LIST = "swap.json"
+# Marks a folder written by 'cartfhir view --engine spark' (a later run may replace it).
+VIEW_MARK = ".cartfhir-view"
+# Names the store whose tables a table store holds: one engine.tables a store.
+OWNER_FILE = ".cartfhir-store"
 # Parquet timestamps Spark writes as microseconds adjusted to UTC (not its legacy INT96),
 # which DuckDB reads as TIMESTAMP WITH TIME ZONE, as the sidecars type them.
 WRITE_CONF = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
@@ -67,6 +71,29 @@ def tables_root(engine: SparkEngine) -> Path:
     return root
 
 
+def claim_tables(root: Path, store_path: Path) -> None:
+    """Mark ``root`` as the table store of the DuckDB store at ``store_path``.
+
+    Two stores sharing one engine.tables would replace each other's tables under each
+    other's views; a folder that already names another store (which still exists) is
+    refused.
+    """
+    owner = root / OWNER_FILE
+    me = str(Path(store_path).absolute())
+    if owner.is_symlink() or (owner.exists() and not owner.is_file()):
+        raise ConfigError(f"engine.tables {root}: {OWNER_FILE} must be a plain file")
+    if owner.is_file():
+        other = owner.read_text(encoding="utf-8", errors="replace").strip()
+        if other == me:
+            return  # untouched: a failed run leaves the folder exactly as it was
+        if Path(other).exists():
+            raise ConfigError(f"engine.tables {root} holds the tables of the store {other}; "
+                              "give each store its own engine.tables (or delete "
+                              f"{owner} if that store is gone for good)")
+    root.mkdir(parents=True, exist_ok=True)
+    owner.write_text(me + "\n", encoding="utf-8")
+
+
 def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
                     engine: SparkEngine, *, progress: Progress | None = None,
                     command: str = "transform", config: Config | None = None
@@ -82,6 +109,7 @@ def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
     progress = progress or NullProgress()
     started = time.perf_counter()
     root = tables_root(engine)
+    claim_tables(root, store.path)
     spark = get_spark(engine.master, engine.conf)
     for key, value in WRITE_CONF.items():
         spark.conf.set(key, value)
@@ -319,8 +347,9 @@ def spark_view(config: Config, engine: SparkEngine, view_file: Path, out: Path) 
     """``cartfhir view --engine spark``: the ViewDefinition compiled to Spark SQL over
     ``engine.raw`` (``raw.resources``), written by the executors as Parquet into the folder
     ``out`` partitioned by site. The rows are written to a staging folder beside ``out``
-    and moved into place only when complete; ``out`` may be a previous Spark output (it has
-    ``_SUCCESS``) or absent, anything else is refused rather than overwritten."""
+    and moved into place only when complete; ``out`` may be a previous output of this
+    command (it has ``VIEW_MARK``) or absent, anything else is refused rather than
+    overwritten. Raw staged for the command (``store``, ``ndjson``) is removed after it."""
     from cartfhir.spark.raw import register_raw
     from cartfhir.spark.session import get_spark
     from cartfhir.transform.sof import compile_view
@@ -331,26 +360,32 @@ def spark_view(config: Config, engine: SparkEngine, view_file: Path, out: Path) 
     out = Path(out).absolute()
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UsageError(f"{out} is a file or a link; on Spark --out names a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "_SUCCESS").exists():
-        raise UsageError(f"{out} is a non-empty folder that is not a Spark output; "
-                         "choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / VIEW_MARK).is_file():
+        raise UsageError(f"{out} is a non-empty folder that is not the output of a "
+                         "'cartfhir view --engine spark'; choose another --out")
     compiled = compile_view(view, "raw.resources", passthrough=("site",), dialect="spark")
     spark = get_spark(engine.master, engine.conf)
     for key, value in WRITE_CONF.items():
         spark.conf.set(key, value)
-    register_raw(spark, config, config.output.duckdb, engine)
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.parent / f".{out.name}.partial"
     shutil.rmtree(staged, ignore_errors=True)
     name = view.get("name", "?")
     try:
+        register_raw(spark, config, config.output.duckdb, engine)
         spark.sql(compiled.sql).write.partitionBy("site").parquet(str(staged))
         rows = spark.read.parquet(str(staged)).count()
+        (staged / VIEW_MARK).write_text(f"{name}\n", encoding="utf-8")
     except Exception as exc:  # pyspark's errors share no base class worth naming
         shutil.rmtree(staged, ignore_errors=True)
+        if isinstance(exc, CartfhirError):
+            raise
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()),
                      type(exc).__name__)
         raise TransformError(f"view {name} failed on Spark: {first}") from None
+    finally:
+        if engine.raw_kind in ("store", "ndjson"):  # resources staged for this command
+            shutil.rmtree(_raw_folder(tables_root(engine)), ignore_errors=True)
     if out.exists():
         shutil.rmtree(out)
     os.replace(staged, out)

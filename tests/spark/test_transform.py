@@ -16,7 +16,7 @@ import pytest
 from cartfhir import api
 from cartfhir.cli import run_cli
 from cartfhir.config import Config
-from cartfhir.errors import TransformError
+from cartfhir.errors import ConfigError, TransformError
 from cartfhir.spark import transform as spark_stage
 from cartfhir.spark.compare import table_diff
 from cartfhir.spark.tables import store_tables
@@ -90,7 +90,11 @@ def test_the_store_reads_the_parquet_and_records_the_run(built) -> None:  # noqa
     # One folder a site (beside them Hadoop's _SUCCESS marker and checksum files).
     assert sorted(p.name for p in (parquet / "cohort.episode_endpoints").iterdir()
                   if p.is_dir()) == [f"site={s}" for s in SITES]
-    assert not [p.name for p in parquet.iterdir() if p.name.startswith(".")]
+    # no staging or old folders left; the one dot-file names the store the tables are for
+    assert [p.name for p in parquet.iterdir() if p.name.startswith(".")] == [
+        spark_stage.OWNER_FILE]
+    assert (parquet / spark_stage.OWNER_FILE).read_text().strip() == str(
+        Path(spark_config.output.duckdb).absolute())
     with duckdb.connect(str(spark_config.output.duckdb), read_only=True) as con:
         kinds = dict(con.execute(
             "SELECT table_schema || '.' || table_name, table_type FROM "
@@ -208,3 +212,16 @@ def test_an_interrupted_swap_is_undone_by_the_next_run(tmp_path: Path) -> None:
     assert sorted(p.name for p in root.iterdir()) == ["cohort.x"]
     assert [p.name for p in (root / "cohort.x").iterdir()] == ["old.parquet"]
     assert not old.exists()
+
+
+def test_a_table_store_serves_one_store(tmp_path: Path) -> None:
+    """Two stores on one engine.tables would replace each other's tables: refused."""
+    tables, first, second = tmp_path / "parquet", tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    first.write_bytes(b"")
+    spark_stage.claim_tables(tables, first)
+    spark_stage.claim_tables(tables, first)  # its own again: fine
+    with pytest.raises(ConfigError, match="holds the tables of the store"):
+        spark_stage.claim_tables(tables, second)
+    first.unlink()  # that store is gone: its tables may be taken over
+    spark_stage.claim_tables(tables, second)
+    assert (tables / spark_stage.OWNER_FILE).read_text().strip() == str(second)
