@@ -10,10 +10,14 @@ executors read the files; resources never pass through the driver.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 import shutil
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +45,8 @@ RAW_TABLE = "raw.resources"
 RESOURCES_FOLDER = "raw.resources"
 REJECTED_FOLDER = "raw.rejected"  # <dir>/raw.rejected/site=<id>/ (qa.site_completeness)
 REJECTED_TABLE = "raw.rejected"
+# Written last by export_raw, so a folder without it holds no complete export.
+MANIFEST = "raw.export.json"
 # Where engine.raw 'store' puts raw.resources for Spark, under engine.tables.
 STAGING = "_raw"
 # The columns every source gives raw.resources on Spark, with their Spark types.
@@ -76,6 +82,10 @@ def export_raw(con: duckdb.DuckDBPyConnection, out_dir: Path, *, force: bool = F
     raw.rejected folders are replaced) and a symbolic link as ``out_dir``. Partition
     values are checked first (site ids, resource type names), so every file lands inside
     ``out_dir``. Returns the raw.resources rows written.
+
+    All or nothing: both folders are written into a hidden staging folder inside
+    ``out_dir`` and moved into place; ``MANIFEST`` (the row counts and the time) goes in
+    last, so a reader can tell a complete export from one a crash cut short.
     """
     out_dir = Path(out_dir).absolute()
     if out_dir.is_symlink():
@@ -104,21 +114,40 @@ def export_raw(con: duckdb.DuckDBPyConnection, out_dir: Path, *, force: bool = F
                                 "exported")
     columns = ", ".join("resource::VARCHAR AS resource" if name == "resource" else name
                         for name, _ in RESOURCE_COLUMNS)
-    rows = _copy(con, f"SELECT {columns} FROM raw.resources ORDER BY site, resource_type, id",
-                 out_dir / RESOURCES_FOLDER, "site, resource_type")
     rejected = ", ".join(name for name, _ in REJECTED_COLUMNS)
-    _copy(con, f"SELECT {rejected} FROM raw.rejected ORDER BY site, source_uri, line_no",
-          out_dir / REJECTED_FOLDER, "site")
+    staging = out_dir / f".raw-export-{uuid.uuid4().hex[:12]}"
+    staging.mkdir(parents=True)
+    try:
+        rows = _copy(con, f"SELECT {columns} FROM raw.resources "
+                     "ORDER BY site, resource_type, id",
+                     staging / RESOURCES_FOLDER, "site, resource_type")
+        rejected_rows = _copy(con, f"SELECT {rejected} FROM raw.rejected "
+                              "ORDER BY site, source_uri, line_no",
+                              staging / REJECTED_FOLDER, "site")
+        (staging / MANIFEST).write_text(json.dumps(
+            {"resources": rows, "rejected": rejected_rows,
+             "exported_at": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n",
+            encoding="utf-8")
+        for name in (MANIFEST, RESOURCES_FOLDER, REJECTED_FOLDER):  # the manifest goes first
+            _remove(out_dir / name)
+        for name in (RESOURCES_FOLDER, REJECTED_FOLDER, MANIFEST):  # and comes back last
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return rows
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _copy(con: duckdb.DuckDBPyConnection, select: str, target: Path, partitions: str) -> int:
     """``select`` as Parquet partitioned by ``partitions`` into ``target`` (replaced). No
     rows: one empty file with the columns, so Spark still knows the schema."""
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-    elif target.exists():
-        shutil.rmtree(target)
+    _remove(target)
     target.mkdir(parents=True)
     try:
         if not con.execute(f"SELECT count(*) FROM ({select})").fetchone()[0]:
@@ -157,6 +186,13 @@ def register_raw(spark: SparkSession, config: Config | None, store_path: Path | 
             if not is_uri(base) and not Path(f"{base}/{folder}").is_dir():
                 raise ConfigError(f"engine.raw {engine.raw} holds no {folder} folder; write "
                                   "it with 'cartfhir export --raw DIR'")
+        if not is_uri(base):
+            manifest = Path(base) / MANIFEST
+            if not manifest.is_file():
+                raise ConfigError(f"engine.raw {engine.raw} holds no complete export (no "
+                                  f"{MANIFEST}: it was cut short or not made by cartfhir); "
+                                  "write it again with 'cartfhir export --raw DIR --force'")
+            log.info("raw input: the export of %s", _exported_at(manifest))
         _register_both(spark, base)
         return RawInput("folder", f"{base}/{RESOURCES_FOLDER}")
     if kind == "ndjson":
@@ -205,6 +241,14 @@ def _staging(tables: str) -> Path:
                           f"which must then be a local folder, not {tables}; give engine.raw "
                           "the folder of a 'cartfhir export --raw' instead")
     return Path(tables) / STAGING
+
+
+def _exported_at(manifest: Path) -> str:
+    try:
+        return str(json.loads(manifest.read_text(encoding="utf-8"))["exported_at"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise ConfigError(f"{manifest} is not an export manifest; write the export again "
+                          "with 'cartfhir export --raw DIR --force'") from None
 
 
 def _register(spark: SparkSession, table: str, location: str,

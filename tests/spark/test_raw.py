@@ -78,6 +78,25 @@ def test_export_raw_round_trips_through_spark(spark, extracted: Config,  # noqa:
     assert {_resource_row(tuple(r)) for r in back} == duck
 
 
+def test_an_export_is_all_or_nothing(spark, extracted: Config, tmp_path: Path) -> None:  # noqa: ANN001
+    """The manifest goes in last; an export without it (cut short) is refused as input."""
+    out = tmp_path / "export"
+    con = connect(extracted.output.duckdb, read_only=True)
+    try:
+        export_raw(con, out)
+    finally:
+        con.close()
+    assert sorted(p.name for p in out.iterdir()) == ["raw.export.json", "raw.rejected",
+                                                     "raw.resources"]
+    engine = extracted.engine_for("spark").model_copy(update={"raw": str(out)})
+    (out / "raw.export.json").unlink()
+    with pytest.raises(ConfigError, match="no complete export"):
+        register_raw(spark, extracted, None, engine)
+    (out / "raw.export.json").write_text("not json")
+    with pytest.raises(ConfigError, match="not an export manifest"):
+        register_raw(spark, extracted, None, engine)
+
+
 def test_a_missing_export_folder_is_a_config_error(spark, tmp_path: Path) -> None:  # noqa: ANN001
     config = testbed.make_config(tmp_path, ["site_a"], engine={"kind": "spark",
                                                                "raw": "nowhere"})
