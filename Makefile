@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/transform.py
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/analyze.py
+	$(BIN)/python bench/spark.py
 
 clean:
 	rm -rf $(VENV) out data bench/out .pytest_cache .ruff_cache servers/hapi/target
