@@ -23,7 +23,9 @@ _WHEN = re.compile(r"\bWHEN\s+'([a-z_0-9]+)'")
 _MATCHED = re.compile(r"list_contains\((?:(?!list_contains).)*?,\s*\w+\.name\)", re.S)
 _LISTED = re.compile(r"\[([^\]]*)\]")
 _LITERAL = re.compile(r"'([a-z_0-9]+)'")
-_IN_WINDOWS = re.compile(r"list_contains\(\s*(?:\w+\.)?windows\s*,\s*'([a-z_0-9]+)'\s*\)")
+# list_contains is DuckDB's spelling, array_contains the one both engines accept
+_IN_WINDOWS = re.compile(
+    r"(?:list|array)_contains\(\s*(?:\w+\.)?windows\s*,\s*'([a-z_0-9]+)'\s*\)")
 _PLACEHOLDER = re.compile(r"\{(window|threshold)\.([a-z_0-9]+)\}")
 
 
@@ -59,8 +61,8 @@ def test_the_scanner_finds_names_in_each_form() -> None:
            "JOIN w ON w.name = 'b' AND x.window_name = 'c'\n"
            "SELECT CASE w.name WHEN 'd' THEN 'not_a_name' ELSE 'e' END,\n"
            "list_contains(CASE p.category WHEN 'cat' THEN ['f', 'g'] ELSE ['h'] END, w.name)\n"
-           "WHERE list_contains(x.windows, 'i')")
-    assert sql_names(sql) == {"a", "b", "c", "d", "f", "g", "h", "i"}
+           "WHERE list_contains(x.windows, 'i') OR array_contains(x.windows, 'j')")
+    assert sql_names(sql) == {"a", "b", "c", "d", "f", "g", "h", "i", "j"}
 
 
 def test_every_name_the_sql_looks_up_is_in_study_defaults() -> None:
