@@ -99,7 +99,8 @@ def get_spark(master: str = "local[2]", conf: Mapping[str, Any] | None = None,
     from pyspark.sql import SparkSession
 
     launched = launched_outside()
-    defaults = DEFAULT_CONF if local_defaults(master, launched) else {}
+    local = local_defaults(master, launched)
+    defaults = DEFAULT_CONF if local else {}
     user = {k: str(v) for k, v in (conf or {}).items()}
     settings = {**defaults, **NEEDED_CONF, **user, **FIXED_CONF}
     builder = SparkSession.builder.appName(app_name)
@@ -107,7 +108,7 @@ def get_spark(master: str = "local[2]", conf: Mapping[str, Any] | None = None,
         builder = builder.master(master)
         # Python workers of a local session run this interpreter (which has cartfhir),
         # not whatever python3 is first on PATH; a cluster's are the cluster's to set.
-        if local_defaults(master, launched):
+        if local:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     for key, value in settings.items():
         builder = builder.config(key, value)

@@ -51,9 +51,6 @@ SWAP_LIST = "swap.json"
 VIEW_MARK = ".cartfhir-view"
 # Names the store whose tables a table store holds: one engine.tables a store.
 OWNER_FILE = ".cartfhir-store"
-# Parquet timestamps Spark writes as microseconds adjusted to UTC (not its legacy INT96),
-# which DuckDB reads as TIMESTAMP WITH TIME ZONE, as the sidecars type them.
-WRITE_CONF = {"spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
 
 
 def tables_root(engine: SparkEngine) -> Path:
@@ -110,9 +107,7 @@ def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
     started = time.perf_counter()
     root = tables_root(engine)
     claim_tables(root, store.path)
-    spark = get_spark(engine.master, engine.conf)
-    for key, value in WRITE_CONF.items():
-        spark.conf.set(key, value)
+    spark = get_spark(engine.master, engine.conf)  # its FIXED_CONF: UTC micros in Parquet
     graph = load_graph()
     with store.run(command, stage="transform") as run:
         con = run.con
@@ -162,8 +157,7 @@ def spark_transform(store: Store, reference: Reference, sites: Sequence[Site],
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-            if engine.raw_kind in ("store", "ndjson"):  # raw staged for this run
-                shutil.rmtree(_raw_folder(root), ignore_errors=True)
+            _remove_staged_raw(engine, root)
     return result
 
 
@@ -171,6 +165,13 @@ def _raw_folder(root: Path) -> Path:
     from cartfhir.spark.raw import STAGING as RAW_STAGING
 
     return root / RAW_STAGING
+
+
+def _remove_staged_raw(engine: SparkEngine, root: Path) -> None:
+    """Remove the raw.resources a command staged under ``root`` (engine.raw ``store`` or
+    ``ndjson``): patient data that must not outlive the command. An export folder stays."""
+    if engine.raw_kind in ("store", "ndjson"):
+        shutil.rmtree(_raw_folder(root), ignore_errors=True)
 
 
 def _register_raw(spark: SparkSession, con: duckdb.DuckDBPyConnection, engine: SparkEngine,
@@ -364,9 +365,7 @@ def spark_view(config: Config, engine: SparkEngine, view_file: Path, out: Path) 
         raise UsageError(f"{out} is a non-empty folder that is not the output of a "
                          "'cartfhir view --engine spark'; choose another --out")
     compiled = compile_view(view, "raw.resources", passthrough=("site",), dialect="spark")
-    spark = get_spark(engine.master, engine.conf)
-    for key, value in WRITE_CONF.items():
-        spark.conf.set(key, value)
+    spark = get_spark(engine.master, engine.conf)  # its FIXED_CONF: UTC micros in Parquet
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.parent / f".{out.name}.partial"
     shutil.rmtree(staged, ignore_errors=True)
@@ -384,8 +383,7 @@ def spark_view(config: Config, engine: SparkEngine, view_file: Path, out: Path) 
                      type(exc).__name__)
         raise TransformError(f"view {name} failed on Spark: {first}") from None
     finally:
-        if engine.raw_kind in ("store", "ndjson"):  # resources staged for this command
-            shutil.rmtree(_raw_folder(tables_root(engine)), ignore_errors=True)
+        _remove_staged_raw(engine, tables_root(engine))
     if out.exists():
         shutil.rmtree(out)
     os.replace(staged, out)
