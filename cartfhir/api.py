@@ -13,39 +13,72 @@ their own config section; these functions build both from the config.
 
 from __future__ import annotations
 
+import importlib
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas
 
-from cartfhir import analyze as analysis_stage
-from cartfhir import expectations as expectations_stage
-from cartfhir import exports, preflight
-from cartfhir import extract as extract_stage
-from cartfhir import transform as transform_stage
-from cartfhir.analyze import AnalysisResult
+from cartfhir import exports
 from cartfhir.config import Config, Site, load_config
 from cartfhir.errors import DatabaseError, UsageError
-from cartfhir.expectations import ValidationReport, load_suites
 from cartfhir.exports import DEFAULT_TABLES, ExportedFile, ExportResult
-from cartfhir.extract import ExtractResult
-from cartfhir.multisite.package import PackageResult, SignResult, export_site
-from cartfhir.multisite.package import sign_package as sign
-from cartfhir.multisite.pool import PoolResult, pool
 from cartfhir.multisite.signing import KeyPair
 from cartfhir.multisite.signing import generate_keypair as keygen
-from cartfhir.preflight import CheckReport
 from cartfhir.progress import Progress
 from cartfhir.render import json_columns
 from cartfhir.results import ResultDict
 from cartfhir.store import Store
 from cartfhir.synth import SynthResult, generate
 from cartfhir.synth.profiles import available_profiles
-from cartfhir.transform import TransformResult, load_reference
-from cartfhir.transform.views import ViewResult, run_view_file
+
+# The stages are imported where they run, not here: every CLI command imports this module,
+# and the stages pull in pandas, fhir.resources, scipy and matplotlib (~1.5 s of start-up
+# that 'cartfhir --version' or 'cartfhir extract' should not pay). The names this module
+# re-exports from them load on first use (__getattr__ below); type checkers see them here.
+if TYPE_CHECKING:
+    import pandas
+
+    from cartfhir.analyze import AnalysisResult
+    from cartfhir.expectations import ValidationReport, load_suites
+    from cartfhir.extract import ExtractResult
+    from cartfhir.multisite.package import PackageResult, SignResult, export_site
+    from cartfhir.multisite.package import sign_package as sign
+    from cartfhir.multisite.pool import PoolResult, pool
+    from cartfhir.preflight import CheckReport
+    from cartfhir.transform import TransformResult
+    from cartfhir.transform.views import ViewResult
+
+_LAZY: dict[str, tuple[str, str]] = {  # re-exported name: (module, name there)
+    "AnalysisResult": ("cartfhir.analyze", "AnalysisResult"),
+    "ValidationReport": ("cartfhir.expectations", "ValidationReport"),
+    "load_suites": ("cartfhir.expectations", "load_suites"),
+    "ExtractResult": ("cartfhir.extract", "ExtractResult"),
+    "PackageResult": ("cartfhir.multisite.package", "PackageResult"),
+    "SignResult": ("cartfhir.multisite.package", "SignResult"),
+    "export_site": ("cartfhir.multisite.package", "export_site"),
+    "sign": ("cartfhir.multisite.package", "sign_package"),
+    "PoolResult": ("cartfhir.multisite.pool", "PoolResult"),
+    "pool": ("cartfhir.multisite.pool", "pool"),
+    "CheckReport": ("cartfhir.preflight", "CheckReport"),
+    "TransformResult": ("cartfhir.transform", "TransformResult"),
+    "ViewResult": ("cartfhir.transform.views", "ViewResult"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load a name re-exported from a stage on first use (PEP 562), so importing the API
+    stays cheap; it is then cached in this module's namespace."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["AnalysisResult", "DemoResult", "ExtractResult", "ExportResult", "ExportedFile",
            "QueryResult",
@@ -94,6 +127,8 @@ def extract(config: Config, site_ids: Sequence[str] | None = None,
     Raises ConfigError for an unknown site id; see ``cartfhir.extract.extract`` for
     the rest (``workers``, ``full``, ``since``, partial and strict runs).
     """
+    from cartfhir import extract as extract_stage
+
     return extract_stage.extract(Store.of(config), _sites(config, site_ids), config.landing,
                                  progress=progress, command=command, workers=workers,
                                  full=full, since=since)
@@ -110,8 +145,11 @@ def transform(config: Config, progress: Progress | None = None,
     """Rebuild ref, flat, harmonized, cohort and qa tables: in the config's DuckDB, or with
     Spark (``engine.kind: spark`` or ``engine="spark"``) as Parquet under engine.tables,
     which the DuckDB store then reads as views. ``engine`` overrides the config's."""
+    from cartfhir import transform as transform_stage
+
     chosen = config.engine_for(engine)
-    reference = load_reference(config)  # config problems surface before anything is touched
+    # config problems surface before anything is touched
+    reference = transform_stage.load_reference(config)
     if chosen.kind == "spark":
         from cartfhir.spark.transform import spark_transform
 
@@ -124,7 +162,9 @@ def transform(config: Config, progress: Progress | None = None,
 def validate(config: Config, progress: Progress | None = None,
              command: str = "validate") -> ValidationReport:
     """Run every suite, with the config's rules, against the config's DuckDB."""
-    suites = load_suites(config)  # config mistakes surface before anything runs
+    from cartfhir import expectations as expectations_stage
+
+    suites = expectations_stage.load_suites(config)  # config mistakes surface before anything runs
     docs = config.output.folder / "gx" if config.expectations.data_docs else None
     return expectations_stage.validate(
         Store.of(config), suites, config.expectations, docs=docs, progress=progress,
@@ -134,6 +174,8 @@ def validate(config: Config, progress: Progress | None = None,
 def analyze(config: Config, progress: Progress | None = None, command: str = "analyze",
             invalid_warning: str | None = None) -> AnalysisResult:
     """Compute the analysis tables, the report and the exports into the output folder."""
+    from cartfhir import analyze as analysis_stage
+
     return analysis_stage.analyze(Store.of(config), config.analysis, out=config.output.folder,
                                   study=config.study.name, progress=progress,
                                   command=command, invalid_warning=invalid_warning)
@@ -155,6 +197,8 @@ def run(config: Config, progress: Progress | None = None, command: str = "run",
 
 def check(config: Config, *, network: bool = True) -> CheckReport:
     """Pre-flight: the config's files, secrets, output, servers and engine (see preflight)."""
+    from cartfhir import preflight
+
     return preflight.check(config, network=network)
 
 
@@ -196,6 +240,8 @@ def view(config: Config | None, view_file: Path, *, db: Path | None = None,
         from cartfhir.spark.transform import spark_view
 
         return spark_view(config, chosen, view_file, out)  # type: ignore[arg-type]
+    from cartfhir.transform.views import run_view_file
+
     path = db if db is not None else config.output.duckdb if config else None
     if path is None:
         raise UsageError("give a config or --db to say which DuckDB file holds raw.resources")

@@ -24,11 +24,8 @@ from cartfhir import __version__, api
 from cartfhir.config import DEFAULT_CONFIG, POOLED_SITE, SOURCE_KINDS, Config, Output
 from cartfhir.db import set_lock_wait
 from cartfhir.errors import CartfhirError, ExitCode, exit_code_epilog, exit_code_for
-from cartfhir.expectations.gx import expectation_column
 from cartfhir.exports import QUERY_FORMATS
-from cartfhir.extract.checks import parse_instant
 from cartfhir.logs import configure, log_event, use_command_line
-from cartfhir.multisite.pool import MEMORY_LIMIT
 from cartfhir.progress import Progress, make_progress
 from cartfhir.redact import redact
 from cartfhir.render import file_format, render_result, render_rows, terminal_width
@@ -39,6 +36,9 @@ from cartfhir.synth.profiles import available_profiles
 _state: dict = {"verbose": False, "log_format": "text", "human": False, "wait": 0.0,
                 "args": None}
 MemoryLimit = TypeAdapter(Annotated[str, Output.model_fields["memory_limit"]])
+# cartfhir.multisite.pool's MEMORY_LIMIT (a site's default), read here from the config so
+# that building the command line does not import the pool and the analysis behind it.
+POOL_MEMORY_LIMIT: str = Output.model_fields["memory_limit"].default
 
 config_option = click.option(
     "--config", "-c", "config", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
@@ -214,6 +214,8 @@ def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | N
 
 
 def _check_instant(text: str) -> None:
+    from cartfhir.extract.checks import parse_instant  # the extract stage's (fhir.resources)
+
     if parse_instant(text) is None:
         raise click.BadParameter(f"{text!r} is not a FHIR instant like 2024-01-01T00:00:00Z",
                                  param_hint="--since")
@@ -339,6 +341,8 @@ def validate_cmd(config: Path, list_suites: bool, as_json: bool) -> int:
     """
     cfg = api.load_config(config)
     if list_suites:
+        from cartfhir.expectations.gx import expectation_column  # pandas: when listing only
+
         rows = [[s.name, i, e["type"], expectation_column(e["kwargs"]) or "",
                  e.get("meta", {}).get("severity", "error")]
                 for s in api.load_suites(cfg) for i, e in enumerate(s.expectations)]
@@ -438,7 +442,7 @@ def export_site_cmd(config: Path, site_id: str, out: Path, date_shift: int, forc
 @click.option("--allow-unsigned", is_flag=True,
               help="Local testing only: accept packages without a signature (recorded in "
                    "meta.pool_package and the report).")
-@click.option("--memory-limit", default=MEMORY_LIMIT, show_default=True,
+@click.option("--memory-limit", default=POOL_MEMORY_LIMIT, show_default=True,
               callback=lambda ctx, param, value: _memory_limit(value),
               help="DuckDB's memory limit while pooling (as output.memory_limit at a site).")
 @click.option("--report-dir", type=click.Path(path_type=Path), default=None,

@@ -24,15 +24,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
-from cartfhir.analyze import registry as endpoint_registry
-from cartfhir.analyze.compare import TABLE as COMPARISON
-from cartfhir.analyze.compare import read_comparison, suppress_small_cells
-from cartfhir.analyze.registry import Endpoint
-from cartfhir.analyze.report import write_report
 from cartfhir.catalog.sidecars import load_sidecars
 from cartfhir.config import Analysis
 from cartfhir.db import quoted
@@ -42,6 +37,11 @@ from cartfhir.progress import NullProgress, Progress
 from cartfhir.results import ResultDict
 from cartfhir.runs import require_complete_transform
 from cartfhir.store import Store
+
+if TYPE_CHECKING:  # pandas, and scipy and matplotlib behind compare and report, load in analyze()
+    import pandas as pd
+
+    from cartfhir.analyze.registry import Endpoint
 
 
 @dataclass
@@ -73,6 +73,12 @@ def analyze(store: Store, settings: Analysis, *, out: Path, study: str,
     suppression). The sites are those in the cohort tables, so a pooled database
     needs no site config.
     """
+    # Imported here, not at the top: scipy and matplotlib cost every command ~1.5 s of
+    # start-up, and only the analysis needs them.
+    from cartfhir.analyze import registry as endpoint_registry
+    from cartfhir.analyze.compare import read_comparison, suppress_small_cells
+    from cartfhir.analyze.report import write_report
+
     progress = progress or NullProgress()
     started = time.perf_counter()
     with store.run(command, stage="analyze") as run:
@@ -141,6 +147,8 @@ def _withheld(table: str) -> bool:
 def _export(con: duckdb.DuckDBPyConnection, folder: Path, shown: pd.DataFrame,
             k: int | None, *, pooled: bool = False) -> list[Path]:
     """CSV and JSON of the analysis tables (the comparison with small cells suppressed)."""
+    from cartfhir.analyze.compare import TABLE as COMPARISON
+
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     frames = {}
