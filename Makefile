@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/land_ndjson.py
 	$(BIN)/python bench/extract_hapi.py
 	$(BIN)/python bench/transform.py
+	$(BIN)/python bench/end_to_end.py
 	$(BIN)/python bench/validate.py
 	$(BIN)/python bench/analyze.py
 	$(BIN)/python bench/spark.py

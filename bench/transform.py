@@ -84,8 +84,12 @@ def _partial_counts(sizes: dict[str, int], want: int) -> dict[str, int]:
     return counts
 
 
-def make_data(work: Path, observations: int, patients: int, seed: int) -> dict:
-    """Write the replicated cohort to ``work/data/<site>/``; return what was written."""
+def make_data(work: Path, observations: int, patients: int, seed: int, *,
+              fhiry_slice: bool = True) -> dict:
+    """Write the replicated cohort to ``work/data/<site>/``; return what was written.
+
+    ``fhiry_slice``: also write the slice the fhiry row reads (benches without it skip it).
+    """
     from cartfhir.synth import generate
 
     synth = work / "synth"
@@ -140,11 +144,12 @@ def make_data(work: Path, observations: int, patients: int, seed: int) -> dict:
     # sites (one block holds enough), split into one file per CPU for its process pool.
     take = _partial_counts(obs_sizes, min(FHIRY_SLICE, per_block, observations))
     sliced = [line for site in SITES for line in block[site].get("Observation", [])[:take[site]]]
-    slice_dir = work / "fhiry_slice"
-    slice_dir.mkdir(parents=True, exist_ok=True)
-    parts = max(1, os.cpu_count() or 1)
-    for i in range(parts):
-        (slice_dir / f"part-{i}.ndjson").write_bytes(b"".join(sliced[i::parts]))
+    if fhiry_slice:
+        slice_dir = work / "fhiry_slice"
+        slice_dir.mkdir(parents=True, exist_ok=True)
+        parts = max(1, os.cpu_count() or 1)
+        for i in range(parts):
+            (slice_dir / f"part-{i}.ndjson").write_bytes(b"".join(sliced[i::parts]))
     shutil.rmtree(synth)
     return {"replicas": replicas, "patients_per_block": patients, "written": written,
             "slice": len(sliced),
@@ -192,10 +197,11 @@ def _rusage() -> dict:
             "children_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
-def child_land(work: Path) -> dict:
+def child_land(work: Path, config_name: str = "config.json") -> dict:
+    """Land with ``work/<config_name>`` (other benches land with derived configs)."""
     from cartfhir.api import extract
 
-    config = _config(work / "config.json")
+    config = _config(work / config_name)
     started = time.perf_counter()
     result = extract(config, command="bench")
     seconds = time.perf_counter() - started
@@ -203,10 +209,11 @@ def child_land(work: Path) -> dict:
             **_rusage()}
 
 
-def child_transform(work: Path) -> dict:
+def child_transform(work: Path, config_name: str = "config.json") -> dict:
+    """Transform with ``work/<config_name>``; seconds, per-table figures, what was landed."""
     from cartfhir.api import transform
 
-    config = _config(work / "config.json")
+    config = _config(work / config_name)
     started = time.perf_counter()
     try:
         result = transform(config, command="bench")
@@ -272,14 +279,16 @@ def floor_sql(data: Path) -> str:
     """
 
 
-def child_floor(work: Path, memory_limit: str) -> dict:
+def child_floor(work: Path, memory_limit: str, sql: str | None = None) -> dict:
+    """Time ``sql`` (default: ``floor_sql``), which must create the table ``observation``,
+    in a fresh DuckDB file; other benches pass their own floor query."""
     import duckdb
 
     db = work / "floor.duckdb"
     db.unlink(missing_ok=True)
     started = time.perf_counter()
     con = duckdb.connect(str(db), config={"memory_limit": memory_limit})
-    con.execute(floor_sql(work / "data"))
+    con.execute(sql if sql is not None else floor_sql(work / "data"))
     rows = con.execute("SELECT count(*) FROM observation").fetchone()[0]
     con.close()
     seconds = time.perf_counter() - started
@@ -318,8 +327,12 @@ def _last_error(stderr: str) -> str:
     return lines[-1][:300]
 
 
-def run_child(role: str, work: Path, memory_limit: str) -> dict:
-    """Run one role in a fresh interpreter; its JSON figures plus the sampled peak RSS."""
+def run_child(role: str, work: Path, memory_limit: str, script: Path | None = None) -> dict:
+    """Run one role in a fresh interpreter; its JSON figures plus the sampled peak RSS.
+
+    The child is ``python <script> --child <role> --work <work> --memory-limit <limit>``
+    (default script: this file), so other benches reuse the runner for their own roles.
+    """
     try:
         import psutil
     except ImportError:  # then the child's own ru_maxrss is all there is
@@ -327,7 +340,7 @@ def run_child(role: str, work: Path, memory_limit: str) -> dict:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    command = [sys.executable, __file__, "--child", role, "--work", str(work),
+    command = [sys.executable, str(script or __file__), "--child", role, "--work", str(work),
                "--memory-limit", memory_limit]
     out_path, err_path = work / f"{role}.out", work / f"{role}.err"
     peak = 0
