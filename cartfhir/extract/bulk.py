@@ -31,7 +31,7 @@ import orjson
 import requests
 import urllib3
 
-from cartfhir.config import BulkSource, Site
+from cartfhir.config import LANDING_BATCH_ROWS, BulkSource, Site
 from cartfhir.db import apply_ddl
 from cartfhir.errors import CartfhirError, FhirServerError, SourceError
 from cartfhir.extract import state
@@ -96,7 +96,7 @@ class _FileDone:
 
 
 def export_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
-                validation: str = "full", batch_size: int = 5000, full: bool = False,
+                validation: str = "full", batch_size: int = LANDING_BATCH_ROWS, full: bool = False,
                 since: str | None = None, progress: Progress | None = None,
                 client: FhirClient | None = None, sleep=time.sleep,
                 limits: ReadLimits = DEFAULT_LIMITS) -> SiteReport:

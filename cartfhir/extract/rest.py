@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from cartfhir.config import FhirSource, ResourceQuery, Site
+from cartfhir.config import LANDING_BATCH_ROWS, FhirSource, ResourceQuery, Site
 from cartfhir.errors import CartfhirError, FhirServerError, SourceError
 from cartfhir.extract import state
 from cartfhir.extract.http import FhirClient, mask_url
@@ -234,7 +234,7 @@ def _lines(page: Page) -> Iterator[RawLine]:
 
 
 def pull_site(con: duckdb.DuckDBPyConnection, site: Site, run_id: str, *,
-              validation: str = "full", batch_size: int = 5000, full: bool = False,
+              validation: str = "full", batch_size: int = LANDING_BATCH_ROWS, full: bool = False,
               since: str | None = None, progress: Progress | None = None,
               client: FhirClient | None = None) -> SiteReport:
     """Pull one ``fhir`` site into raw.resources; return counts, status and provenance."""

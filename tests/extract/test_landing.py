@@ -1,0 +1,125 @@
+"""Landing batches: the write thread, the append path of a first landing, the paused collector."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from cartfhir.errors import DatabaseError
+from cartfhir.extract import create_tables, landing
+from cartfhir.extract.landing import gc_paused, land_folder
+
+
+def _observation(rid: str, version: int, value: float) -> str:
+    return json.dumps({
+        "resourceType": "Observation", "id": rid, "status": "final",
+        "meta": {"versionId": str(version),
+                 "lastUpdated": f"2024-05-0{version}T10:00:00Z"},
+        "code": {"text": "Hb"}, "valueQuantity": {"value": value, "unit": "g/dL"},
+    })
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect(str(tmp_path / "store.duckdb"))
+    create_tables(connection)
+    yield connection
+    connection.close()
+
+
+def _write_lines(folder: Path, lines: list[str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Observation.ndjson").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _stored(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(
+        "SELECT id, version_id, resource->>'$.valueQuantity.value' FROM raw.resources ORDER BY id"
+    ).fetchall()
+
+
+def test_later_batch_replaces_a_key_an_earlier_batch_of_the_same_landing_wrote(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    # 150 new keys in batches of 100, then obs-5 again with a newer version: the
+    # first batch is appended (nothing stored), the second must merge into it.
+    lines = [_observation(f"obs-{i}", 1, float(i)) for i in range(150)]
+    lines.append(_observation("obs-5", 2, 99.0))
+    lines.append(_observation("obs-7", 1, 7.0))  # the same copy again: unchanged
+    folder = _write_lines(tmp_path / "in", lines)
+
+    landed = land_folder(con, "s", folder, "run-1", validation="structural", batch_size=100)
+
+    counts = landed.counts["Observation"]
+    assert (counts["inserted"], counts["replaced"], counts["unchanged"]) == (150, 1, 1)
+    stored = _stored(con)
+    assert len(stored) == 150  # one row per key: the second batch did not append a twin
+    rows = {rid: (version, value) for rid, version, value in stored}
+    assert rows["obs-5"] == ("2", "99.0")
+
+
+def test_relanding_into_a_site_with_rows_merges(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    first = _write_lines(tmp_path / "a", [_observation("obs-1", 1, 1.0)])
+    land_folder(con, "s", first, "run-1", validation="structural")
+    second = _write_lines(tmp_path / "b", [_observation("obs-1", 2, 2.0),
+                                           _observation("obs-2", 1, 3.0)])
+
+    landed = land_folder(con, "s", second, "run-2", validation="structural")
+
+    counts = landed.counts["Observation"]
+    assert (counts["inserted"], counts["replaced"]) == (1, 1)
+    assert _stored(con) == [("obs-1", "2", "2.0"), ("obs-2", "1", "3.0")]
+
+
+def test_a_write_failing_in_the_write_thread_stops_landing_and_keeps_nothing_of_it(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = _write_lines(tmp_path / "a", [_observation("kept", 1, 1.0)])
+    land_folder(con, "s", before, "run-1", validation="structural")
+    calls = 0
+    real_run = landing._BatchWriter._run
+
+    def failing_second_write(self, sql: str, name: str, frame) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise duckdb.IOException("disk full")
+        real_run(self, sql, name, frame)
+
+    monkeypatch.setattr(landing._BatchWriter, "_run", failing_second_write)
+    lines = [_observation(f"obs-{i}", 1, float(i)) for i in range(350)]
+    folder = _write_lines(tmp_path / "b", lines)
+
+    with pytest.raises(DatabaseError, match="site 's'.*disk full"):
+        land_folder(con, "s", folder, "run-2", validation="structural", batch_size=100)
+
+    assert _stored(con) == [("kept", "1", "1.0")]  # the failed landing's batches rolled back
+    assert threads_named("cartfhir-landing") == []
+
+
+def threads_named(prefix: str) -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_gc_paused_restores_the_collector_as_it_was(enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert gc.isenabled() is enabled
+        with pytest.raises(RuntimeError), gc_paused():
+            raise RuntimeError("landing failed")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
