@@ -400,9 +400,22 @@ def check_for_landing(raw: bytes, validation: Validation) -> Landable | Rejected
     return Landable(result.resource_type, result.id, version, result.text)
 
 
-def check_chunk(raws: list[bytes], validation: Validation) -> list[Landable | Rejected]:
+class Checked(NamedTuple):
+    """What a check process sends back for an accepted line: a ``Landable`` without
+    its text, which the landing process holds already (half the bytes between them)."""
+
+    resource_type: str
+    id: str
+    version: Version
+
+
+def check_chunk(raws: list[bytes], validation: Validation) -> list[Checked | Rejected]:
     """Check many lines in one call: the unit of work sent to a worker process."""
-    return [check_for_landing(raw, validation) for raw in raws]
+    results: list[Checked | Rejected] = []
+    for raw in raws:
+        result = check_for_landing(raw, validation)
+        results.append(result if isinstance(result, Rejected) else Checked(*result[:3]))
+    return results
 
 
 class Lander:
@@ -431,7 +444,7 @@ class Lander:
         self._writer = _BatchWriter(con, site, run_id)
         self._pool = pool
         self._chunk: list[RawLine] = []
-        self._in_flight: deque[tuple[list[RawLine], Future[list[Landable | Rejected]]]] = deque()
+        self._in_flight: deque[tuple[list[RawLine], Future[list[Checked | Rejected]]]] = deque()
         self._rows: list[_Row] = []
         self._rejects: list[_Reject] = []
         self._counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -466,7 +479,12 @@ class Lander:
                 "re-run with fewer or no workers"
             ) from exc
         for line, result in zip(chunk, results, strict=True):
-            self._take(line, None if line.error else result)
+            if line.error:
+                self._take(line, None)
+            elif isinstance(result, Rejected):
+                self._take(line, result)
+            else:  # accepted lines are valid UTF-8: the JSON parser checked
+                self._take(line, Landable(*result, line.raw.decode("utf-8")))
 
     def _take(self, line: RawLine, result: Landable | Rejected | None) -> None:
         if result is None:  # found while reading: too long, or the file unreadable from here
