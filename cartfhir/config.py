@@ -415,8 +415,9 @@ class Landing(_Model):
     validation: Literal["full", "structural"] = Field(
         default="full",
         description=(
-            "full: every resource is validated against the FHIR R4B model; "
-            "structural: only JSON, resourceType and id are checked (faster)"
+            "full: the structural checks and the FHIR R4B model of each resource; "
+            "structural: JSON, resourceType, id and meta only (faster); "
+            "README 'What landing checks' lists both"
         ),
     )
     batch_size: int = Field(
