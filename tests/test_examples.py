@@ -134,7 +134,10 @@ def _result_attributes(tree: ast.Module) -> list[tuple[str, str]]:
 def _missing_attributes(used: list[tuple[str, str]]) -> list[str]:
     missing = []
     for function, attr in used:
-        result = typing.get_type_hints(getattr(api, function))["return"]
+        # api re-exports the stages' result types lazily (start-up): resolve hints through
+        # its public names, which load on first use.
+        public = {name: getattr(api, name) for name in api.__all__}
+        result = typing.get_type_hints(getattr(api, function), localns=public)["return"]
         names = set(dir(result))
         if dataclasses.is_dataclass(result):
             names |= {f.name for f in dataclasses.fields(result)}
