@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from cartfhir.extract import fhir_validate
 from cartfhir.extract.checks import (
     MAX_DEPTH,
     TOO_DEEP,
@@ -18,7 +19,6 @@ from cartfhir.extract.checks import (
     json_depth,
     keys_may_repeat,
     parse_instant,
-    resource_model,
 )
 from cartfhir.extract.page_keys import EnvelopeRepeat, repeated_entries
 
@@ -219,7 +219,7 @@ def test_a_recursion_error_in_validation_is_a_rejection(monkeypatch: pytest.Monk
     def too_deep(*args: object, **kwargs: object) -> None:
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(resource_model("Patient"), "model_validate", too_deep)
+    monkeypatch.setattr(fhir_validate, "object_check", lambda type_name: too_deep)
     assert rejected(line(resourceType="Patient", id="p1")).reason == (
         "fails FHIR R4B validation: nested too deeply to validate")
 

@@ -11,9 +11,11 @@ the fhir.resources version::
 
 The table maps a type name (a resource, a datatype, or a backbone element
 named as the models name it, e.g. ``ObservationComponent``) to its
-elements: ``name -> [type, repeats]``. A choice element appears under its
-FHIRPath name (``value``) with the list of its types, and under each JSON
-name (``valueQuantity``) with one type. Every resource (and only a resource)
+elements: ``name -> [type, repeats, required]`` (required: minimum cardinality
+at least 1, which full landing validation checks). A choice element appears
+under its FHIRPath name (``value``) with the list of its types (required when
+one of them must be given), and under each JSON name (``valueQuantity``) with
+one type (never required on its own). Every resource (and only a resource)
 has a ``resourceType`` element of type ``string``, as in FHIR JSON: that is how
 the engine tells a resource type from a datatype (``types.resource_types``).
 """
@@ -55,6 +57,8 @@ def _element_type(annotation: Any) -> tuple[str | None, bool]:
                 name = _lower_first(type(meta).__name__)
                 if name in PRIMITIVES:
                     return name, repeats
+                if name == "uuidVersion":  # uuid is pydantic's UUID4, not a fhir_core marker
+                    return "uuid", repeats
             pending.append(typing.get_args(hint)[0])
         elif origin in (list, typing.List):  # noqa: UP006 - the models use typing.List
             repeats = True
@@ -66,6 +70,18 @@ def _element_type(annotation: Any) -> tuple[str | None, bool]:
         elif isinstance(hint, type) and hint.__name__.endswith("Type"):
             return hint.__name__[: -len("Type")], repeats
     return None, repeats
+
+
+def _required(field: Any, extra: dict[str, Any]) -> bool:
+    """Whether an element has minimum cardinality 1 (choice types: see ``build``).
+
+    The models declare a required complex element as a required field, and a
+    required primitive as optional with ``element_required`` (its value may be
+    replaced by an extension in ``_name``).
+    """
+    if extra.get("one_of_many"):
+        return False
+    return bool(field.is_required() or extra.get("element_required") is True)
 
 
 def build() -> dict[str, dict[str, list[Any]]]:
@@ -83,6 +99,7 @@ def build() -> dict[str, dict[str, list[Any]]]:
                 continue
             elements: dict[str, list[Any]] = {}
             choices: dict[str, list[str]] = {}
+            required_choices: set[str] = set()
             for field in cls.model_fields.values():
                 alias = field.alias or ""
                 if not alias or alias.startswith("_") or alias == "fhir_comments":
@@ -90,16 +107,18 @@ def build() -> dict[str, dict[str, list[Any]]]:
                 fhir_type, repeats = _element_type(field.annotation)
                 if fhir_type is None:
                     continue
-                elements[alias] = [fhir_type, repeats]
                 extra = field.json_schema_extra if isinstance(field.json_schema_extra,
                                                               dict) else {}
+                elements[alias] = [fhir_type, repeats, _required(field, extra)]
                 choice = extra.get("one_of_many")
                 if isinstance(choice, str):
                     choices.setdefault(choice, []).append(fhir_type)
+                    if extra.get("one_of_many_required") is True:
+                        required_choices.add(choice)
             for name, types in choices.items():
-                elements[name] = [sorted(set(types)), False]
+                elements[name] = [sorted(set(types)), False, name in required_choices]
             if issubclass(cls, resource):
-                elements["resourceType"] = ["string", False]
+                elements["resourceType"] = ["string", False, True]
             if elements:
                 table[cls.__name__] = dict(sorted(elements.items()))
     return dict(sorted(table.items()))

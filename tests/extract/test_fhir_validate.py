@@ -1,0 +1,397 @@
+"""fhir_validate against the fhir.resources R4B models: the same accept/reject decisions.
+
+The differential corpus: the synthetic cohort of every site profile (with its
+injected bad lines and bundles), the resources of the SQL-on-FHIR conformance
+fixtures, and seeded mutations of both (required elements dropped, unknown keys,
+kinds swapped, lists wrapped and unwrapped, dates, codes and ids broken, a
+second type of a choice, nested resources). Where the two disagree, the FHIR
+R4B specification decides: every such case is listed in ``SPEC_CASES`` with
+its reason, checked on its own, and recognised in the differential run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from cartfhir.extract.checks import MAX_DEPTH, json_depth, resource_model
+from cartfhir.extract.fhir_validate import (
+    is_resource_type,
+    validation_problem,
+)
+from cartfhir.synth import generate
+from cartfhir.synth.profiles import available_profiles
+from cartfhir.transform.sof.types import element_table
+
+FIXTURES = Path(__file__).parents[1] / "data" / "sof-conformance"
+# Another seed explores other mutants: CARTFHIR_FUZZ_SEED=7 pytest <this file>
+SEED = int(os.environ.get("CARTFHIR_FUZZ_SEED", "15"))
+MUTANTS_PER_RESOURCE = 6
+
+
+# --- the reference: fhir.resources -------------------------------------------------
+
+
+def model_accepts(resource: dict[str, Any]) -> bool:
+    """The old 'full' decision: does the fhir.resources R4B model take ``resource``?"""
+    model = resource_model(resource["resourceType"])
+    assert model is not None
+    try:
+        model.model_validate(resource)
+    except (ValidationError, ValueError, TypeError, KeyError, AttributeError):
+        # KeyError (a contained resource of unknown type) and AttributeError (a JSON
+        # number in a string for _name) escape the models unwrapped: 'full' crashed.
+        return False
+    return True
+
+
+def accepts(resource: dict[str, Any]) -> bool:
+    return validation_problem(resource["resourceType"], resource) is None
+
+
+# --- where the models are laxer (or stricter) than R4B, and R4B decides --------------
+
+def patient(**elements: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": "p1", **elements}
+
+
+def observation(**elements: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": "o1", "status": "final",
+            "code": {"text": "Hb"}, **elements}
+
+
+# (resource, what R4B says: valid?, why). The models decide the other way.
+SPEC_CASES: list[tuple[dict[str, Any], bool, str]] = [
+    (patient(active="true"), False,
+     "boolean is a JSON true/false; the models coerce the strings 'true'/'false'"),
+    (patient(active=1), False, "boolean is a JSON true/false; the models coerce 0 and 1"),
+    (patient(multipleBirthInteger=2.0), False,
+     "integer is a JSON number without fraction or exponent; the models take 2.0"),
+    (patient(multipleBirthInteger="2"), False,
+     "integer is a JSON number, not a string; the models parse '2'"),
+    (patient(multipleBirthInteger=True), False,
+     "integer is a JSON number; the models take true as 1"),
+    (observation(valueQuantity={"value": "1.5"}), False,
+     "decimal is a JSON number, not a string; the models parse '1.5'"),
+    (patient(birthDate=1672531200), False,
+     "date is a JSON string; the models read a number as a Unix time (at midnight)"),
+    (observation(effectiveDateTime=1676444820), False,
+     "dateTime is a JSON string; the models read a number as a Unix time"),
+    (observation(issued=1676444820.5), False,
+     "instant is a JSON string; the models read a number as a Unix time"),
+    (observation(code='{"text": "Hb"}'), False,
+     "a complex element is a JSON object; the models parse a string holding JSON"),
+    (patient(photo=[{"title": "x", "data": "AAAA", "contentType": "text/plain",
+                     "language": "en", "url": "http://a.example/p"}],
+             text={"status": "generated", "div": ""}), False,
+     "xhtml: a primitive's string is never empty; the models accept ''"),
+    (patient(telecom=[{"system": "url", "value": "http://a.example/x y"}]), True,
+     "ContactPoint.value is a string, where spaces are fine (control case)"),
+    (patient(identifier=[{"system": "http://a.example/ x"}]), False,
+     "uri matches \\S* (no whitespace); the models accept any string"),
+    (patient(identifier=[{"system": ""}]), False,
+     "uri: a primitive's string is never empty; the models accept ''"),
+    (patient(contained=[{"resourceType": "Patient", "id": "c" * 65}]), False,
+     "id is at most 64 characters; the models allow 255"),
+    (patient(contained=[{"id": "c1"}]), False,
+     "a contained resource names its resourceType; the models check it as a bare Resource"),
+    (observation(code=None), False,
+     "a required element (min 1) given as null is missing; the models take null as a value"),
+    (patient(meta={"versionId": "v" * 65}), False,
+     "meta.versionId is an id: at most 64 characters; the models allow 255"),
+    (patient(extension=[{"url": "http://a.example/x", "valueBoolean": True,
+                         "_valueBoolean": {"id": "e1"}}]), True,
+     "an extension's primitive value may have its own _value extension object, as every "
+     "primitive in FHIR JSON; the models refuse _value* in Extension"),
+    (patient(fhir_comments=["a comment"]), False,
+     "fhir_comments is not an R4B element (it was DSTU2 JSON); the models allow it"),
+    (patient(photo=[{"url": "not a url"}]), False,
+     "url matches \\S* (no whitespace); the models accept a relative path with spaces"),
+]
+
+
+def known_disagreement(resource: dict[str, Any]) -> str | None:
+    """The reason from ``SPEC_CASES`` that explains why the two differ on ``resource``."""
+    for finder in _FINDERS:
+        reason = finder(resource)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _typed_values(resource: dict[str, Any]) -> Iterator[tuple[str, Any, str]]:
+    """(FHIR type, value, key) of every element in ``resource``, as the table types them;
+    a required element given as null comes as type 'required'."""
+    table = element_table()
+    stack: list[tuple[str, Any]] = [(resource.get("resourceType", ""), resource)]
+    while stack:
+        type_name, obj = stack.pop()
+        if not isinstance(obj, dict) or type_name not in table:
+            continue
+        for key, value in obj.items():
+            entry = table[type_name].get(key.removeprefix("_"))
+            if entry is None or isinstance(entry[0], list):
+                yield "", value, key
+                continue
+            fhir_type = "FHIRPrimitiveExtension" if key.startswith("_") else entry[0]
+            if value is None and entry[2] and not key.startswith("_"):
+                yield "required", value, key
+            if type_name == "Extension" and key.startswith("_"):
+                yield "Extension._value", value, key
+            for item in value if isinstance(value, list) else [value]:
+                yield fhir_type, item, key
+                if fhir_type == "Resource" and isinstance(item, dict):
+                    stack.append((str(item.get("resourceType", "Resource")), item))
+                elif isinstance(item, dict):
+                    stack.append((fhir_type, item))
+
+
+STRING_KINDS = frozenset({"string", "code", "id", "uri", "url", "canonical", "markdown",
+                          "oid", "xhtml", "date", "dateTime", "instant", "time",
+                          "base64Binary"})
+URI_KINDS = frozenset({"uri", "url", "canonical"})
+# The kinds whose pattern in the models matches '' (the others reject it, as R4B does).
+EMPTY_OK = URI_KINDS | {"markdown", "xhtml"}
+
+
+def _find(check: Callable[[str, Any, str], bool], reason: str) -> Callable[
+        [dict[str, Any]], str | None]:
+    def finder(resource: dict[str, Any]) -> str | None:
+        hit = any(check(t, v, k) for t, v, k in _typed_values(resource))
+        return reason if hit else None
+    return finder
+
+
+_FINDERS = [
+    _find(lambda t, v, k: t == "boolean" and type(v) is not bool, "lax boolean"),
+    _find(lambda t, v, k: t in ("integer", "positiveInt", "unsignedInt")
+          and type(v) is not int, "lax integer"),
+    _find(lambda t, v, k: t == "decimal" and type(v) not in (int, float), "lax decimal"),
+    _find(lambda t, v, k: t in STRING_KINDS and type(v) is not str, "lax string kind"),
+    _find(lambda t, v, k: t in EMPTY_OK and v == "", "empty string"),
+    _find(lambda t, v, k: t in URI_KINDS and isinstance(v, str) and any(
+        c.isspace() for c in v), "whitespace in a uri"),
+    _find(lambda t, v, k: t not in STRING_KINDS and t not in ("boolean", "decimal")
+          and isinstance(v, str) and t != "", "string for an object"),
+    _find(lambda t, v, k: t == "Resource" and isinstance(v, dict) and not is_resource_type(
+        str(v.get("resourceType"))), "nested resource without a known type"),
+    _find(lambda t, v, k: k == "fhir_comments", "fhir_comments"),
+    _find(lambda t, v, k: t == "id" and isinstance(v, str) and 64 < len(v) <= 255,
+          "id longer than 64"),
+    _find(lambda t, v, k: t == "required", "required element null"),
+    _find(lambda t, v, k: t == "Extension._value", "Extension._value[x]"),
+]
+
+
+@pytest.mark.parametrize(("resource", "valid", "reason"), SPEC_CASES,
+                         ids=[reason[:50] for _, _, reason in SPEC_CASES])
+def test_where_the_models_differ_r4b_decides(resource: dict[str, Any], valid: bool,
+                                             reason: str) -> None:
+    assert accepts(resource) is valid, validation_problem(resource["resourceType"], resource)
+    if "control case" not in reason:
+        assert model_accepts(resource) is not valid, "the models now agree: drop the case"
+        assert known_disagreement(resource) is not None
+
+
+def test_a_contained_resource_of_unknown_type_is_a_rejection_not_a_crash() -> None:
+    """The models raise KeyError for it, which 'full' did not catch: the check crashed."""
+    resource = patient(contained=[{"resourceType": "NotAType", "id": "c1"}])
+    assert validation_problem("Patient", resource) == (
+        "fails FHIR R4B validation: contained[0].resourceType: unknown resourceType 'NotAType'")
+    with pytest.raises(KeyError):
+        resource_model("Patient").model_validate(resource)  # type: ignore[union-attr]
+
+
+# --- the corpus -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Every resource of a small synthetic cohort over all site profiles, bad lines too."""
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, patients=6, seed=SEED, sites=available_profiles(), bad_rate=0.2,
+             bundles=False)
+    generate(out / "bundled", patients=3, seed=SEED, sites=available_profiles()[:1],
+             bundles=True)
+    found = []
+    for path in sorted(out.rglob("*.ndjson")):
+        for raw in path.read_bytes().splitlines():
+            found.extend(_resources_of(raw))
+    return found
+
+
+def _resources_of(raw: bytes) -> list[dict[str, Any]]:
+    """The resource on a line (none when it is not JSON, not a resource, or too deep)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    if (not isinstance(value, dict) or not isinstance(value.get("resourceType"), str)
+            or not is_resource_type(value["resourceType"])
+            or json_depth(value) > MAX_DEPTH):
+        return []
+    return [value]
+
+
+def fixture_resources() -> list[dict[str, Any]]:
+    """The resources of the SQL-on-FHIR conformance fixtures (R4, all valid R4B too)."""
+    found = []
+    for path in sorted(FIXTURES.glob("*.json")):
+        for resource in json.loads(path.read_text()).get("resources", []):
+            found.extend(_resources_of(orjson.dumps(resource)))
+    return found
+
+
+# --- the mutation fuzzer ----------------------------------------------------------------
+
+KIND_SWAPS: list[Any] = ["x", "", "true", "5", "1.5", "2023-02-30", 5, 0, -1, 2**31, 1.5,
+                         True, False, {}, {"a": 1}, {"id": "e"}, [], [1], ["x"], [None],
+                         [{}], None]
+BROKEN_STRINGS = ["2023-02-30", "2023-13-01", "2023-02-15T06:07:00", "2023-02-15T24:00:00Z",
+                  "2023-02-15T06:07:00+14:30", "0000-01-01", "2016-12-31T23:59:60Z",
+                  "2024-02-29", "12:30:00", "25:00:00", " final", "a  b", "a b", "x" * 65,
+                  "urn:oid:1.2.3", "urn:oid:3.4", "not a uri", "AAAA", "AAA=", "@@@@",
+                  "2023", "2023-02", "2023-02-15T06:07:00.123456789Z"]
+NESTED = [{"resourceType": "Patient", "id": "c1"}, {"resourceType": "Patient"},
+          {"resourceType": "Observation", "id": "c2"}, {"id": "c3"},
+          {"resourceType": "Nope", "id": "c4"}, {"resourceType": "Resource", "id": "c5"},
+          {"resourceType": "Patient", "id": "c6", "gender": 5}]
+
+
+def _places(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every path to a value inside ``value`` (the root excluded)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if path == () and key == "resourceType":
+                continue
+            yield (*path, key)
+            yield from _places(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield (*path, index)
+            yield from _places(item, (*path, index))
+
+
+def _parent(resource: Any, path: tuple[Any, ...]) -> Any:
+    for step in path[:-1]:
+        resource = resource[step]
+    return resource
+
+
+def _objects(resource: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [()] + [p for p in _places(resource) if isinstance(_get(resource, p), dict)]
+
+
+def _get(resource: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        resource = resource[step]
+    return resource
+
+
+def _choice_sibling(rng: random.Random, obj: dict[str, Any]) -> None:
+    """Add a second type of a choice element ``obj`` already has one type of."""
+    for key in list(obj):
+        for prefix in ("value", "effective", "onset", "abatement", "performed", "deceased",
+                       "multipleBirth", "occurrence", "medication", "timing"):
+            if key.startswith(prefix) and key != prefix and key[len(prefix)].isupper():
+                obj[prefix + rng.choice(["String", "Boolean", "DateTime", "Period"])] = (
+                    copy.deepcopy(obj[key]) if rng.random() < 0.3 else "x")
+                return
+
+
+def mutate(rng: random.Random, original: dict[str, Any]) -> dict[str, Any]:
+    """One random damage to a copy of ``original`` (which it leaves alone)."""
+    resource = copy.deepcopy(original)
+    places = list(_places(resource))
+    kind = rng.choice(["drop", "unknown", "swap", "wrap", "unwrap", "break", "choice",
+                       "contained", "null"])
+    if kind == "drop" and places:
+        path = rng.choice(places)
+        del _parent(resource, path)[path[-1]]
+    elif kind == "unknown":
+        obj = _get(resource, rng.choice(_objects(resource)))
+        obj[rng.choice(["extra", "_extra", "_id", "_status", "fhir_comments", "value",
+                        "Value", "resourceType"])] = rng.choice(["x", 1, {}, {"extension": []}])
+    elif kind in ("swap", "null") and places:
+        path = rng.choice(places)
+        _parent(resource, path)[path[-1]] = (None if kind == "null"
+                                             else copy.deepcopy(rng.choice(KIND_SWAPS)))
+    elif kind == "wrap" and places:
+        path = rng.choice(places)
+        holder = _parent(resource, path)
+        holder[path[-1]] = [holder[path[-1]]]
+    elif kind == "unwrap":
+        lists = [p for p in places if isinstance(_get(resource, p), list)]
+        if lists:
+            path = rng.choice(lists)
+            items = _get(resource, path)
+            _parent(resource, path)[path[-1]] = items[0] if items else None
+    elif kind == "break":
+        strings = [p for p in places if isinstance(_get(resource, p), str)]
+        if strings:
+            path = rng.choice(strings)
+            _parent(resource, path)[path[-1]] = rng.choice(BROKEN_STRINGS)
+    elif kind == "choice":
+        _choice_sibling(rng, _get(resource, rng.choice(_objects(resource))))
+    elif kind == "contained":
+        nested = copy.deepcopy(rng.choice([*NESTED, original]))
+        if rng.random() < 0.5 and nested is not original:
+            nested = mutate(rng, nested) if "resourceType" in nested and is_resource_type(
+                str(nested["resourceType"])) else nested
+        resource.setdefault("contained", [])
+        if isinstance(resource["contained"], list):
+            resource["contained"].append(nested)
+    return resource
+
+
+def corpus(base: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``base`` and, seeded, ``MUTANTS_PER_RESOURCE`` mutants of each (some twice damaged)."""
+    rng = random.Random(SEED)
+    for resource in base:
+        yield resource
+        for _ in range(MUTANTS_PER_RESOURCE):
+            mutant = mutate(rng, resource)
+            yield mutate(rng, mutant) if rng.random() < 0.25 else mutant
+
+
+def disagreements(resources: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bool]]:
+    """The resources the two validators decide differently, with the new decision,
+    leaving out those a case of ``SPEC_CASES`` explains."""
+    found = []
+    for resource in corpus(resources):
+        resource_type = resource.get("resourceType")
+        if (json_depth(resource) > MAX_DEPTH or not isinstance(resource_type, str)
+                or not is_resource_type(resource_type)):
+            continue  # check_line rejects these before validation
+        new = accepts(resource)
+        if new != model_accepts(resource) and known_disagreement(resource) is None:
+            found.append((resource, new))
+    return found
+
+
+def _show(found: list[tuple[dict[str, Any], bool]]) -> str:
+    return "\n".join(f"new accepts={new}: {orjson.dumps(r).decode()[:400]}"
+                     for r, new in found[:5])
+
+
+def test_same_decisions_on_the_synthetic_cohort_and_its_mutants(
+        synthetic: list[dict[str, Any]]) -> None:
+    assert len(synthetic) > 100
+    found = disagreements(synthetic[::3])
+    assert not found, _show(found)
+
+
+def test_same_decisions_on_the_fixtures_and_their_mutants() -> None:
+    resources = fixture_resources()
+    assert len(resources) > 20
+    found = disagreements(resources)
+    assert not found, _show(found)
