@@ -64,22 +64,37 @@ valued AS (
            END AS unit_original
     FROM qualified
 ),
+reported_units AS (
+    -- The columns a unit is read from, distinct: few combinations, however many records.
+    SELECT value_unit, value_unit_code, value_string, reference_low_unit,
+           reference_low_unit_code, reference_high_unit, reference_high_unit_code
+    FROM flat.observation
+    UNION
+    SELECT value_unit, value_unit_code, value_string, reference_low_unit,
+           reference_low_unit_code, reference_high_unit, reference_high_unit_code
+    FROM flat.observation_component
+),
 spellings AS (
-    -- Unit strings are few; turn each distinct one into a conversion once, not per row.
-    SELECT DISTINCT unit_group, unit FROM (
-        SELECT unit_group, unit_original AS unit FROM valued
-        UNION ALL
-        SELECT unit_group, coalesce(nullif(reference_low_unit_code, ''),
-                                    nullif(reference_low_unit, ''), unit_original) FROM valued
-        UNION ALL
-        SELECT unit_group, coalesce(nullif(reference_high_unit_code, ''),
-                                    nullif(reference_high_unit, ''), unit_original) FROM valued)
+    -- Every unit string a record can use (its unit, the unit in a text value, its reference
+    -- range's units, a qualitative result's canonical unit), from distinct values, so each
+    -- becomes a conversion once, not per row.
+    SELECT DISTINCT unit FROM (
+        SELECT value_unit AS unit FROM reported_units
+        UNION ALL SELECT value_unit_code FROM reported_units
+        UNION ALL SELECT value_unit(value_string) FROM reported_units
+        UNION ALL SELECT reference_low_unit FROM reported_units
+        UNION ALL SELECT reference_low_unit_code FROM reported_units
+        UNION ALL SELECT reference_high_unit FROM reported_units
+        UNION ALL SELECT reference_high_unit_code FROM reported_units
+        UNION ALL SELECT canonical_unit FROM ref.concept)
     WHERE unit IS NOT NULL
 ),
 conversion AS (
-    SELECT s.unit_group, s.unit, u.factor, u.offset
+    -- A spelling's conversion in each unit group that knows it; a record takes its own
+    -- group's.
+    SELECT u.unit_group, s.unit, u.factor, u.offset
     FROM spellings AS s
-    JOIN ref.unit AS u ON u.unit_group = s.unit_group AND u.unit_key = unit_key(s.unit)
+    JOIN ref.unit AS u ON u.unit_key = unit_key(s.unit)
 ),
 converted AS (
     SELECT v.*, u.factor, u.offset,

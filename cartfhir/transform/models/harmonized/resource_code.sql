@@ -13,8 +13,18 @@ WITH all_codes AS (
     UNION ALL
     SELECT site, 'MedicationAdministration', medication_administration_id, code_text, codings
     FROM flat.medication_administration
+),
+signatures AS (
+    -- Codes are few (a handful per million records): each distinct one is keyed and hashed
+    -- once, not once a record. code.text absent or empty hashes alike.
+    SELECT site, resource_type, text_key, codings,
+           md5(concat_ws('|', site, resource_type, text_key, codings_key(codings))) AS signature
+    FROM (SELECT DISTINCT site, resource_type, coalesce(code_text, '') AS text_key,
+                 coalesce(codings, empty_list()) AS codings
+          FROM all_codes) AS codes
 )
-SELECT site, resource_type, resource_id, code_text, coalesce(codings, empty_list()) AS codings,
-       md5(concat_ws('|', site, resource_type, coalesce(code_text, ''),
-                     codings_key(coalesce(codings, empty_list())))) AS signature
-FROM all_codes
+SELECT a.site, a.resource_type, a.resource_id, a.code_text, s.codings, s.signature
+FROM all_codes AS a
+JOIN signatures AS s
+  ON s.site = a.site AND s.resource_type = a.resource_type
+ AND s.text_key = coalesce(a.code_text, '') AND s.codings = coalesce(a.codings, empty_list())
