@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import json
 import re
 from calendar import monthrange
 from collections.abc import Callable
 from functools import cache
 from math import isfinite
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -202,18 +205,31 @@ PRIMITIVES: dict[str, PrimitiveCheck] = {
 # ---------------------------------------------------------------- the table
 
 
+# Written by cartfhir/transform/sof/fhir_types_build.py, read there by types.element_table.
+# Read here from its path: importing cartfhir.transform (pandas, DuckDB...) would
+# cost every check process more than the table.
+TABLE_FILE = Path(__file__).parents[1] / "transform" / "sof" / "fhir_types.json.gz"
+
+
 @cache
 def _table() -> dict[str, dict[str, list[Any]]]:
-    """The R4B element table (one place for each element's type, cardinality)."""
-    from cartfhir.transform.sof.types import element_table
-    return element_table()
+    """The R4B element table: type -> element -> [type or choice types, repeats, required]."""
+    table: dict[str, dict[str, list[Any]]] = json.loads(gzip.decompress(TABLE_FILE.read_bytes()))
+    return table
 
 
 @cache
 def is_resource_type(name: str) -> bool:
     """Whether ``name`` is a concrete R4B resource type (not Resource, DomainResource)."""
     elements = _table().get(name)
-    return elements is not None and "resourceType" in elements and name not in _ABSTRACT
+    return elements is not None and _names_a_resource(elements) and name not in _ABSTRACT
+
+
+def _names_a_resource(elements: dict[str, list[Any]]) -> bool:
+    """Whether a type's elements are a resource's: the table gives every resource a
+    ``resourceType`` of type string (ExampleScenarioInstance has a real element
+    ``resourceType``, a code)."""
+    return elements.get("resourceType", [None])[0] == "string"
 
 
 def _add(errors: list[Error] | None, more: list[Error]) -> list[Error]:
@@ -353,12 +369,12 @@ class _Compiled:
                 if required:
                     self.required_choices.append(name)
                 continue
-            if name == "resourceType":
+            if name == "resourceType" and _names_a_resource(elements):
                 continue  # checked by whoever chose this type from it
             is_primitive = fhir_type in PRIMITIVES
             self.checks[name] = (_element_check(fhir_type, repeats) if is_primitive
                                  else _deferred(self.checks, name, fhir_type, repeats,
-                                                memo="resourceType" in elements))
+                                                memo=_names_a_resource(elements)))
             if is_primitive and not _is_attribute(type_name, name):
                 self.checks["_" + name] = (_many(_primitive_extension, False) if repeats
                                            else _primitive_extension)
@@ -366,7 +382,7 @@ class _Compiled:
                 self.required.append((name, is_primitive))
         self.choice_keys = frozenset(k for keys in self.choices.values() for k in keys)
         self.choice_of = {k: name for name, keys in self.choices.items() for k in keys}
-        self.is_resource = "resourceType" in elements
+        self.is_resource = _names_a_resource(elements)
 
 
 def _is_attribute(type_name: str, name: str) -> bool:

@@ -15,6 +15,8 @@ import copy
 import json
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
+from cartfhir.extract import fhir_validate
 from cartfhir.extract.checks import MAX_DEPTH, json_depth, resource_model
 from cartfhir.extract.fhir_validate import (
     is_resource_type,
@@ -449,3 +452,35 @@ def test_nesting_to_the_depth_limit_validates_without_recursion_trouble() -> Non
     for _ in range((MAX_DEPTH - 2) // 2):
         contained = patient(contained=[contained])
     assert validation_problem("Patient", contained) is None
+
+
+# --- one table, cheap in every check process ---------------------------------------
+
+
+def test_the_validator_reads_the_element_table_of_the_sql_engine() -> None:
+    assert fhir_validate._table() == element_table()
+
+
+def test_the_resource_types_are_those_the_models_know() -> None:
+    for name in element_table():
+        assert is_resource_type(name) is (resource_model(name) is not None), name
+
+
+def test_a_check_process_validates_without_the_models_or_the_transform_stage() -> None:
+    """check_chunk runs in spawned processes: each builds what it needs on first use."""
+    code = (
+        "import sys, time\n"
+        "from cartfhir.extract.checks import check_line, Accepted\n"
+        "start = time.perf_counter()\n"
+        "line = b'{\"resourceType\":\"Observation\",\"id\":\"o\",\"status\":\"final\","
+        "\"code\":{\"text\":\"Hb\"}}'\n"
+        "assert isinstance(check_line(line, 'full'), Accepted)\n"
+        "print(time.perf_counter() - start)\n"
+        "heavy = ('fhir', 'fhir_core', 'cartfhir.transform')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=120)
+    first_line_seconds, loaded = done.stdout.splitlines()
+    assert loaded == "[]"
+    assert float(first_line_seconds) < 1.0  # the table and a few types: milliseconds
