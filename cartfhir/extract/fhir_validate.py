@@ -103,6 +103,11 @@ def _kind(value: Any) -> str:
 
 
 def _string(value: Any) -> str | None:
+    """string, markdown, xhtml: any characters, but at least one.
+
+    R4B's string regex [ \\r\\n\\t\\S]+ is an XML Schema regex, where \\S is any
+    character but space, tab, CR and LF: every non-empty string matches.
+    """
     if type(value) is str:
         return None if value else EMPTY_STRING
     return NOT_A_STRING
@@ -164,13 +169,17 @@ def _boolean(value: Any) -> str | None:
 
 
 def _base64(value: Any) -> str | None:
-    """base64Binary: what Python's base64 decoder takes (the R4B regex omits '/')."""
+    """base64Binary: the base64 alphabet with its padding, whitespace allowed between.
+
+    The R4B regex, (\\s*([0-9a-zA-Z\\+\\=]){4}\\s*)+, leaves out '/' by mistake (R5
+    has it); the models decode leniently, skipping any character outside the alphabet.
+    """
     if type(value) is not str:
         return NOT_A_STRING
     if not value:
         return EMPTY_STRING
     try:
-        base64.b64decode(value.encode("ascii"), validate=False)
+        base64.b64decode("".join(value.split()).encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, ValueError):
         return "Base64 decoding failed (not base64Binary)"
     return None

@@ -115,6 +115,24 @@ SPEC_CASES: list[tuple[dict[str, Any], bool, str]] = [
                          "_valueBoolean": {"id": "e1"}}]), True,
      "an extension's primitive value may have its own _value extension object, as every "
      "primitive in FHIR JSON; the models refuse _value* in Extension"),
+    (observation(code={"text": "Hb", "resourceType": "CodeableConcept"}), False,
+     "resourceType is a key of resources only; the models drop it from any object "
+     "when it is null or names the object's own type"),
+    (observation(meta={"resourceType": None}), False,
+     "resourceType is a key of resources only, null or not"),
+    (patient(name=[{"text": "\u00a0"}]), True,
+     "string: R4B's [ \\r\\n\\t\\S]+ is an XML Schema regex, where \\S is all but "
+     "space, tab, CR, LF: a no-break space is content; the models' Unicode \\s refuses it"),
+    (patient(photo=[{"data": "@@@@"}]), False,
+     "base64Binary is the base64 alphabet; the models skip characters outside it"),
+    (patient(photo=[{"data": "ééé="}]), False,
+     "base64Binary is the base64 alphabet (ASCII); the models skip characters outside it"),
+    (patient(extension=[{"url": "http://a.example/x",
+                         "valueUuid": "53fefa32-fcbb-4ff8-8a92-55ee120877b7"}]), False,
+     "uuid is written urn:uuid:...; the models take a bare UUID"),
+    (patient(extension=[{"url": "http://a.example/x",
+                         "valueUuid": "urn:uuid:53fefa32-fcbb-1ff8-8a92-55ee120877b7"}]), True,
+     "uuid is any RFC 4122 UUID; the models take version 4 only"),
     (patient(fhir_comments=["a comment"]), False,
      "fhir_comments is not an R4B element (it was DSTU2 JSON); the models allow it"),
     (patient(photo=[{"url": "not a url"}]), False,
@@ -188,6 +206,10 @@ _FINDERS = [
     _find(lambda t, v, k: t == "Resource" and isinstance(v, dict) and not is_resource_type(
         str(v.get("resourceType"))), "nested resource without a known type"),
     _find(lambda t, v, k: k == "fhir_comments", "fhir_comments"),
+    _find(lambda t, v, k: t in ("base64Binary", "uuid"), "base64Binary or uuid"),
+    _find(lambda t, v, k: t in ("string", "markdown") and isinstance(v, str)
+          and not v.strip() and v.strip(" \t\r\n") != "", "Unicode space in a string"),
+    _find(lambda t, v, k: k == "resourceType" and t == "", "resourceType in an element"),
     _find(lambda t, v, k: t == "id" and isinstance(v, str) and 64 < len(v) <= 255,
           "id longer than 64"),
     _find(lambda t, v, k: t == "required", "required element null"),
