@@ -421,8 +421,10 @@ def _choice_errors(compiled: _Compiled, obj: dict[str, Any]) -> list[Error]:
             errors.append(((), f"only one type of {name}[x] may be given "
                                f"(got {', '.join(given)})"))
         elif not given and name in compiled.required_choices:
-            errors.append(((), f"one type of {name}[x] is required "
-                               f"(one of {', '.join(keys)})"))
+            errors.append(((), f"{name}[x] is required: give one of its types "
+                               f"({', '.join(keys[:3])}... {len(keys)} in all)"
+                           if len(keys) > 4 else
+                           f"{name}[x] is required: give one of {', '.join(keys)}"))
     return errors
 
 
