@@ -36,6 +36,7 @@ import binascii
 import gzip
 import json
 import re
+import sys
 from calendar import monthrange
 from collections.abc import Callable
 from functools import cache
@@ -113,14 +114,32 @@ def _string(value: Any) -> str | None:
     return NOT_A_STRING
 
 
+_KNOWN_GOOD_MAX = 4096
+_KNOWN_GOOD_LONGEST = 256  # characters: hostile input cannot make the set large
+
+
 def _pattern(regex: re.Pattern[str], message: str) -> PrimitiveCheck:
-    """A string primitive whose whole value must match ``regex``."""
+    """A string primitive whose whole value must match ``regex``.
+
+    Codes, systems and ids repeat from resource to resource: the values that
+    matched are remembered (short ones, up to ``_KNOWN_GOOD_MAX``, then all
+    forgotten at once), a set lookup being cheaper than the regex.
+    """
     fullmatch = regex.fullmatch
+    known_good: set[str] = set()
 
     def check(value: Any) -> str | None:
         if type(value) is not str:
             return NOT_A_STRING
-        return None if fullmatch(value) else message
+        if value in known_good:
+            return None
+        if not fullmatch(value):
+            return message
+        if len(value) <= _KNOWN_GOOD_LONGEST:
+            if len(known_good) >= _KNOWN_GOOD_MAX:
+                known_good.clear()
+            known_good.add(value)
+        return None
     return check
 
 
@@ -294,32 +313,35 @@ def _element_check(type_name: str, repeats: bool) -> Check:
 
 # Verdicts on the complex elements of resources, by their JSON text: lab results
 # repeat the same code, category and unit over and over, so most are checked once.
-_MEMO_MAX_ENTRIES = 8192
+_MEMO_MAX_ENTRIES = 16_384
 _MEMO_MAX_BYTES = 1024
+# (element type, with [] when a list; JSON text) -> the verdict. One memory for the
+# process, so its bound (about 16 MB) holds however many elements use it.
+_MEMO: dict[tuple[str, bytes], str | list[Error] | None] = {}
 
 
-def _memoized(check: Check) -> Check:
-    """``check`` answering again from memory for a value already seen (same JSON text).
+def _memoized(check: Check, kind: str) -> Check:
+    """``check`` answering again from memory for a value of ``kind`` already seen.
 
-    The text, not the value, is the key: 1, 1.0 and true are equal in Python
-    but not of the same FHIR kind. Values too long or unwritable are just checked;
-    the memory is emptied when full, so hostile input cannot grow it.
+    The JSON text, not the value, is the key: 1, 1.0 and true are equal in
+    Python but not of the same FHIR kind. Values too long or unwritable are just
+    checked; the memory is emptied when full, so hostile input cannot grow it.
     """
-    memo: dict[bytes, str | list[Error] | None] = {}
+    memo = _MEMO
     dumps = orjson.dumps
 
     def remembering(value: Any) -> str | list[Error] | None:
         try:
-            text = dumps(value)
+            key = (kind, dumps(value))
         except orjson.JSONEncodeError:
             return check(value)
-        if text in memo:
-            return memo[text]
+        if key in memo:
+            return memo[key]
         found = check(value)
-        if len(text) <= _MEMO_MAX_BYTES:
+        if len(key[1]) <= _MEMO_MAX_BYTES:
             if len(memo) >= _MEMO_MAX_ENTRIES:
                 memo.clear()
-            memo[text] = found
+            memo[key] = found
         return found
     return remembering
 
@@ -335,7 +357,7 @@ def _deferred(checks: dict[str, Check], key: str, type_name: str, repeats: bool,
     def check(value: Any) -> str | list[Error] | None:
         real = _element_check(type_name, repeats)
         if memo and type_name != _RESOURCE:
-            real = _memoized(real)
+            real = _memoized(real, sys.intern(type_name + "[]" if repeats else type_name))
         checks[key] = real
         return real(value)
     return check

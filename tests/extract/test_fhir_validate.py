@@ -506,3 +506,27 @@ def test_a_check_process_validates_without_the_models_or_the_transform_stage() -
     first_line_seconds, loaded = done.stdout.splitlines()
     assert loaded == "[]"
     assert float(first_line_seconds) < 1.0  # the table and a few types: milliseconds
+
+
+# --- what the validator remembers ------------------------------------------------------
+
+
+def test_remembered_verdicts_keep_kinds_and_types_apart() -> None:
+    """Verdicts are remembered by JSON text and element type: 1 and true are equal in
+    Python, and the same object can be a valid CodeableConcept but not a Reference."""
+    for _ in range(2):  # the second time from memory
+        assert accepts(observation(valueQuantity={"value": 1}))
+        assert not accepts(observation(valueQuantity={"value": True}))
+        assert accepts(observation(valueQuantity={"value": 1.0}))
+        assert accepts(observation(code={"text": "x"}))
+        assert not accepts(observation(subject={"text": "x"}))
+        assert not accepts(observation(category={"text": "x"}))  # a list, not one object
+        assert accepts(observation(category=[{"text": "x"}]))
+
+
+def test_memory_stays_bounded() -> None:
+    for index in range(fhir_validate._MEMO_MAX_ENTRIES + 10):
+        accepts(observation(subject={"reference": f"Patient/{index}"}))
+    assert len(fhir_validate._MEMO) <= fhir_validate._MEMO_MAX_ENTRIES
+    accepts(observation(subject={"reference": "Patient/" + "x" * 5000}))
+    assert all(len(text) <= fhir_validate._MEMO_MAX_BYTES for _, text in fhir_validate._MEMO)
