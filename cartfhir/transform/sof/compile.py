@@ -9,6 +9,19 @@ Element paths (``code.text``, ``value.ofType(Quantity).unit``) are kept as one
 JSON value instead (kind ``jv``): one ``->`` with a JSON path per chain, which
 reads the common, array-free case with a single parse and falls back to the
 list form only where an array is on the way.
+
+FHIR's cardinality (``types.single_element``) removes even that check where it
+can: a path from the resource whose every step FHIR allows at most once and
+that ends on a primitive (``status``, ``subject.reference``,
+``valueQuantity.value``, ``effective.ofType(dateTime)``) is read as one value
+straight from the resource's one extraction (see ``PathCompiler.typed_member``).
+Landed data is only checked structurally, so such a path may meet a shape FHIR
+does not allow; the defined result is empty (SQL NULL), never an error: an array
+or a non-object on the way, and at the end anything but the JSON type FHIR JSON
+gives the primitive (``PRIMITIVE_JSON_TYPES``: an array, an object, a number where
+a string belongs, a string where a number belongs). A complex singleton
+(``code``, ``valueQuantity``) likewise counts only as a JSON object. Repeating
+elements keep the list handling.
 """
 
 from __future__ import annotations
@@ -22,9 +35,15 @@ from cartfhir.transform.sof import fhirpath as fp
 from cartfhir.transform.sof.boundary import boundary_sql
 from cartfhir.transform.sof.dialect import ERROR_MARK, DuckDB
 from cartfhir.transform.sof.errors import UnsupportedFhirPath, ViewDefinitionError
-from cartfhir.transform.sof.types import TypeInference, is_fhir_type
+from cartfhir.transform.sof.types import (
+    TypeInference,
+    choice_key,
+    is_fhir_type,
+    single_element,
+)
 
 ITEM, COLL, BOOL, JV = "item", "coll", "bool", "jv"
+TEXT = "text"  # an output column's text (``Frag.text``), only in ``view``
 INTEGER = "('BIGINT', 'UBIGINT')"
 NUMERIC = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -76,6 +95,31 @@ class Frag:
     # For chains behind a check (complex ``ofType``): (condition, error() SQL); the
     # chain is read from its root as usual and the check wraps the result.
     guard: tuple[str, str] | None = field(default=None, compare=False)
+    # Set on a value read by FHIR cardinality (``PathCompiler.typed_member``).
+    typed: Typed | None = field(default=None, compare=False)
+    # For a value that is one primitive: (its text, SQL that is true when it is
+    # present, or None when the text is NULL exactly when it is absent); an output
+    # column reads the text instead of converting ``sql`` (``view.output_sql``).
+    text: tuple[str, str | None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A value FHIR allows once at every step from the resource: where it is read from.
+
+    ``names`` is the element path from the resource and ``fhir_type`` the type it
+    ends on; the fragment's SQL is that one value, NULL when the data's shape is
+    not the one FHIR allows.
+    """
+
+    fields: Fields
+    names: tuple[str, ...]
+    fhir_type: str
+
+    @property
+    def kinds(self) -> str | None:
+        """The JSON types (SQL tuple) a primitive's value has; None for a complex type."""
+        return PRIMITIVE_JSON_TYPES.get(self.fhir_type)
 
 
 @dataclass(frozen=True)
@@ -98,6 +142,10 @@ class Fields:
     query's innermost subquery, instead of re-parsing the resource per step:
     ``<prefix>[i]`` of that list, or with ``columns`` the column
     ``<prefix><i>`` (the list spread into columns, see ``ViewCompiler.build``).
+
+    With ``columns``, values FHIR allows once (``PathCompiler.typed_member``) are
+    also read as text with their JSON type, ``<prefix>t<i>`` and ``<prefix>k<i>``:
+    an output column takes its text from there with no parse of its own.
     """
 
     def __init__(self, d: DuckDB, prefix: str, *, columns: bool = False) -> None:
@@ -106,6 +154,8 @@ class Fields:
         self.columns = columns
         # Element paths read: a top-level name, or a longer path (a chain's fast read).
         self.names: list[tuple[str, ...]] = []
+        # Element paths read as (text, JSON type).
+        self.texts: list[tuple[str, ...]] = []
 
     def ref(self, *names: str) -> str:
         """SQL for the element at ``names`` (JSON; NULL when absent or not reached)."""
@@ -114,11 +164,43 @@ class Fields:
         i = self.names.index(names) + 1
         return f"{self.prefix}{i}" if self.columns else f"{self.prefix}[{i}]"
 
-    def extract_sql(self, resource_sql: str) -> str:
-        """The one ``json_extract`` call that reads every element used, or '' for none."""
-        if not self.names:
+    def text_ref(self, *names: str) -> tuple[str, str]:
+        """SQL for the text and the JSON type (``json_type``'s names) of the value at ``names``."""
+        if names not in self.texts:
+            self.texts.append(names)
+        i = self.texts.index(names) + 1
+        return f"{self.prefix}t{i}", f"{self.prefix}k{i}"
+
+    def used_texts(self, sql: str) -> list[int]:
+        """``used`` for the paths read as text."""
+        found = {int(n) for n in re.findall(re.escape(self.prefix) + r"[tk](\d+)(?!\d)", sql)}
+        return [i for i in range(1, len(self.texts) + 1) if i in found]
+
+    def used(self, sql: str) -> list[int]:
+        """The numbers (1-based) of the paths whose ``ref`` occurs in ``sql``.
+
+        A path is registered when a fragment is built, which may never be written
+        out (``code`` under ``code.text``); those need not be extracted. A ref's
+        text inside a string literal only adds a needless path.
+        """
+        tail = r"(\d+)(?!\d)" if self.columns else r"\[(\d+)\]"
+        found = {int(n) for n in re.findall(re.escape(self.prefix) + tail, sql)}
+        return [i for i in range(1, len(self.names) + 1) if i in found]
+
+    def text_lists_sql(self, resource_sql: str, numbers: Sequence[int]) -> tuple[str, str]:
+        """DuckDB: the texts and the JSON types of the text paths ``numbers``, one call each."""
+        paths = ", ".join(self.d.str(self.d.json_path(self.texts[i - 1])) for i in numbers)
+        return (f"json_extract_string({resource_sql}, [{paths}])",
+                f"json_type({resource_sql}, [{paths}])")
+
+    def extract_sql(self, resource_sql: str, numbers: Sequence[int] | None = None) -> str:
+        """The one ``json_extract`` call that reads the paths ``numbers`` (default all),
+        in that order, or '' for none."""
+        if numbers is None:
+            numbers = range(1, len(self.names) + 1)
+        if not numbers:
             return ""
-        paths = ", ".join(self.d.str(self.d.json_path(n)) for n in self.names)
+        paths = ", ".join(self.d.str(self.d.json_path(self.names[i - 1])) for i in numbers)
         return f"json_extract({resource_sql}, [{paths}])"
 
 
@@ -329,10 +411,13 @@ class PathCompiler:
     def member(self, base: Frag, name: str) -> Frag:
         if not NAME_RE.match(name):
             raise self.unsupported(f"element name {name!r}")
+        typed = self.typed_member(base, name)
+        if typed is not None:
+            return typed
+        if base.typed is not None:  # a repeating (or unknown) element below a singleton
+            base = self.untyped(base.typed)
         if base.fields is not None:
-            ref = base.fields.ref(name)
-            self.field_names[ref] = (base.fields, name)
-            return Frag(ref, JV, chain=(ref, (), True))
+            return self.resource_member(base.fields, name)
         if base.kind == ITEM:
             return self.chain(base.sql, (name,), jv=False)
         if base.kind == JV:
@@ -344,6 +429,46 @@ class PathCompiler:
             return Frag(f"CASE WHEN {cond} THEN {msg} ELSE {frag.sql} END", JV,
                         chain=frag.chain, guard=base.guard)
         return self.step(base, name)
+
+    def typed_member(self, base: Frag, name: str) -> Frag | None:
+        """``base.name`` as one value when FHIR allows one at every step from the resource.
+
+        The value is read at its whole JSON path by the resource's one extraction
+        (a path through an array or a non-object reads NULL), then kept only when
+        it has the JSON type FHIR gives it: a primitive's (``Typed.kinds``), or an
+        object for a complex type. None when the path is not known to be single.
+        """
+        parent = self.typed_parent(base)
+        fhir_type = single_element(parent.fhir_type, name) if parent else None
+        if parent is None or fhir_type is None:
+            return None
+        typed = Typed(parent.fields, (*parent.names, name), fhir_type)
+        ref = typed.fields.ref(*typed.names)
+        kinds = typed.kinds or "('OBJECT')"
+        text = None
+        if typed.kinds is not None and typed.fields.columns:
+            value, kind = typed.fields.text_ref(*typed.names)
+            text = (value, f"{kind} IN {typed.kinds}")
+        return Frag(f"CASE WHEN {self.d.json_type(ref)} IN {kinds} THEN {ref} END", ITEM,
+                    typed=typed, text=text)
+
+    def typed_parent(self, base: Frag) -> Typed | None:
+        """Where ``base`` is read from, if it is the resource itself or a ``typed`` value."""
+        if base.fields is not None and base.kind == ITEM:
+            return Typed(base.fields, (), self.resource_type)
+        return base.typed
+
+    def untyped(self, typed: Typed) -> Frag:
+        """The same path read as a jv with FHIRPath's list handling, for repeating children."""
+        top, *rest = typed.names
+        frag = self.resource_member(typed.fields, top)
+        return self.chain(frag.sql, tuple(rest), jv=True) if rest else frag
+
+    def resource_member(self, fields: Fields, name: str) -> Frag:
+        """Top-level element ``name`` as a jv, read by the resource's one extraction."""
+        ref = fields.ref(name)
+        self.field_names[ref] = (fields, name)
+        return Frag(ref, JV, chain=(ref, (), True))
 
     def step(self, base: Frag, name: str) -> Frag:
         """One path step in list form: the ``name`` children of every item of ``base``."""
@@ -508,6 +633,11 @@ class PathCompiler:
         """
         if self.d.name == "duckdb":
             return self.d.json_text(self.item(base))
+        if self.raw_text is not None and base.typed is not None:
+            path = self.d.str(self.d.json_path(base.typed.names))
+            # Only where the typed read finds a number (see typed_member).
+            return (f"CASE WHEN {base.sql} IS NOT NULL "
+                    f"THEN get_json_object({self.raw_text}, {path}) END")
         chain = base.chain
         if self.raw_text is None or chain is None or chain[0] not in self.field_names:
             raise self.unsupported("a decimal lowBoundary()/highBoundary() on Spark below a "
@@ -535,6 +665,9 @@ class PathCompiler:
         base = node.base
         if isinstance(base, fp.Member | fp.Identifier):
             parent = scope.focus if isinstance(base, fp.Identifier) else self.node(base.base, scope)
+            typed = self.typed_choice(parent, base.name, type_name)
+            if typed is not None:
+                return typed
             choice = self.member(parent, base.name + type_name[0].upper() + type_name[1:])
             plain_frag = self.member(parent, base.name)
             if choice.kind == JV and plain_frag.kind == JV:
@@ -555,6 +688,17 @@ class PathCompiler:
                           "choice element, so its type cannot be checked")
             rest = f"CASE WHEN {d.len(plain)} > 0 THEN {msg} ELSE {d.empty} END"
         return Frag(d.concat(choice.sql, rest), COLL)
+
+    def typed_choice(self, parent: Frag, name: str, type_name: str) -> Frag | None:
+        """``parent.name.ofType(T)`` for a choice element FHIR allows once: its key ``nameT``.
+
+        FHIR JSON writes a choice only under its typed keys, so the bare ``name``
+        is not read (a bare key is a shape FHIR does not allow: empty, as the
+        module docstring says). None unless ``parent`` is read by cardinality.
+        """
+        typed = self.typed_parent(parent)
+        key = choice_key(typed.fhir_type, name, type_name) if typed else None
+        return None if key is None else self.typed_member(parent, key)
 
     def of_type_jv(self, choice_frag: Frag, plain: str, type_name: str,
                    primitive: str | None) -> Frag:
@@ -727,7 +871,11 @@ def _reference_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: 
     type_name = d.str(type_text) if type_text is not None else None
 
     def key(x: str) -> str:
-        ref = d.text_member(x, "reference")
+        return key_of(d.text_member(x, "reference"))
+
+    def key_of(ref: str, as_json: bool = True) -> str:
+        """The key in the reference text ``ref``: JSON, or with ``as_json`` False its text."""
+        to_json = d.to_json if as_json else str
         if type_text is not None and re.fullmatch("[A-Za-z]+", type_text):
             # The type is fixed by the match's start (letters up to a '/'), so a
             # pattern with the type written in finds the same id; '' = no match.
@@ -737,10 +885,10 @@ def _reference_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: 
             start = len(type_text) + 2
             plain = (f"{d.starts_with(ref, prefix)} AND "
                      f"{d.full_match(f'substr({ref}, {start})', _ID_RE)}")
-            return d.to_json(f"CASE WHEN {plain} THEN substr({ref}, {start}) "
-                             f"ELSE nullif({d.regex_group(ref, typed, 1)}, '') END")
+            return to_json(f"CASE WHEN {plain} THEN substr({ref}, {start}) "
+                           f"ELSE nullif({d.regex_group(ref, typed, 1)}, '') END")
         # One regex run gives both groups ('' for no match; a match has a non-empty id).
-        groups = d.regex_groups(d.text_member(x, "reference"), _REFERENCE_RE)
+        groups = d.regex_groups(ref, _REFERENCE_RE)
 
         def cond(m: str) -> str:
             if type_name:
@@ -748,8 +896,18 @@ def _reference_key(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: 
             return f"{d.group_of(m, 2)} <> ''"
 
         return c.let(groups, lambda m: (
-            f"CASE WHEN {cond(m)} THEN {d.to_json(d.group_of(m, 2))} END"))
+            f"CASE WHEN {cond(m)} THEN {to_json(d.group_of(m, 2))} END"))
 
+    if base.typed is not None and base.typed.fhir_type == "Reference":
+        # FHIR allows one reference here: its one text, no list (see typed_member).
+        ref = c.member(base, "reference")
+        if ref.text is not None:
+            text, present = ref.text
+            key_text = key_of(text, as_json=False)
+            if present is not None:
+                key_text = f"CASE WHEN {present} THEN {key_text} END"
+            return Frag(d.to_json(key_text), ITEM, text=(key_text, None))
+        return Frag(c.let(d.text(f"({ref.sql})"), key_of), ITEM)
     var = c.names.fresh("_v")
     if base.kind == JV:  # one reference (the usual case) needs no list
         many = d.filter(d.transform(array_items(d, base.sql), var, key(var)), "_z",

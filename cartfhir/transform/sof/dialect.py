@@ -30,6 +30,9 @@ class DuckDB:
     json_null = "NULL::JSON"
     # JSON paths with wildcards (``$[*]."code"``) read a whole chain in one call.
     wildcards = True
+    # Whether a text test (``may_hold_key``) saves parsing: not on DuckDB, whose JSON
+    # reader finds a key about as fast as a scan of the text (and the test scans twice).
+    key_prefilter = False
 
     # -- literals and errors ------------------------------------------------------------
 
@@ -64,6 +67,21 @@ class DuckDB:
     def any_array_at(self, root: str, paths: Sequence[str]) -> str:
         """BOOLEAN: some value at ``paths`` (two or more) below ``root`` is an array."""
         return f"list_contains(json_type({root}, [{', '.join(map(self.str, paths))}]), 'ARRAY')"
+
+    def may_hold_key(self, text: str, key: str) -> str:
+        """BOOLEAN: the JSON ``text`` may have an object key ``key`` (letters, digits, '_').
+
+        A necessary condition only: such a key is written as itself unless one of its
+        characters is a ``\\u`` escape, so a text holding neither the quoted key nor
+        any ``\\u`` has no such key; a text that holds it may have it in a string.
+        """
+        raw = self.raw(text)
+        return (f"(contains({raw}, {self.str(chr(34) + key + chr(34))}) "
+                f"OR contains({raw}, {self.str(chr(92) + 'u')}))")
+
+    def raw(self, text: str) -> str:
+        """A resource's JSON text as a string."""
+        return f"CAST({text} AS VARCHAR)"
 
     def member(self, x: str, name: str) -> str:
         """Element ``name`` of the JSON ``x`` (callers parenthesise ``x`` as needed)."""
@@ -105,6 +123,10 @@ class DuckDB:
 
     def cast_text(self, x: str, sql_type: str) -> str:
         return f"CAST({x} AS {sql_type})"
+
+    def try_cast_text(self, x: str, sql_type: str) -> str:
+        """Text as ``sql_type``, NULL where it does not fit (an integer out of range)."""
+        return f"TRY_CAST({x} AS {sql_type})"
 
     # -- lists and lambdas --------------------------------------------------------------
 
@@ -206,6 +228,7 @@ class Spark(DuckDB):
     empty = "CAST(array() AS ARRAY<VARIANT>)"
     json_null = "CAST(NULL AS VARIANT)"
     wildcards = False
+    key_prefilter = True  # a row the text test drops is never parsed into a VARIANT
 
     def str(self, text: str) -> str:
         # Spark string literals unescape backslashes.
@@ -239,6 +262,9 @@ class Spark(DuckDB):
         return "(" + " OR ".join(
             f"coalesce({self.json_type_at(root, p)} = 'ARRAY', false)" for p in paths) + ")"
 
+    def raw(self, text: str) -> str:
+        return text  # the scan's resource column is the JSON text
+
     def member(self, x: str, name: str) -> str:
         return self._get(x, self.json_path([name]))
 
@@ -266,13 +292,17 @@ class Spark(DuckDB):
         return f"try_variant_get({x}, '$', 'array<variant>')"
 
     def not_null(self, x: str) -> str:
-        return f"NOT coalesce(is_variant_null({x}), true)"
+        # is_variant_null is false (not NULL) for a SQL NULL, so that is tested apart.
+        return f"({x} IS NOT NULL AND NOT is_variant_null({x}))"
 
     def cast(self, x: str, sql_type: str) -> str:
         return f"try_variant_get({x}, '$', {self.str(sql_type.lower())})"
 
     def cast_text(self, x: str, sql_type: str) -> str:
         return f"CAST({x} AS {sql_type})"
+
+    def try_cast_text(self, x: str, sql_type: str) -> str:
+        return f"try_cast({x} AS {sql_type})"
 
     def lst(self, *items: str) -> str:
         return f"array({', '.join(items)})"

@@ -160,6 +160,32 @@ def member(parent: str | None, name: str) -> str | None:
     return str(entry[0])
 
 
+def single_element(parent: str | None, name: str) -> str | None:
+    """The type of element ``name`` of ``parent`` when FHIR allows it at most once, else None.
+
+    None also for unknown elements and for a choice's bare name (``value``): its JSON
+    keys are the typed ones (``valueQuantity``), which the table lists on their own.
+    """
+    if parent is None:
+        return None
+    entry = element_table().get(parent, {}).get(name)
+    if entry is None or entry[1] or isinstance(entry[0], list):
+        return None
+    return str(entry[0])
+
+
+def choice_key(parent: str | None, name: str, type_name: str) -> str | None:
+    """The JSON key of choice element ``name`` of ``parent`` as ``type_name``
+    (``effective``, ``dateTime`` -> ``effectiveDateTime``) when FHIR allows that
+    type there, else None (not a choice element, or not one of its types)."""
+    if parent is None:
+        return None
+    entry = element_table().get(parent, {}).get(name)
+    if entry is None or not isinstance(entry[0], list) or type_name not in entry[0]:
+        return None
+    return name + type_name[0].upper() + type_name[1:]
+
+
 def constant_type(constant: dict[str, Any]) -> str | None:
     """A view constant's FHIR type from its ``value[x]`` key (``valueCode`` -> ``code``)."""
     keys = [k for k in constant if k.startswith("value") and len(k) > len("value")]

@@ -4,6 +4,9 @@
 unnests (so sibling selects give the spec's cross product), ``unionAll`` a
 lateral ``UNION ALL``; columns are carried as JSON (one value, or a ``jv``)
 or ``JSON[]`` and cast to their declared type only in the outermost SELECT.
+A column over one primitive FHIR allows once (``compile.PathCompiler.typed_member``)
+is carried as its text instead, read with the others by one call, and needs no
+check (``_text_sql``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cartfhir.transform.sof import fhirpath as fp
 from cartfhir.transform.sof.compile import (
     BOOL,
     COLL,
@@ -21,6 +25,7 @@ from cartfhir.transform.sof.compile import (
     JV,
     NAME_RE,
     NUMERIC,
+    TEXT,
     Fields,
     Frag,
     Names,
@@ -79,6 +84,8 @@ class _Col:
     sql: str  # JSON (kind item or jv) or JSON[] (kind coll) expression
     kind: str = COLL
     declared: bool = False  # its type was given by the view (``type``), not inferred
+    # For kind ``text``: the value as JSON (sql, kind), for a unionAll to carry.
+    json: tuple[str, str] | None = None
 
 
 @dataclass
@@ -193,25 +200,37 @@ class ViewCompiler:
                                   for i, c in enumerate(part.cols))])
         rendered = [self.join_sql(j) for j in part.joins]
         joins = "".join(f"\n  {j}" for j in rendered)
+        used = " ".join([*(c.sql for c in part.cols), *rendered])
+        # The elements read: only these are extracted.
+        numbers, texts = fields.used(used), fields.used_texts(used)
         if spark:
-            table = self.spark_table(source, passthrough, where, where_fields, fields)
+            table = self.spark_table(source, passthrough, where, where_fields, fields,
+                                     numbers, texts)
             sql = (f"SELECT {outer_cols}\nFROM (\n  SELECT {inner_cols}\n"
                    f"  FROM ({table}) AS _t{joins}\n) AS _v")
             return sql, columns
         # The whole resource is carried only when a path needs it as a value
         # (``$this`` or ``%resource`` on their own, ``where()`` on the resource...).
-        used = " ".join([*(c.sql for c in part.cols), *rendered])
         carried = [d.quote(p) for p in passthrough]
         if "_t.resource" in used:
             carried.append("resource")
-        filters = " AND ".join([f"_src.resource_type = {d.str(self.resource_type)}", *where])
-        extract = fields.extract_sql("_src.resource")
-        if extract:
-            # Parsed once as a list, then spread into one column per element:
+        prefilter = self.prefilter_sql("_src.resource")
+        filters = " AND ".join([f"_src.resource_type = {d.str(self.resource_type)}",
+                                *prefilter, *where])
+        lists = []  # (list SQL, its name, the prefix of its columns, path numbers)
+        if numbers:
+            lists.append((fields.extract_sql("_src.resource", numbers), "_xs", "_x", numbers))
+        if texts:
+            strings, kinds = fields.text_lists_sql("_src.resource", texts)
+            lists += [(strings, "_xts", "_xt", texts), (kinds, "_xks", "_xk", texts)]
+        if lists:
+            # Parsed once per list, then spread into one column per element:
             # a LIST column correlated into the lateral joins would make DuckDB
             # number the rows single-threaded.
-            rows = ", ".join([*(f"_src.{c}" for c in carried), f"{extract} AS _xs"])
-            spread = [f"_xs[{i}] AS _x{i}" for i in range(1, len(fields.names) + 1)]
+            rows = ", ".join([*(f"_src.{c}" for c in carried),
+                              *(f"{sql} AS {name}" for sql, name, _, _ in lists)])
+            spread = [f"{name}[{j}] AS {prefix}{i}"
+                      for _, name, prefix, nums in lists for j, i in enumerate(nums, 1)]
             table = (f"SELECT {', '.join([*carried, *spread])} "
                      f"FROM (SELECT {rows} FROM {source} AS _src WHERE {filters})")
         else:
@@ -222,21 +241,27 @@ class ViewCompiler:
         return sql, columns
 
     def spark_table(self, source: str, passthrough: tuple[str, ...], where: list[str],
-                    where_fields: Fields, fields: Fields) -> str:
+                    where_fields: Fields, fields: Fields, numbers: list[int],
+                    texts: list[int]) -> str:
         """Spark's ``_t``: each resource parsed once (``parse_json``) into a VARIANT,
-        filtered by ``where``, with the top-level elements read as ``_x1``, ``_x2``..."""
+        filtered by ``where``, with the elements read (``numbers``) as ``_x1``, ``_x2``...
+        and those read as text (``texts``) as ``_xt1`` with their JSON types ``_xk1``..."""
         d = self.d
         carried = [d.quote(p) for p in passthrough]
         parsed = ", ".join([*(f"_src.{c}" for c in carried),
                             "parse_json(_src.resource) AS resource", "_src.resource AS _raw"])
-        scan = (f"SELECT {parsed} FROM {source} AS _src "
-                f"WHERE _src.resource_type = {d.str(self.resource_type)}")
+        filters = " AND ".join([f"_src.resource_type = {d.str(self.resource_type)}",
+                                *self.prefilter_sql("_src.resource")])
+        scan = f"SELECT {parsed} FROM {source} AS _src WHERE {filters}"
         if where_fields.names:
             reads = ", ".join(f"{d.at_path('_src.resource', n)} AS _w{i}"
                               for i, n in enumerate(where_fields.names, 1))
             scan = f"SELECT _src.*, {reads} FROM ({scan}) AS _src"
-        spread = [f"{d.at_path('_src.resource', n)} AS _x{i}"
-                  for i, n in enumerate(fields.names, 1)]
+        spread = [f"{d.at_path('_src.resource', fields.names[i - 1])} AS _x{i}"
+                  for i in numbers]
+        for i in texts:
+            value = d.at_path("_src.resource", fields.texts[i - 1])
+            spread += [f"{d.text(value)} AS _xt{i}", f"{d.json_type(value)} AS _xk{i}"]
         cols = ", ".join([*(f"_src.{c}" for c in carried), "_src.resource", "_src._raw",
                           *spread])
         filters = f" WHERE {' AND '.join(where)}" if where else ""
@@ -293,6 +318,23 @@ class ViewCompiler:
                     f"transform({self.spark_items(join)}, ({join.alias}_e, {join.alias}_i) "
                     f"-> {rows})")
         return rows
+
+    def prefilter_sql(self, text: str) -> list[str]:
+        """Cheap tests on the resource's JSON ``text`` that the ``where`` entries imply.
+
+        A ``where`` of the form ``a.b.exists()`` is true only if the resource has
+        the keys ``a`` and ``b``, so rows whose text cannot hold them
+        (``Dialect.may_hold_key``) are skipped before anything is parsed. The test
+        is only a necessary condition: the real filter still decides every row.
+        """
+        if not self.d.key_prefilter:
+            return []
+        keys: list[str] = []
+        for entry in self.view.get("where") or []:
+            for key in exists_keys(fp.parse(entry["path"]), self.resource_type):
+                if key not in keys:
+                    keys.append(key)
+        return [self.d.may_hold_key(text, k) for k in keys]
 
     def where_sql(self, scope: Scope) -> list[str]:
         """One strict boolean condition per ``where`` entry, over the resource."""
@@ -407,6 +449,9 @@ class ViewCompiler:
         view_col = ViewColumn(name, fhir_type, collection,
                               f"{duck}[]" if collection else duck, column.get("description"))
         if frag.kind in (ITEM, JV):
+            text = _text_sql(frag, duck) if not collection else None
+            if text is not None:
+                return _Col(view_col, text, TEXT, declared, (frag.sql, frag.kind))
             return _Col(view_col, frag.sql, frag.kind, declared)
         if frag.kind == BOOL:
             return _Col(view_col, self.paths.item(frag), ITEM, declared)
@@ -428,6 +473,23 @@ class ViewCompiler:
         part.joins.append(_Join("unionAll", alias, branches=parts))
         for i in range(len(parts[0].cols)):
             part.cols.append(_union_column([p.cols[i] for p in parts], f"{alias}._k{i}"))
+
+
+def exists_keys(node: fp.Node, resource_type: str) -> list[str]:
+    """The element names of ``node`` when it is ``a.b.exists()`` (a plain element
+    path from the resource, with no argument), else none."""
+    if not (isinstance(node, fp.Call) and node.name == "exists" and not node.args):
+        return []
+    names: list[str] = []
+    step = node.base
+    while isinstance(step, fp.Member):
+        names.append(step.name)
+        step = step.base
+    if not isinstance(step, fp.Identifier):
+        return []
+    if step.name != resource_type:  # ``Observation.component`` names the resource first
+        names.append(step.name)
+    return [n for n in reversed(names) if NAME_RE.match(n)]
 
 
 def _union_column(branches: list[_Col], sql: str) -> _Col:
@@ -456,6 +518,8 @@ def _union_column(branches: list[_Col], sql: str) -> _Col:
 
 
 def _as_coll(col: _Col, d: DuckDB) -> str:
+    if col.kind == TEXT and col.json is not None:
+        col = _Col(col.column, *col.json)
     if col.kind == JV:
         return as_list(d, col.sql)
     if col.kind == ITEM:
@@ -465,11 +529,14 @@ def _as_coll(col: _Col, d: DuckDB) -> str:
 
 def output_sql(col: ViewColumn, internal: str, kind: str = COLL, *,
                d: DuckDB = DIALECTS["duckdb"]) -> str:
-    """Turn an internal column (JSON[], a jv or one JSON item) into the declared type."""
+    """Turn an internal column (JSON[], a jv, one JSON item or a text) into the declared type."""
     duck = DUCKDB_TYPES.get(col.type or "", "JSON")
+    if kind == TEXT:  # a text _text_sql chose: it converts without a check
+        return internal if duck == "VARCHAR" else d.try_cast_text(internal, duck)
     if col.collection:
         items = _as_coll(_Col(col, internal, kind), d)
-        return d.transform(items, "_z", _convert(d, "_z", duck, col.name))
+        each = _convert(d, "_z", duck, col.name)
+        return items if each == "_z" else d.transform(items, "_z", each)
     if kind == ITEM:
         return _convert(d, internal, duck, col.name)
     many = d.error(f"column {col.name!r} returned several values: "
@@ -485,6 +552,35 @@ def output_sql(col: ViewColumn, internal: str, kind: str = COLL, *,
     first = d.at(internal, 1)
     return (f"CASE WHEN {d.len(internal)} > 1 THEN {many} "
             f"ELSE {_convert(d, first, duck, col.name)} END")
+
+
+# The JSON types that convert to a DuckDB column type without a check.
+_CONVERTIBLE: dict[str, str] = {"DOUBLE": NUMERIC, "INTEGER": INTEGER, "BOOLEAN": "('BOOLEAN')"}
+
+
+def _sql_tuple(kinds: str) -> frozenset[str]:
+    """The names in an SQL tuple of JSON types such as ``('BIGINT', 'UBIGINT')``."""
+    return frozenset(re.findall(r"'([A-Z]+)'", kinds))
+
+
+def _text_sql(frag: Frag, duck: str) -> str | None:
+    """A column's value as text (NULL when absent) when ``frag`` has one that converts
+    to ``duck`` without a check, else None (the column converts ``frag.sql``).
+
+    A primitive's text is what ``_convert`` would give a text column; it converts to
+    a number or boolean column when every JSON type the element may have fits that
+    column (a decimal to DOUBLE, not a string to DOUBLE), an integer out of range
+    reading NULL rather than failing the cast.
+    """
+    if frag.text is None or duck == "JSON":
+        return None
+    kinds = frag.typed.kinds if frag.typed is not None else None
+    target = _CONVERTIBLE.get(duck)
+    if duck != "VARCHAR" and (target is None or kinds is None
+                              or not _sql_tuple(kinds) <= _sql_tuple(target)):
+        return None
+    text, present = frag.text
+    return text if present is None else f"CASE WHEN {present} THEN {text} END"
 
 
 def _convert(d: DuckDB, x: str, duck: str, name: str, *, nullable: bool = True) -> str:
