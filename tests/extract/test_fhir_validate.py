@@ -34,6 +34,7 @@ from cartfhir.extract.fhir_validate import (
 from cartfhir.synth import generate
 from cartfhir.synth.profiles import available_profiles
 from cartfhir.transform.sof.types import element_table
+from tests.transform.broad_hospital import broad_resources
 
 FIXTURES = Path(__file__).parents[1] / "data" / "sof-conformance"
 # Another seed explores other mutants: CARTFHIR_FUZZ_SEED=7 pytest <this file>
@@ -268,11 +269,17 @@ def _resources_of(raw: bytes) -> list[dict[str, Any]]:
 
 
 def fixture_resources() -> list[dict[str, Any]]:
-    """The resources of the SQL-on-FHIR conformance fixtures (R4, all valid R4B too)."""
+    """The resources of the SQL-on-FHIR conformance fixtures (R4, all valid R4B too)
+    and of the broad-hospital transform fixture (claims, immunizations, reports...)."""
     found = []
     for path in sorted(FIXTURES.glob("*.json")):
         for resource in json.loads(path.read_text()).get("resources", []):
             found.extend(_resources_of(orjson.dumps(resource)))
+    broad = broad_resources(patients=2, visits=1)
+    kept = [r for r in broad if r["resourceType"] != "Observation"] + [
+        r for r in broad if r["resourceType"] == "Observation"][:10]
+    for resource in kept:
+        found.extend(_resources_of(orjson.dumps(resource)))
     return found
 
 
