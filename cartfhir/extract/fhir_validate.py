@@ -25,8 +25,14 @@ a boolean and 5.0 to an integer, parses a JSON string given for an object,
 accepts empty strings and ids of 255 characters...), this module follows the
 specification: tests/extract/test_fhir_validate.py lists every such case.
 
-``validate`` never raises on hostile input; callers cap the nesting depth (its
-recursion follows the JSON nesting).
+Speed comes from doing little per value: a dict lookup and one small function
+per key, plain strings checked inline, matched codes and uris remembered, and
+the verdict on a resource's complex elements remembered by their JSON text (a
+lab feed repeats the same code, category and subject). All memories are bounded.
+
+``validation_problem`` never raises on hostile input; callers cap the nesting
+depth (its recursion follows the JSON nesting), and it answers RecursionError
+with a reason all the same.
 """
 
 from __future__ import annotations
