@@ -126,6 +126,49 @@ def test_full_validation_shows_at_most_three_errors_with_paths() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("resource", "reason"),
+    [
+        (dict(resourceType="Patient", id="p1", nmae=[{"family": "X"}]),
+         "nmae: Extra inputs are not permitted"),
+        (dict(resourceType="Patient", id="p1", telecom={"system": "phone"}),
+         "telecom: Input should be a valid list"),
+        (dict(resourceType="Patient", id="p1", maritalStatus=[{"text": "x"}]),
+         "maritalStatus: Input should be a JSON object (got array)"),
+        (dict(resourceType="Patient", id="p1", active="true"),
+         "active: Input should be a valid boolean"),
+        (dict(resourceType="Patient", id="p1", multipleBirthInteger=2**31),
+         "multipleBirthInteger: Input should be less than or equal to 2147483647 "
+         "(FHIR integer)"),
+        (dict(resourceType="Patient", id="p1", birthDate="2023-02-29"),
+         "birthDate: Date value '2023-02-29' is not a calendar date (no such day in that "
+         "month)"),
+        (dict(resourceType="Patient", id="p1", gender="fe male "),
+         "gender: String should match pattern '^[^\\s]+(\\s[^\\s]+)*$'"),
+        (dict(resourceType="Patient", id="p1", deceasedBoolean=True,
+              deceasedDateTime="2020"),
+         "(top level): only one type of deceased[x] may be given "
+         "(got deceasedBoolean, deceasedDateTime)"),
+        (dict(resourceType="Patient", id="p1", link=[{"other": {"reference": "Patient/2"}}]),
+         "link[0].type: Value for the field 'type' is required."),
+        (dict(resourceType="Patient", id="p1", contained=[{"resourceType": "Patient",
+                                                          "id": "c", "gender": 1}]),
+         "contained[0].gender: Input should be a valid string"),
+        (dict(resourceType="Patient", id="p1", contained=[{"resourceType": "Nope"}]),
+         "contained[0].resourceType: unknown resourceType 'Nope'"),
+        (dict(resourceType="Patient", id="p1", name=[None]),
+         "name[0]: null is not allowed in a list of objects"),
+        (dict(resourceType="Patient", id="p1", _gender={}),
+         "_gender: an extension object needs an id or an extension (leave it out instead)"),
+    ],
+)
+def test_full_validation_reasons_say_where_and_what(resource: dict[str, object],
+                                                    reason: str) -> None:
+    result = rejected(orjson.dumps(resource), "full")
+    assert result.reason == "fails FHIR R4B validation: " + reason
+    assert result.resource_type == "Patient"
+
+
 def test_accepted_line_carries_identity_version_and_text() -> None:
     raw = valid_observation(meta={"versionId": "3", "lastUpdated": "2024-05-01T14:30:00.5+02:00"})
     result = check_line(raw, "full")
