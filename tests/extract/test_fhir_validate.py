@@ -238,6 +238,15 @@ def test_a_contained_resource_of_unknown_type_is_a_rejection_not_a_crash() -> No
         resource_model("Patient").model_validate(resource)  # type: ignore[union-attr]
 
 
+def test_a_primitive_extension_given_as_a_number_in_a_string_is_a_rejection_not_a_crash() -> None:
+    """The models parse the string as JSON and fail on the number with AttributeError."""
+    resource = patient(_gender="1")
+    assert validation_problem("Patient", resource) == (
+        "fails FHIR R4B validation: _gender: Input should be a JSON object (got string)")
+    with pytest.raises(AttributeError):
+        resource_model("Patient").model_validate(resource)  # type: ignore[union-attr]
+
+
 # --- the corpus -----------------------------------------------------------------------
 
 
