@@ -124,14 +124,14 @@ _KNOWN_GOOD_MAX = 4096
 _KNOWN_GOOD_LONGEST = 256  # characters: hostile input cannot make the set large
 
 
-def _pattern(regex: re.Pattern[str], message: str) -> PrimitiveCheck:
-    """A string primitive whose whole value must match ``regex``.
+def _string_kind(problem: Callable[[str], str | None]) -> PrimitiveCheck:
+    """A primitive written as a JSON string, ``problem`` saying what is wrong with one.
 
-    Codes, systems and ids repeat from resource to resource: the values that
-    matched are remembered (short ones, up to ``_KNOWN_GOOD_MAX``, then all
-    forgotten at once), a set lookup being cheaper than the regex.
+    Codes, systems, ids and timestamps repeat from resource to resource (a lab
+    panel shares its time): the values found good are remembered (short ones,
+    up to ``_KNOWN_GOOD_MAX``, then all forgotten at once), a set lookup being
+    cheaper than a regex.
     """
-    fullmatch = regex.fullmatch
     known_good: set[str] = set()
 
     def check(value: Any) -> str | None:
@@ -139,14 +139,22 @@ def _pattern(regex: re.Pattern[str], message: str) -> PrimitiveCheck:
             return NOT_A_STRING
         if value in known_good:
             return None
-        if not fullmatch(value):
-            return message
-        if len(value) <= _KNOWN_GOOD_LONGEST:
+        found = problem(value)
+        if found is None and len(value) <= _KNOWN_GOOD_LONGEST:
             if len(known_good) >= _KNOWN_GOOD_MAX:
                 known_good.clear()
             known_good.add(value)
-        return None
+        return found
     return check
+
+
+def _pattern(regex: re.Pattern[str], message: str) -> PrimitiveCheck:
+    """A string primitive whose whole value must match ``regex``."""
+    fullmatch = regex.fullmatch
+
+    def problem(value: str) -> str | None:
+        return None if fullmatch(value) else message
+    return _string_kind(problem)
 
 
 def _calendar(regex: re.Pattern[str], name: str) -> PrimitiveCheck:
@@ -155,9 +163,7 @@ def _calendar(regex: re.Pattern[str], name: str) -> PrimitiveCheck:
     bad = f"{name} value string does not match spec regex."
     no_day = f"{name} value {{!r}} is not a calendar date (no such day in that month)"
 
-    def check(value: Any) -> str | None:
-        if type(value) is not str:
-            return NOT_A_STRING
+    def problem(value: str) -> str | None:
         if match(value) is None:
             return bad
         # The regex lets days 29-31 through in every month.
@@ -165,7 +171,7 @@ def _calendar(regex: re.Pattern[str], name: str) -> PrimitiveCheck:
                 and int(value[8:10]) > monthrange(int(value[:4]), int(value[5:7]))[1]):
             return no_day.format(value[:40])
         return None
-    return check
+    return _string_kind(problem)
 
 
 def _integer(low: int, name: str) -> PrimitiveCheck:
