@@ -214,7 +214,7 @@ def extract_cmd(config: Path, sites: tuple[str, ...], full: bool, since: str | N
 
 
 def _check_instant(text: str) -> None:
-    from cartfhir.extract.checks import parse_instant  # the extract stage's (fhir.resources)
+    from cartfhir.extract.checks import parse_instant  # the extract stage's
 
     if parse_instant(text) is None:
         raise click.BadParameter(f"{text!r} is not a FHIR instant like 2024-01-01T00:00:00Z",

@@ -415,7 +415,7 @@ class Landing(_Model):
     validation: Literal["full", "structural"] = Field(
         default="full",
         description=(
-            "full: the structural checks and the FHIR R4B model of each resource; "
+            "full: the structural checks and the FHIR R4B definitions of each resource; "
             "structural: JSON, resourceType, id and meta only (faster); "
             "README 'What landing checks' lists both"
         ),

@@ -103,7 +103,7 @@ output:
 
 landing:
   strict: false                      # true: exit 1 when any input line is rejected
-  validation: full                   # full (FHIR R4B model) | structural (faster)
+  validation: full                   # full (FHIR R4B definitions) | structural (faster)
   workers: auto                      # processes checking lines: auto | 0 | N
 """
 
