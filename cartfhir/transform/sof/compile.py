@@ -142,10 +142,6 @@ class Fields:
     query's innermost subquery, instead of re-parsing the resource per step:
     ``<prefix>[i]`` of that list, or with ``columns`` the column
     ``<prefix><i>`` (the list spread into columns, see ``ViewCompiler.build``).
-
-    With ``columns``, values FHIR allows once (``PathCompiler.typed_member``) are
-    also read as text with their JSON type, ``<prefix>t<i>`` and ``<prefix>k<i>``:
-    an output column takes its text from there with no parse of its own.
     """
 
     def __init__(self, d: DuckDB, prefix: str, *, columns: bool = False) -> None:
@@ -154,8 +150,6 @@ class Fields:
         self.columns = columns
         # Element paths read: a top-level name, or a longer path (a chain's fast read).
         self.names: list[tuple[str, ...]] = []
-        # Element paths read as (text, JSON type).
-        self.texts: list[tuple[str, ...]] = []
 
     def ref(self, *names: str) -> str:
         """SQL for the element at ``names`` (JSON; NULL when absent or not reached)."""
@@ -163,18 +157,6 @@ class Fields:
             self.names.append(names)
         i = self.names.index(names) + 1
         return f"{self.prefix}{i}" if self.columns else f"{self.prefix}[{i}]"
-
-    def text_ref(self, *names: str) -> tuple[str, str]:
-        """SQL for the text and the JSON type (``json_type``'s names) of the value at ``names``."""
-        if names not in self.texts:
-            self.texts.append(names)
-        i = self.texts.index(names) + 1
-        return f"{self.prefix}t{i}", f"{self.prefix}k{i}"
-
-    def used_texts(self, sql: str) -> list[int]:
-        """``used`` for the paths read as text."""
-        found = {int(n) for n in re.findall(re.escape(self.prefix) + r"[tk](\d+)(?!\d)", sql)}
-        return [i for i in range(1, len(self.texts) + 1) if i in found]
 
     def used(self, sql: str) -> list[int]:
         """The numbers (1-based) of the paths whose ``ref`` occurs in ``sql``.
@@ -186,12 +168,6 @@ class Fields:
         tail = r"(\d+)(?!\d)" if self.columns else r"\[(\d+)\]"
         found = {int(n) for n in re.findall(re.escape(self.prefix) + tail, sql)}
         return [i for i in range(1, len(self.names) + 1) if i in found]
-
-    def text_lists_sql(self, resource_sql: str, numbers: Sequence[int]) -> tuple[str, str]:
-        """DuckDB: the texts and the JSON types of the text paths ``numbers``, one call each."""
-        paths = ", ".join(self.d.str(self.d.json_path(self.texts[i - 1])) for i in numbers)
-        return (f"json_extract_string({resource_sql}, [{paths}])",
-                f"json_type({resource_sql}, [{paths}])")
 
     def extract_sql(self, resource_sql: str, numbers: Sequence[int] | None = None) -> str:
         """The one ``json_extract`` call that reads the paths ``numbers`` (default all),
@@ -445,12 +421,17 @@ class PathCompiler:
         typed = Typed(parent.fields, (*parent.names, name), fhir_type)
         ref = typed.fields.ref(*typed.names)
         kinds = typed.kinds or "('OBJECT')"
-        text = None
-        if typed.kinds is not None and typed.fields.columns:
-            value, kind = typed.fields.text_ref(*typed.names)
-            text = (value, f"{kind} IN {typed.kinds}")
         return Frag(f"CASE WHEN {self.d.json_type(ref)} IN {kinds} THEN {ref} END", ITEM,
-                    typed=typed, text=text)
+                    typed=typed, text=self.typed_text(typed, ref))
+
+    def typed_text(self, typed: Typed, ref: str) -> tuple[str, str] | None:
+        """A primitive's (text, present) for an output column (``Frag.text``); None for a
+        complex type. A string's is read off its JSON text (``Dialect.string_text``)."""
+        if typed.kinds == _STRING:
+            return self.d.string_text(ref)
+        if typed.kinds is None:
+            return None
+        return self.d.text(ref), f"{self.d.json_type(ref)} IN {typed.kinds}"
 
     def typed_parent(self, base: Frag) -> Typed | None:
         """Where ``base`` is read from, if it is the resource itself or a ``typed`` value."""
@@ -848,10 +829,10 @@ def _join(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) ->
         # One wildcard read for rows of the expected shape (JSON nulls read as
         # NULL, which array_to_string skips); a missing root joins nothing.
         root, path, ok = wild
-        return Frag(f"to_json(CASE WHEN {root} IS NULL THEN '' WHEN {ok} THEN array_to_string("
-                    f"json_extract_string({root}, {d.str(path)}), {sep}) "
-                    f"ELSE {texts} END)", ITEM)
-    return Frag(d.to_json(texts), ITEM)
+        texts = (f"CASE WHEN {root} IS NULL THEN '' WHEN {ok} THEN array_to_string("
+                 f"json_extract_string({root}, {d.str(path)}), {sep}) ELSE {texts} END")
+    # A text column takes the joined text as it is, not parsed back from JSON.
+    return Frag(d.to_json(texts), ITEM, text=(texts, None))
 
 
 def _extension(c: PathCompiler, base: Frag, args: Sequence[fp.Node], scope: Scope) -> Frag:

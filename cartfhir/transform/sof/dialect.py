@@ -97,6 +97,17 @@ class DuckDB:
     def text_member(self, x: str, name: str) -> str:
         return f"({x} ->> {self.str(name)})"
 
+    def string_text(self, x: str) -> tuple[str, str]:
+        """(text, is a string) of the JSON value ``x``, for a value that should be a string.
+
+        Read from the JSON text without parsing it where that is exact: a JSON
+        string is written in quotes, and one without a backslash is its text as it is.
+        """
+        raw = f"{x}::VARCHAR"
+        text = (f"CASE WHEN contains({raw}, '\\') THEN {self.text(x)} "
+                f"ELSE substr({raw}, 2, length({raw}) - 2) END")
+        return text, f"starts_with({raw}, '\"')"
+
     def json_text(self, x: str) -> str:
         """The JSON text of a value (strings quoted): a total order for equality."""
         return f"({x})::VARCHAR"
@@ -278,6 +289,9 @@ class Spark(DuckDB):
 
     def text_member(self, x: str, name: str) -> str:
         return f"try_variant_get({x}, {self.str(self.json_path([name]))}, 'string')"
+
+    def string_text(self, x: str) -> tuple[str, str]:
+        return self.text(x), f"{self.json_type(x)} = 'VARCHAR'"
 
     def json_text(self, x: str) -> str:
         return f"to_json({x})"

@@ -5,8 +5,7 @@ unnests (so sibling selects give the spec's cross product), ``unionAll`` a
 lateral ``UNION ALL``; columns are carried as JSON (one value, or a ``jv``)
 or ``JSON[]`` and cast to their declared type only in the outermost SELECT.
 A column over one primitive FHIR allows once (``compile.PathCompiler.typed_member``)
-is carried as its text instead, read with the others by one call, and needs no
-check (``_text_sql``).
+is carried as its text instead, which needs no check (``_text_sql``).
 """
 
 from __future__ import annotations
@@ -201,11 +200,9 @@ class ViewCompiler:
         rendered = [self.join_sql(j) for j in part.joins]
         joins = "".join(f"\n  {j}" for j in rendered)
         used = " ".join([*(c.sql for c in part.cols), *rendered])
-        # The elements read: only these are extracted.
-        numbers, texts = fields.used(used), fields.used_texts(used)
+        numbers = fields.used(used)  # the elements read: only these are extracted
         if spark:
-            table = self.spark_table(source, passthrough, where, where_fields, fields,
-                                     numbers, texts)
+            table = self.spark_table(source, passthrough, where, where_fields, fields, numbers)
             sql = (f"SELECT {outer_cols}\nFROM (\n  SELECT {inner_cols}\n"
                    f"  FROM ({table}) AS _t{joins}\n) AS _v")
             return sql, columns
@@ -217,20 +214,13 @@ class ViewCompiler:
         prefilter = self.prefilter_sql("_src.resource")
         filters = " AND ".join([f"_src.resource_type = {d.str(self.resource_type)}",
                                 *prefilter, *where])
-        lists = []  # (list SQL, its name, the prefix of its columns, path numbers)
-        if numbers:
-            lists.append((fields.extract_sql("_src.resource", numbers), "_xs", "_x", numbers))
-        if texts:
-            strings, kinds = fields.text_lists_sql("_src.resource", texts)
-            lists += [(strings, "_xts", "_xt", texts), (kinds, "_xks", "_xk", texts)]
-        if lists:
-            # Parsed once per list, then spread into one column per element:
+        extract = fields.extract_sql("_src.resource", numbers)
+        if extract:
+            # Parsed once as a list, then spread into one column per element:
             # a LIST column correlated into the lateral joins would make DuckDB
             # number the rows single-threaded.
-            rows = ", ".join([*(f"_src.{c}" for c in carried),
-                              *(f"{sql} AS {name}" for sql, name, _, _ in lists)])
-            spread = [f"{name}[{j}] AS {prefix}{i}"
-                      for _, name, prefix, nums in lists for j, i in enumerate(nums, 1)]
+            rows = ", ".join([*(f"_src.{c}" for c in carried), f"{extract} AS _xs"])
+            spread = [f"_xs[{j}] AS _x{i}" for j, i in enumerate(numbers, 1)]
             table = (f"SELECT {', '.join([*carried, *spread])} "
                      f"FROM (SELECT {rows} FROM {source} AS _src WHERE {filters})")
         else:
@@ -241,11 +231,9 @@ class ViewCompiler:
         return sql, columns
 
     def spark_table(self, source: str, passthrough: tuple[str, ...], where: list[str],
-                    where_fields: Fields, fields: Fields, numbers: list[int],
-                    texts: list[int]) -> str:
+                    where_fields: Fields, fields: Fields, numbers: list[int]) -> str:
         """Spark's ``_t``: each resource parsed once (``parse_json``) into a VARIANT,
-        filtered by ``where``, with the elements read (``numbers``) as ``_x1``, ``_x2``...
-        and those read as text (``texts``) as ``_xt1`` with their JSON types ``_xk1``..."""
+        filtered by ``where``, with the elements read (``numbers``) as ``_x1``, ``_x2``..."""
         d = self.d
         carried = [d.quote(p) for p in passthrough]
         parsed = ", ".join([*(f"_src.{c}" for c in carried),
@@ -259,9 +247,6 @@ class ViewCompiler:
             scan = f"SELECT _src.*, {reads} FROM ({scan}) AS _src"
         spread = [f"{d.at_path('_src.resource', fields.names[i - 1])} AS _x{i}"
                   for i in numbers]
-        for i in texts:
-            value = d.at_path("_src.resource", fields.texts[i - 1])
-            spread += [f"{d.text(value)} AS _xt{i}", f"{d.json_type(value)} AS _xk{i}"]
         cols = ", ".join([*(f"_src.{c}" for c in carried), "_src.resource", "_src._raw",
                           *spread])
         filters = f" WHERE {' AND '.join(where)}" if where else ""
