@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterator, Sequence
+from concurrent import futures
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, datetime, timedelta
@@ -248,8 +249,9 @@ class _BatchWriter:
             else:
                 # The error that got us here propagates; the batch in flight has to
                 # end before its transaction can be rolled back, whatever it raises.
-                with contextlib.suppress(Exception):
-                    self._wait()
+                if self._in_flight is not None:
+                    futures.wait([self._in_flight])
+                    self._in_flight = None
                 if self._uncommitted is not None:
                     # Closing the cursor discards the transaction anyway; a failing
                     # ROLLBACK must not hide the error that got us here.
@@ -263,16 +265,26 @@ class _BatchWriter:
         self.con.close()
 
     def _wait(self) -> None:
-        """Wait for the batch in flight; raise its error if writing it failed."""
-        future, self._in_flight = self._in_flight, None
+        """Wait for the batch in flight; raise its error if writing it failed.
+
+        The batch stays in flight until it has ended: an interrupt while waiting
+        leaves it there, for ``close`` to wait for before it rolls back.
+        """
+        future = self._in_flight
         if future is None:
             return
         try:
             future.result()
         except duckdb.Error as exc:
+            self._in_flight = None
             raise DatabaseError(
                 f"writing a batch of site {self.site!r} to the raw tables failed: {exc}"
             ) from exc
+        except BaseException:
+            if future.done():
+                self._in_flight = None
+            raise
+        self._in_flight = None
 
     def _commit_now(self) -> None:
         if self._uncommitted is not None:
@@ -292,12 +304,6 @@ class _BatchWriter:
         if self._uncommitted >= COMMIT_ROWS:
             self._commit_now()
 
-    def _may_be_stored(self, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """The keys that may have a stored row (all of them, unless ``_written`` rules some out)."""
-        if self._written is None:
-            return keys
-        return {key for key in keys if hash(key) in self._written}
-
     def _stored(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Version]:
         if not keys:
             return {}
@@ -307,11 +313,13 @@ class _BatchWriter:
             found = self.con.execute(self._lookup, {"site": self.site}).fetchall()
         return {(rt, rid): Version(vid, lu, h) for rt, rid, vid, lu, h in found}
 
-    def _decide(
-        self, rows: list[_Row], rejects: list[_Reject]
-    ) -> tuple[Counter[tuple[str, str]], _Work]:
+    def _decide_each(
+        self, rows: list[_Row], rejects: list[_Reject], maybe_stored: set[tuple[str, str]]
+    ) -> tuple[Counter[tuple[str, str]], list[_Row]]:
+        """Each line against the stored version and the batch's earlier lines, in input
+        order; the conflicts join ``rejects``. Returns the counts and the rows to write
+        (the last winner of each key, in input order)."""
         counts: Counter[tuple[str, str]] = Counter()
-        maybe_stored = self._may_be_stored({(r.resource_type, r.id) for r in rows})
         current = self._stored(maybe_stored)
         winners: dict[tuple[str, str], int] = {}
         for index, row in enumerate(rows):
@@ -333,12 +341,33 @@ class _BatchWriter:
                 current[key] = row.version
                 winners[key] = index
             counts[(row.resource_type, outcome)] += 1
+        return counts, [rows[i] for i in sorted(winners.values())]
+
+    def _decide(
+        self, rows: list[_Row], rejects: list[_Reject]
+    ) -> tuple[Counter[tuple[str, str]], _Work]:
+        keys = [(row.resource_type, row.id) for row in rows]
+        # Which keys may have a stored row: all of them, unless ``_written`` rules some out.
+        hashes: list[int] | None = None
+        if self._written is None:
+            maybe_stored = set(keys)
+        else:
+            hashes = [hash(key) for key in keys]
+            written = self._written
+            maybe_stored = {key for key, h in zip(keys, hashes, strict=True) if h in written}
+        if not maybe_stored and hashes is not None and len(set(hashes)) == len(hashes):
+            # The usual batch of a first landing: nothing stored, no key twice. Every
+            # line is then "inserted" (what ``decide`` says against no current version).
+            counts = Counter((row.resource_type, "inserted") for row in rows)
+            chosen, new_hashes = rows, hashes
+        else:
+            counts, chosen = self._decide_each(rows, rejects, maybe_stored)
+            new_hashes = [hash((row.resource_type, row.id)) for row in chosen]
 
         statement, batch, rejected = None, None, None
-        if winners:
-            chosen = [rows[i] for i in sorted(winners.values())]
+        if chosen:
             types, ids, versions, texts, uris, line_nos = zip(*chosen, strict=True)
-            version_ids, stamps, hashes = zip(*versions, strict=True)
+            version_ids, stamps, hashes_ = zip(*versions, strict=True)
             batch = _frame(
                 {
                     "resource_type": types,
@@ -346,7 +375,7 @@ class _BatchWriter:
                     "version_id": version_ids,
                     "last_updated_us": stamps,
                     "resource": texts,
-                    "content_hash": hashes,
+                    "content_hash": hashes_,
                     "source_uri": uris,
                     "line_no": line_nos,
                 }
@@ -356,7 +385,7 @@ class _BatchWriter:
             # No key that may be stored: append rather than merge.
             statement = self._upsert if maybe_stored else self._insert
             if self._written is not None:
-                self._written.update(hash(key) for key in winners)
+                self._written.update(new_hashes)
                 if len(self._written) > REMEMBER_KEYS:
                     self._written = None
         if rejects:

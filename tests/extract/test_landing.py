@@ -123,3 +123,37 @@ def test_gc_paused_restores_the_collector_as_it_was(enabled: bool) -> None:
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_an_interrupt_while_a_batch_is_written_keeps_nothing_of_the_landing(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+    import threading
+    import time
+
+    before = _write_lines(tmp_path / "a", [_observation("kept", 1, 1.0)])
+    land_folder(con, "s", before, "run-1", validation="structural")
+    main = threading.main_thread().ident
+    assert main is not None
+    calls = 0
+    real_run = landing._BatchWriter._run
+
+    def interrupted_second_write(self, sql: str, name: str, frame) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the main thread waits for this batch by now: Ctrl-C reaches it
+            time.sleep(0.3)
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.3)
+        real_run(self, sql, name, frame)
+
+    monkeypatch.setattr(landing._BatchWriter, "_run", interrupted_second_write)
+    lines = [_observation(f"obs-{i}", 1, float(i)) for i in range(350)]
+    folder = _write_lines(tmp_path / "b", lines)
+
+    with pytest.raises(KeyboardInterrupt):
+        land_folder(con, "s", folder, "run-2", validation="structural", batch_size=100)
+
+    assert threads_named("cartfhir-landing") == []
+    assert _stored(con) == [("kept", "1", "1.0")]  # the interrupted landing rolled back
