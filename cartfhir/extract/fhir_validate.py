@@ -62,6 +62,13 @@ PrimitiveCheck = Callable[[Any], str | None]
 Check = Callable[[Any], "str | list[Error] | None"]
 
 MAX_ERRORS_SHOWN = 3
+# Errors kept per object or list: past them the rest of it is not checked (the
+# resource is rejected anyway). A 64 MiB line of [0,0,...] has 32 million bad
+# items; keeping an error for each took hundreds of bytes apiece.
+MAX_ERRORS_KEPT = 50
+NOT_CHECKED = "the rest was not checked (too many problems)"
+# A key or reason as shown: one line, cut short (keys come from the input).
+_KEY_SHOWN = 64
 PREFIX = "fails FHIR R4B validation: "
 _RESOURCE = "Resource"
 _ABSTRACT = frozenset({"Resource", "DomainResource"})
@@ -259,10 +266,19 @@ def _table() -> dict[str, dict[str, list[Any]]]:
 
 
 @cache
+def _resource_types() -> frozenset[str]:
+    """The concrete R4B resource types (not Resource, DomainResource)."""
+    return frozenset(name for name, elements in _table().items()
+                     if _names_a_resource(elements) and name not in _ABSTRACT)
+
+
 def is_resource_type(name: str) -> bool:
-    """Whether ``name`` is a concrete R4B resource type (not Resource, DomainResource)."""
-    elements = _table().get(name)
-    return elements is not None and _names_a_resource(elements) and name not in _ABSTRACT
+    """Whether ``name`` is a concrete R4B resource type (not Resource, DomainResource).
+
+    Not a cache of the names asked about: every line names its resourceType, and a
+    hostile file could name a new (long) one on each line.
+    """
+    return name in _resource_types()
 
 
 def _names_a_resource(elements: dict[str, list[Any]]) -> bool:
@@ -306,6 +322,9 @@ def _many(item: Check, complex_items: bool) -> Check:
                 found = item(entry)
             if found is not None:
                 errors = _add(errors, _located(index, found))
+                if len(errors) >= MAX_ERRORS_KEPT and index + 1 < len(value):
+                    errors.append(((index + 1,), NOT_CHECKED))
+                    break
         return errors
     return check
 
@@ -327,6 +346,13 @@ def _element_check(type_name: str, repeats: bool) -> Check:
 # repeat the same code, category and unit over and over, so most are checked once.
 _MEMO_MAX_ENTRIES = 16_384
 _MEMO_MAX_BYTES = 1024
+# A verdict of more errors is not kept: 500 errors of a 1 kB value are 240 kB.
+_MEMO_MAX_ERRORS = MAX_ERRORS_SHOWN + 1
+# Subclasses (an OrderedDict, an IntEnum), datetimes and dataclasses would be
+# written as the JSON they stand for, but the checks refuse them: not written, not kept.
+_CONTAINERS = (list, dict)
+_MEMO_DUMPS_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
+                       | orjson.OPT_PASSTHROUGH_DATACLASS)
 # (element type, with [] when a list; JSON text) -> the verdict. One memory for the
 # process, so its bound (about 16 MB) holds however many elements use it.
 _MEMO: dict[tuple[str, bytes], str | list[Error] | None] = {}
@@ -337,20 +363,32 @@ def _memoized(check: Check, kind: str) -> Check:
 
     The JSON text, not the value, is the key: 1, 1.0 and true are equal in
     Python but not of the same FHIR kind. Values too long or unwritable are just
-    checked; the memory is emptied when full, so hostile input cannot grow it.
+    checked, and so are those holding a null: orjson writes NaN and infinities
+    as null too (not from parsed JSON, but ``validation_problem`` is public). A
+    verdict of many errors is not kept; the memory is emptied when full, so
+    hostile input cannot grow it.
     """
     memo = _MEMO
     dumps = orjson.dumps
+    options = _MEMO_DUMPS_OPTIONS
 
     def remembering(value: Any) -> str | list[Error] | None:
+        if type(value) in _CONTAINERS and len(value) > _MEMO_MAX_BYTES // 2:
+            # Longer than kept once written; and orjson's buffer for a large value
+            # peaks at many times its size (66 MB for 2.4 MB of text).
+            return check(value)
         try:
-            key = (kind, dumps(value))
+            text = dumps(value, option=options)
         except orjson.JSONEncodeError:
             return check(value)
-        if key in memo:
+        if len(text) > _MEMO_MAX_BYTES:
+            return check(value)
+        key = (kind, text)
+        if key in memo:  # never a text with a null: those are not kept
             return memo[key]
         found = check(value)
-        if len(key[1]) <= _MEMO_MAX_BYTES:
+        if b"null" not in text and (found is None or type(found) is str
+                                    or len(found) <= _MEMO_MAX_ERRORS):
             if len(memo) >= _MEMO_MAX_ENTRIES:
                 memo.clear()
             memo[key] = found
@@ -390,7 +428,8 @@ def _nested_resource(value: Any) -> str | list[Error] | None:
     if name is None:
         return "a nested resource needs a resourceType"
     if type(name) is not str or not is_resource_type(name):
-        return [(("resourceType",), f"unknown resourceType {str(name)[:64]!r}")]
+        shown = repr(name[:_KEY_SHOWN]) if type(name) is str else f"(a JSON {_kind(name)})"
+        return [(("resourceType",), f"unknown resourceType {shown}")]
     return object_check(name)(value)
 
 
@@ -493,15 +532,19 @@ def _compile(type_name: str) -> Check:
             if element is None:
                 if is_resource and key == "resourceType":
                     continue
-                errors = _add(errors, [((key,), UNKNOWN_KEY)])
+                found: str | list[Error] | None = UNKNOWN_KEY
+            elif value is None:
                 continue
-            if value is None:
-                continue
-            if element is string and type(value) is str and value:
+            elif element is string and type(value) is str and value:
                 continue  # the commonest element, checked without a call
-            found = element(value)
-            if found is not None:
-                errors = _add(errors, _located(key, found))
+            else:
+                found = element(value)
+                if found is None:
+                    continue
+            errors = _add(errors, _located(key, found))
+            if len(errors) >= MAX_ERRORS_KEPT:
+                errors.append(((), NOT_CHECKED))
+                break
         for name, is_primitive in required:
             if name not in obj or obj[name] is None:
                 why = _missing(obj, name, is_primitive)
@@ -535,9 +578,24 @@ def errors_of(resource_type: str, resource: dict[str, Any]) -> list[Error]:
     return [((), found)] if type(found) is str else found  # type: ignore[list-item]
 
 
+def _shown_key(part: str | int) -> str | int:
+    """A key of the input as a location shows it: printable and short, else its repr cut."""
+    if type(part) is int or (len(part) <= _KEY_SHOWN and part.isprintable()):
+        return part
+    text = repr(part[:_KEY_SHOWN])
+    return text + "..." if len(part) > _KEY_SHOWN else text
+
+
+def _shown_location(loc: Loc) -> str:
+    """A location on one line, at most about 300 characters (its end kept: the
+    innermost keys say what is wrong)."""
+    text = format_location(tuple(_shown_key(part) for part in loc))
+    return text if len(text) <= 300 else "..." + text[-297:]
+
+
 def describe(errors: list[Error]) -> str:
     """The rejection reason: the first errors with their paths, and how many more."""
-    shown = [f"{format_location(loc)}: {msg}" for loc, msg in errors[:MAX_ERRORS_SHOWN]]
+    shown = [f"{_shown_location(loc)}: {msg}" for loc, msg in errors[:MAX_ERRORS_SHOWN]]
     more = len(errors) - len(shown)
     return PREFIX + "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 

@@ -600,3 +600,108 @@ def test_memory_stays_bounded() -> None:
     assert len(fhir_validate._MEMO) <= fhir_validate._MEMO_MAX_ENTRIES
     accepts(observation(subject={"reference": "Patient/" + "x" * 5000}))
     assert all(len(text) <= fhir_validate._MEMO_MAX_BYTES for _, text in fhir_validate._MEMO)
+
+
+# --- red team: bounds, kinds and messages ---------------------------------------------
+
+
+def test_unknown_resource_types_are_not_remembered() -> None:
+    """Every line names its resourceType; a hostile file naming a new long one per
+    line must not grow a cache for the life of the process."""
+    before = fhir_validate.is_resource_type.cache_info().currsize if hasattr(
+        fhir_validate.is_resource_type, "cache_info") else 0
+    for index in range(200):
+        assert not is_resource_type(f"Nope{index}" + "x" * 1000)
+        bundle = {"resourceType": "Bundle", "id": "b", "type": "collection",
+                  "entry": [{"resource": {"resourceType": f"Zz{index}" + "y" * 1000}}]}
+        assert not accepts(bundle)
+    after = fhir_validate.is_resource_type.cache_info().currsize if hasattr(
+        fhir_validate.is_resource_type, "cache_info") else 0
+    assert after - before < 10
+
+
+def test_a_list_of_many_bad_items_keeps_few_errors() -> None:
+    """A 64 MiB line of [0,0,0...] is 32 million bad items: the errors kept stay few
+    (memory), the reason still says there are more."""
+    import tracemalloc
+    resource = observation(category=[0] * 200_000)
+    tracemalloc.start()
+    try:
+        problem = validation_problem("Observation", resource)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert problem is not None and "category[0]: Input should be a JSON object" in problem
+    assert "more" in problem
+    assert peak < 5_000_000  # not hundreds of bytes per bad item
+    many_keys = observation(code={f"k{i}": 1 for i in range(200_000)})
+    tracemalloc.start()
+    try:
+        problem = validation_problem("Observation", many_keys)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert problem is not None and "code.k0: Extra inputs are not permitted" in problem
+    assert peak < 5_000_000
+
+
+def test_remembered_verdicts_stay_small() -> None:
+    """The memory of verdicts is bounded in entries and in key bytes: a verdict that is
+    a long list of errors is not kept (16,384 of them would be gigabytes)."""
+    fhir_validate._MEMO.clear()
+    for index in range(50):
+        items: list[Any] = [0] * 500
+        items[index] = 1
+        assert not accepts(observation(category=items))
+    kept = [v for v in fhir_validate._MEMO.values() if isinstance(v, list)]
+    assert all(len(v) <= fhir_validate.MAX_ERRORS_SHOWN + 1 for v in kept)
+
+
+def test_a_remembered_verdict_never_answers_for_a_value_of_another_python_kind() -> None:
+    """The key is the value written as JSON; orjson writes inf and nan as null and a
+    str, dict or int subclass as its base: such values are checked, not looked up."""
+    import collections
+    import enum
+
+    class Level(enum.IntEnum):
+        ONE = 1
+
+    pairs = [
+        (patient(extension=[{"url": "u", "valueDecimal": None}]),
+         patient(extension=[{"url": "u", "valueDecimal": float("inf")}])),
+        (patient(extension=[{"url": "u", "valueDecimal": None}]),
+         patient(extension=[{"url": "u", "valueDecimal": float("nan")}])),
+        (patient(maritalStatus={"text": "x"}),
+         patient(maritalStatus=collections.OrderedDict(text="x"))),
+        (patient(communication=[{"language": {"text": "x"}, "preferred": True}]),
+         patient(communication=[{"language": {"text": "x"}, "preferred": Level.ONE}])),
+    ]
+    for good, bad in pairs:
+        fresh = validation_problem("Patient", bad)
+        assert fresh is not None
+        assert accepts(good)
+        assert validation_problem("Patient", bad) == fresh
+
+
+def test_a_huge_integer_resource_type_in_a_nested_resource_is_a_reason() -> None:
+    """str() of an int over 4,300 digits raises ValueError in Python 3.11+."""
+    bundle = {"resourceType": "Bundle", "id": "b", "type": "collection",
+              "entry": [{"resource": {"resourceType": 10**5000}}]}
+    problem = validation_problem("Bundle", bundle)
+    assert problem is not None and len(problem) < 500
+
+
+def test_reasons_stay_one_bounded_line_whatever_the_keys() -> None:
+    """Unknown keys are named in the reason: a key with a newline or of 100,000
+    characters must not make the reason several lines or 100 kB long."""
+    resource = patient(**{"gender\nSet-Cookie: x": "1", "k" * 100_000: 1,
+                          "a\u2028b": 1})
+    problem = validation_problem("Patient", resource)
+    assert problem is not None
+    assert "\n" not in problem and "\u2028" not in problem
+    assert len(problem) < 1000
+    deep: dict[str, Any] = {"url": "u", "valueString": "x", "y" * 300: 1}
+    for _ in range(40):
+        deep = {"url": "u", "extension": [deep]}
+    problem = validation_problem("Patient", patient(extension=[deep]))
+    assert problem is not None and len(problem) < 2000
