@@ -125,7 +125,7 @@ def extract(
         for path in ndjson.find_files(site.source.path)
     )
     if workers is None:
-        workers = (auto_workers(input_bytes, landing.validation)
+        workers = (auto_workers(input_bytes)
                    if landing.workers == "auto" else landing.workers)
     progress = progress or NullProgress()
 
