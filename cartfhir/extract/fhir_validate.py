@@ -53,6 +53,7 @@ from typing import Any
 import orjson
 
 from cartfhir.config import format_location
+from cartfhir.redact import redact
 
 Loc = tuple[str | int, ...]
 Error = tuple[Loc, str]
@@ -428,7 +429,7 @@ def _nested_resource(value: Any) -> str | list[Error] | None:
     if name is None:
         return "a nested resource needs a resourceType"
     if type(name) is not str or not is_resource_type(name):
-        shown = repr(name[:_KEY_SHOWN]) if type(name) is str else f"(a JSON {_kind(name)})"
+        shown = _shown_text(name) if type(name) is str else f"(a JSON {_kind(name)})"
         return [(("resourceType",), f"unknown resourceType {shown}")]
     return object_check(name)(value)
 
@@ -578,12 +579,18 @@ def errors_of(resource_type: str, resource: dict[str, Any]) -> list[Error]:
     return [((), found)] if type(found) is str else found  # type: ignore[list-item]
 
 
+def _shown_text(text: str) -> str:
+    """Text of the input as a reason quotes it: redacted, then cut short (cut first, a
+    registered secret would no longer be found whole, and its start would show), as repr."""
+    text = redact(text)
+    return repr(text[:_KEY_SHOWN]) + ("..." if len(text) > _KEY_SHOWN else "")
+
+
 def _shown_key(part: str | int) -> str | int:
-    """A key of the input as a location shows it: printable and short, else its repr cut."""
+    """A key of the input as a location shows it: printable and short, else quoted."""
     if type(part) is int or (len(part) <= _KEY_SHOWN and part.isprintable()):
         return part
-    text = repr(part[:_KEY_SHOWN])
-    return text + "..." if len(part) > _KEY_SHOWN else text
+    return _shown_text(part)
 
 
 def _shown_location(loc: Loc) -> str:

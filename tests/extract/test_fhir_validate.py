@@ -705,3 +705,18 @@ def test_reasons_stay_one_bounded_line_whatever_the_keys() -> None:
         deep = {"url": "u", "extension": [deep]}
     problem = validation_problem("Patient", patient(extension=[deep]))
     assert problem is not None and len(problem) < 2000
+
+
+def test_a_secret_in_a_long_key_is_redacted_before_the_key_is_cut() -> None:
+    """A reason is redacted where it is stored; cut first, a registered secret longer
+    than the cut would no longer be found there and its start would show."""
+    from cartfhir.redact import redact, register
+
+    secret = "s3cr3t-" + "".join(f"{i:02d}" for i in range(60))  # 127 characters
+    register(secret)
+    for resource in (patient(**{secret: 1}),
+                     {"resourceType": "Bundle", "id": "b", "type": "collection",
+                      "entry": [{"resource": {"resourceType": secret}}]}):
+        problem = validation_problem(resource["resourceType"], resource)
+        assert problem is not None
+        assert secret[:20] not in redact(problem)

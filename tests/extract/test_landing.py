@@ -157,3 +157,51 @@ def test_an_interrupt_while_a_batch_is_written_keeps_nothing_of_the_landing(
 
     assert threads_named("cartfhir-landing") == []
     assert _stored(con) == [("kept", "1", "1.0")]  # the interrupted landing rolled back
+
+
+@pytest.mark.parametrize("colliding", [False, True])
+def test_a_key_across_batches_of_a_first_landing_is_decided_against_what_was_written(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    colliding: bool,
+) -> None:
+    """Red team: replaced, re-sent stale, re-sent unchanged and in conflict, each in a
+    later batch than the copy it meets; with every key hashing alike too (``_written``
+    then rules nothing out, and nothing may be lost or doubled)."""
+    if colliding:
+        monkeypatch.setattr(landing, "hash", lambda key: 7, raising=False)
+    lines = [_observation(f"obs-{i}", 1, float(i)) for i in range(10)]  # batch 1
+    lines += [_observation("obs-1", 2, 21.0)] + [  # batch 2: obs-1 replaced
+        _observation(f"new-{i}", 1, 0.0) for i in range(9)]
+    lines += [_observation("obs-1", 1, 1.0),  # batch 3: the old copy again: stale
+              _observation("obs-2", 1, 2.0),  # the same copy: unchanged
+              _observation("obs-3", 1, 33.0),  # same version, other content: conflict
+              _observation("obs-4", 1, 4.0), _observation("obs-4", 3, 44.0)]  # unchanged, replaced
+    folder = _write_lines(tmp_path / "in", lines)
+
+    landed = land_folder(con, "s", folder, "run-1", validation="structural", batch_size=10)
+
+    counts = landed.counts["Observation"]
+    assert {k: v for k, v in counts.items() if v} == {
+        "received": 25, "inserted": 19, "replaced": 2, "stale": 1, "unchanged": 2,
+        "rejected": 1}
+    stored = {rid: (version, value) for rid, version, value in _stored(con)}
+    assert len(stored) == 19 and len(_stored(con)) == 19  # one row per key
+    assert stored["obs-1"] == ("2", "21.0")
+    assert stored["obs-3"] == ("1", "3.0")
+    assert stored["obs-4"] == ("3", "44.0")
+    assert con.execute("SELECT count(*) FROM raw.rejected").fetchone() == (1,)
+
+
+def test_relanding_the_same_folder_changes_nothing(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    lines = [_observation(f"obs-{i}", 1, float(i)) for i in range(30)]
+    folder = _write_lines(tmp_path / "in", lines)
+    land_folder(con, "s", folder, "run-1", validation="structural", batch_size=7)
+    before = con.execute("SELECT * FROM raw.resources ORDER BY id").fetchall()
+
+    landed = land_folder(con, "s", folder, "run-2", validation="structural", batch_size=7)
+
+    counts = landed.counts["Observation"]
+    assert (counts["unchanged"], counts["inserted"], counts["replaced"]) == (30, 0, 0)
+    assert con.execute("SELECT * FROM raw.resources ORDER BY id").fetchall() == before
