@@ -266,11 +266,15 @@ def _table() -> dict[str, dict[str, list[Any]]]:
     return table
 
 
-@cache
+_RESOURCE_TYPES: frozenset[str] = frozenset()  # filled on first use
+
+
 def _resource_types() -> frozenset[str]:
     """The concrete R4B resource types (not Resource, DomainResource)."""
-    return frozenset(name for name, elements in _table().items()
-                     if _names_a_resource(elements) and name not in _ABSTRACT)
+    global _RESOURCE_TYPES
+    _RESOURCE_TYPES = frozenset(name for name, elements in _table().items()
+                                if _names_a_resource(elements) and name not in _ABSTRACT)
+    return _RESOURCE_TYPES
 
 
 def is_resource_type(name: str) -> bool:
@@ -279,7 +283,7 @@ def is_resource_type(name: str) -> bool:
     Not a cache of the names asked about: every line names its resourceType, and a
     hostile file could name a new (long) one on each line.
     """
-    return name in _resource_types()
+    return name in (_RESOURCE_TYPES or _resource_types())
 
 
 def _names_a_resource(elements: dict[str, list[Any]]) -> bool:
@@ -351,12 +355,12 @@ _MEMO_MAX_BYTES = 1024
 _MEMO_MAX_ERRORS = MAX_ERRORS_SHOWN + 1
 # Subclasses (an OrderedDict, an IntEnum), datetimes and dataclasses would be
 # written as the JSON they stand for, but the checks refuse them: not written, not kept.
-_CONTAINERS = (list, dict)
 _MEMO_DUMPS_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
                        | orjson.OPT_PASSTHROUGH_DATACLASS)
 # (element type, with [] when a list; JSON text) -> the verdict. One memory for the
 # process, so its bound (about 16 MB) holds however many elements use it.
 _MEMO: dict[tuple[str, bytes], str | list[Error] | None] = {}
+_UNSEEN: Any = object()
 
 
 def _memoized(check: Check, kind: str) -> Check:
@@ -370,23 +374,30 @@ def _memoized(check: Check, kind: str) -> Check:
     hostile input cannot grow it.
     """
     memo = _MEMO
+    memo_get = memo.get
     dumps = orjson.dumps
     options = _MEMO_DUMPS_OPTIONS
+    longest = _MEMO_MAX_BYTES
+    most_items = longest // 2  # a list or object of more is longer than that, written
+    unseen = _UNSEEN
 
     def remembering(value: Any) -> str | list[Error] | None:
-        if type(value) in _CONTAINERS and len(value) > _MEMO_MAX_BYTES // 2:
-            # Longer than kept once written; and orjson's buffer for a large value
-            # peaks at many times its size (66 MB for 2.4 MB of text).
-            return check(value)
         try:
+            if len(value) > most_items:
+                # Not kept once written; and orjson's buffer for a large value peaks
+                # at many times its size (66 MB for 2.4 MB of text).
+                return check(value)
             text = dumps(value, option=options)
-        except orjson.JSONEncodeError:
+        except TypeError:  # no len (a number, a boolean), or not writable (JSONEncodeError)
             return check(value)
-        if len(text) > _MEMO_MAX_BYTES:
+        if len(text) > longest:
             return check(value)
         key = (kind, text)
-        if key in memo:  # never a text with a null: those are not kept
-            return memo[key]
+        # One lookup, not 'in' then '[]': a thread emptying the memory in between
+        # would make the second a KeyError. Never a text with a null: those are not kept.
+        found = memo_get(key, unseen)
+        if found is not unseen:
+            return found  # type: ignore[no-any-return]
         found = check(value)
         if b"null" not in text and (found is None or type(found) is str
                                     or len(found) <= _MEMO_MAX_ERRORS):

@@ -205,3 +205,38 @@ def test_relanding_the_same_folder_changes_nothing(
     counts = landed.counts["Observation"]
     assert (counts["unchanged"], counts["inserted"], counts["replaced"]) == (30, 0, 0)
     assert con.execute("SELECT * FROM raw.resources ORDER BY id").fetchall() == before
+
+
+@pytest.mark.parametrize("failing_call", [1, 3])
+def test_a_write_failing_in_the_last_batch_surfaces_at_close_and_keeps_nothing(
+    con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    failing_call: int,
+) -> None:
+    """Red team: the last batch's error surfaces at close(commit=True), which has no
+    ROLLBACK of its own (closing the cursor must discard the transaction); with the
+    first batch failing, the landing's transaction holds nothing else."""
+    before = _write_lines(tmp_path / "a", [_observation("kept", 1, 1.0)])
+    land_folder(con, "s", before, "run-1", validation="structural")
+    calls = 0
+    real_run = landing._BatchWriter._run
+
+    def failing_write(self, sql: str, name: str, frame) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == failing_call:
+            raise duckdb.IOException("disk full")
+        real_run(self, sql, name, frame)
+
+    monkeypatch.setattr(landing._BatchWriter, "_run", failing_write)
+    folder = _write_lines(tmp_path / "b", [_observation(f"obs-{i}", 1, float(i))
+                                           for i in range(250)])
+
+    with pytest.raises(DatabaseError, match="disk full"):
+        land_folder(con, "s", folder, "run-2", validation="structural", batch_size=100)
+
+    assert _stored(con) == [("kept", "1", "1.0")]
+    assert threads_named("cartfhir-landing") == []
+    # the store takes the next landing as usual
+    monkeypatch.setattr(landing._BatchWriter, "_run", real_run)
+    land_folder(con, "s", folder, "run-3", validation="structural", batch_size=100)
+    assert len(_stored(con)) == 251
