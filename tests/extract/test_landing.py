@@ -240,3 +240,16 @@ def test_a_write_failing_in_the_last_batch_surfaces_at_close_and_keeps_nothing(
     monkeypatch.setattr(landing._BatchWriter, "_run", real_run)
     land_folder(con, "s", folder, "run-3", validation="structural", batch_size=100)
     assert len(_stored(con)) == 251
+
+
+def test_key_hashes_remember_what_was_added_in_eight_bytes_a_key() -> None:
+    import numpy as np
+
+    remembered = landing._KeyHashes()
+    asked = np.array([5, -(2**63), 2**63 - 1, 0], dtype=np.int64)
+    assert not remembered.seen(asked).any()
+    remembered.add(np.array([2**63 - 1, 5, 5], dtype=np.int64))
+    remembered.add(np.array([-(2**63)], dtype=np.int64))
+    assert remembered.seen(asked).tolist() == [True, True, True, False]
+    assert len(remembered) == 3
+    assert remembered._sorted.nbytes == 3 * 8
