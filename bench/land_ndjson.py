@@ -21,6 +21,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cartfhir.config import LANDING_BATCH_ROWS
+
 REPO = Path(__file__).resolve().parents[1]
 OBS_PER_FILE = 200_000
 # (LOINC code, display, UCUM unit, low, high): common CAR-T follow-up labs.
@@ -179,7 +181,7 @@ def land_child(
         base_dir=data,
     )
     if workers is None:  # what extract() would pick; resolved here to report it
-        workers = auto_workers(sum(p.stat().st_size for p in data.glob("*.ndjson")), validation)
+        workers = auto_workers(sum(p.stat().st_size for p in data.glob("*.ndjson")))
     started = time.perf_counter()
     result = extract(config, command="bench", workers=workers)
     seconds = time.perf_counter() - started
@@ -224,7 +226,8 @@ def main() -> None:
     parser.add_argument("--resources", type=int, default=1_000_000)
     parser.add_argument("--validation", choices=["full", "structural", "both"], default="both")
     parser.add_argument("--workdir", type=Path, default=REPO / "bench" / "out")
-    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=LANDING_BATCH_ROWS,
+                        help="landing.batch_size (default: the config's)")
     parser.add_argument("--workers", type=int, default=None,
                         help="check processes (default: what extract() picks for this machine)")
     parser.add_argument("--memory-limit", default="512MB",
