@@ -224,7 +224,18 @@ def _base64(value: Any) -> str | None:
     return None
 
 
-_URI = _pattern(_NO_SPACE_RE, "URI must not be empty or contain whitespace")
+def _uri_problem(value: str) -> str | None:
+    """R4B's uri is ``\\S*``. Whitespace around it is tolerated: servers pad coding
+    systems (`` http://loinc.org ``), the fhir.resources models accepted it, and
+    harmonization trims it, so refusing it would drop real results for no gain.
+    Whitespace inside, or nothing but whitespace, is refused."""
+    inner = value.strip()
+    if not inner:
+        return "URI must not be empty"
+    return None if _NO_SPACE_RE.fullmatch(inner) else "URI must not contain whitespace"
+
+
+_URI = _string_kind(_uri_problem)
 PRIMITIVES: dict[str, PrimitiveCheck] = {
     "boolean": _boolean,
     "integer": _integer(_INT32_MIN, "integer"),
