@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import orjson
 
-from cartfhir.extract.fhir_validate import is_resource_type, validation_problem
+from cartfhir.extract.fhir_validate import (
+    is_resource_type,
+    json_type_name,
+    validation_problem,
+)
 from cartfhir.redact import redact
 
 if TYPE_CHECKING:
@@ -68,17 +72,6 @@ class Rejected(NamedTuple):
 
     reason: str
     resource_type: str | None = None
-
-
-def _kind(value: Any) -> str:
-    """The JSON name of a parsed value's type, for messages."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(
-        type(value), type(value).__name__
-    )
 
 
 def json_kind(value: Any) -> str:
@@ -272,7 +265,7 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
             return Rejected(TOO_DEEP, _peek_type(raw))
         return Rejected(f"not valid JSON: {exc}")
     if not isinstance(resource, dict):
-        return Rejected(f"not a JSON object (got {_kind(resource)})")
+        return Rejected(f"not a JSON object (got {json_type_name(resource)})")
 
     resource_type = resource.get("resourceType")
     try:  # sorted keys: the canonical form the content hash is taken of
@@ -288,7 +281,7 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
     if resource_type is None:
         return Rejected("missing resourceType")
     if not isinstance(resource_type, str):
-        return Rejected(f"resourceType must be a string (got {_kind(resource_type)})")
+        return Rejected(f"resourceType must be a string (got {json_type_name(resource_type)})")
     if not is_resource_type(resource_type):
         return Rejected(f"unknown resourceType {_show(resource_type)}")
 
@@ -296,7 +289,7 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
     if rid is None:
         return Rejected("missing id", resource_type)
     if not isinstance(rid, str):
-        return Rejected(f"id must be a string (got {_kind(rid)})", resource_type)
+        return Rejected(f"id must be a string (got {json_type_name(rid)})", resource_type)
     if not ID_PATTERN.fullmatch(rid):
         return Rejected(
             f"id {_show(rid)} does not match the FHIR id pattern [A-Za-z0-9-.]{{1,64}}",
@@ -308,7 +301,8 @@ def check_line(raw: bytes | str, validation: Validation = "full") -> Accepted | 
     meta = resource.get("meta")
     if meta is not None:
         if not isinstance(meta, dict):
-            return Rejected(f"meta must be a JSON object (got {_kind(meta)})", resource_type)
+            return Rejected(f"meta must be a JSON object (got {json_type_name(meta)})",
+                            resource_type)
         version_id = meta.get("versionId")
         if version_id is not None and not (
             isinstance(version_id, str) and ID_PATTERN.fullmatch(version_id)

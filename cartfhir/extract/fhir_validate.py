@@ -106,12 +106,15 @@ UNKNOWN_KEY = "Extra inputs are not permitted"
 COMPLEX_REQUIRED = "Field required"
 
 
-def _kind(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages (checks.py's too)."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int | float):
         return "number"
-    return {dict: "object", list: "array", str: "string"}.get(type(value), "null")
+    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
 
 
 # ---------------------------------------------------------------- primitives
@@ -446,12 +449,12 @@ def _primitive_extension(value: Any) -> str | list[Error] | None:
 def _nested_resource(value: Any) -> str | list[Error] | None:
     """A resource inside a resource: checked as the type its resourceType names."""
     if type(value) is not dict:
-        return f"{NOT_AN_OBJECT} (got {_kind(value)})"
+        return f"{NOT_AN_OBJECT} (got {json_type_name(value)})"
     name = value.get("resourceType")
     if name is None:
         return "a nested resource needs a resourceType"
     if type(name) is not str or not is_resource_type(name):
-        shown = _shown_text(name) if type(name) is str else f"(a JSON {_kind(name)})"
+        shown = _shown_text(name) if type(name) is str else f"(a JSON {json_type_name(name)})"
         return [(("resourceType",), f"unknown resourceType {shown}")]
     return object_check(name)(value)
 
@@ -548,7 +551,7 @@ def _compile(type_name: str) -> Check:
 
     def check(obj: Any) -> str | list[Error] | None:
         if type(obj) is not dict:
-            return f"{NOT_AN_OBJECT} (got {_kind(obj)})"
+            return f"{NOT_AN_OBJECT} (got {json_type_name(obj)})"
         errors: list[Error] | None = None
         for key, value in obj.items():
             element = get_check(key)
