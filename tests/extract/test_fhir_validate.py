@@ -626,27 +626,26 @@ def test_unknown_resource_types_are_not_remembered() -> None:
     assert after - before < 10
 
 
+def _problem_and_peak(resource: dict[str, Any]) -> tuple[str | None, int]:
+    """validation_problem for ``resource``, and the peak of memory it allocated."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        problem = validation_problem(resource["resourceType"], resource)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return problem, peak
+
+
 def test_a_list_of_many_bad_items_keeps_few_errors() -> None:
     """A 64 MiB line of [0,0,0...] is 32 million bad items: the errors kept stay few
     (memory), the reason still says there are more."""
-    import tracemalloc
-    resource = observation(category=[0] * 200_000)
-    tracemalloc.start()
-    try:
-        problem = validation_problem("Observation", resource)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    problem, peak = _problem_and_peak(observation(category=[0] * 200_000))
     assert problem is not None and "category[0]: Input should be a JSON object" in problem
     assert "more" in problem
     assert peak < 5_000_000  # not hundreds of bytes per bad item
-    many_keys = observation(code={f"k{i}": 1 for i in range(200_000)})
-    tracemalloc.start()
-    try:
-        problem = validation_problem("Observation", many_keys)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    problem, peak = _problem_and_peak(observation(code={f"k{i}": 1 for i in range(200_000)}))
     assert problem is not None and "code.k0: Extra inputs are not permitted" in problem
     assert peak < 5_000_000
 

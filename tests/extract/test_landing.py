@@ -78,22 +78,27 @@ def test_relanding_into_a_site_with_rows_merges(
     assert _stored(con) == [("obs-1", "2", "2.0"), ("obs-2", "1", "3.0")]
 
 
+def _fail_write(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
+    """The write thread's ``call``-th statement fails as a full disk would."""
+    calls = 0
+    real_run = landing._BatchWriter._run
+
+    def failing_write(self, sql: str, name: str, frame) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == call:
+            raise duckdb.IOException("disk full")
+        real_run(self, sql, name, frame)
+
+    monkeypatch.setattr(landing._BatchWriter, "_run", failing_write)
+
+
 def test_a_write_failing_in_the_write_thread_stops_landing_and_keeps_nothing_of_it(
     con: duckdb.DuckDBPyConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = _write_lines(tmp_path / "a", [_observation("kept", 1, 1.0)])
     land_folder(con, "s", before, "run-1", validation="structural")
-    calls = 0
-    real_run = landing._BatchWriter._run
-
-    def failing_second_write(self, sql: str, name: str, frame) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise duckdb.IOException("disk full")
-        real_run(self, sql, name, frame)
-
-    monkeypatch.setattr(landing._BatchWriter, "_run", failing_second_write)
+    _fail_write(monkeypatch, call=2)
     lines = [_observation(f"obs-{i}", 1, float(i)) for i in range(350)]
     folder = _write_lines(tmp_path / "b", lines)
 
@@ -217,17 +222,7 @@ def test_a_write_failing_in_the_last_batch_surfaces_at_close_and_keeps_nothing(
     first batch failing, the landing's transaction holds nothing else."""
     before = _write_lines(tmp_path / "a", [_observation("kept", 1, 1.0)])
     land_folder(con, "s", before, "run-1", validation="structural")
-    calls = 0
-    real_run = landing._BatchWriter._run
-
-    def failing_write(self, sql: str, name: str, frame) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == failing_call:
-            raise duckdb.IOException("disk full")
-        real_run(self, sql, name, frame)
-
-    monkeypatch.setattr(landing._BatchWriter, "_run", failing_write)
+    _fail_write(monkeypatch, call=failing_call)
     folder = _write_lines(tmp_path / "b", [_observation(f"obs-{i}", 1, float(i))
                                            for i in range(250)])
 
@@ -237,7 +232,7 @@ def test_a_write_failing_in_the_last_batch_surfaces_at_close_and_keeps_nothing(
     assert _stored(con) == [("kept", "1", "1.0")]
     assert threads_named("cartfhir-landing") == []
     # the store takes the next landing as usual
-    monkeypatch.setattr(landing._BatchWriter, "_run", real_run)
+    monkeypatch.undo()
     land_folder(con, "s", folder, "run-3", validation="structural", batch_size=100)
     assert len(_stored(con)) == 251
 
