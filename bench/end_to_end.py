@@ -355,10 +355,7 @@ def main() -> None:
             roles = tuple(r for r in FULL_ROLES if not (args.skip_full and r == "extract-full"))
             report(args, measure(work, args.observations, roles, args))
     finally:
-        if args.keep:
-            print(f"\nkept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        base.release_workdir(work, args.keep)
 
 
 if __name__ == "__main__":

@@ -164,10 +164,7 @@ def main() -> None:
             runs[name] = run_child(name, work, args.memory_limit)
         report(args, info, land, runs)
     finally:
-        if args.keep:
-            print(f"\nkept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        base.release_workdir(work, args.keep)
 
 
 if __name__ == "__main__":

@@ -455,6 +455,14 @@ def report(args, info: dict, land: dict, tr: dict, floor: dict, fh: dict) -> Non
     print(f"{'total':<38} {'':>10} {total:>9.2f} {100:>9.0f}%")
 
 
+def release_workdir(work: Path, keep: bool) -> None:
+    """Keep the bench's folder (and say where) or remove it."""
+    if keep:
+        print(f"\nkept {work}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--observations", type=int, default=1_000_000,
@@ -518,10 +526,7 @@ def main() -> None:
         fh = figures.get("fhiry", {"error": "skipped (--skip-fhiry)"})
         report(args, info, figures["land"], figures["transform"], figures["floor"], fh)
     finally:
-        if args.keep:
-            print(f"\nkept {work}", file=sys.stderr)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        release_workdir(work, args.keep)
 
 
 if __name__ == "__main__":
