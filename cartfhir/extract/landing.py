@@ -168,28 +168,51 @@ def _frame(columns: dict[str, Sequence[object]]) -> pd.DataFrame:
 
 
 class _KeyHashes:
-    """The hashes of the keys a first landing has written, sorted in one int64 array.
+    """The hashes of the keys a first landing has written, as a few sorted int64 runs.
 
     8 bytes a key where a set of Python ints takes about 70 (356 MB at 5 million
-    keys); a batch is looked up and added with numpy, in one call each.
+    keys); a batch is looked up and added with numpy, in a few calls. Each batch
+    becomes a sorted run, and runs of similar size are merged (as a log-structured
+    merge tree does), so a key is copied about log2(batches) times over a landing
+    instead of once per batch, as merging every batch into one array did, and
+    there are never more than about log2(batches) runs to search.
     """
 
     def __init__(self) -> None:
-        self._sorted = np.empty(0, dtype=np.int64)
+        self._runs: list[np.ndarray] = []  # sorted, disjoint, sizes decreasing
+        self.copied = 0  # keys copied by merges: the cost the run structure bounds
 
     def __len__(self) -> int:
-        return len(self._sorted)
+        return sum(len(run) for run in self._runs)
+
+    @property
+    def runs(self) -> int:
+        return len(self._runs)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(run.nbytes for run in self._runs)
 
     def seen(self, hashes: np.ndarray) -> np.ndarray:
         """For each of ``hashes``, whether it was added before (a bool array)."""
-        if not len(self._sorted):
-            return np.zeros(len(hashes), dtype=bool)
-        at = np.searchsorted(self._sorted, hashes)
-        at[at == len(self._sorted)] = 0
-        return self._sorted[at] == hashes
+        found = np.zeros(len(hashes), dtype=bool)
+        for run in self._runs:
+            at = np.searchsorted(run, hashes)
+            at[at == len(run)] = 0
+            found |= run[at] == hashes
+        return found
 
     def add(self, hashes: np.ndarray) -> None:
-        self._sorted = np.union1d(self._sorted, hashes)
+        fresh = np.unique(hashes[~self.seen(hashes)])  # sorted; runs stay disjoint
+        if not len(fresh):
+            return
+        self._runs.append(fresh)
+        while len(self._runs) > 1 and 2 * len(self._runs[-1]) >= len(self._runs[-2]):
+            newer, older = self._runs.pop(), self._runs.pop()
+            merged = np.concatenate((older, newer))
+            merged.sort(kind="stable")  # two sorted runs: numpy merges them in linear time
+            self.copied += len(merged)
+            self._runs.append(merged)
 
 
 def _hash_array(hashes: list[int]) -> np.ndarray:

@@ -247,4 +247,25 @@ def test_key_hashes_remember_what_was_added_in_eight_bytes_a_key() -> None:
     remembered.add(np.array([-(2**63)], dtype=np.int64))
     assert remembered.seen(asked).tolist() == [True, True, True, False]
     assert len(remembered) == 3
-    assert remembered._sorted.nbytes == 3 * 8
+    assert remembered.nbytes == 3 * 8
+
+
+def test_key_hashes_add_costs_what_is_added_not_what_is_stored() -> None:
+    """One sorted array merged with every batch copies all stored keys per batch
+    (quadratic over a landing); sorted runs merged by size copy each key about
+    log2(batches) times."""
+    import numpy as np
+
+    remembered = landing._KeyHashes()
+    rng = np.random.default_rng(3)
+    batches, per_batch = 1000, 100
+    for _ in range(batches):
+        remembered.add(rng.integers(-(2**62), 2**62, per_batch, dtype=np.int64))
+    total = batches * per_batch
+    assert len(remembered) == total
+    assert remembered.copied <= total * (np.log2(batches) + 2)
+    assert remembered.runs <= np.log2(batches) + 2
+    probe = rng.integers(-(2**62), 2**62, 50, dtype=np.int64)
+    remembered.add(probe[:25])
+    assert remembered.seen(probe)[:25].all()
+    assert len(remembered) == total + 25
