@@ -9,6 +9,9 @@ times, each in a fresh child process with its peak RSS (bench/transform.py's run
 - ``floor``: DuckDB ``read_ndjson`` of 7 typed Observation columns (id, subject
   reference, status, first coding code, effectiveDateTime, valueQuantity value and unit)
   into a table, with the columns given, so nothing is sampled or skipped by inference;
+- ``store lines as text``: DuckDB storing every NDJSON line's text in a table and
+  nothing else, the least a landing that keeps each resource as sent can cost; with the
+  view below it bounds from below what land+transform can reach on this machine;
 - ``extract structural`` and ``extract full``: ``cartfhir.api.extract`` with
   ``landing.validation`` structural and full, each into a fresh DuckDB file;
 - ``transform``: ``cartfhir.api.transform`` on the structural store;
@@ -81,7 +84,9 @@ VIEW = {
         {"name": "unit", "path": "value.ofType(Quantity).unit", "type": "string"},
     ]}],
 }
-FULL_ROLES = ("floor", "extract-structural", "extract-full", "transform", "view")
+FULL_ROLES = ("floor", "store-text", "extract-structural", "extract-full", "transform", "view")
+# DuckDB alone, for comparison: no goal applies to these rows.
+REFERENCE_ROWS = ("floor: read_ndjson 7 columns", "store lines as text (DuckDB)")
 SCALING_ROLES = ("floor", "extract-structural", "transform")
 
 
@@ -102,6 +107,21 @@ def floor_sql(data: Path) -> str:
                valueQuantity.value     AS value,
                valueQuantity.unit      AS unit
         FROM read_ndjson('{files}', columns = {{{columns}}})
+    """
+
+
+def store_text_sql(data: Path) -> str:
+    """Every NDJSON line's text into the table ``observation``, nothing else: no checks,
+    no keys, no versions. The least any landing that keeps each resource as sent costs
+    on this machine (DuckDB compressing and writing the text), next to the floor, which
+    keeps 7 columns only. A JSON line holds no raw control character, so \\x01 as the
+    column separator never splits one."""
+    files = str(data / "*" / "*.ndjson").replace("'", "''")
+    return f"""
+        CREATE TABLE observation AS
+        SELECT line
+        FROM read_csv('{files}', columns = {{'line': 'VARCHAR'}}, delim = chr(1), quote = '',
+                      escape = '', header = false, auto_detect = false)
     """
 
 
@@ -132,6 +152,8 @@ def child(role: str, work: Path, memory_limit: str) -> dict:
     """One measured step, in this (fresh) interpreter."""
     if role == "floor":
         return base.child_floor(work, memory_limit, sql=floor_sql(work / "data"))
+    if role == "store-text":
+        return base.child_floor(work, memory_limit, sql=store_text_sql(work / "data"))
     if role.startswith("extract-"):
         return base.child_land(work, f"{role.removeprefix('extract-')}.json")
     if role == "transform":
@@ -216,7 +238,7 @@ def format_row(row: Row, floor_s: float | None) -> str:
     if row.goal_ratio is not None:
         met = ratio is not None and ratio <= row.goal_ratio
         goals.append(f"<={row.goal_ratio:.0f}x {verdict(met)}")
-    if row.rss_mb is not None and row.name != "floor: read_ndjson 7 columns":
+    if row.rss_mb is not None and row.name not in REFERENCE_ROWS:
         goals.append(f"RSS {verdict(row.rss_mb <= GOAL_RSS_MB)}")
     rate = f"{row.resources / row.seconds:,.0f}" if row.resources and row.seconds else "-"
     return (f"{row.name:<30} {row.resources or 0:>11,} {row.seconds:>9.1f} {rate:>12} "
@@ -230,7 +252,9 @@ def report(args: argparse.Namespace, figures: dict[str, dict]) -> None:
     floor = figures["floor"]
     floor_s = floor.get("seconds") if "error" not in floor else None
     full = figures.get("extract-full", {"error": "skipped (--skip-full)"})
-    rows = [step_row("floor: read_ndjson 7 columns", "floor", floor),
+    store = figures.get("store-text", {"error": "not run"})
+    rows = [step_row(REFERENCE_ROWS[0], "floor", floor),
+            step_row(REFERENCE_ROWS[1], "store-text", store),
             step_row("extract structural", "extract-", figures["extract-structural"]),
             step_row("extract full", "extract-", full),
             step_row("transform (structural store)", "transform", figures["transform"]),
@@ -263,7 +287,12 @@ def report(args: argparse.Namespace, figures: dict[str, dict]) -> None:
         ratio = row.seconds / floor_s
         print(f"goal: {row.name} <= {row.goal_ratio:.0f}x floor: {ratio:.1f}x  "
               f"{verdict(ratio <= row.goal_ratio)}")
-    measured = [r for r in rows[1:5] if r.rss_mb is not None and not r.error]
+    if floor_s and "error" not in store and "error" not in figures["view"]:
+        least = store["seconds"] + figures["view"]["seconds"]
+        print(f"least land+transform that keeps the text: store lines + 7-column view = "
+              f"{least:.1f} s = {least / floor_s:.1f}x the floor (before any check, "
+              f"version rule or harmonized table)")
+    measured = [r for r in rows[2:6] if r.rss_mb is not None and not r.error]
     if measured:
         worst = max(measured, key=lambda r: r.rss_mb or 0.0)
         print(f"goal: peak RSS <= {GOAL_RSS_MB:,.0f} MB: {worst.rss_mb:,.0f} MB "
