@@ -28,8 +28,11 @@ from cartfhir.errors import ConfigError
 from cartfhir.graph import BuildContext, load_graph
 
 PACKAGE = "cartfhir.transform"
-# Who wins when several rules match one code: site maps, then study maps, then defaults.
-PRIORITY_DEFAULT_CODE, PRIORITY_STUDY_CODE, PRIORITY_SITE_CODE = 10, 12, 15
+# Whose rule it is, ref.concept_map.tier and ref.text_pattern.tier: a higher tier wins
+# before priorities are compared (the rule: harmonized/code_concept.yml).
+TIER_DEFAULT, TIER_STUDY, TIER_SITE = 1, 2, 3
+# A map row's priority when its CSV gives none; a pattern's CSV always gives one.
+PRIORITY_CODE = 10
 RESOURCE_TYPES = ("Observation", "Condition", "Procedure", "MedicationAdministration")
 # How a code system's codes nest: '' none (exact codes), 'prefix' (a code covers its extensions).
 HIERARCHIES = ("", "prefix")
@@ -118,9 +121,10 @@ def _check_patterns(rows: list[dict[str, str]], origin: str) -> None:
                     "lookarounds and backreferences are not supported") from None
 
 
-def concept_map_rows(text: str, origin: str, site: str | None, priority: int,
+def concept_map_rows(text: str, origin: str, site: str | None, tier: int,
                      concepts: set[str]) -> list[dict[str, Any]]:
-    """Code-map rows from a CSV or a FHIR ConceptMap (JSON), checked against known concepts."""
+    """Code-map rows of one tier from a CSV or a FHIR ConceptMap (JSON), checked against
+    known concepts."""
     if origin.endswith(".json") or text.lstrip().startswith("{"):
         rows = _concept_map_json(text, origin)
     else:
@@ -142,8 +146,9 @@ def concept_map_rows(text: str, origin: str, site: str | None, priority: int,
         out.append({"site": site, "resource_type": row["resource_type"], "system": row["system"],
                     "code": row["code"], "concept": concept,
                     "grade": int(grade) if grade is not None else None,
+                    "tier": tier,
                     "priority": int(_number(row.get("priority") or "", origin, "priority")
-                                    or priority),
+                                    or PRIORITY_CODE),
                     "source": origin})
     return out
 
@@ -180,9 +185,9 @@ def _concept_map_json(text: str, origin: str) -> list[dict[str, str]]:
     return rows
 
 
-def text_pattern_rows(text: str, origin: str, site: str | None,
+def text_pattern_rows(text: str, origin: str, site: str | None, tier: int,
                       concepts: set[str]) -> list[dict[str, Any]]:
-    """Text-pattern rows, matched case-insensitively as written (never lower-cased: \\S is
+    """Text-pattern rows of one tier, matched case-insensitively as written (never lower-cased: \\S is
     not \\s). ``refines`` names the concept a map must have decided for the pattern to
     refine it (lymphodepletion refines chemotherapy); a pattern without it never
     overrules a map."""
@@ -199,7 +204,7 @@ def text_pattern_rows(text: str, origin: str, site: str | None,
             raise ConfigError(f"{origin}: the pattern {row['pattern']!r} cannot refine into or "
                               "out of '_excluded': a map's decision is only ever refined")
         out.append({"site": site, "resource_type": row["resource_type"],
-                    "concept": row["concept"],
+                    "concept": row["concept"], "tier": tier,
                     "priority": int(_number(row["priority"], origin, "priority") or 0),
                     "pattern": row["pattern"], "refines": refines, "source": origin})
     return out
@@ -247,22 +252,22 @@ def load_reference(config: Config) -> Reference:
     known = {r["concept"] for r in concepts}
 
     text, origin = read("terminology/concept_map.csv")
-    maps = concept_map_rows(text, origin, None, PRIORITY_DEFAULT_CODE, known)
+    maps = concept_map_rows(text, origin, None, TIER_DEFAULT, known)
     for path in config.transform.concept_maps:
         text, origin = read("study concept map", path)
-        maps += concept_map_rows(text, origin, None, PRIORITY_STUDY_CODE, known)
+        maps += concept_map_rows(text, origin, None, TIER_STUDY, known)
     for site in config.sites:
         for path in site.concept_maps:
             text, origin = read(f"{site.id} concept map", path)
-            maps += concept_map_rows(text, origin, site.id, PRIORITY_SITE_CODE, known)
+            maps += concept_map_rows(text, origin, site.id, TIER_SITE, known)
     tables["concept_map"] = maps
 
     text, origin = read("terminology/text_patterns.csv")
-    patterns = text_pattern_rows(text, origin, None, known)
+    patterns = text_pattern_rows(text, origin, None, TIER_DEFAULT, known)
     for site in config.sites:
         for path in site.text_patterns:
             text, origin = read(f"{site.id} text patterns", path)
-            patterns += text_pattern_rows(text, origin, site.id, known)
+            patterns += text_pattern_rows(text, origin, site.id, TIER_SITE, known)
     tables["text_pattern"] = patterns
 
     text, origin = read("terminology/units.csv")

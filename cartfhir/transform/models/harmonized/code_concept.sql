@@ -59,14 +59,15 @@ coding_prefixes AS (
 code_matches AS (
     -- Exact codes in other systems; in a prefix system the longest map code it extends.
     SELECT c.signature, c.system, c.code, m.code AS map_code, m.key, m.concept, m.grade,
-           m.priority
+           m.tier, m.priority
     FROM codings AS c
     JOIN map_rows AS m
       ON m.resource_type = c.resource_type AND m.match_code = c.match_code
      AND m.system IN (c.system_key, c.canonical) AND (m.site IS NULL OR m.site = c.site)
     WHERE NOT c.prefix_coded
     UNION ALL
-    SELECT p.signature, p.system, p.code, m.code, m.key, m.concept, m.grade, m.priority
+    SELECT p.signature, p.system, p.code, m.code, m.key, m.concept, m.grade, m.tier,
+           m.priority
     FROM coding_prefixes AS p
     JOIN map_rows AS m
       ON m.resource_type = p.resource_type AND m.key = p.prefix
@@ -77,7 +78,7 @@ code_lengths AS (
     FROM code_matches
 ),
 code_winners AS (
-    SELECT signature, concept, grade, priority,
+    SELECT signature, concept, grade, tier, priority,
            'code ' || system || '|' || code
                || CASE WHEN key <> code_key(code) THEN ' under ' || map_code ELSE '' END
                AS matched_by
@@ -88,12 +89,13 @@ standard_coded AS (
     SELECT DISTINCT signature FROM codings WHERE standard
 ),
 code_decided AS (
-    -- What the maps decided: the concept(s) at the highest code priority.
+    -- What the maps decided: the concept(s) of the highest tier, at its highest priority.
     SELECT signature, concept FROM (
-        SELECT signature, concept, priority,
-               max(priority) OVER (PARTITION BY signature) AS highest
+        SELECT signature, concept,
+               rank() OVER (PARTITION BY signature
+                            ORDER BY tier DESC NULLS LAST, priority DESC NULLS LAST) AS place
         FROM code_winners)
-    WHERE priority = highest
+    WHERE place = 1
 ),
 text_decides AS (
     -- Text decides only where no map decided and no standard coding speaks.
@@ -108,7 +110,7 @@ texts AS (
     SELECT signature, site, resource_type, lower(display) FROM codings WHERE display IS NOT NULL
 ),
 text_matches AS (
-    SELECT t.signature, p.concept, CAST(NULL AS INTEGER) AS grade, p.priority,
+    SELECT t.signature, p.concept, CAST(NULL AS INTEGER) AS grade, p.tier, p.priority,
            'text /' || p.pattern || '/' AS matched_by
     FROM texts AS t
     JOIN ref.text_pattern AS p
@@ -125,9 +127,12 @@ candidates AS (
     SELECT * FROM code_winners UNION ALL SELECT * FROM text_matches
 ),
 winners AS (
+    -- Maps and patterns alike: the highest tier, then its highest priority (code_concept.yml).
     SELECT * FROM (
-        SELECT *, max(priority) OVER (PARTITION BY signature) AS highest FROM candidates)
-    WHERE priority = highest
+        SELECT *, rank() OVER (PARTITION BY signature
+                               ORDER BY tier DESC NULLS LAST, priority DESC NULLS LAST) AS place
+        FROM candidates)
+    WHERE place = 1
 ),
 per_signature AS (
     SELECT signature,
