@@ -324,11 +324,14 @@ class Site(_Model):
     concept_maps: list[ConfigPath] = Field(
         default_factory=list,
         description="this site's own code maps: CSV (resource_type,system,code,concept[,grade]) "
-        "or FHIR ConceptMap JSON; they win over the defaults",
+        "or FHIR ConceptMap JSON; they win over study and default maps and patterns (precedence: "
+        "harmonized.code_concept in docs/data-dictionary.md)",
     )
     text_patterns: list[ConfigPath] = Field(
         default_factory=list,
-        description="this site's text patterns: CSV (resource_type,concept,priority,pattern)",
+        description="this site's text patterns: CSV (resource_type,concept,priority,pattern"
+        "[,refines]); they win over the default patterns, priority orders only the site's own "
+        "rules (precedence: harmonized.code_concept in docs/data-dictionary.md)",
     )
 
 
