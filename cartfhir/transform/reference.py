@@ -187,10 +187,10 @@ def _concept_map_json(text: str, origin: str) -> list[dict[str, str]]:
 
 def text_pattern_rows(text: str, origin: str, site: str | None, tier: int,
                       concepts: set[str]) -> list[dict[str, Any]]:
-    """Text-pattern rows of one tier, matched case-insensitively as written (never lower-cased: \\S is
-    not \\s). ``refines`` names the concept a map must have decided for the pattern to
-    refine it (lymphodepletion refines chemotherapy); a pattern without it never
-    overrules a map."""
+    """Text-pattern rows of one tier, matched case-insensitively as written (never
+    lower-cased: \\S is not \\s). ``refines`` names the concept a map must have decided for
+    the pattern to refine it (lymphodepletion refines chemotherapy); a pattern without it
+    never overrules a map."""
     rows = _csv_rows(text, origin, ("resource_type", "concept", "priority", "pattern"))
     _check_patterns(rows, origin)
     out = []
