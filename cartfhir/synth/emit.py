@@ -4,7 +4,7 @@ Coding, units and recording habits come from the site profile. Realistic
 messiness is added here and recorded on the course's measurements, so the
 truth can be computed from what a pipeline can actually use:
 
-- values below an assay's limit as comparators (``<1.0``, ``<0.01%``);
+- values below an assay's limit as comparators (``<1.0 ng/L``, ``<0.01%``);
 - a few results without a unit, and a few count results reported per uL but
   labelled as 10*9/L (implausible magnitudes), both unusable for endpoints;
 - the same result re-sent under another id, and some NDJSON lines repeated;
@@ -219,7 +219,8 @@ class _Emitter:
         reported = to_site_unit(spec, m.value)
         m.reported = to_canonical(spec, reported)
         if m.comparator and self.p["comparator_style"] == "string":
-            unit = "%" if spec["unit"] == "%" else ""
+            # as a LIS prints it, the unit in the text: '<1 ng/L', '<0.01%'
+            unit = "%" if spec["unit"] == "%" else f" {spec['unit']}"
             resource["valueString"] = f"{m.comparator}{_num(reported)}{unit}"
         else:
             resource["valueQuantity"] = self._quantity(spec, reported, m)

@@ -51,6 +51,18 @@ def test_every_site_maps_every_code_and_quarantines_only_the_bad(built) -> None:
                       "verification entered-in-error"}, others
 
 
+def test_censored_results_are_kept_with_their_comparator(built) -> None:
+    """Every site sends results below a limit ('<1 ng/L' as text at site_b, a quantity
+    comparator elsewhere); each is a usable censored result, quarantined only when retracted."""
+    _, config, _ = built
+    con = duckdb.connect(str(config.output.duckdb), read_only=True)
+    rows = con.execute("SELECT site, problem_code, count(*) FROM harmonized.observation_value "
+                       "WHERE comparator IS NOT NULL GROUP BY site, problem_code").fetchall()
+    con.close()
+    assert {site for site, code, _ in rows if code is None} == set(SITES)
+    assert {code for _, code, _ in rows} <= {None, "retracted"}, rows
+
+
 def test_no_raw_patient_id_outside_the_raw_schema(built) -> None:
     _, config, _ = built
     con = duckdb.connect(str(config.output.duckdb), read_only=True)
