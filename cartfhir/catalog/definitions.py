@@ -152,10 +152,26 @@ def _response() -> str:
                    "not evaluated from the data"], rows)
 
 
+def _text_results() -> str:
+    """The words read instead of a number, then what each means per concept."""
+    words = _table(["result", "written as (RE2, on the lower-cased text)", "note"],
+                   [[r["result"], f"`{r['pattern']}`", r["note"]]
+                    for r in _csv("qualitative_words.csv")])
+    units = {r["concept"]: r["canonical_unit"] for r in _csv("concepts.csv")}
+    meanings = _table(
+        ["concept", "result", "read as", "note"],
+        [[r["concept"], r["result"],
+          f"{r['comparator']} {r['value']} {units[r['concept']]}" if r["value"]
+          else "no number: quarantined (no_detection_limit)", r["note"]]
+         for r in _csv("qualitative_results.csv")])
+    return words + "\n" + meanings
+
+
 BLOCKS: dict[str, Callable[[], str]] = {
     "windows": _windows, "thresholds": _thresholds, "grade_cuts": _grade_cuts,
     "concepts": _concepts, "endpoints": _endpoints, "efs": _efs,
     "grading": _grading, "response": _response,
+    "text_results": _text_results,
 }
 
 

@@ -40,6 +40,8 @@ HIERARCHIES = ("", "prefix")
 # pending (not final yet: it does not count), void (retracted or not done: it never counts),
 # relapse (a B-ALL Condition's clinicalStatus).
 STATUS_USES = ("pending", "relapse", "usable", "void")
+# The comparators a qualitative result may mean (FHIR Quantity.comparator, as in harmonized.lab).
+COMPARATORS = ("<", "<=", ">=", ">")
 
 
 @dataclass(frozen=True)
@@ -230,6 +232,54 @@ def record_status_rows(text: str, origin: str) -> list[dict[str, str]]:
     return rows
 
 
+
+def qualitative_word_rows(text: str, origin: str) -> list[dict[str, str]]:
+    """The words meaning each qualitative result ('negative'): one pattern per result, so a
+    text matches a result at most once."""
+    rows = [{"result": r["result"], "pattern": r["pattern"]}
+            for r in _csv_rows(text, origin, ("result", "pattern"))]
+    _check_patterns(rows, origin)
+    seen: set[str] = set()
+    for line, row in enumerate(rows, start=2):
+        if not row["result"] or row["result"] in seen:
+            raise ConfigError(f"{origin} line {line}: result {row['result']!r} is empty or "
+                              "listed twice; keep one pattern per result (join words with |)")
+        seen.add(row["result"])
+    return rows
+
+
+def qualitative_result_rows(text: str, origin: str, concepts: set[str],
+                            results: set[str]) -> list[dict[str, Any]]:
+    """What a qualitative result means per concept: a censored number (value and comparator)
+    or, both left empty, no number the study knows (a detection limit that differs by kit)."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    columns = ("concept", "result", "value", "comparator")
+    for line, row in enumerate(_csv_rows(text, origin, columns), start=2):
+        where = f"{origin} line {line}"
+        key = (row["concept"], row["result"])
+        if row["concept"] not in concepts:
+            raise ConfigError(f"{where}: {row['concept']!r} is not a measured concept; "
+                              f"known: {', '.join(sorted(concepts))}")
+        if row["result"] not in results:
+            raise ConfigError(f"{where}: result {row['result']!r} has no words in "
+                              f"qualitative_words.csv; known: {', '.join(sorted(results))}")
+        if key in seen:
+            raise ConfigError(f"{where}: {row['concept']} {row['result']} is listed twice; "
+                              "keep one row")
+        seen.add(key)
+        if bool(row["value"]) != bool(row["comparator"]):
+            raise ConfigError(f"{where}: give value and comparator together (a censored "
+                              "limit), or neither (no known limit)")
+        if row["comparator"] and row["comparator"] not in COMPARATORS:
+            raise ConfigError(f"{where}: comparator {row['comparator']!r} must be one of "
+                              f"{', '.join(COMPARATORS)}")
+        out.append({"concept": row["concept"], "result": row["result"],
+                    "value": _number(row["value"], where, "value"),
+                    "comparator": row["comparator"] or None})
+    return out
+
+
 def load_reference(config: Config) -> Reference:
     """Read the defaults and the config's additions; raise ConfigError on anything malformed."""
     sources: list[Source] = []
@@ -276,6 +326,13 @@ def load_reference(config: Config) -> Reference:
                        "offset": _number(r["offset"], origin, "offset") or 0.0}
                       for r in _csv_rows(text, origin, ("unit_group", "unit", "factor", "offset"))]
 
+    text, origin = read("terminology/qualitative_words.csv")
+    tables["qualitative_word"] = qualitative_word_rows(text, origin)
+    text, origin = read("terminology/qualitative_results.csv")
+    tables["qualitative_result"] = qualitative_result_rows(
+        text, origin, {r["concept"] for r in concepts if r["unit_group"]},
+        {r["result"] for r in tables["qualitative_word"]})
+
     simple = {
         "severity_grade": ("terminology/severity_grades.csv", ("system", "code", "grade")),
         "body_site": ("terminology/body_sites.csv", ("body_site", "rank", "system", "code",
@@ -283,8 +340,6 @@ def load_reference(config: Config) -> Reference:
         "target": ("terminology/targets.csv", ("target", "priority", "pattern")),
         "reference_range": ("terminology/reference_ranges.csv", ("concept", "low", "high")),
         "post_event": ("terminology/post_events.csv", ("event", "priority")),
-        "qualitative_result": ("terminology/qualitative_results.csv",
-                               ("concept", "pattern", "value", "comparator")),
         "grade_cut": ("terminology/grade_cuts.csv", ("concept", "basis", "direction", "bound",
                                                      "grade")),
         # Notes for humans on why an unmapped code is out of the study; never used to map.

@@ -104,6 +104,10 @@ def _targeted(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     drop(undated_condition, "onsetDateTime")
     add("no_date", undated_condition)
     add("no_value", s.lab(5, "see comment"))
+    add("ambiguous_number", s.lab(5, "1,250 /uL"))
+    add("censored_no_unit", s.lab(5, "<0.5", code="26881-3"))
+    add("no_detection_limit", s.lab(5, "未检出", system=LOCAL, code="CK-IL6",
+                                    display="白细胞介素-6(IL-6)"))
     add("no_unit", s.lab(5, 1.2))
     add("unit_not_convertible", s.lab(5, 1.2, "furlongs"))
     add("implausible_magnitude", s.lab(6, 52000, "10*9/L", ucum="10*9/L"))

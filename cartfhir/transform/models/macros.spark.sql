@@ -98,14 +98,30 @@ CREATE OR REPLACE TEMPORARY FUNCTION num_text(x DOUBLE) RETURNS STRING RETURN CA
     WHEN abs(x) >= 1e7 AND abs(x) < 1e15 AND x = floor(x)
         THEN CAST(CAST(x AS BIGINT) AS STRING) || '.0'
     ELSE CAST(x AS STRING) END;
--- value_number(s), value_comparator(s), value_unit(s): see macros.sql.
-CREATE OR REPLACE TEMPORARY FUNCTION value_number(s STRING) RETURNS DOUBLE RETURN try_cast(
-    regexp_extract(s, '^[\\t\\n\\f\\r ]*(<=|>=|<|>)?[\\t\\n\\f\\r ]*([0-9]+(\\.[0-9]+)?)', 2)
-    AS DOUBLE);
+-- value_token(s), value_number(s), value_comparator(s), value_unit(s): see macros.sql.
+CREATE OR REPLACE TEMPORARY FUNCTION value_token(s STRING) RETURNS STRING RETURN nullif(
+    regexp_extract(s,
+        '^[\\t\\n\\f\\r ]*(<=|>=|<|>|≤|≥|≦|≧|＜|＞)?[\\t\\n\\f\\r ]*([0-9.,]*[0-9]([eE][+-]?[0-9]+)?)',
+        2),
+    '');
+CREATE OR REPLACE TEMPORARY FUNCTION value_number(s STRING) RETURNS DOUBLE RETURN CASE
+    WHEN value_token(s) RLIKE '^[0-9]*\\.?[0-9]+([eE][+-]?[0-9]+)?\\z'
+        THEN try_cast(value_token(s) AS DOUBLE)
+    WHEN value_token(s) RLIKE '^[0-9]+,[0-9]+([eE][+-]?[0-9]+)?\\z'
+         AND NOT value_token(s) RLIKE '^[1-9][0-9]?[0-9]?,[0-9][0-9][0-9]([eE]|\\z)'
+        THEN try_cast(replace(value_token(s), ',', '.') AS DOUBLE)
+END;
 CREATE OR REPLACE TEMPORARY FUNCTION value_comparator(s STRING) RETURNS STRING RETURN
-    nullif(regexp_extract(s, '^[\\t\\n\\f\\r ]*(<=|>=|<|>)', 1), '');
+    CASE regexp_extract(s, '^[\\t\\n\\f\\r ]*(<=|>=|<|>|≤|≥|≦|≧|＜|＞)[\\t\\n\\f\\r ]*[0-9.,]*[0-9]', 1)
+        WHEN '<' THEN '<' WHEN '＜' THEN '<'
+        WHEN '<=' THEN '<=' WHEN '≤' THEN '<=' WHEN '≦' THEN '<='
+        WHEN '>' THEN '>' WHEN '＞' THEN '>'
+        WHEN '>=' THEN '>=' WHEN '≥' THEN '>=' WHEN '≧' THEN '>='
+    END;
 CREATE OR REPLACE TEMPORARY FUNCTION value_unit(s STRING) RETURNS STRING RETURN nullif(trim(
-    regexp_extract(s, '^[\\t\\n\\f\\r ]*(<=|>=|<|>)?[\\t\\n\\f\\r ]*[0-9]+(\\.[0-9]+)?[\\t\\n\\f\\r ]*([^\\n]*)\\z', 3)),
+    regexp_extract(s,
+        '^[\\t\\n\\f\\r ]*(<=|>=|<|>|≤|≥|≦|≧|＜|＞)?[\\t\\n\\f\\r ]*[0-9.,]*[0-9]([eE][+-]?[0-9]+)?[\\t\\n\\f\\r ]*([^\\n]*)\\z',
+        3)),
     '');
 -- cohort and qa helpers
 -- is_event(source_type, grade): see macros.sql.

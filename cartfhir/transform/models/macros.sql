@@ -83,14 +83,31 @@ CREATE OR REPLACE MACRO key_prefixes(c, n) AS list_transform(
 CREATE OR REPLACE MACRO to_int(x) AS CAST(x AS INTEGER);
 -- num_text(x): a DOUBLE as text in messages, as DuckDB writes it ('5.2', '100.0').
 CREATE OR REPLACE MACRO num_text(x) AS CAST(x AS VARCHAR);
--- value_number(s), value_comparator(s), value_unit(s): a result written as text
--- ('< 5.2 mg/L') taken apart: the number, the comparator and the unit after the number.
-CREATE OR REPLACE MACRO value_number(s) AS TRY_CAST(
-    regexp_extract(s, '^\s*(<=|>=|<|>)?\s*([0-9]+(\.[0-9]+)?)', 2) AS DOUBLE);
-CREATE OR REPLACE MACRO value_comparator(s) AS
-    nullif(regexp_extract(s, '^\s*(<=|>=|<|>)', 1), '');
-CREATE OR REPLACE MACRO value_unit(s) AS
-    nullif(trim(regexp_extract(s, '^\s*(<=|>=|<|>)?\s*[0-9]+(\.[0-9]+)?\s*(.*)$', 3)), '');
+-- value_token(s), value_number(s), value_comparator(s), value_unit(s): a result written as
+-- text ('< 5.2 mg/L', '＜2.0', '≤0,5 pg/mL') taken apart: the number as written, the number,
+-- the comparator (ASCII: '＜' is '<', '≤' and '≦' are '<=') and the unit after the number.
+-- A point is a decimal point and an exponent is read ('1e3' is 1000). A comma is a decimal
+-- comma only where no thousands separator can be meant ('0,5', '12,5', '0,500'); '1,250'
+-- (1.25 or 1250), '1,250,000' and '1.250,5' give no number, so the model can say why
+-- (value_token keeps what was written) instead of reading 0 with the unit ',5'.
+CREATE OR REPLACE MACRO value_token(s) AS nullif(regexp_extract(s,
+    '^\s*(<=|>=|<|>|≤|≥|≦|≧|＜|＞)?\s*([0-9.,]*[0-9]([eE][+-]?[0-9]+)?)', 2), '');
+CREATE OR REPLACE MACRO value_number(s) AS CASE
+    WHEN regexp_matches(value_token(s), '^[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?$')
+        THEN TRY_CAST(value_token(s) AS DOUBLE)
+    WHEN regexp_matches(value_token(s), '^[0-9]+,[0-9]+([eE][+-]?[0-9]+)?$')
+         AND NOT regexp_matches(value_token(s), '^[1-9][0-9]?[0-9]?,[0-9][0-9][0-9]([eE]|$)')
+        THEN TRY_CAST(replace(value_token(s), ',', '.') AS DOUBLE)
+END;
+CREATE OR REPLACE MACRO value_comparator(s) AS CASE regexp_extract(s,
+        '^\s*(<=|>=|<|>|≤|≥|≦|≧|＜|＞)\s*[0-9.,]*[0-9]', 1)
+    WHEN '<' THEN '<' WHEN '＜' THEN '<'
+    WHEN '<=' THEN '<=' WHEN '≤' THEN '<=' WHEN '≦' THEN '<='
+    WHEN '>' THEN '>' WHEN '＞' THEN '>'
+    WHEN '>=' THEN '>=' WHEN '≥' THEN '>=' WHEN '≧' THEN '>='
+END;
+CREATE OR REPLACE MACRO value_unit(s) AS nullif(trim(regexp_extract(s,
+    '^\s*(<=|>=|<|>|≤|≥|≦|≧|＜|＞)?\s*[0-9.,]*[0-9]([eE][+-]?[0-9]+)?\s*(.*)$', 3)), '');
 -- cohort and qa helpers
 -- is_event(source_type, grade): whether a cohort.adverse_event row is an event. A grade
 -- assessment (an Observation) of grade 0 records that there was none.

@@ -36,20 +36,25 @@ parsed AS (
     SELECT *,
            coalesce(effective_datetime, effective_start, effective_instant, issued) AS effective,
            CAST(value_number AS DOUBLE) AS number_quantity,
+           value_token(value_string) AS token_string,
            value_number(value_string) AS number_string,
            value_comparator(value_string) AS comparator_string,
            value_unit(value_string) AS unit_string
     FROM mapped
 ),
 qualified AS (
-    -- Qualitative results some concepts allow ('negative' MRD), as ref.qualitative_result says.
-    SELECT p.*, q.value AS qualitative_value, q.comparator AS qualitative_comparator
+    -- Words written instead of a number ('阴性', ref.qualitative_word) and what they mean for
+    -- the concept (ref.qualitative_result): a censored limit ('negative' MRD is < 0.01 %),
+    -- or a limit the study does not know (a cytokine kit's).
+    SELECT p.*, w.result AS qualitative, q.concept IS NOT NULL AS qualitative_known,
+           q.value AS qualitative_value, q.comparator AS qualitative_comparator
     FROM parsed AS p
-    LEFT JOIN ref.qualitative_result AS q
-      ON q.concept = p.concept AND p.number_quantity IS NULL AND p.number_string IS NULL
+    LEFT JOIN ref.qualitative_word AS w
+      ON p.number_quantity IS NULL AND p.number_string IS NULL
      AND matches_regex(lower(coalesce(p.value_string, p.value_concept_text,
                                        p.value_concept_display, p.value_concept_code, '')),
-                        q.pattern)
+                        w.pattern)
+    LEFT JOIN ref.qualitative_result AS q ON q.concept = p.concept AND q.result = w.result
 ),
 valued AS (
     SELECT *,
@@ -59,7 +64,12 @@ valued AS (
                     coalesce(CASE WHEN value_unit_system = 'http://unitsofmeasure.org'
                                   THEN nullif(value_unit_code, '') END,
                              nullif(value_unit, ''), nullif(value_unit_code, ''))
-                WHEN number_string IS NOT NULL THEN unit_string
+                -- a text result's unit: in the text, else where the Observation states it
+                -- (its reference range), never assumed from the concept
+                WHEN number_string IS NOT NULL THEN
+                    coalesce(unit_string, nullif(reference_low_unit_code, ''),
+                             nullif(reference_low_unit, ''), nullif(reference_high_unit_code, ''),
+                             nullif(reference_high_unit, ''))
                 WHEN qualitative_value IS NOT NULL THEN canonical_unit
            END AS unit_original
     FROM qualified
@@ -125,7 +135,10 @@ coded AS (
                WHEN status_use IS DISTINCT FROM 'usable' THEN 'not_final'
                WHEN patient_key IS NULL THEN 'no_patient'
                WHEN local_date(effective) IS NULL THEN 'no_date'
+               WHEN value_original IS NULL AND qualitative_known THEN 'no_detection_limit'
+               WHEN value_original IS NULL AND token_string IS NOT NULL THEN 'ambiguous_number'
                WHEN value_original IS NULL THEN 'no_value'
+               WHEN unit_original IS NULL AND comparator IS NOT NULL THEN 'censored_no_unit'
                WHEN unit_original IS NULL THEN 'no_unit'
                WHEN factor IS NULL THEN 'unit_not_convertible'
                WHEN count_mislabelled OR value < plausible_min OR value > plausible_max
@@ -141,6 +154,17 @@ judged AS (
                    THEN 'status ' || coalesce(status, 'missing') || ': not a final result'
                WHEN 'no_patient' THEN 'no known patient (subject missing or not landed)'
                WHEN 'no_date' THEN 'no usable effective date'
+               WHEN 'no_detection_limit' THEN 'no detection limit: ' || in_quotes(coalesce(
+                   value_string, value_concept_text, value_concept_display, value_concept_code))
+                   || ' is ' || qualitative || ' for ' || concept
+                   || ', below a limit the study does not know (send the limit, as '
+                   || in_quotes('<limit ' || canonical_unit) || ')'
+               WHEN 'ambiguous_number' THEN 'ambiguous number: ' || in_quotes(token_string)
+                   || ' may group thousands with its comma or mark decimals; send a decimal point'
+               WHEN 'censored_no_unit' THEN 'censored result without a unit: '
+                   || in_quotes(coalesce(value_string, comparator || num_text(value_original)))
+                   || ' states no unit (in its text or reference range), so its limit cannot '
+                   || 'be placed in ' || canonical_unit
                WHEN 'no_value' THEN 'no numeric value (and no known qualitative result)'
                WHEN 'no_unit' THEN 'no unit: cannot convert to ' || canonical_unit
                WHEN 'unit_not_convertible' THEN 'unit ' || in_quotes(unit_original)
