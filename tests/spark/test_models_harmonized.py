@@ -9,6 +9,7 @@ checked one by one on edge inputs, where the engines' casts and regex dialects p
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import duckdb
@@ -107,10 +108,17 @@ def test_the_cohort_reaches_every_branch(store: Path) -> None:
 
 # ---- the macro pairs, one by one ---------------------------------------------------------
 
+# The real-world unit spellings the DuckDB tests convert (tests/transform/unit_spellings.csv).
+SPELLINGS = sorted({r["spelling"] for r in csv.DictReader(
+    (Path(__file__).parents[1] / "transform" / "unit_spellings.csv")
+    .read_text(encoding="utf-8").splitlines())})
+
 CASES: dict[str, tuple[str, list[object]]] = {
     "unit_key": ("unit_key(?)", [
         "x10^9/L", "10*9/L", "x10E9/L", "×10^9/L", "μmol/L", "µmol/L", "{cells}/uL",
-        "cells/uL", "[iU]/L", " mg / dL ", "°C", "℃", "°F", "10e3/uL", "", None]),
+        "cells/uL", "[iU]/L", " mg / dL ", "°C", "℃", "°F", "10e3/uL", "10E+9/L",
+        "10^9\u00a0/L", "\tK/µL\n", "mcg/mL", "mCi", "m^2", "10⁻³/L", "IU/mL", "mEq/dL",
+        "cells/hpf", "", None, *SPELLINGS]),
     "local_date": ("local_date(?)", [
         "2021-06", "2021", "2021-06-01", "2021-03-04T23:30:00+08:00", "2021-6-1",
         "2021-02-30", "bad", "", "2021-06-01T", "20210601", "2021/6/1", "2021/06-01",

@@ -6,7 +6,9 @@ transforms, and reads the tables, so every rule is checked through the real SQL.
 
 from __future__ import annotations
 
+import csv
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,69 @@ def test_hemoglobin_temperature_and_cytokines_reach_canonical_units(site: Site) 
     assert got["hemoglobin"] == pytest.approx(75.0)  # 7.5 g/dL; 4.5 mmol/L is 72.5 g/L
     assert got["temperature"] == pytest.approx(39.0)
     assert got["il6"] == pytest.approx(900.0)  # 0.25 ng/mL = 250 pg/mL; 900 ng/L = 900 pg/mL
+    assert endpoint(con, "hemoglobin_nadir") == pytest.approx(4.5 / 0.06206, rel=1e-3)
+    assert endpoint(con, "severe_anemia") is True
+
+
+# Real-world unit spellings per concept (also checked against UCUM in test_units_ucum.py).
+SPELLINGS = list(csv.DictReader(
+    (Path(__file__).parent / "unit_spellings.csv").read_text(encoding="utf-8").splitlines()))
+
+
+def _loinc(concept: str) -> str:
+    """The first LOINC code the default map gives a concept."""
+    text = resources.files("cartfhir.transform").joinpath("terminology/concept_map.csv")
+    return next(r["code"] for r in csv.DictReader(text.read_text("utf-8").splitlines())
+                if r["concept"] == concept and r["system"] == LOINC)
+
+
+def test_every_real_world_spelling_converts_as_its_ucum_unit(site: Site) -> None:
+    """Each spelling, sent as Quantity.unit text, gives the value its UCUM unit gives."""
+    twins = {}
+    for row in SPELLINGS:
+        code, value = _loinc(row["concept"]), float(row["value"])
+        sent = site.lab(3, value, row["spelling"], code=code)
+        twins[sent] = (site.lab(4, value, row["ucum"], code=code, ucum=row["ucum"]), row)
+    con = site.build()
+    assert one(con, "SELECT count(*) FROM qa.quarantine") == 0
+    values = dict(con.execute("SELECT observation_id, value FROM harmonized.observation_value")
+                  .fetchall())
+    for sent, (ucum, row) in twins.items():
+        assert values[ucum] is not None, row
+        assert values[sent] == pytest.approx(values[ucum]), row
+
+
+def test_a_chinese_lis_writing_counts_in_x10_superscript_9_per_litre(site: Site) -> None:
+    """'×10⁹/L' is how Chinese LIS (and domain.md) write counts: every count converts,
+    so the nadirs, grades and severe-cytopenia flags come out."""
+    for offset, value in ((3, 0.3), (8, 1.6)):
+        site.lab(offset, value, "×10⁹/L", system=LOCAL, code="NEUT#", display="中性粒细胞绝对值")
+    site.lab(3, 0.9, "×10⁹/L", system=LOCAL, code="WBC", display="白细胞计数")
+    site.lab(4, 18, "×10⁹/L", system=LOCAL, code="PLT", display="血小板计数")
+    site.lab(5, 72, "g/L", system=LOCAL, code="HGB", display="血红蛋白")
+    site.lab(2, 39.2, "℃", system=LOCAL, code="T", display="体温")
+    con = site.build()
+    assert one(con, "SELECT count(*) FROM qa.quarantine") == 0
+    assert endpoint(con, "anc_nadir") == pytest.approx(0.3)
+    assert endpoint(con, "anc_nadir_grade") == 4 and endpoint(con, "severe_neutropenia") is True
+    assert endpoint(con, "platelet_nadir") == pytest.approx(18.0)
+    assert endpoint(con, "severe_thrombocytopenia") is True
+    assert endpoint(con, "hemoglobin_nadir") == pytest.approx(72.0)
+    assert endpoint(con, "severe_anemia") is True
+
+
+def test_a_european_site_with_giga_per_litre_and_hemoglobin_in_mmol(site: Site) -> None:
+    """G/L (France), Gpt/l and /nl (Germany) are 10*9/L; Hb in mmol/L is the monomer."""
+    site.lab(3, 0.4, "G/L")
+    site.lab(6, 2.1, "/nl")
+    site.lab(4, 30, "Gpt/l", code="777-3")
+    site.lab(5, 4.5, "mmol/l", code="718-7")
+    con = site.build()
+    assert one(con, "SELECT count(*) FROM qa.quarantine") == 0
+    assert endpoint(con, "anc_nadir") == pytest.approx(0.4)
+    assert endpoint(con, "anc_nadir_grade") == 4 and endpoint(con, "severe_neutropenia") is True
+    assert endpoint(con, "platelet_nadir") == pytest.approx(30.0)
+    assert endpoint(con, "platelet_nadir_grade") == 3
     assert endpoint(con, "hemoglobin_nadir") == pytest.approx(4.5 / 0.06206, rel=1e-3)
     assert endpoint(con, "severe_anemia") is True
 

@@ -7,14 +7,19 @@
 -- line break), \b is ASCII (Java 17's \b counts any Unicode letter as a word character).
 -- unit_key(u): see macros.sql.
 CREATE OR REPLACE TEMPORARY FUNCTION unit_key(u STRING) RETURNS STRING RETURN
-    regexp_replace(
-        regexp_replace(
+    regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+        lower(translate(
             regexp_replace(
-                lower(replace(replace(replace(replace(replace(replace(u, 'μ', 'u'), 'µ', 'u'),
-                      '℃', 'Cel'), '°C', 'Cel'), '°F', 'degF'), '^', '*')),
-                '\\{[^}]*\\}|\\[|\\]|[\\t\\n\\f\\r ]+|cells?', ''),
-            '^[x×]', ''),
-        '10e([0-9])', '10*$1');
+                replace(replace(replace(replace(replace(
+                    regexp_replace(translate(u, 'μµº％', 'uu°%'), '[\\t\\n\\f\\r \\x{A0}]+', ''),
+                    '℃', 'Cel'), '℉', 'degF'), '°C', 'Cel'), '°F', 'degF'), '^', '*'),
+                '10([⁰¹²³⁴⁵⁶⁷⁸⁹]+)', '10*$1'),
+            '⁰¹²³⁴⁵⁶⁷⁸⁹', '0123456789')),
+        '\\{[^}]*\\}|\\[|\\]|cells?', ''),
+        '^[x×*]', ''),
+        '10e\\+?([0-9])', '10*$1'),
+        '(^|/)mc(g|l|mol|kat)', '$1u$2'),
+        '([a-z])\\*([0-9])', '$1$2');
 -- local_date(t): see macros.sql. Spark casts '2021-06' or '2021' to a day (DuckDB: NULL),
 -- so the text must look like a day (DuckDB also takes single digits, spaces around and one
 -- of '-', '/' or ' ' between the parts).

@@ -1,17 +1,27 @@
 -- Macros the models share. Loaded before every build.
--- unit_key(u): a unit string reduced to a comparable key: UCUM annotations ({cells}),
--- brackets, spaces and a leading 'x' dropped, micro signs as 'u', degree signs
--- spelled out, '^' and 'E' powers of ten as '*', lower case. 'x10^9/L', 'x10E9/L' and
--- '10*9/L' give the same key.
+-- unit_key(u): a unit string reduced to a comparable key, so that the spellings systems
+-- send for one unit meet. Inside out: one spelling per sign (µ and μ are u, º is °, ％ is
+-- %); spaces (also no-break ones) dropped; degree signs spelled out (℃, °C: Cel; ℉, °F:
+-- degF); powers of ten as '*' ('^', a superscript after 10: '10⁹' is 10*9); superscript
+-- digits as digits ('mm³' is mm3); lower case; UCUM annotations ({cells}), brackets and
+-- 'cell(s)' dropped; a leading multiplication sign (x, ×, *) dropped; 'E' powers of ten
+-- as '*'; 'mc' for micro as 'u' ('mcL', 'mcmol'); a power after a unit as its exponent
+-- ('mm^3' is mm3). 'x10^9/L', '×10⁹/L', 'x10E9/L' and '10*9/L' give one key. Lower case
+-- merges G/L (giga) with g/L (gram): only the unit group tells them apart.
 CREATE OR REPLACE MACRO unit_key(u) AS
-    regexp_replace(
-        regexp_replace(
+    regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+        lower(translate(
             regexp_replace(
-                lower(replace(replace(replace(replace(replace(replace(u, 'μ', 'u'), 'µ', 'u'),
-                      '℃', 'Cel'), '°C', 'Cel'), '°F', 'degF'), '^', '*')),
-                '\{[^}]*\}|\[|\]|\s+|cells?', '', 'g'),
-            '^[x×]', ''),
-        '10e([0-9])', '10*\1', 'g');
+                replace(replace(replace(replace(replace(
+                    regexp_replace(translate(u, 'μµº％', 'uu°%'), '[\s\x{A0}]+', '', 'g'),
+                    '℃', 'Cel'), '℉', 'degF'), '°C', 'Cel'), '°F', 'degF'), '^', '*'),
+                '10([⁰¹²³⁴⁵⁶⁷⁸⁹]+)', '10*\1', 'g'),
+            '⁰¹²³⁴⁵⁶⁷⁸⁹', '0123456789')),
+        '\{[^}]*\}|\[|\]|cells?', '', 'g'),
+        '^[x×*]', ''),
+        '10e\+?([0-9])', '10*\1', 'g'),
+        '(^|/)mc(g|l|mol|kat)', '\1u\2', 'g'),
+        '([a-z])\*([0-9])', '\1\2', 'g');
 -- local_date(t): the calendar day as written in a FHIR date/dateTime (the site's local
 -- day; '2021-03-04T23:30:00+08:00' is 4 March), null when unparseable.
 CREATE OR REPLACE MACRO local_date(t) AS TRY_CAST(substr(CAST(t AS VARCHAR), 1, 10) AS DATE);
