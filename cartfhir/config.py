@@ -333,6 +333,11 @@ class Site(_Model):
         "[,refines]); they win over the default patterns, priority orders only the site's own "
         "rules (precedence: harmonized.code_concept in docs/data-dictionary.md)",
     )
+    unit_maps: list[ConfigPath] = Field(
+        default_factory=list,
+        description="this site's own unit spellings: CSV (concept,unit,ucum or factor[,offset]); "
+        "for its concept they win over terminology/units.csv",
+    )
 
 
 @cache

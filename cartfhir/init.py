@@ -91,6 +91,7 @@ _TAIL = """\
     signing_key: {file: $signing_key}
     # concept_maps: [maps/${site}_lab.csv]     # local codes -> study concepts (CSV or ConceptMap)
     # text_patterns: [maps/${site}_text.csv]   # local display texts -> study concepts
+    # unit_maps: [maps/${site}_units.csv]      # unit spellings units.csv does not know
 
 output:
   duckdb: out/cartfhir.duckdb        # the one database every stage reads and writes

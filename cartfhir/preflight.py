@@ -324,6 +324,8 @@ def _reference_files(config: Config) -> Iterator[tuple[str, Path]]:
             yield f"{site.id} concept map", path
         for path in site.text_patterns:
             yield f"{site.id} text patterns", path
+        for path in site.unit_maps:
+            yield f"{site.id} unit map", path
 
 
 def _exists(path: Path) -> str:

@@ -96,6 +96,22 @@ def test_a_concept_map_that_does_not_parse_fails(
     assert "bad.csv" in _line(out, "FAIL", "study definitions")
 
 
+def test_a_unit_map_is_checked_like_a_concept_map(
+        tmp_path: Path, config_file: Callable[..., Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _site_files(tmp_path)
+    code, out = _check(config_file(["site_a"], site_a={"unit_maps": ["maps/none.csv"]}), capsys)
+    assert code == 2
+    assert "maps/none.csv does not exist" in _line(out, "FAIL", "site_a unit map")
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "units.csv").write_text("concept,unit,ucum\nanc,109/L,g/L\n")
+    code, out = _check(config_file(["site_a"], site_a={"unit_maps": ["maps/units.csv"]}),
+                       capsys)
+    assert code == 2
+    _line(out, "ok", "site_a unit map")
+    assert "'g/L'" in _line(out, "FAIL", "study definitions")
+
+
 def test_a_missing_site_folder_exits_2_in_check_and_extract(
         tmp_path: Path, config_file: Callable[..., Path],
         capsys: pytest.CaptureFixture[str]) -> None:

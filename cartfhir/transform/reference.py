@@ -212,6 +212,49 @@ def text_pattern_rows(text: str, origin: str, site: str | None, tier: int,
     return out
 
 
+def unit_map_rows(text: str, origin: str, site: str, concepts: dict[str, str | None],
+                  ucum_units: dict[tuple[str, str], tuple[float, float]]) -> list[dict[str, Any]]:
+    """A site's own unit spellings (``sites[].unit_maps``): per concept, a unit text and
+    either the UCUM unit it means (converted as ``units.csv`` converts that unit in the
+    concept's unit group) or its factor (and offset) to the canonical unit.
+
+    ``concepts`` gives each concept's unit group; ``ucum_units`` the conversion of each
+    (unit group, UCUM unit) in ``units.csv``.
+    """
+    out = []
+    for line, row in enumerate(_csv_rows(text, origin, ("concept", "unit")), start=2):
+        where, concept = f"{origin} line {line}", row["concept"]
+        if concept not in concepts:
+            raise ConfigError(f"{where}: unknown concept {concept!r}; "
+                              f"known: {', '.join(sorted(c for c, g in concepts.items() if g))}")
+        group = concepts[concept]
+        if group is None:
+            raise ConfigError(f"{where}: {concept} has no units (it is not a measured result)")
+        if not row["unit"]:
+            raise ConfigError(f"{where}: no unit text for {concept}; write the spelling the "
+                              "site sends in the column unit")
+        ucum, factor = row.get("ucum") or "", row.get("factor") or ""
+        if bool(ucum) == bool(factor):
+            raise ConfigError(f"{where}: give either ucum or factor for {row['unit']!r}"
+                              f"{', not both' if ucum else ''}: ucum names the UCUM unit it "
+                              f"means, factor converts it to {concept}'s canonical unit")
+        if ucum:
+            if row.get("offset"):
+                raise ConfigError(f"{where}: an offset needs a factor; a UCUM unit brings "
+                                  "its own conversion")
+            if (group, ucum) not in ucum_units:
+                known = sorted(u for g, u in ucum_units if g == group)
+                raise ConfigError(f"{where}: {ucum!r} is not a UCUM unit the {group} group "
+                                  f"converts; use one of {', '.join(known)} or give a factor")
+            number, offset = ucum_units[group, ucum]
+        else:
+            number = _number(factor, where, "factor")
+            offset = _number(row.get("offset") or "", where, "offset") or 0.0
+        out.append({"site": site, "concept": concept, "unit": row["unit"], "factor": number,
+                    "offset": offset, "source": origin})
+    return out
+
+
 def record_status_rows(text: str, origin: str) -> list[dict[str, str]]:
     """What each FHIR status means for a record, one row per (resource type, element, status)."""
     columns = ("resource_type", "element", "status", "use")
@@ -321,10 +364,16 @@ def load_reference(config: Config) -> Reference:
     tables["text_pattern"] = patterns
 
     text, origin = read("terminology/units.csv")
-    tables["unit"] = [{"unit_group": r["unit_group"], "unit": r["unit"],
-                       "factor": _number(r["factor"], origin, "factor"),
-                       "offset": _number(r["offset"], origin, "offset") or 0.0}
-                      for r in _csv_rows(text, origin, ("unit_group", "unit", "factor", "offset"))]
+    units = [{"unit_group": r["unit_group"], "unit": r["unit"], "ucum": r["ucum"],
+              "factor": _number(r["factor"], origin, "factor"),
+              "offset": _number(r["offset"], origin, "offset") or 0.0}
+             for r in _csv_rows(text, origin, ("unit_group", "unit", "ucum", "factor", "offset"))]
+    tables["unit"] = units
+    ucum_units = {(r["unit_group"], r["ucum"]): (r["factor"], r["offset"]) for r in units}
+    groups = {r["concept"]: r["unit_group"] or None for r in concepts}
+    tables["unit_map"] = [
+        row for site in config.sites for path in site.unit_maps
+        for row in unit_map_rows(*read(f"{site.id} unit map", path), site.id, groups, ucum_units)]
 
     text, origin = read("terminology/qualitative_words.csv")
     tables["qualitative_word"] = qualitative_word_rows(text, origin)
@@ -451,11 +500,28 @@ def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id
     con.execute("CREATE OR REPLACE TABLE ref.unit AS SELECT unit_group, unit_key, "
                 "min(unit) AS unit, any_value(factor) AS factor, "
                 "any_value(\"offset\") AS \"offset\" FROM ref.unit GROUP BY unit_group, unit_key")
+    _key_unit_maps(con)
     con.execute("CREATE SCHEMA IF NOT EXISTS meta")
     con.execute("CREATE TABLE IF NOT EXISTS meta.reference_version "
                 f"({table_ddl('meta.reference_version')})")
     con.executemany("INSERT INTO meta.reference_version VALUES (?, ?, ?, ?, ?)",
                     [[run_id, s.name, s.origin, s.sha256, s.rows] for s in reference.sources])
+
+
+def _key_unit_maps(con: duckdb.DuckDBPyConnection) -> None:
+    """Key the sites' own spellings as ref.unit is keyed; one row per (site, concept, key)."""
+    con.execute("UPDATE ref.unit_map SET unit_key = unit_key(unit)")
+    clash = con.execute("SELECT any_value(source), site, concept, list(DISTINCT unit ORDER BY unit)"
+                        " FROM ref.unit_map GROUP BY site, concept, unit_key "
+                        "HAVING count(DISTINCT (factor, \"offset\")) > 1").fetchall()
+    if clash:
+        source, site, concept, units = clash[0]
+        raise ConfigError(f"{source}: {', '.join(units)} are one spelling of {concept} at "
+                          f"{site} with different conversions; keep one row")
+    con.execute("CREATE OR REPLACE TABLE ref.unit_map AS SELECT site, concept, unit_key, "
+                "min(unit) AS unit, any_value(factor) AS factor, "
+                "any_value(\"offset\") AS \"offset\", min(source) AS source FROM ref.unit_map "
+                "GROUP BY site, concept, unit_key")
 
 
 def build_reference(con: duckdb.DuckDBPyConnection, context: BuildContext) -> int:

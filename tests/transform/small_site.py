@@ -113,12 +113,17 @@ class Site:
         self.resources.append(resource)
         return resource["id"]
 
-    def build(self, *others: str, **config: Any) -> duckdb.DuckDBPyConnection:
-        """Land and transform this site (and the configured sites ``others``)."""
+    def write(self) -> None:
+        """Write this site's resources as NDJSON under root/data/<name>."""
         folder = self.root / "data" / self.name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "all.ndjson").write_text(
             "\n".join(json.dumps(r, ensure_ascii=False) for r in self.resources) + "\n")
+
+    def build(self, *others: str, **config: Any) -> duckdb.DuckDBPyConnection:
+        """Land and transform this site (and the configured sites ``others``, written
+        before)."""
+        self.write()
         cfg = make_config(self.root, [self.name, *others], **config)
         extract(cfg)
         transform(cfg)

@@ -119,6 +119,43 @@ def test_a_european_site_with_giga_per_litre_and_hemoglobin_in_mmol(site: Site) 
     assert endpoint(con, "severe_anemia") is True
 
 
+def test_a_site_spelling_converts_through_its_own_unit_map(tmp_path: Path, site: Site) -> None:
+    """'109/L' (10⁹/L with the superscript lost) is no spelling to guess for every site;
+    the quarantine names it and the config key that maps it, and the site's map fixes it."""
+    anc = site.lab(3, 0.3, "109/L", system=LOCAL, code="NEUT", display="中性粒细胞绝对值")
+    hb = site.lab(5, 7.4, "g%", code="718-7", reference=(11.0, 15.0))
+    con = site.build()
+    reasons = dict(con.execute("SELECT resource_id, reason FROM qa.quarantine").fetchall())
+    assert "unit '109/L' is not convertible to 10*9/L for anc" in reasons[anc]
+    assert "sites[].unit_maps" in reasons[anc] and "'g%'" in reasons[hb]
+    assert endpoint(con, "anc_nadir") is None
+    con.close()
+
+    (tmp_path / "units.csv").write_text("concept,unit,ucum,factor\n"
+                                        "anc,109/L,10*9/L,\nhemoglobin,g%,,10\n")
+    con = site.build(site_x={"unit_maps": ["units.csv"]})
+    assert one(con, "SELECT count(*) FROM qa.quarantine") == 0
+    assert endpoint(con, "anc_nadir") == pytest.approx(0.3)
+    assert endpoint(con, "hemoglobin_nadir") == pytest.approx(74.0)
+    assert one(con, "SELECT reference_low, reference_high FROM harmonized.lab "
+                    "WHERE observation_id = ?", hb) == (pytest.approx(110.0), pytest.approx(150.0))
+    assert one(con, "SELECT origin FROM meta.reference_version WHERE name = 'site_x unit map'"
+               ).endswith("units.csv")
+
+
+def test_a_site_unit_map_is_the_sites_own(tmp_path: Path) -> None:
+    """Another site sending the same spelling for the same concept is not converted."""
+    sites = {name: Site(tmp_path, name) for name in ("site_x", "site_y")}
+    for one_site in sites.values():
+        one_site.infusion(0)
+        one_site.lab(3, 0.3, "109/L")
+    sites["site_y"].write()
+    (tmp_path / "units.csv").write_text("concept,unit,ucum\nanc,109/L,10*9/L\n")
+    con = sites["site_x"].build("site_y", site_x={"unit_maps": ["units.csv"]})
+    assert con.execute("SELECT site, reason_code FROM qa.quarantine").fetchall() == [
+        ("site_y", "unit_not_convertible")]
+
+
 def test_unusable_values_are_quarantined_with_the_reason(site: Site) -> None:
     no_unit = site.lab(2, 1.2)
     odd_unit = site.lab(3, 1.2, "furlongs")

@@ -4,8 +4,8 @@ harmonized.resource_code hashes each distinct code once, harmonized.observation_
 turns each distinct unit spelling into a conversion once, cohort.episode_lab lists windows
 once per episode day. Each test builds a site whose records share and vary those values
 (code.text or not, codings in another key order, units as UCUM code, as text, in
-a text value, in a reference range of another unit, in components, a qualitative result)
-and compares the table with the same columns computed record by record.
+a text value, in a reference range of another unit, in components, a qualitative result,
+in the site's own unit map) and compares the table with the same columns computed record by record.
 """
 
 from __future__ import annotations
@@ -82,7 +82,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
                      "referenceRange": [{"high": {"value": 0.007, "unit": "ng/mL"}}]},
                     {"code": {"text": "IL-6"}, "valueQuantity": quantity(0.3, "ng/mL")},
                     {"code": {"text": "IL-6"}, "valueString": "42 pg/mL"}])
-    site.build().close()
+    # the site's own spellings: one units.csv lacks, one it converts otherwise (Hb tetramer)
+    site.lab(13, 0.35, "109/L", reference=(1.8, 7.7))
+    site.lab(13, 1.2, "mmol/L", code="718-7", reference=(1.7, 2.5))
+    (site.root / "units.csv").write_text("concept,unit,ucum,factor\nanc,109/L,10*9/L,\n"
+                                         "hemoglobin,mmol/L,,64.458\n")
+    site.build(site_x={"unit_maps": ["units.csv"]}).close()
     return site.root / "out" / "t.duckdb"
 
 
@@ -129,7 +134,8 @@ def test_observation_value_converts_as_record_by_record(con: duckdb.DuckDBPyConn
         SELECT count(*) FILTER (WHERE observation_id LIKE '%#%' AND value IS NOT NULL),
                count(*) FILTER (WHERE reference_low IS NOT NULL),
                count(*) FILTER (WHERE problem_code = 'unit_not_convertible'),
-               count(*) FILTER (WHERE concept = 'mrd_flow' AND value IS NOT NULL)
+               count(*) FILTER (WHERE concept = 'mrd_flow' AND value IS NOT NULL),
+               count(*) FILTER (WHERE unit_original IN ('109/L', 'mmol/L') AND value > 0)
         FROM harmonized.observation_value""").fetchone()
     assert all(kinds), kinds
     got = """SELECT observation_id, problem_code, value, reference_low, reference_high
@@ -148,6 +154,7 @@ def test_observation_value_converts_as_record_by_record(con: duckdb.DuckDBPyConn
         ),
         units AS (
             SELECT v.*, r.reference_low AS low, r.reference_high AS high, c.unit_group,
+                   unit_key(v.unit_original) AS value_key,
                    coalesce(nullif(r.reference_low_unit_code, ''),
                             nullif(r.reference_low_unit, ''), v.unit_original) AS low_unit,
                    coalesce(nullif(r.reference_high_unit_code, ''),
@@ -155,25 +162,40 @@ def test_observation_value_converts_as_record_by_record(con: duckdb.DuckDBPyConn
             FROM harmonized.observation_value AS v
             JOIN records AS r USING (site, observation_id)
             JOIN ref.concept AS c USING (concept)
+        ),
+        -- a spelling's conversion: the site's own for the concept, else its unit group's
+        conversions AS (
+            SELECT site, concept, unit_key, factor, "offset", 1 AS rank FROM ref.unit_map
+            UNION ALL
+            SELECT s.site, c.concept, u.unit_key, u.factor, u."offset", 2
+            FROM ref.unit AS u JOIN ref.concept AS c USING (unit_group)
+            CROSS JOIN (SELECT DISTINCT site FROM units) AS s
+        ),
+        conversion AS (
+            SELECT * FROM conversions
+            QUALIFY rank = min(rank) OVER (PARTITION BY site, concept, unit_key)
         )
         SELECT v.observation_id, v.problem_code,
                CASE WHEN v.problem IS NULL
                     THEN round(v.value_original * u.factor + u.offset, 9) END,
                rl.factor * v.low + rl.offset, rh.factor * v.high + rh.offset
         FROM units AS v
-        LEFT JOIN ref.unit AS u
-          ON u.unit_group = v.unit_group AND u.unit_key = unit_key(v.unit_original)
-        LEFT JOIN ref.unit AS rl
-          ON rl.unit_group = v.unit_group AND rl.unit_key = unit_key(v.low_unit)
-        LEFT JOIN ref.unit AS rh
-          ON rh.unit_group = v.unit_group AND rh.unit_key = unit_key(v.high_unit)"""
+        LEFT JOIN conversion AS u ON u.site = v.site AND u.concept = v.concept
+         AND u.unit_key = v.value_key
+        LEFT JOIN conversion AS rl ON rl.site = v.site AND rl.concept = v.concept
+         AND rl.unit_key = unit_key(v.low_unit)
+        LEFT JOIN conversion AS rh ON rh.site = v.site AND rh.concept = v.concept
+         AND rh.unit_key = unit_key(v.high_unit)"""
     assert differ(con, got, want) == [0, 0]
     # and no unit is called not convertible that converts
     assert con.execute("""
         SELECT count(*) FROM harmonized.observation_value AS v
         JOIN ref.concept AS c USING (concept)
-        JOIN ref.unit AS u ON u.unit_group = c.unit_group AND u.unit_key = unit_key(v.unit_original)
-        WHERE v.problem_code = 'unit_not_convertible'""").fetchone()[0] == 0
+        WHERE v.problem_code = 'unit_not_convertible' AND unit_key(v.unit_original) IN (
+            SELECT u.unit_key FROM ref.unit AS u WHERE u.unit_group = c.unit_group
+            UNION ALL
+            SELECT m.unit_key FROM ref.unit_map AS m
+            WHERE m.site = v.site AND m.concept = v.concept)""").fetchone()[0] == 0
 
 
 def test_episode_lab_lists_windows_as_result_by_result(con: duckdb.DuckDBPyConnection) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import duckdb
 import pytest
 
 from cartfhir.config import Config
 from cartfhir.errors import ConfigError
+from cartfhir.graph import create_macros
 from cartfhir.transform import reference
 
 
@@ -70,3 +73,61 @@ def test_a_qualitative_result_is_a_limit_or_none(site_config: Callable[..., Conf
     assert rows == [{"concept": "mrd_flow", "result": "negative", "value": 0.01,
                      "comparator": "<"},
                     {"concept": "il6", "result": "negative", "value": None, "comparator": None}]
+
+
+def _with_unit_map(site_config: Callable[..., Config], root: Path, text: str) -> Config:
+    (root / "units.csv").write_text(text, encoding="utf-8")
+    return site_config(["site_x", "site_y"], site_x={"unit_maps": ["units.csv"]})
+
+
+def test_a_site_unit_map_is_hashed_and_resolved_to_factors(
+        site_config: Callable[..., Config], tmp_path: Path) -> None:
+    config = _with_unit_map(site_config, tmp_path, "concept,unit,ucum,factor,offset\n"
+                            "anc,109/L,10*9/L,,\nwbc,Zellen/nl,/uL,,\n"
+                            "hemoglobin,g%,,10,\ntemperature,F,,5/9,-160/9\n")
+    loaded = reference.load_reference(config)
+    got = {(r["site"], r["concept"], r["unit"]): (r["factor"], r["offset"])
+           for r in loaded.tables["unit_map"]}
+    # a UCUM unit takes the factor units.csv gives it in the concept's unit group
+    units = {(r["unit_group"], r["unit"]): (r["factor"], r["offset"])
+             for r in loaded.tables["unit"]}
+    assert got == {("site_x", "anc", "109/L"): units["count", "10*9/L"],
+                   ("site_x", "wbc", "Zellen/nl"): units["count", "/uL"],
+                   ("site_x", "hemoglobin", "g%"): (10.0, 0.0),
+                   ("site_x", "temperature", "F"): (pytest.approx(5 / 9),
+                                                    pytest.approx(-160 / 9))}
+    source = [s for s in loaded.sources if s.origin == str(tmp_path / "units.csv")]
+    assert [s.name for s in source] == ["site_x unit map"]
+    before = reference.reference_hash(loaded)
+    (tmp_path / "units.csv").write_text("concept,unit,factor\nanc,109/L,1000\n")
+    assert reference.reference_hash(reference.load_reference(config)) != before
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("concept,unit,ucum\nil99,109/L,10*9/L\n", r"units.csv line 2: unknown concept 'il99'"),
+    ("concept,unit,ucum\ncrs,x,1\n", r"line 2: crs has no units"),
+    ("concept,unit,ucum\nanc,,10*9/L\n", r"line 2: no unit text for anc"),
+    ("concept,unit,ucum,factor\nanc,109/L,10*9/L,1\n", r"line 2: give either ucum or factor"),
+    ("concept,unit\nanc,109/L\n", r"line 2: give either ucum or factor"),
+    ("concept,unit,ucum,offset\nanc,109/L,10*9/L,3\n", r"line 2: an offset needs a factor"),
+    ("concept,unit,ucum\nanc,109/L,g/L\n",
+     r"line 2: 'g/L' is not a UCUM unit the count group converts.*10\*9/L"),
+    ("concept,unit,factor\nanc,109/L,one\n", r"column factor must be a number"),
+    ("concept,text,ucum\nanc,109/L,10*9/L\n", r"missing column\(s\) unit"),
+], ids=["unknown concept", "no unit group", "no unit", "both", "neither", "offset alone",
+        "unknown ucum", "not a number", "no unit column"])
+def test_a_bad_unit_map_is_a_config_error_naming_its_line(
+        site_config: Callable[..., Config], tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        reference.load_reference(_with_unit_map(site_config, tmp_path, text))
+
+
+def test_two_spellings_of_one_unit_with_different_factors_are_refused(
+        site_config: Callable[..., Config], tmp_path: Path) -> None:
+    config = _with_unit_map(site_config, tmp_path, "concept,unit,ucum,factor\n"
+                            "anc,109/L,10*9/L,\nanc, 109 / l ,,1000\n")
+    with duckdb.connect() as con:
+        create_macros(con)
+        with pytest.raises(ConfigError, match=r"units.csv: 109 / l, 109/L are one spelling "
+                                              r"of anc at site_x with different conversions"):
+            reference.write_reference(con, reference.load_reference(config), "run")

@@ -99,12 +99,26 @@ spellings AS (
         UNION ALL SELECT canonical_unit FROM ref.concept)
     WHERE unit IS NOT NULL
 ),
+measured AS (
+    -- The sites' measured concepts, each with its unit group.
+    SELECT DISTINCT m.site, m.concept, c.unit_group
+    FROM harmonized.record_concept AS m
+    JOIN ref.concept AS c ON c.concept = m.concept
+    WHERE m.resource_type = 'Observation' AND m.kind = 'observation'
+      AND c.unit_group IS NOT NULL
+),
 conversion AS (
-    -- A spelling's conversion in each unit group that knows it; a record takes its own
-    -- group's.
-    SELECT u.unit_group, s.unit, u.factor, u.offset
-    FROM spellings AS s
-    JOIN ref.unit AS u ON u.unit_key = unit_key(s.unit)
+    -- A spelling's conversion for a site's concept: the site's own (ref.unit_map, from
+    -- sites[].unit_maps) before its unit group's (ref.unit).
+    SELECT c.site, c.concept, s.unit,
+           coalesce(m.factor, u.factor) AS factor,
+           CASE WHEN m.factor IS NULL THEN u.offset ELSE m.offset END AS offset
+    FROM (SELECT unit, unit_key(unit) AS unit_key FROM spellings) AS s
+    CROSS JOIN measured AS c
+    LEFT JOIN ref.unit AS u ON u.unit_group = c.unit_group AND u.unit_key = s.unit_key
+    LEFT JOIN ref.unit_map AS m
+      ON m.site = c.site AND m.concept = c.concept AND m.unit_key = s.unit_key
+    WHERE u.factor IS NOT NULL OR m.factor IS NOT NULL
 ),
 converted AS (
     SELECT v.*, u.factor, u.offset,
@@ -113,12 +127,16 @@ converted AS (
            rl.factor * v.reference_low + rl.offset AS reference_low_canonical,
            rh.factor * v.reference_high + rh.offset AS reference_high_canonical
     FROM valued AS v
-    LEFT JOIN conversion AS u ON u.unit_group = v.unit_group AND u.unit = v.unit_original
-    LEFT JOIN conversion AS rl ON rl.unit_group = v.unit_group AND rl.unit = coalesce(
-        nullif(v.reference_low_unit_code, ''), nullif(v.reference_low_unit, ''), v.unit_original)
-    LEFT JOIN conversion AS rh ON rh.unit_group = v.unit_group AND rh.unit = coalesce(
-        nullif(v.reference_high_unit_code, ''), nullif(v.reference_high_unit, ''),
-        v.unit_original)
+    LEFT JOIN conversion AS u
+      ON u.site = v.site AND u.concept = v.concept AND u.unit = v.unit_original
+    LEFT JOIN conversion AS rl
+      ON rl.site = v.site AND rl.concept = v.concept AND rl.unit = coalesce(
+          nullif(v.reference_low_unit_code, ''), nullif(v.reference_low_unit, ''),
+          v.unit_original)
+    LEFT JOIN conversion AS rh
+      ON rh.site = v.site AND rh.concept = v.concept AND rh.unit = coalesce(
+          nullif(v.reference_high_unit_code, ''), nullif(v.reference_high_unit, ''),
+          v.unit_original)
 ),
 flagged AS (
     SELECT *,
@@ -169,6 +187,8 @@ judged AS (
                WHEN 'no_unit' THEN 'no unit: cannot convert to ' || canonical_unit
                WHEN 'unit_not_convertible' THEN 'unit ' || in_quotes(unit_original)
                    || ' is not convertible to ' || canonical_unit || ' for ' || concept
+                   || '; if it is a spelling of a convertible unit, map it for ' || site
+                   || ' in sites[].unit_maps'
                WHEN 'implausible_magnitude' THEN CASE
                    WHEN count_mislabelled THEN 'implausible: ' || num_text(value_original)
                         || ' ' || unit_original || ' (a per-uL count labelled as 10*9/L?)'
