@@ -50,16 +50,21 @@ def _last_transform(config: Config) -> dict[str, Any]:
 def built(spark, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
     """The synthetic three-site cohort (with bad lines) extracted once, then transformed
     by ``cartfhir transform`` in one store and by ``cartfhir transform --engine spark``
-    in a copy of it (its tables in the default engine.tables, <output folder>/parquet)."""
+    in a copy of it (its tables in the default engine.tables, <output folder>/parquet).
+    site_b maps two of its spellings itself (as units.csv converts them, so the truth
+    holds), so its results take the site's own conversions on both engines."""
     root = tmp_path_factory.mktemp("spark_transform")
     generate(root / "data", patients=15, seed=11, sites=SITES, bad_rate=0.01)
-    (root / "duck").mkdir()
-    (root / "spark").mkdir()
+    unit_map = {"site_b": {"unit_maps": ["units_b.csv"]}}
+    for engine in ("duck", "spark"):
+        (root / engine).mkdir()
+        (root / engine / "units_b.csv").write_text("concept,unit,ucum,factor\n"
+                                                   "anc,/uL,/uL,\nil6,ng/L,,1\n")
     duck_file = write_config(root / "duck", SITES, data="../data",
-                             output={"duckdb": "out/t.duckdb"})
+                             output={"duckdb": "out/t.duckdb"}, **unit_map)
     shutil.copytree(root / "duck" / "secrets", root / "spark" / "secrets")
     spark_file = write_config(root / "spark", SITES, data="../data", write_keys=False,
-                              output={"duckdb": "out/t.duckdb"})
+                              output={"duckdb": "out/t.duckdb"}, **unit_map)
     duck, spark_config = api.load_config(duck_file), api.load_config(spark_file)
     api.extract(duck)
     Path(spark_config.output.duckdb).parent.mkdir(parents=True)
@@ -79,6 +84,8 @@ def test_every_table_equals_duckdbs(spark, built) -> None:  # noqa: ANN001
             if not diff.equal:
                 problems.append(f"{table}: {diff}")
     assert not problems, "\n".join(problems)
+    assert spark.sql("SELECT site, count(*) FROM ref.unit_map GROUP BY site").collect() == [
+        ("site_b", 2)]  # site_b's results took its own conversions
     # tables and their rows, episodes, quarantined, unmapped codes, reference hash
     assert _last_transform(spark_config) == _last_transform(duck)
 
