@@ -233,26 +233,34 @@ def unit_map_rows(text: str, origin: str, site: str, concepts: dict[str, str | N
         if not row["unit"]:
             raise ConfigError(f"{where}: no unit text for {concept}; write the spelling the "
                               "site sends in the column unit")
-        ucum, factor = row.get("ucum") or "", row.get("factor") or ""
-        if bool(ucum) == bool(factor):
-            raise ConfigError(f"{where}: give either ucum or factor for {row['unit']!r}"
-                              f"{', not both' if ucum else ''}: ucum names the UCUM unit it "
-                              f"means, factor converts it to {concept}'s canonical unit")
-        if ucum:
-            if row.get("offset"):
-                raise ConfigError(f"{where}: an offset needs a factor; a UCUM unit brings "
-                                  "its own conversion")
-            if (group, ucum) not in ucum_units:
-                known = sorted(u for g, u in ucum_units if g == group)
-                raise ConfigError(f"{where}: {ucum!r} is not a UCUM unit the {group} group "
-                                  f"converts; use one of {', '.join(known)} or give a factor")
-            number, offset = ucum_units[group, ucum]
-        else:
-            number = _number(factor, where, "factor")
-            offset = _number(row.get("offset") or "", where, "offset") or 0.0
-        out.append({"site": site, "concept": concept, "unit": row["unit"], "factor": number,
+        factor, offset = _unit_map_conversion(row, where, group, ucum_units)
+        out.append({"site": site, "concept": concept, "unit": row["unit"], "factor": factor,
                     "offset": offset, "source": origin})
     return out
+
+
+def _unit_map_conversion(row: dict[str, str], where: str, group: str,
+                         ucum_units: dict[tuple[str, str], tuple[float, float]]
+                         ) -> tuple[float, float]:
+    """A unit-map row's factor and offset: its UCUM unit's, or the ones it gives."""
+    ucum, factor = row.get("ucum") or "", row.get("factor") or ""
+    if bool(ucum) == bool(factor):
+        raise ConfigError(f"{where}: give either ucum or factor for {row['unit']!r}"
+                          f"{', not both' if ucum else ''}: ucum names the UCUM unit it "
+                          f"means, factor converts it to {row['concept']}'s canonical unit")
+    if factor:
+        number = _number(factor, where, "factor")
+        if number is None or number <= 0:
+            raise ConfigError(f"{where}: factor {factor} must be above 0")
+        return number, _number(row.get("offset") or "", where, "offset") or 0.0
+    if row.get("offset"):
+        raise ConfigError(f"{where}: an offset needs a factor; a UCUM unit brings its own "
+                          "conversion")
+    if (group, ucum) not in ucum_units:
+        known = sorted(u for g, u in ucum_units if g == group)
+        raise ConfigError(f"{where}: {ucum!r} is not a UCUM unit the {group} group converts; "
+                          f"use one of {', '.join(known)} or give a factor")
+    return ucum_units[group, ucum]
 
 
 def record_status_rows(text: str, origin: str) -> list[dict[str, str]]:

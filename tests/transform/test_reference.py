@@ -113,9 +113,10 @@ def test_a_site_unit_map_is_hashed_and_resolved_to_factors(
     ("concept,unit,ucum\nanc,109/L,g/L\n",
      r"line 2: 'g/L' is not a UCUM unit the count group converts.*10\*9/L"),
     ("concept,unit,factor\nanc,109/L,one\n", r"column factor must be a number"),
+    ("concept,unit,factor\nanc,109/L,-1\n", r"line 2: factor -1 must be above 0"),
     ("concept,text,ucum\nanc,109/L,10*9/L\n", r"missing column\(s\) unit"),
 ], ids=["unknown concept", "no unit group", "no unit", "both", "neither", "offset alone",
-        "unknown ucum", "not a number", "no unit column"])
+        "unknown ucum", "not a number", "negative factor", "no unit column"])
 def test_a_bad_unit_map_is_a_config_error_naming_its_line(
         site_config: Callable[..., Config], tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
