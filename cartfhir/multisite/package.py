@@ -51,7 +51,8 @@ from cartfhir.transform.identity import keyed_hash, site_secret
 # cohort.episode_endpoints' columns are in the table's order (its sidecar's).
 # 4: qa.site_completeness travels (the pooled report's data quality by site), and the
 # manifest's validation names the transform it covered (transform_run_id/_finished).
-SCHEMA_VERSION = "cartfhir-site-package/4"
+# 5: cohort.episode_endpoints gains response_reason, and best_response may be NE.
+SCHEMA_VERSION = "cartfhir-site-package/5"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 

@@ -14,10 +14,14 @@ the study's default definitions (``docs/clinical-definitions.md``):
   range (creatinine also against the baseline, the last value in [-7, -1]);
   liver = max(ALT, AST, bilirubin); any organ injury = some grade >= 2;
 - infections: early [0, 30], late [31, 90], lymphodepletion phase [-7, -1];
-- response in [0, 90] at each marrow assessment: blasts < 5 % -> CR when the
-  same-day (else latest in the 3 days before) ANC >= 1.0 and PLT >= 100, else
-  CRi; blasts >= 5 % -> NR; best of CR > CRi > NR. MRD-negative = flow MRD
-  < 0.01 % (a "<0.01" result counts as negative) at an assessment with CR/CRi;
+- response in [0, 90] at each marrow assessment, with the same-day (else latest
+  in the 3 days before) ANC and PLT: blasts >= 5 % -> NR; blasts < 5 % -> CR when
+  ANC >= 1.0 and PLT >= 100, CRi when a known count is below its cut, else NE
+  (not evaluable: a count that could decide is missing; the reason names it);
+  best of CR > CRi > NE > NR, an NE episode's reason from its earliest NE
+  assessment. MRD-negative = flow MRD < 0.01 % (a "<0.01" result counts as
+  negative) at an assessment with CR, CRi or NE (a marrow remission is CR or
+  CRi whatever the counts);
 - post-infusion events (round 2 only): first relapse onset, chemotherapy start
   (not lymphodepletion), HSCT or death after the infusion day.
 
@@ -41,7 +45,9 @@ SEVERE = {"anc": 1.0, "platelets": 50.0, "hemoglobin": 80.0}
 MRD_NEGATIVE_BELOW = 0.01
 BLAST_CR_BELOW = 5.0
 CR_ANC, CR_PLT = 1.0, 100.0
-RESPONSE_RANK = {"NR": 0, "CRi": 1, "CR": 2}
+RESPONSE_RANK = {"NR": 0, "NE": 1, "CRi": 2, "CR": 3}
+REMISSION = ("CR", "CRi", "NE")  # marrow in remission; the counts tell CR from CRi
+COUNT_LOOKBACK = 3
 
 TRUTH_COLUMNS = [
     "site", "patient_id", "patient_index", "round", "infusion_date", "limit_day", "sex",
@@ -53,7 +59,7 @@ TRUTH_COLUMNS = [
     "liver_injury_grade", "kidney_injury_grade", "coagulopathy_grade", "organ_injury_any",
     "early_infection", "early_infection_n", "late_infection", "late_infection_n",
     "lymphodepletion_infection", "febrile_neutropenia",
-    "best_response", "mrd_negative", "mrd_negative_cr",
+    "best_response", "response_reason", "mrd_negative", "mrd_negative_cr",
     "post_event_type", "post_event_date", "relapse_after_date", "chemotherapy_after_date",
     "hsct_after_date", "death_date", "last_contact_date",
 ]
@@ -147,34 +153,43 @@ def episode_truth(course: Course, ep: Episode, site: str, patient_id: str) -> di
 
 
 def _response(ep: Episode, w: _Window) -> dict:
-    best: str | None = None
+    best: tuple[int, int, str, str | None] | None = None  # (rank, -day, response, reason)
     mrd_negative = mrd_negative_cr = False
     by_day = {(m.concept, m.day): m for m in ep.measurements if m.usable}
     for day in ep.marrow_days:
         blasts = by_day.get(("marrow_blasts", day))
         if not w.has(day) or blasts is None:
             continue
-        if blasts.reported >= BLAST_CR_BELOW:
-            response = "NR"
-        else:
-            anc = _nearest(by_day, "anc", day)
-            plt = _nearest(by_day, "platelets", day)
-            ok = anc is not None and plt is not None and anc >= CR_ANC and plt >= CR_PLT
-            response = "CR" if ok else "CRi"
+        response, reason = _judge(blasts.reported, _nearest(by_day, "anc", day),
+                                  _nearest(by_day, "platelets", day), day)
         mrd = by_day.get(("mrd_flow", day))
         negative = mrd is not None and (
             (mrd.comparator == "<" and mrd.reported <= MRD_NEGATIVE_BELOW)
             or (mrd.comparator is None and mrd.reported < MRD_NEGATIVE_BELOW))
         mrd_negative = mrd_negative or negative
-        mrd_negative_cr = mrd_negative_cr or (negative and response in ("CR", "CRi"))
-        if best is None or RESPONSE_RANK[response] > RESPONSE_RANK[best]:
-            best = response
-    return {"best_response": best, "mrd_negative": mrd_negative,
-            "mrd_negative_cr": mrd_negative_cr}
+        mrd_negative_cr = mrd_negative_cr or (negative and response in REMISSION)
+        best = max(best or (-1, 0, "", None), (RESPONSE_RANK[response], -day, response, reason))
+    return {"best_response": best[2] if best else None,
+            "response_reason": best[3] if best else None,
+            "mrd_negative": mrd_negative, "mrd_negative_cr": mrd_negative_cr}
+
+
+def _judge(blasts: float, anc: float | None, plt: float | None,
+           day: int) -> tuple[str, str | None]:
+    """One marrow assessment: (response, why it is not evaluable or None)."""
+    if blasts >= BLAST_CR_BELOW:
+        return "NR", None
+    if (anc is not None and anc < CR_ANC) or (plt is not None and plt < CR_PLT):
+        return "CRi", None
+    if anc is not None and plt is not None:
+        return "CR", None
+    missing = {(True, True): "ANC or platelet count", (True, False): "ANC",
+               (False, True): "platelet count"}[(anc is None, plt is None)]
+    return "NE", f"no {missing} from day {day - COUNT_LOOKBACK} to the day-{day} marrow"
 
 
 def _nearest(by_day: dict, concept: str, day: int) -> float | None:
-    for d in range(day, day - 4, -1):
+    for d in range(day, day - COUNT_LOOKBACK - 1, -1):
         m = by_day.get((concept, d))
         if m is not None:
             return m.reported

@@ -94,6 +94,7 @@ def test_paper_definition(episode: dict, expected: tuple) -> None:
      (True, "no_response", 0.0)),                                 # treatment failure, day 0
     ({"best_response": None}, (True, "no_response", 0.0)),       # no assessment: failure
     ({"best_response": "CRi"}, (False, "censored", 356.0)),
+    ({"best_response": "NE"}, (False, "censored", 356.0)),      # a marrow remission: no failure
     ({"death_date": "2024-02-01", "relapse_after_date": "2024-02-01"},
      (True, "death", 22.0)),                                      # same day: death first
     ({"death_date": "2024-01-10"}, (False, "censored", 356.0)),  # day 0 is not after CART2

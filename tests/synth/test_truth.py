@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
+
 from cartfhir.synth.clinical import Course, Episode, Event, Measurement
 from cartfhir.synth.truth import episode_truth, limit_day
 
@@ -106,6 +108,43 @@ def test_response_cr_cri_nr_and_mrd() -> None:
     # Day 28: CRi (ANC < 1.0, from day 27), MRD negative. Day 63: CR, MRD positive.
     assert row["best_response"] == "CR"
     assert row["mrd_negative"] and row["mrd_negative_cr"]
+
+
+@pytest.mark.parametrize(("counts", "response", "reason"), [
+    ([], "NE", "no ANC or platelet count from day 25 to the day-28 marrow"),
+    ([m("anc", 24, 2.0), m("platelets", 24, 150.0)], "NE",
+     "no ANC or platelet count from day 25 to the day-28 marrow"),  # before the lookback
+    ([m("anc", 28, 1.5)], "NE", "no platelet count from day 25 to the day-28 marrow"),
+    ([m("anc", 28, 1.5), m("platelets", 26, 150.0, usable=False)], "NE",
+     "no platelet count from day 25 to the day-28 marrow"),  # an unusable count is none
+    ([m("platelets", 25, 150.0)], "NE", "no ANC from day 25 to the day-28 marrow"),
+    ([m("anc", 28, 0.5)], "CRi", None),  # a known low count decides, whatever the other
+    ([m("anc", 25, 1.0), m("platelets", 28, 100.0)], "CR", None),
+])
+def test_a_remission_without_the_deciding_counts_is_not_evaluable(
+        counts: list, response: str, reason: str | None) -> None:
+    ep = episode(marrow_days=[28], measurements=[
+        m("marrow_blasts", 28, 2.0), m("mrd_flow", 28, 0.001), *counts])
+    row = episode_truth(course([ep]), ep, "s", "p")
+    assert (row["best_response"], row["response_reason"]) == (response, reason)
+    assert row["mrd_negative_cr"]  # CR or CRi whatever the counts: NE is a remission
+
+
+def test_ne_ranks_below_cr_and_cri_and_above_nr() -> None:
+    def best(*marrows: tuple[int, float, list]) -> tuple[str, str | None]:
+        ms = [x for day, blasts, counts in marrows for x in (m("marrow_blasts", day, blasts),
+                                                             *counts)]
+        ep = episode(marrow_days=[d for d, _, _ in marrows], measurements=ms)
+        row = episode_truth(course([ep]), ep, "s", "p")
+        return row["best_response"], row["response_reason"]
+
+    ne_14 = (14, 3.0, [])
+    low = [m("anc", 42, 0.4), m("platelets", 42, 30.0)]
+    assert best(ne_14, (42, 1.0, low)) == ("CRi", None)
+    assert best(ne_14, (60, 40.0, [])) == (
+        "NE", "no ANC or platelet count from day 11 to the day-14 marrow")
+    assert best((7, 2.0, []), ne_14) == (
+        "NE", "no ANC or platelet count from day 4 to the day-7 marrow")  # the earliest
 
 
 def test_mrd_exactly_at_threshold_is_positive_and_nr_is_not_cr() -> None:

@@ -138,22 +138,31 @@ assessment AS (
     LEFT JOIN mrd AS r USING (site, patient_key, round, day)
 ),
 judged AS (
+    -- A marrow remission is CR or CRi whatever the counts; they only tell the two apart,
+    -- so one missing where it could decide leaves the response not evaluable (NE).
     SELECT a.*,
            CASE WHEN a.blasts >= p.blast_below THEN 'NR'
+                WHEN a.anc < p.cr_anc OR a.platelets < p.cr_plt THEN 'CRi'
                 WHEN a.anc >= p.cr_anc AND a.platelets >= p.cr_plt THEN 'CR'
-                ELSE 'CRi' END AS response,
+                ELSE 'NE' END AS response,
+           'no ' || CASE WHEN a.anc IS NULL AND a.platelets IS NULL THEN 'ANC or platelet count'
+                         WHEN a.anc IS NULL THEN 'ANC' ELSE 'platelet count' END
+               || ' from day ' || CAST(CAST(a.day - p.lookback AS BIGINT) AS STRING)
+               || ' to the day-' || CAST(a.day AS STRING) || ' marrow' AS missing_counts,
            coalesce((a.mrd.comparator IN ('<', '<=') AND a.mrd.value <= p.mrd_below)
                     OR (a.mrd.comparator IS NULL AND a.mrd.value < p.mrd_below), false)
                AS mrd_negative
     FROM assessment AS a CROSS JOIN p
 ),
 response AS (
+    -- Best: CR > CRi > NE > NR. An evaluable remission is the documented best; NE's
+    -- marrow was in remission, so it beats NR. An NE episode's reason is its earliest NE.
     SELECT site, patient_key, round,
-           max_by(response, CASE WHEN response IS NOT NULL
-                                 THEN CASE response WHEN 'CR' THEN 2 WHEN 'CRi' THEN 1 ELSE 0 END
-                            END) AS best_response,
+           max_by(response, CASE response WHEN 'CR' THEN 3 WHEN 'CRi' THEN 2 WHEN 'NE' THEN 1
+                                          WHEN 'NR' THEN 0 END) AS best_response,
+           min_by(missing_counts, day) FILTER (WHERE response = 'NE') AS ne_reason,
            bool_or(mrd_negative) AS mrd_negative,
-           bool_or(mrd_negative AND response IN ('CR', 'CRi')) AS mrd_negative_cr
+           bool_or(mrd_negative AND response IN ('CR', 'CRi', 'NE')) AS mrd_negative_cr
     FROM judged GROUP BY site, patient_key, round
 ),
 after AS (
@@ -219,7 +228,9 @@ SELECT e.site, e.patient_key, e.round, e.infusion_date, e.limit_day, e.sex, e.ag
        coalesce(t.late_infection_n, 0) AS late_infection_n,
        coalesce(t.lymphodepletion_infection_n, 0) > 0 AS lymphodepletion_infection,
        coalesce(t.febrile_neutropenia, false) AS febrile_neutropenia,
-       r.best_response, coalesce(r.mrd_negative, false) AS mrd_negative,
+       r.best_response,
+       CASE WHEN r.best_response = 'NE' THEN r.ne_reason END AS response_reason,
+       coalesce(r.mrd_negative, false) AS mrd_negative,
        coalesce(r.mrd_negative_cr, false) AS mrd_negative_cr,
        CASE WHEN e.round = p.post_round THEN coalesce(f.post_event_type, 'none') END
            AS post_event_type,
