@@ -25,7 +25,9 @@ from cartfhir.spark.tables import table_folder, write_layout
 from cartfhir.synth import generate
 from cartfhir.synth.truth import TRUTH_COLUMNS
 from cartfhir.transform.identity import patient_key
+from tests.spark.test_models_harmonized import _spark_columns
 from tests.testbed import make_config
+from tests.transform.small_site import Site
 from tests.transform.truth import IDENTITY, _same
 
 pytestmark = pytest.mark.spark
@@ -125,24 +127,32 @@ def built(tmp_path_factory: pytest.TempPathFactory, spark):  # noqa: ANN001, ANN
     extract(config)
     transform(config)
     models = _models()
+    return root, config, models, _build_on_spark(spark, config.output.duckdb, root, models)
+
+
+def _build_on_spark(spark, store: Path, root: Path,  # noqa: ANN001
+                    models: list[Node]) -> dict[str, int]:
+    """The models built on Spark from the DuckDB ``store``'s inputs; rows per table."""
     inputs = _inputs(models)
     parquet = root / "parquet"
-    with duckdb.connect(str(config.output.duckdb), read_only=True) as con:
+    with duckdb.connect(str(store), read_only=True) as con:
         write_layout(con, inputs, parquet)
+        # An empty table has no Parquet file to take the columns from: they are declared.
+        empty = {t: _spark_columns(con, t) for t in inputs
+                 if con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0}
     # Every table is external, in this test's folder (none in the session's warehouse).
     for schema in sorted({t.split(".")[0] for t in [*inputs, *(n.table for n in models)]}):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema} "
                   f"LOCATION '{root / 'warehouse' / schema}'")
     for table in inputs:
         spark.sql(f"DROP TABLE IF EXISTS {table}")
-        spark.sql(f"CREATE TABLE {table} USING parquet "
+        spark.sql(f"CREATE TABLE {table} {empty.get(table, '')} USING parquet "
                   f"LOCATION '{table_folder(parquet, table)}' {OWNED}")
         if spark.table(table).columns[-1:] == ["site"] and not table.startswith("ref."):
             spark.sql(f"MSCK REPAIR TABLE {table}")  # register the site partitions
     create_functions(spark)
-    rows = {node.table: build_model(spark, node, str(root / "spark" / node.table))
+    return {node.table: build_model(spark, node, str(root / "spark" / node.table))
             for node in models}
-    return root, config, models, rows
 
 
 def test_every_cohort_and_qa_model_equals_duckdb(built, spark) -> None:  # noqa: ANN001
@@ -195,3 +205,27 @@ def test_spark_episode_endpoints_equal_the_truth(built, spark) -> None:  # noqa:
                      if column not in IDENTITY and not _same(row[column], got.get(column))]
     problems += [f"{k[0]} round {k[2]}: on Spark, not in the truth" for k in set(table) - seen]
     assert not problems, "\n".join(problems[:40])
+
+
+def test_a_remission_without_its_counts_is_not_evaluable_on_spark_too(
+        spark, tmp_path: Path) -> None:  # noqa: ANN001
+    """The synthetic cohort draws counts on every marrow day, so its parity never meets NE:
+    one patient, four rounds, each a remission (blasts 2 %) with some counts missing."""
+    site = Site(tmp_path)
+    for t0, counts in ((0, []), (100, [("751-8", 1.5)]), (200, [("751-8", 0.5)]),
+                       (300, [("777-3", 150.0)])):
+        site.infusion(t0)
+        site.lab(t0 + 2, 2.0, "%", code="11150-0", ucum="%")
+        for code, value in counts:
+            site.lab(t0 + 2, value, "10*9/L", code=code, ucum="10*9/L")
+    site.build().close()
+    store = next(tmp_path.glob("**/*.duckdb"))
+    _build_on_spark(spark, store, tmp_path, _models())
+    got = sorted(tuple(r) for r in spark.sql(
+        "SELECT round, best_response, response_reason FROM cohort.episode_endpoints").collect())
+    assert [r[1] for r in got] == ["NE", "NE", "CRi", "NE"]
+    assert got[3][2] == "no ANC from day -1 to the day-2 marrow"  # day 2 less 3, signed
+    with duckdb.connect(str(store), read_only=True) as con:
+        diff = table_diff(con, "SELECT * FROM cohort.episode_endpoints", spark,
+                          "SELECT * FROM cohort.episode_endpoints")
+    assert diff.equal, str(diff)

@@ -145,6 +145,7 @@ judged AS (
                 WHEN a.anc < p.cr_anc OR a.platelets < p.cr_plt THEN 'CRi'
                 WHEN a.anc >= p.cr_anc AND a.platelets >= p.cr_plt THEN 'CR'
                 ELSE 'NE' END AS response,
+           -- what an NE lacks (read only for NE, where a count is missing)
            'no ' || CASE WHEN a.anc IS NULL AND a.platelets IS NULL THEN 'ANC or platelet count'
                          WHEN a.anc IS NULL THEN 'ANC' ELSE 'platelet count' END
                || ' from day ' || CAST(CAST(a.day - p.lookback AS BIGINT) AS STRING)
