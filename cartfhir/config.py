@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import zoneinfo
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -76,6 +77,24 @@ def _site_id(value: str) -> str:
 
 # A site id wherever one is read (config, package manifest): the pattern, then the whole rule.
 SiteId = Annotated[str, Field(pattern=SITE_ID_PATTERN), AfterValidator(_site_id)]
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    """The IANA zone names this host knows (tzdata), without the host's own 'localtime'."""
+    return frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
+
+
+def _time_zone(value: str) -> str:
+    """An IANA zone name, spelled exactly: a fixed offset ('+08:00') would miss daylight
+    saving, and the name reaches both engines' zone databases as written."""
+    if value not in _time_zones():
+        raise ValueError(f"unknown time zone {value!r}: give an IANA name such as "
+                         "'Asia/Shanghai' or 'America/New_York' (case matters)")
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_time_zone)]
 
 
 class _Model(BaseModel):
@@ -337,6 +356,12 @@ class Site(_Model):
         default_factory=list,
         description="this site's own unit spellings: CSV (concept,unit,ucum or factor[,offset]); "
         "for its concept they win over terminology/units.csv",
+    )
+    timezone: TimeZoneName | None = Field(
+        default=None,
+        description="the site's IANA time zone (Asia/Shanghai): a date-time sent with another "
+        "offset (a server that writes UTC) counts on its day in this zone; without it the "
+        "day is the one written (docs/clinical-definitions.md, Episodes and study days)",
     )
 
 

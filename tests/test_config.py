@@ -195,6 +195,25 @@ def test_site_id_problem_matches_the_whole_id() -> None:
     assert site_id_problem("site_a\n") and site_id_problem("Site") and site_id_problem("all")
 
 
+def test_a_site_time_zone_is_an_iana_name_or_absent(tmp_path: Path) -> None:
+    assert parse_config(minimal(), base_dir=tmp_path).sites[0].timezone is None
+    data = minimal()
+    data["sites"][0]["timezone"] = "America/New_York"
+    assert parse_config(data, base_dir=tmp_path).sites[0].timezone == "America/New_York"
+
+
+# A fixed offset misses daylight saving; 'localtime' is the host's zone, not the site's.
+@pytest.mark.parametrize("value", ["Mars/Olympus_Mons", "+08:00", "UTC+8", "asia/shanghai",
+                                   "localtime", "../../etc/passwd", ""])
+def test_an_unknown_time_zone_is_refused_naming_value_and_key(tmp_path: Path,
+                                                              value: str) -> None:
+    data = minimal()
+    data["sites"][0]["timezone"] = value
+    text = problems(data, tmp_path)
+    assert f"sites[0].timezone: unknown time zone {value!r}" in text
+    assert "IANA" in text
+
+
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
 def test_a_threshold_must_be_a_finite_number(tmp_path: Path, value: float) -> None:
     text = problems(minimal(transform={"thresholds": {"organ_injury_min_grade": value}}),
