@@ -113,6 +113,18 @@ SPELLINGS = sorted({r["spelling"] for r in csv.DictReader(
     (Path(__file__).parents[1] / "transform" / "unit_spellings.csv")
     .read_text(encoding="utf-8").splitlines())})
 
+# Date-times as servers send them: UTC, the site's offset, other offsets, no seconds, many
+# decimals, no offset, a date alone, and what is not a FHIR time.
+SITE_TIMES = [
+    "2021-03-05T04:30:00Z", "2021-03-04T23:30:00Z", "2021-03-04T14:00:00Z",
+    "2021-03-04T23:30:00+08:00", "2021-03-04T07:30:00+08:00", "2021-03-04T23:30:00-05:00",
+    "2021-03-04T20:00:00-05:00", "2021-03-04T23:30Z", "2021-03-04T23:30+08:00",
+    "2021-03-04T23:30:00.123Z", "2021-03-04T23:30:00.123456789Z", "2021-03-04T10:00:00+14:00",
+    "2021-03-04T10:00:00+0800", "2021-03-04T10:00:00+15:00", "2021-03-04T23:30:00",
+    "2021-03-04 23:30:00Z", "2021-03-04T24:00:00Z", "2021-03-04T23:59:60Z",
+    "2021-02-30T23:30:00Z", "2021-12-31T23:30:00Z", "2021-03-04", "2021-03", "2021", "bad", "",
+    " 2021-03-04T23:30:00Z", "2021-03-04T23:30:00Z\n", None]
+
 CASES: dict[str, tuple[str, list[object]]] = {
     "unit_key": ("unit_key(?)", [
         "x10^9/L", "10*9/L", "x10E9/L", "×10^9/L", "μmol/L", "µmol/L", "{cells}/uL",
@@ -128,6 +140,17 @@ CASES: dict[str, tuple[str, list[object]]] = {
         "2021-03-04T23:30:00", "2021-03-04T23:30", "2021-03-04T24:00:00Z", "2021-03-04T24:00+08:00",
         "2021-03-04T24:00:01Z", "2021-03-04T23:30+08:00",
         "2021-03-04T23:30:00-05:00", "2021-03-04", "2021-06", "2021", "bad", "", None]),
+    # A DST zone around its switches (US 2021: 14 March, 7 November), zones without DST, a
+    # half-hour zone, and no zone: ICU (DuckDB) and Java's tzdb (Spark) agree on these.
+    "site_date": ("site_date(?, 'America/New_York')", [*SITE_TIMES, "2021-03-14T06:30:00Z",
+                  "2021-03-14T07:30:00Z", "2021-03-15T03:30:00Z", "2021-03-15T04:30:00Z",
+                  "2021-11-07T04:30:00Z", "2021-11-07T05:30:00Z", "2021-11-08T04:30:00Z"]),
+    "site_date Asia/Shanghai": ("site_date(?, 'Asia/Shanghai')", SITE_TIMES),
+    "site_date Asia/Kolkata": ("site_date(?, 'Asia/Kolkata')", SITE_TIMES),
+    "site_date Europe/Berlin": ("site_date(?, 'Europe/Berlin')", [
+        *SITE_TIMES, "2021-03-27T23:30:00Z", "2021-03-28T22:30:00Z", "2021-10-30T22:30:00Z",
+        "2021-10-31T23:30:00Z"]),
+    "site_date without zone": ("site_date(?, CAST(NULL AS STRING))", SITE_TIMES),
     "grade_from_text": ("grade_from_text(?)", [
         "2级", "Grade 3", "ASTCT grade 2", "III", "III级", "grade IV", "V", "VI", "II-III",
         "iii", "none", "", None]),

@@ -26,6 +26,16 @@ CREATE OR REPLACE TEMPORARY FUNCTION unit_key(u STRING) RETURNS STRING RETURN
 CREATE OR REPLACE TEMPORARY FUNCTION local_date(t STRING) RETURNS DATE RETURN
     CASE WHEN substr(t, 1, 10) RLIKE '^ *[0-9]{4}([-/ ])[0-9]{1,2}\\1[0-9]{1,2} *$'
          THEN try_cast(regexp_replace(trim(substr(t, 1, 10)), '[/ ]', '-') AS DATE) END;
+-- site_date(t, tz): see macros.sql. from_utc_timestamp gives the wall time in tz of an
+-- instant held as UTC (the session time zone); Spark wants the seconds before an offset.
+CREATE OR REPLACE TEMPORARY FUNCTION site_date(t STRING, tz STRING) RETURNS DATE RETURN coalesce(
+    CASE WHEN tz IS NOT NULL AND t RLIKE concat(
+             '^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.][0-9]+)?)?',
+             '(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))\\z')
+         THEN to_date(from_utc_timestamp(try_cast(
+             regexp_replace(t, '(T[0-9]{2}:[0-9]{2})([^:0-9][^\\n]*)?\\z', '$1:00$2')
+             AS TIMESTAMP), tz)) END,
+    local_date(t));
 -- fhir_instant(t): see macros.sql. A date-time needs a day and hh:mm; a date alone is
 -- its midnight UTC (the session time zone is UTC). DuckDB reads 24:00 as the next midnight.
 CREATE OR REPLACE TEMPORARY FUNCTION fhir_instant(t STRING) RETURNS TIMESTAMP RETURN coalesce(

@@ -22,9 +22,21 @@ CREATE OR REPLACE MACRO unit_key(u) AS
         '10e\+?([0-9])', '10*\1', 'g'),
         '(^|/)mc(g|l|mol|kat)', '\1u\2', 'g'),
         '([a-z])\*([0-9])', '\1\2', 'g');
--- local_date(t): the calendar day as written in a FHIR date/dateTime (the site's local
--- day; '2021-03-04T23:30:00+08:00' is 4 March), null when unparseable.
+-- local_date(t): the calendar day as written in a FHIR date/dateTime
+-- ('2021-03-04T23:30:00+08:00' is 4 March), null when unparseable. The models take a
+-- record's day with site_date(), which falls back to this.
 CREATE OR REPLACE MACRO local_date(t) AS TRY_CAST(substr(CAST(t AS VARCHAR), 1, 10) AS DATE);
+-- site_date(t, tz): the local day of a FHIR date/dateTime at a site in IANA zone tz
+-- (ref.site.timezone; docs/clinical-definitions.md, "Episodes and study days"). A date-time
+-- with a time and an offset or Z counts on its day in tz ('2021-03-05T04:30:00Z' in
+-- America/New_York is 4 March); a date alone, a time without an offset, anything else, or
+-- no tz: the day as written, local_date(t).
+CREATE OR REPLACE MACRO site_date(t, tz) AS coalesce(
+    CASE WHEN tz IS NOT NULL AND regexp_full_match(CAST(t AS VARCHAR),
+             '[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?'
+             || '(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))')
+         THEN CAST(timezone(tz, TRY_CAST(CAST(t AS VARCHAR) AS TIMESTAMPTZ)) AS DATE) END,
+    local_date(t));
 -- fhir_instant(t): a FHIR date/dateTime as a timestamp (a date alone is its midnight UTC),
 -- used only to order results within a day.
 CREATE OR REPLACE MACRO fhir_instant(t) AS coalesce(
