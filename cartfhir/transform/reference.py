@@ -435,7 +435,7 @@ def load_reference(config: Config) -> Reference:
 
     text, origin = read("terminology/record_statuses.csv")
     tables["record_status"] = record_status_rows(text, origin)
-    tables["site"] = [{"site": site.id} for site in config.sites]
+    tables["site"] = [{"site": site.id, "timezone": site.timezone} for site in config.sites]
 
     text, origin = read("terminology/combinations.csv")
     tables["concept_combination"] = [
@@ -493,6 +493,7 @@ def write_reference(con: duckdb.DuckDBPyConnection, reference: Reference, run_id
             with registered(con, "_ref_rows", frame):  # one insert per table, not per row
                 con.execute(f"INSERT INTO ref.{table} ({', '.join(names)}) SELECT "
                             + ", ".join(f'"{k}"' for k in keys) + " FROM _ref_rows")
+    _check_time_zones(con)
     # Systems are compared as system_key()s (macros.sql): one spelling per system.
     for table, columns in SYSTEM_COLUMNS.items():
         con.execute(f"UPDATE ref.{table} SET "
@@ -530,6 +531,27 @@ def _key_unit_maps(con: duckdb.DuckDBPyConnection) -> None:
                 "min(unit) AS unit, any_value(factor) AS factor, "
                 "any_value(\"offset\") AS \"offset\", min(source) AS source FROM ref.unit_map "
                 "GROUP BY site, concept, unit_key")
+
+
+def time_zone_problem(con: duckdb.DuckDBPyConnection, site_id: str, zone: str) -> str | None:
+    """Why DuckDB cannot read site ``site_id``'s zone, or None. The config checked the name
+    against the host's tzdata; DuckDB reads its own (ICU), which may be older, and
+    site_date() would fail mid-build on a zone it lacks."""
+    known = con.execute("SELECT count(*) FROM pg_timezone_names() WHERE name = ?",
+                        [zone]).fetchone()[0]
+    if known:
+        return None
+    return (f"sites[{site_id}].timezone {zone!r} is not in DuckDB's time zone data; use an "
+            "older name of the same zone (https://en.wikipedia.org/wiki/"
+            "List_of_tz_database_time_zones) or update duckdb")
+
+
+def _check_time_zones(con: duckdb.DuckDBPyConnection) -> None:
+    for site_id, zone in con.execute("SELECT site, timezone FROM ref.site "
+                                     "WHERE timezone IS NOT NULL ORDER BY site").fetchall():
+        problem = time_zone_problem(con, site_id, zone)
+        if problem:
+            raise ConfigError(problem)
 
 
 def build_reference(con: duckdb.DuckDBPyConnection, context: BuildContext) -> int:

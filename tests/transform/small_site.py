@@ -18,10 +18,13 @@ LOCAL = "http://hospital-x.example/lis"
 T0 = "2024-03-01"
 
 
-def day(offset: int, time: str = "08:00:00+08:00") -> str:
+def day(offset: int, time: str | None = "08:00:00+08:00") -> str:
+    """Day ``offset`` from T0 at ``time`` (written with its offset), or the date alone when
+    ``time`` is None."""
     from datetime import date, timedelta
 
-    return (date(2024, 3, 1) + timedelta(days=offset)).isoformat() + "T" + time
+    date_text = (date(2024, 3, 1) + timedelta(days=offset)).isoformat()
+    return date_text if time is None else f"{date_text}T{time}"
 
 
 class Site:
@@ -39,11 +42,13 @@ class Site:
         return f"r{self.n}"
 
     def infusion(self, offset: int = 0, status: str = "completed",
-                 text: str = "CAR-T cell infusion", product: str | None = None) -> str:
+                 text: str = "CAR-T cell infusion", product: str | None = None,
+                 time: str = "10:00:00+08:00") -> str:
+        """A CAR-T Procedure performed at ``time`` (with its offset) on day ``offset``."""
         resource: dict[str, Any] = {
             "resourceType": "Procedure", "id": self._id(), "status": status,
             "code": {"text": text}, "subject": {"reference": "Patient/p1"},
-            "performedDateTime": day(offset, "10:00:00+08:00")}
+            "performedDateTime": day(offset, time)}
         if product:
             resource["usedCode"] = [{"text": product}]
         self.resources.append(resource)
@@ -61,14 +66,15 @@ class Site:
     def lab(self, offset: int, value: Any, unit: str | None = None, *, system: str = LOINC,
             code: str = "751-8", display: str | None = None, text: str | None = None,
             ucum: str | None = None, status: str = "final", comparator: str | None = None,
-            reference: tuple[float, float] | None = None) -> str:
+            reference: tuple[float, float] | None = None,
+            time: str | None = "08:00:00+08:00") -> str:
         coding: dict[str, Any] = {"system": system, "code": code}
         if display:
             coding["display"] = display
         resource: dict[str, Any] = {
             "resourceType": "Observation", "id": self._id(), "status": status,
             "code": {"coding": [coding], **({"text": text} if text else {})},
-            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day(offset)}
+            "subject": {"reference": "Patient/p1"}, "effectiveDateTime": day(offset, time)}
         if isinstance(value, str):
             resource["valueString"] = value
         elif isinstance(value, int) and unit is None and ucum is None and code.endswith("GRADE"):
@@ -91,14 +97,16 @@ class Site:
     def condition(self, offset: int, *, coding: list[dict] | None = None, text: str | None = None,
                   verification: str = "confirmed", stage: str | None = None,
                   severity: str | None = None, clinical: str = "active",
-                  body_sites: list[str] | None = None) -> str:
+                  body_sites: list[str] | None = None, time: str | None = None) -> str:
+        """A Condition with its onset on day ``offset``: the date alone unless ``time``."""
         resource: dict[str, Any] = {
             "resourceType": "Condition", "id": self._id(),
             "verificationStatus": {"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
                 "code": verification}]},
             "code": {"coding": coding or [], **({"text": text} if text else {})},
-            "subject": {"reference": "Patient/p1"}, "onsetDateTime": day(offset)[:10]}
+            "subject": {"reference": "Patient/p1"},
+            "onsetDateTime": day(offset, time)}
         if verification != "entered-in-error":
             resource["clinicalStatus"] = {"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",

@@ -10,7 +10,7 @@ import pytest
 
 from cartfhir.config import Config
 from cartfhir.errors import ConfigError
-from cartfhir.graph import create_macros
+from cartfhir.graph import create_macros, load_graph
 from cartfhir.transform import reference
 
 
@@ -22,8 +22,23 @@ def with_record_statuses(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
 
 
 def test_the_configured_sites_are_ref_site(site_config: Callable[..., Config]) -> None:
-    loaded = reference.load_reference(site_config(["site_a", "site_b"]))
-    assert loaded.tables["site"] == [{"site": "site_a"}, {"site": "site_b"}]
+    loaded = reference.load_reference(site_config(["site_a", "site_b"],
+                                                  site_b={"timezone": "Asia/Shanghai"}))
+    assert loaded.tables["site"] == [{"site": "site_a", "timezone": None},
+                                     {"site": "site_b", "timezone": "Asia/Shanghai"}]
+
+
+def test_a_zone_duckdb_does_not_know_is_a_config_error(
+        site_config: Callable[..., Config]) -> None:
+    """The config checks a zone against the host's tzdata; DuckDB reads its own (ICU), which
+    may be older: the build says so before a model fails on it."""
+    loaded = reference.load_reference(site_config(["site_a"]))
+    loaded.tables["site"] = [{"site": "site_a", "timezone": "Mars/Olympus_Mons"}]
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        create_macros(con, load_graph())
+        with pytest.raises(ConfigError, match=r"sites\[site_a\]\.timezone 'Mars/Olympus_Mons'"):
+            reference.write_reference(con, loaded, "run-1")
 
 
 @pytest.mark.parametrize(("last_line", "message"), [

@@ -8,9 +8,10 @@ WITH infusion AS (
 ),
 person AS (
     SELECT p.site, k.patient_key, p.gender AS sex, local_date(p.birth_date) AS birth_date,
-           local_date(p.deceased_datetime) AS death_date
+           site_date(p.deceased_datetime, z.timezone) AS death_date
     FROM flat.patient AS p
     JOIN raw.patient_key AS k ON k.site = p.site AND k.patient_id = p.patient_id
+    LEFT JOIN ref.site AS z ON z.site = p.site
 ),
 contact AS (
     SELECT site, patient_key, max(d) AS last_record_date FROM (

@@ -1,7 +1,7 @@
 -- harmonized.condition: description, grain, columns and expectations in condition.yml
 WITH mapped AS (
     SELECT o.*, k.patient_key, m.concept AS mapped_concept, m.grade AS code_grade, m.matched_by,
-           v.use AS verification_use, c.use AS clinical_use
+           v.use AS verification_use, c.use AS clinical_use, z.timezone AS site_timezone
     FROM flat.condition AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Condition' AND m.resource_id = o.condition_id
@@ -13,12 +13,14 @@ WITH mapped AS (
     LEFT JOIN ref.record_status AS c
       ON c.resource_type = 'Condition' AND c.element = 'clinicalStatus'
      AND c.status = o.clinical_status
+    LEFT JOIN ref.site AS z ON z.site = o.site
 ),
 classified AS (
     SELECT *,
            CASE WHEN mapped_concept = 'b_all' AND clinical_use = 'relapse'
                 THEN 'relapse' ELSE mapped_concept END AS concept,
-           local_date(coalesce(onset_datetime, onset_start, recorded_date)) AS onset_date
+           site_date(coalesce(onset_datetime, onset_start, recorded_date), site_timezone)
+               AS onset_date
     FROM mapped
 ),
 graded AS (

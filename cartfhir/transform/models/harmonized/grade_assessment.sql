@@ -1,7 +1,8 @@
 -- harmonized.grade_assessment: description, grain, columns and expectations in grade_assessment.yml
 WITH mapped AS (
     SELECT o.*, k.patient_key, m.concept AS assessment, s.use AS status_use,
-           to_int(c.plausible_min) AS lowest, to_int(c.plausible_max) AS highest
+           to_int(c.plausible_min) AS lowest, to_int(c.plausible_max) AS highest,
+           z.timezone AS site_timezone
     FROM flat.observation AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
@@ -10,12 +11,13 @@ WITH mapped AS (
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
     LEFT JOIN ref.record_status AS s
       ON s.resource_type = 'Observation' AND s.element = 'status' AND s.status = o.status
+    LEFT JOIN ref.site AS z ON z.site = o.site
 ),
 graded AS (
     SELECT *,
            replace(assessment, '_grade', '') AS concept,
-           local_date(coalesce(effective_datetime, effective_start, effective_instant, issued))
-               AS assessed_date,
+           site_date(coalesce(effective_datetime, effective_start, effective_instant, issued),
+                     site_timezone) AS assessed_date,
            coalesce(value_integer, to_int(value_number),
                     grade_from_text(value_concept_code), grade_from_text(value_concept_text),
                     grade_from_text(value_concept_display), grade_from_text(value_string)) AS grade

@@ -22,7 +22,7 @@ WITH records AS (
 mapped AS (
     SELECT o.*, k.patient_key, m.concept, m.matched_by,
            c.unit_group, c.canonical_unit, c.plausible_min, c.plausible_max,
-           s.use AS status_use
+           s.use AS status_use, z.timezone AS site_timezone
     FROM records AS o
     JOIN harmonized.record_concept AS m
       ON m.site = o.site AND m.resource_type = 'Observation' AND m.resource_id = o.observation_id
@@ -31,6 +31,7 @@ mapped AS (
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
     LEFT JOIN ref.record_status AS s
       ON s.resource_type = 'Observation' AND s.element = 'status' AND s.status = o.status
+    LEFT JOIN ref.site AS z ON z.site = o.site
 ),
 parsed AS (
     SELECT *,
@@ -152,7 +153,7 @@ coded AS (
                WHEN status_use = 'void' THEN 'retracted'
                WHEN status_use IS DISTINCT FROM 'usable' THEN 'not_final'
                WHEN patient_key IS NULL THEN 'no_patient'
-               WHEN local_date(effective) IS NULL THEN 'no_date'
+               WHEN site_date(effective, site_timezone) IS NULL THEN 'no_date'
                WHEN value_original IS NULL AND qualitative_known THEN 'no_detection_limit'
                WHEN value_original IS NULL AND token_string IS NOT NULL THEN 'ambiguous_number'
                WHEN value_original IS NULL THEN 'no_value'
@@ -209,7 +210,8 @@ numbered AS (
     FROM judged
 )
 SELECT site, observation_id, patient_key, concept, matched_by, status,
-       local_date(effective) AS effective_date, fhir_instant(effective) AS effective_at,
+       site_date(effective, site_timezone) AS effective_date,
+       fhir_instant(effective) AS effective_at,
        value_original, unit_original, comparator,
        CASE WHEN problem IS NULL THEN value END AS value, canonical_unit,
        reference_low_canonical AS reference_low, reference_high_canonical AS reference_high,

@@ -12,12 +12,13 @@ WITH records AS (
 ),
 mapped AS (
     SELECT o.*, k.patient_key, m.concept, m.matched_by, s.use AS status_use,
+           z.timezone AS site_timezone,
            -- The kind of problem (ref.quarantine_reason), decided once; the sentence follows.
            CASE
                WHEN s.use = 'void' THEN 'not_performed'
                WHEN s.use IS DISTINCT FROM 'usable' THEN 'not_final'
                WHEN k.patient_key IS NULL THEN 'no_patient'
-               WHEN local_date(o.started) IS NULL THEN 'no_date'
+               WHEN site_date(o.started, z.timezone) IS NULL THEN 'no_date'
            END AS problem_code
     FROM records AS o
     JOIN harmonized.record_concept AS m
@@ -26,6 +27,7 @@ mapped AS (
     LEFT JOIN raw.patient_key AS k ON k.site = o.site AND k.patient_id = o.patient_id
     LEFT JOIN ref.record_status AS s
       ON s.resource_type = o.resource_type AND s.element = 'status' AND s.status = o.status
+    LEFT JOIN ref.site AS z ON z.site = o.site
 ),
 target_matches AS (
     SELECT m.site, m.procedure_id, t.target,
@@ -40,8 +42,9 @@ targets AS (
     SELECT site, procedure_id, target FROM target_matches WHERE pick = 1
 )
 SELECT m.site, m.procedure_id, m.resource_type, m.patient_key, m.concept, m.matched_by,
-       local_date(m.started) AS start_date,
-       coalesce(local_date(m.ended), local_date(m.started)) AS end_date,
+       site_date(m.started, m.site_timezone) AS start_date,
+       coalesce(site_date(m.ended, m.site_timezone), site_date(m.started, m.site_timezone))
+           AS end_date,
        t.target, m.used_text AS product_text,
        m.dose_value * u.factor + u.offset AS dose,
        m.problem_code,
