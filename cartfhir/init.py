@@ -92,6 +92,7 @@ _TAIL = """\
     # concept_maps: [maps/${site}_lab.csv]     # local codes -> study concepts (CSV or ConceptMap)
     # text_patterns: [maps/${site}_text.csv]   # local display texts -> study concepts
     # unit_maps: [maps/${site}_units.csv]      # unit spellings units.csv does not know
+    # timezone: Asia/Shanghai                  # IANA zone; needed when the server sends UTC
 
 output:
   duckdb: out/cartfhir.duckdb        # the one database every stage reads and writes

@@ -16,8 +16,10 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from cartfhir import db
 from cartfhir.config import BulkSource, Config, FhirSource, NoAuth, SecretRef, Site
@@ -38,6 +40,7 @@ from cartfhir.extract.rest import capability
 from cartfhir.multisite.signing import load_private_key
 from cartfhir.redact import mask_url
 from cartfhir.transform import load_reference
+from cartfhir.transform.reference import time_zone_problem
 from cartfhir.transform.identity import site_secret
 
 __all__ = ["CheckItem", "CheckReport", "check"]
@@ -202,6 +205,12 @@ def _site_items(site: Site, network: bool) -> Iterator[CheckItem]:
                               "not set (packages from export-site are not signed)")
     else:
         yield _item(f"{site.id} signing key", lambda: _signing_detail(site))
+    zone = site.timezone
+    if zone is None:
+        yield _not_applicable(f"{site.id} time zone",
+                              "not set (a record's day is the date its timestamp writes)")
+    else:
+        yield _item(f"{site.id} time zone", lambda: _time_zone_detail(site.id, zone))
 
 
 def _folder_detail(path: Path) -> str:
@@ -220,6 +229,18 @@ def _signing_detail(site: Site) -> str:
     assert ref is not None
     load_private_key(ref.resolve(), f"sites[{site.id}].signing_key ({ref.describe()})")
     return f"{ref.describe()} holds an Ed25519 private key"
+
+
+def _time_zone_detail(site_id: str, zone: str) -> str:
+    """The zone DuckDB will read the site's days in, with its offset now."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        problem = time_zone_problem(con, site_id, zone)
+    if problem:
+        raise ConfigError(problem)
+    offset = datetime.now(ZoneInfo(zone)).strftime("%z")
+    return f"{zone} (UTC{offset[:3]}:{offset[3:]} now)"
 
 
 def _secret_refs(site: Site) -> Iterator[tuple[str, SecretRef]]:

@@ -57,6 +57,22 @@ def test_an_all_good_config_exits_0_with_one_line_per_item(
     assert "FAIL" not in out
 
 
+def test_a_site_time_zone_is_named_with_its_offset_and_an_unknown_one_fails(
+        tmp_path: Path, config_file: Callable[..., Path], capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _site_files(tmp_path)
+    _site_files(tmp_path, "site_b")
+    code, out = _check(config_file(["site_a", "site_b"], site_a={"timezone": "Asia/Shanghai"}),
+                       capsys)
+    assert code == 0, out
+    assert "Asia/Shanghai (UTC+08:00 now)" in _line(out, "ok", "site_a time zone")
+    assert "not set" in _line(out, "n/a", "site_b time zone")
+    # A name the host's tzdata knows but DuckDB's (ICU) does not, as after a tzdata update.
+    monkeypatch.setattr(preflight, "time_zone_problem", lambda con, site, zone: "too new")
+    code, out = _check(config_file(["site_a"], site_a={"timezone": "Asia/Shanghai"}), capsys)
+    assert code == 2 and "too new" in _line(out, "FAIL", "site_a time zone")
+
+
 def test_a_missing_pseudonym_key_file_fails_and_run_does_nothing(
         tmp_path: Path, config_file: Callable[..., Path],
         capsys: pytest.CaptureFixture[str]) -> None:

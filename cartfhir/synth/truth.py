@@ -4,7 +4,9 @@ The truth is computed from what the generator decided and emitted (values as
 reported, converted back to canonical units), never from pipeline code, using
 the study's default definitions (``docs/clinical-definitions.md``):
 
-- day 0 is the local calendar day of the infusion; day offsets are local days;
+- day 0 is the local calendar day of the infusion; day offsets are local days
+  (the generator writes local times; how the pipeline reads a site's local day, with
+  or without ``sites[].timezone``: "Episodes and study days" there);
 - an episode's windows end at its *limit day*: the day before the next CAR-T
   infusion or before an HSCT, or the day of death, whichever comes first;
 - CRS and CRES/ICANS: onset in [0, 30], grade = maximum grade in the window;
