@@ -40,8 +40,8 @@ from cartfhir.extract.rest import capability
 from cartfhir.multisite.signing import load_private_key
 from cartfhir.redact import mask_url
 from cartfhir.transform import load_reference
-from cartfhir.transform.reference import time_zone_problem
 from cartfhir.transform.identity import site_secret
+from cartfhir.transform.reference import time_zone_problem
 
 __all__ = ["CheckItem", "CheckReport", "check"]
 
