@@ -64,14 +64,14 @@ def write_config(root: Path, sites: list[str] | tuple[str, ...], **extra: Any) -
 
 
 def transformed_store(root: Path, sites: list[str], *, patients: int, seed: int,
-                      bad_rate: float) -> Path:
+                      bad_rate: float, **extra: Any) -> Path:
     """The DuckDB store of a synthetic cohort under ``root``, extracted and transformed:
-    the reference side the Spark tests compare with."""
+    the reference side the Spark tests compare with (``extra`` as ``make_config``'s)."""
     from cartfhir.api import extract, transform
     from cartfhir.synth import generate
 
     generate(root / "data", patients=patients, seed=seed, sites=sites, bad_rate=bad_rate)
-    config = make_config(root, sites)
+    config = make_config(root, sites, **extra)
     extract(config)
     transform(config)
     return Path(config.output.duckdb)

@@ -32,9 +32,11 @@ HARMONIZED = [node.table for node in load_graph().stage("harmonized")]
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DuckDB store after a transform of the three-site cohort (1% bad lines)."""
+    """A DuckDB store after a transform of the three-site cohort (1% bad lines). site_b has
+    its time zone, so the models read its days through site_date's zone branch (its profile
+    writes +08:00, Shanghai's offset: the days are the ones written)."""
     return transformed_store(tmp_path_factory.mktemp("harmonized"), SITES, patients=15,
-                             seed=11, bad_rate=0.01)
+                             seed=11, bad_rate=0.01, site_b={"timezone": "Asia/Shanghai"})
 
 
 @pytest.fixture(scope="module")
