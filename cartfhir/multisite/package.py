@@ -51,7 +51,9 @@ from cartfhir.transform.identity import keyed_hash, site_secret
 # cohort.episode_endpoints' columns are in the table's order (its sidecar's).
 # 4: qa.site_completeness travels (the pooled report's data quality by site), and the
 # manifest's validation names the transform it covered (transform_run_id/_finished).
-# 5: cohort.episode_endpoints gains response_reason, and best_response may be NE.
+# 5: cohort.episode_endpoints gains response_reason (best_response may be NE) and
+# anc_nadir_derived; harmonized.lab holds derived values too (its derivation column: an
+# ANC from a WBC and a neutrophil percentage).
 SCHEMA_VERSION = "cartfhir-site-package/5"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"

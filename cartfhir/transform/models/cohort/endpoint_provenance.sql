@@ -15,15 +15,36 @@ peaks AS (
          AS cytokine
     WHERE value = top
 ),
-nadirs AS (
-    SELECT site, patient_key, round,
-           CASE concept WHEN 'platelets' THEN 'platelet_nadir' ELSE concept || '_nadir' END,
-           'Observation', observation_id, 'nadir value'
+nadir_values AS (
+    SELECT site, patient_key, round, observation_id, derivation,
+           CASE concept WHEN 'platelets' THEN 'platelet_nadir' ELSE concept || '_nadir' END
+               AS endpoint
     FROM (SELECT *, min(value) OVER (PARTITION BY site, patient_key, round, concept) AS bottom
           FROM lab
           WHERE window_name = 'nadir' AND concept IN ('anc', 'platelets', 'hemoglobin'))
          AS count_lab
     WHERE value = bottom
+),
+nadirs AS (
+    SELECT site, patient_key, round, endpoint, 'Observation', observation_id, 'nadir value'
+    FROM nadir_values
+    WHERE derivation = 'measured'
+    UNION ALL
+    -- A derived value is no record: the records it was computed from are listed instead.
+    SELECT n.site, n.patient_key, n.round, n.endpoint, 'Observation',
+           CASE s.part WHEN 'count' THEN d.count_observation_id
+                       WHEN 'percent' THEN d.percent_observation_id
+                       ELSE d.band_observation_id END,
+           'nadir value: the ' || s.label || ' it was derived from'
+    FROM nadir_values AS n
+    JOIN harmonized.derived_lab AS d
+      ON d.site = n.site AND d.observation_id = n.observation_id
+    CROSS JOIN (VALUES ('count', 'WBC'), ('percent', 'neutrophil %'), ('band', 'band-form %'))
+         AS s(part, label)
+    WHERE n.derivation <> 'measured'
+      AND CASE s.part WHEN 'count' THEN d.count_observation_id
+                      WHEN 'percent' THEN d.percent_observation_id
+                      ELSE d.band_observation_id END IS NOT NULL
 ),
 organ AS (
     SELECT x.site, x.patient_key, x.round,

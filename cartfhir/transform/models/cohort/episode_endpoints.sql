@@ -31,6 +31,9 @@ cytokine AS (
 nadir AS (
     SELECT site, patient_key, round,
            min(value) FILTER (WHERE concept = 'anc') AS anc_nadir,
+           -- derived ANCs (harmonized.derived_lab) count, and the nadir says when it is one
+           min(value) FILTER (WHERE concept = 'anc' AND derivation = 'measured')
+               AS anc_measured_nadir,
            min(value) FILTER (WHERE concept = 'platelets') AS platelet_nadir,
            min(value) FILTER (WHERE concept = 'hemoglobin') AS hemoglobin_nadir
     FROM lab WHERE window_name = 'nadir'
@@ -38,6 +41,9 @@ nadir AS (
 ),
 nadir_grade AS (
     SELECT n.*,
+           CASE WHEN n.anc_nadir IS NOT NULL
+                THEN n.anc_measured_nadir IS NULL OR n.anc_nadir < n.anc_measured_nadir
+           END AS anc_nadir_derived,
            (SELECT coalesce(max(g.grade), 0) FROM ref.grade_cut AS g WHERE g.concept = 'anc'
                AND g.basis = 'absolute' AND g.direction = 'below' AND n.anc_nadir < g.bound)
                AS anc_nadir_grade,
@@ -212,6 +218,7 @@ SELECT e.site, e.patient_key, e.round, e.infusion_date, e.limit_day, e.sex, e.ag
        c.il2_peak, c.il4_peak, c.il6_peak, c.il10_peak, c.il17a_peak, c.ifng_peak, c.tnfa_peak,
        n.anc_nadir, n.platelet_nadir, n.hemoglobin_nadir,
        n.anc_nadir_grade, n.platelet_nadir_grade, n.hemoglobin_nadir_grade,
+       n.anc_nadir_derived,
        CASE WHEN n.anc_nadir IS NOT NULL THEN n.anc_nadir_grade >= p.severe_min_grade END
            AS severe_neutropenia,
        CASE WHEN n.platelet_nadir IS NOT NULL THEN n.platelet_nadir_grade >= p.severe_min_grade END

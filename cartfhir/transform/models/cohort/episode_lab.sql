@@ -5,7 +5,8 @@ WITH bounds AS (
 placed AS (
     SELECT e.site, e.patient_key, e.round, l.observation_id, l.concept,
            day_diff(e.infusion_date, l.effective_date) AS day,
-           l.effective_at, l.value, l.comparator, l.reference_low, l.reference_high
+           l.effective_at, l.value, l.comparator, l.reference_low, l.reference_high,
+           l.derivation
     FROM cohort.episode AS e
     JOIN harmonized.lab AS l ON l.site = e.site AND l.patient_key = e.patient_key
     CROSS JOIN bounds AS b
