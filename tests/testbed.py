@@ -64,14 +64,23 @@ def write_config(root: Path, sites: list[str] | tuple[str, ...], **extra: Any) -
 
 
 def transformed_store(root: Path, sites: list[str], *, patients: int, seed: int,
-                      bad_rate: float, **extra: Any) -> Path:
+                      bad_rate: float, extra: dict[str, list[dict[str, Any]]] | None = None,
+                      **site_config: Any) -> Path:
     """The DuckDB store of a synthetic cohort under ``root``, extracted and transformed:
-    the reference side the Spark tests compare with (``extra`` as ``make_config``'s)."""
+    the reference side the Spark tests compare with. ``extra`` adds resources to a site
+    (``{site: [resource, ...]}``) for cases the generator does not make; ``site_config``
+    as ``make_config``'s (``site_b={"timezone": ...}``)."""
+    import json
+
     from cartfhir.api import extract, transform
     from cartfhir.synth import generate
 
     generate(root / "data", patients=patients, seed=seed, sites=sites, bad_rate=bad_rate)
-    config = make_config(root, sites, **extra)
+    for site, resources in (extra or {}).items():
+        (root / "data" / site / "extra.ndjson").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in resources),
+            encoding="utf-8")
+    config = make_config(root, sites, **site_config)
     extract(config)
     transform(config)
     return Path(config.output.duckdb)

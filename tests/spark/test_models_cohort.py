@@ -25,7 +25,7 @@ from cartfhir.spark.tables import table_folder, write_layout
 from cartfhir.synth import generate
 from cartfhir.synth.truth import TRUTH_COLUMNS
 from cartfhir.transform.identity import patient_key
-from tests.spark.test_models_harmonized import _spark_columns
+from tests.spark.declared import empty_tables
 from tests.testbed import make_config
 from tests.transform.small_site import Site
 from tests.transform.truth import IDENTITY, _same
@@ -137,9 +137,7 @@ def _build_on_spark(spark, store: Path, root: Path,  # noqa: ANN001
     parquet = root / "parquet"
     with duckdb.connect(str(store), read_only=True) as con:
         write_layout(con, inputs, parquet)
-        # An empty table has no Parquet file to take the columns from: they are declared.
-        empty = {t: _spark_columns(con, t) for t in inputs
-                 if con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0}
+        empty = empty_tables(con, inputs)  # harmonized.derived_lab: no differential here
     # Every table is external, in this test's folder (none in the session's warehouse).
     for schema in sorted({t.split(".")[0] for t in [*inputs, *(n.table for n in models)]}):
         spark.sql(f"CREATE DATABASE IF NOT EXISTS {schema} "

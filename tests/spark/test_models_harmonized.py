@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -21,6 +22,7 @@ from cartfhir.spark.compare import table_diff
 from cartfhir.spark.identity import sql_string
 from cartfhir.spark.models import build_model, create_functions
 from cartfhir.spark.tables import write_layout
+from tests.spark.declared import empty_tables
 from tests.testbed import transformed_store
 from tests.transform.test_text_results import TEXTS
 
@@ -30,13 +32,53 @@ SITES = ["site_a", "site_b", "site_c"]
 HARMONIZED = [node.table for node in load_graph().stage("harmonized")]
 
 
+def _lab(site: str, n: int, at: str, code: dict[str, str], value: float, unit: str,
+         comparator: str | None = None) -> dict[str, Any]:
+    quantity: dict[str, Any] = {"value": value, "unit": unit}
+    if comparator:
+        quantity["comparator"] = comparator
+    return {"resourceType": "Observation", "id": f"differential-{site}-{n}", "status": "final",
+            "code": {"coding": [code]}, "subject": {"reference": "Patient/differential-1"},
+            "effectiveDateTime": at, "valueQuantity": quantity}
+
+
+def _differentials() -> dict[str, list[dict[str, Any]]]:
+    """A patient at two sites whose counts come as a WBC and a differential in percent, so
+    harmonized.derived_lab has rows to compare (the generator always sends the ANC): a total
+    percentage, segmented plus band forms with a censored WBC, a time with a measured ANC,
+    and a local Chinese percentage."""
+    wbc = {"system": "http://loinc.org", "code": "6690-2"}
+    total = {"system": "http://loinc.org", "code": "770-8"}
+    segmented = {"system": "http://loinc.org", "code": "32200-8"}
+    band = {"system": "http://hospital-x.example/lis", "code": "BAND",
+            "display": "Band neutrophils %"}
+    anc = {"system": "http://loinc.org", "code": "751-8"}
+    local = "http://hospital-b.example.cn/lis"
+    t1, t2, t3 = ("2024-03-04T08:00:00+08:00", "2024-03-06T08:00:00+08:00",
+                  "2024-03-08T08:00:00+08:00")
+    patient = {"resourceType": "Patient", "id": "differential-1", "gender": "male",
+               "birthDate": "2015-01-01"}
+    site_a = [patient, _lab("a", 1, t1, wbc, 2.0, "10*9/L"), _lab("a", 2, t1, total, 40, "%"),
+              _lab("a", 3, t2, wbc, 0.5, "10*9/L", "<"), _lab("a", 4, t2, segmented, 60, "%"),
+              _lab("a", 5, t2, band, 5, "%"), _lab("a", 6, t3, wbc, 1.2, "10*9/L"),
+              _lab("a", 7, t3, total, 30, "%"), _lab("a", 8, t3, anc, 0.4, "10*9/L")]
+    site_b = [patient,
+              _lab("b", 1, t1, {"system": local, "code": "WBC", "display": "白细胞计数"}, 3.1,
+                   "10^9/L"),
+              _lab("b", 2, t1, {"system": local, "code": "NEUT%", "display": "中性粒细胞百分比"},
+                   55, "%")]
+    return {"site_a": site_a, "site_b": site_b}
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A DuckDB store after a transform of the three-site cohort (1% bad lines). site_b has
-    its time zone, so the models read its days through site_date's zone branch (its profile
-    writes +08:00, Shanghai's offset: the days are the ones written)."""
+    """A DuckDB store after a transform of the three-site cohort (1% bad lines), with
+    differentials to derive ANCs from. site_b has its time zone, so the models read its days
+    through site_date's zone branch (its profile writes +08:00, Shanghai's offset: the days
+    are the ones written)."""
     return transformed_store(tmp_path_factory.mktemp("harmonized"), SITES, patients=15,
-                             seed=11, bad_rate=0.01, site_b={"timezone": "Asia/Shanghai"})
+                             seed=11, bad_rate=0.01, extra=_differentials(),
+                             site_b={"timezone": "Asia/Shanghai"})
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +92,7 @@ def on_spark(spark, store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
         present = {f"{s}.{t}" for s, t in con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables").fetchall()}
         write_layout(con, [t for t in inputs if t in present], parquet / "in")
-        # An empty table has no Parquet file to take the columns from: they are declared.
-        empty = {t: _spark_columns(con, t) for t in inputs if t in present
-                 and con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == 0}
+        empty = empty_tables(con, [t for t in inputs if t in present])
     for table in inputs:
         if table not in present:
             continue
@@ -66,22 +106,6 @@ def on_spark(spark, store: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     for table in HARMONIZED:
         build_model(spark, graph.node(table), str(parquet / "out" / table))
     return parquet
-
-
-_SPARK_TYPES = {"VARCHAR": "STRING", "JSON": "STRING", "INTEGER": "INT", "BIGINT": "BIGINT",
-                "DOUBLE": "DOUBLE", "BOOLEAN": "BOOLEAN", "DATE": "DATE",
-                "TIMESTAMP WITH TIME ZONE": "TIMESTAMP"}
-
-
-def _spark_columns(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """The column list of an empty DuckDB table in Spark's DDL."""
-    columns = []
-    for name, kind in con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {table})"
-                                  ).fetchall():
-        spark = (f"ARRAY<{_SPARK_TYPES[kind[:-2]]}>" if kind.endswith("[]")
-                 else _SPARK_TYPES[kind])
-        columns.append(f"`{name}` {spark}")
-    return f"({', '.join(columns)})"
 
 
 @pytest.mark.parametrize("table", HARMONIZED)
@@ -103,9 +127,12 @@ def test_the_cohort_reaches_every_branch(store: Path) -> None:
                                 "WHERE problem_code = 'retracted'").fetchone()[0]
         sites = con.execute("SELECT count(*) FROM harmonized.condition "
                             "WHERE cardinality(body_sites) > 0").fetchone()[0]
+        derived = {r[0:2] for r in con.execute(
+            "SELECT derivation, comparator FROM harmonized.lab").fetchall()}
     assert {None, "no_unit", "unit_not_convertible", "implausible_magnitude"} <= problems
     assert retracted > 0
     assert sites > 0
+    assert {("wbc_x_neutrophil_pct", None), ("wbc_x_segmented_band_pct", "<")} <= derived
 
 
 # ---- the macro pairs, one by one ---------------------------------------------------------
