@@ -4,22 +4,31 @@ Coding, units and recording habits come from the site profile. Realistic
 messiness is added here and recorded on the course's measurements, so the
 truth can be computed from what a pipeline can actually use:
 
-- values below an assay's limit as comparators (``<1.0 ng/L``, ``<0.01%``);
+- values below an assay's limit as comparators (``<1.0 ng/L``, ``<0.01%``), or as
+  the profile's text (``＜1.0``, ``阴性``);
 - a few results without a unit, and a few count results reported per uL but
   labelled as 10*9/L (implausible magnitudes), both unusable for endpoints;
 - the same result re-sent under another id, and some NDJSON lines repeated;
 - resources entered in error (a spurious grade, count or infusion);
-- amended results (versionId 2), date-only onset times.
+- amended results (versionId 2), date-only onset times;
+- times in UTC ('Z') where the profile says ``timestamps: utc``, while the course's
+  days stay the site's local days;
+- a neutrophil percentage of the WBC instead of an absolute count where the profile
+  has ``neutrophil_pct`` and no ``anc``: the course's ANC is then what a pipeline can
+  compute, WBC x % / 100 of one sample, usable when both results are.
 """
 
 from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cartfhir.errors import UsageError
 from cartfhir.synth.clinical import (
     COUNTS,
     CYTOKINES,
@@ -77,6 +86,12 @@ class _Emitter:
         self.ns = uuid.uuid5(uuid.NAMESPACE_URL, f"cartfhir-synth:{seed}:{profile['id']}")
         self.counter = 0
         self.out = Emitted(patient_id=self._id("Patient"))
+        # One sample's results share one time (profile 'same_sample'), drawn once per day.
+        self.same_sample = frozenset(profile.get("same_sample", ()))
+        self.sample_times: dict[date, datetime] = {}
+        # A site without an absolute neutrophil count reports a percentage of the WBC.
+        obs = profile["observations"]
+        self.anc_as_percent = "anc" not in obs and "neutrophil_pct" in obs
 
     # ---- helpers -----------------------------------------------------------------
     def _id(self, kind: str) -> str:
@@ -87,7 +102,18 @@ class _Emitter:
         return datetime.combine(day, time(hour, minute), tzinfo=self.tz)
 
     def _dt(self, when: datetime) -> str:
+        if self.p.get("timestamps") == "utc":  # an interface engine that sends UTC
+            return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
         return when.isoformat(timespec="seconds")
+
+    def _lab_time(self, concept: str, day: date) -> datetime:
+        """When a lab result was taken: a random morning time, the same for one sample."""
+        if concept not in self.same_sample:
+            return self._at(day, self.rng.randrange(5, 10), self.rng.randrange(60))
+        if day not in self.sample_times:
+            self.sample_times[day] = self._at(day, self.rng.randrange(5, 10),
+                                              self.rng.randrange(60))
+        return self.sample_times[day]
 
     def _meta(self, when: datetime, version: str = "1") -> dict[str, Any]:
         updated = (when + timedelta(hours=self.rng.randrange(1, 7))).astimezone(UTC)
@@ -199,7 +225,9 @@ class _Emitter:
         if spec is None:  # this site does not record the concept at all
             m.usable = False
             return
-        when = self._at(day, self.rng.randrange(5, 10), self.rng.randrange(60))
+        # A result made by mistake is no part of the day's sample: it has its own time.
+        when = (self._at(day, self.rng.randrange(5, 10), self.rng.randrange(60))
+                if entered_in_error else self._lab_time(m.concept, day))
         amended = self.rng.random() < AMENDED_RATE
         status = "entered-in-error" if entered_in_error else "amended" if amended else "final"
         if entered_in_error:
@@ -219,9 +247,7 @@ class _Emitter:
         reported = to_site_unit(spec, m.value)
         m.reported = to_canonical(spec, reported)
         if m.comparator and self.p["comparator_style"] == "string":
-            # as a LIS prints it, the unit in the text: '<1 ng/L', '<0.01%'
-            unit = "%" if spec["unit"] == "%" else f" {spec['unit']}"
-            resource["valueString"] = f"{m.comparator}{_num(reported)}{unit}"
+            resource["valueString"] = self._censored_text(spec, reported, m.comparator)
         else:
             resource["valueQuantity"] = self._quantity(spec, reported, m)
         if m.concept in REFERENCE_RANGE:
@@ -229,11 +255,43 @@ class _Emitter:
             m.ref_low, m.ref_high = to_canonical(spec, low), to_canonical(spec, high)
             resource["referenceRange"] = [{"low": self._bare(spec, low),
                                            "high": self._bare(spec, high)}]
+        elif "reference_range" in spec:  # the lab's own range (not used by the truth)
+            low, high = spec["reference_range"]
+            resource["referenceRange"] = [{"low": self._bare(spec, low),
+                                           "high": self._bare(spec, high)}]
         m.resource_id = resource["id"]
         self._add(resource)
         if m.usable and self.rng.random() < RESENT_RATE:  # an interface re-sends the result
             again = dict(resource, id=self._id("Observation"))
             self._add(again)
+
+    def _censored_text(self, spec: dict[str, Any], reported: float, comparator: str) -> str:
+        """A result below the assay's limit as the LIS prints it: by default with its unit
+        ('<1 ng/L', '<0.01%'); a profile's words ('阴性') or its text ('＜{value}')."""
+        if "censored_words" in spec:
+            return self.rng.choice(spec["censored_words"])
+        if "censored_text" in spec:
+            value = f"{reported:.{spec['decimals']}f}"
+            return spec["censored_text"].format(value=value, unit=spec["unit"])
+        unit = "%" if spec["unit"] == "%" else f" {spec['unit']}"
+        return f"{comparator}{_num(reported)}{unit}"
+
+    def neutrophil_percent(self, anc: Measurement, wbc: Measurement, day: date) -> Measurement:
+        """The neutrophil percentage of the WBC where a site reports no absolute count.
+
+        The percentage is the course's ANC over its WBC, as the analyser counts it; the
+        ANC's reported value is filled by ``settle_anc`` once the WBC is emitted.
+        """
+        pct = Measurement("neutrophil_pct", anc.day, anc.value / wbc.value * 100)
+        self.observation(pct, day)
+        anc.resource_id = pct.resource_id
+        return pct
+
+    @staticmethod
+    def settle_anc(anc: Measurement, wbc: Measurement, pct: Measurement) -> None:
+        """The ANC a pipeline can compute: WBC x % / 100, usable when both results are."""
+        anc.usable = anc.usable and wbc.usable and pct.usable
+        anc.reported = wbc.reported * pct.reported / 100  # type: ignore[operator]
 
     def _bare(self, spec: dict[str, Any], value: float) -> dict[str, Any]:
         q: dict[str, Any] = {"value": value, "unit": spec["unit"]}
@@ -295,17 +353,32 @@ class _Emitter:
         for ep in c.episodes:
             self.episode(ep)
         for day, values in c.follow_up:
-            for concept in COUNTS:
-                self.observation(Measurement(concept, 0, values[concept]), day)
+            counts = [Measurement(concept, 0, values[concept]) for concept in COUNTS]
+            self.labs(counts, lambda _, visit=day: visit)  # a visit: offsets do not apply
         return self.out
+
+    def labs(self, measurements: list[Measurement], on: Callable[[int], date],
+             focus: dict[str, str] | None = None) -> None:
+        """Each measurement as an Observation on its day (``on(day offset)``); at a site
+        that reports neutrophils as a percentage, the ANC as that of the same-day WBC."""
+        focus = focus or {}
+        wbc = ({m.day: m for m in measurements if m.concept == "wbc"}
+               if self.anc_as_percent else {})
+        pairs = []
+        for m in measurements:
+            if m.concept == "anc" and self.anc_as_percent:
+                pairs.append((m, wbc[m.day], self.neutrophil_percent(m, wbc[m.day], on(m.day))))
+                continue
+            self.observation(m, on(m.day), focus=focus.get(m.concept))
+        for anc, count, pct in pairs:
+            self.settle_anc(anc, count, pct)
 
     def episode(self, ep: Episode) -> None:
         infusion = self.procedure("cart_infusion", ep.infusion, product=ep.target)
         if self.rng.random() < self.p.get("same_day_duplicate_infusion", 0):
             self.procedure("cart_infusion", ep.infusion, product=ep.target,
                            text_key="cart_infusion_duplicate")
-        for m in ep.measurements:
-            self.observation(m, ep.on(m.day), focus=infusion if m.concept == "cart_dose" else None)
+        self.labs(ep.measurements, ep.on, focus={"cart_dose": infusion})
         for kind in ("crs", "icans"):
             self.graded(ep, [e for e in ep.events if e.kind == kind])
         for e in ep.events:
@@ -341,15 +414,23 @@ class _Emitter:
             else:
                 self.condition("crs", ep.on(2), grade=4, entered_in_error=True)
         elif choice == "count":
-            self.observation(Measurement("anc", 3, 0.001), ep.on(3), entered_in_error=True)
+            concept = "wbc" if self.anc_as_percent else "anc"
+            self.observation(Measurement(concept, 3, 0.001), ep.on(3), entered_in_error=True)
         else:
             self.procedure("cart_infusion", ep.on(1), product=ep.target, entered_in_error=True)
 
 
-def _parse_tz(text: str) -> timezone:
-    sign = -1 if text.startswith("-") else 1
-    hours, minutes = text.lstrip("+-").split(":")
-    return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+def _parse_tz(text: str) -> tzinfo:
+    """A profile's time zone: a fixed offset ('+08:00') or an IANA name ('Asia/Shanghai')."""
+    if text[:1] in "+-":
+        sign = -1 if text.startswith("-") else 1
+        hours, minutes = text.lstrip("+-").split(":")
+        return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes)))
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise UsageError(f"synthetic profile time zone {text!r} is neither an offset "
+                         "('+08:00') nor an IANA zone name ('Asia/Shanghai')") from exc
 
 
 def _body_site(spec: dict[str, str]) -> dict[str, Any]:

@@ -19,6 +19,8 @@ PROFILE_PACKAGE = "cartfhir.synth.site_profiles"
 REQUIRED_KEYS = ("id", "name", "timezone", "names", "mrn_system", "unit_style",
                  "comparator_style", "grade_style", "observations", "conditions",
                  "procedures", "texts", "body_sites")
+# How dateTimes are written: in the site's local time with its offset, or in UTC ('Z').
+TIMESTAMP_STYLES = ("local", "utc")
 
 
 def available_profiles() -> list[str]:
@@ -38,6 +40,9 @@ def load_profile(name: str) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in profile]
     if missing:
         raise UsageError(f"synthetic profile {name} lacks keys: {', '.join(missing)}")
+    if profile.get("timestamps", "local") not in TIMESTAMP_STYLES:
+        raise UsageError(f"synthetic profile {name}: timestamps must be one of "
+                         f"{', '.join(TIMESTAMP_STYLES)}")
     return profile
 
 

@@ -29,6 +29,8 @@ the study's default definitions (``docs/clinical-definitions.md``):
 
 Only usable values count: results entered in error, without a unit, or with an
 implausible unit label are not usable, exactly as a careful pipeline must treat them.
+At a site that reports neutrophils only as a percentage of the WBC, the ANC is the
+WBC x % / 100 of one sample as reported, usable when both results are (set by emit).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ import csv
 import gzip
 import hashlib
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -17,7 +18,8 @@ from cartfhir.errors import UsageError
 from cartfhir.synth import generate, split_patients
 from cartfhir.synth.writer import UNKNOWN_UNITS
 
-SITES = ["site_a", "site_b", "site_c"]
+SITES = ["site_a", "site_b", "site_c", "site_d"]
+SITE_D_ZONE = ZoneInfo("Asia/Shanghai")  # site_d's local day; it writes its times in UTC
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -121,6 +123,9 @@ def test_sites_code_and_measure_differently(clean_cohort: Path) -> None:
     assert {"K/uL", "g/dL", "pg/mL", "degF"} <= a_units
     assert {"/uL", "g/L", "ng/L", "℃"} <= b_units
     assert {"10^9/L", "mmol/L", "ng/mL", "µkat/L"} <= c_units
+    d_systems, d_units = codes_units("site_d")
+    assert "http://loinc.org" not in d_systems
+    assert {"×10⁹/L", "g/L", "pg/mL", "℃", "μmol/L", "μg/L", "％", "×10⁶/kg"} <= d_units
 
 
 def test_site_b_speaks_chinese_and_records_grades_as_observations(clean_cohort: Path) -> None:
@@ -255,6 +260,71 @@ def test_truth_anc_nadir_matches_site_b_per_microlitre(clean_cohort: Path,
                   and o["status"] != "entered-in-error"
                   and o["valueQuantity"].get("unit") == "/uL"]
         assert min(values) == pytest.approx(float(row["anc_nadir"]))
+        checked += 1
+    assert checked > 10
+
+
+def _local_day(when: str) -> date:
+    """site_d's local day of a dateTime it wrote in UTC."""
+    return datetime.fromisoformat(when).astimezone(SITE_D_ZONE).date()
+
+
+def test_site_d_writes_utc_times_and_early_mornings_fall_on_the_previous_utc_day(
+        clean_cohort: Path) -> None:
+    times = []
+    for _, _, line in ndjson_lines(clean_cohort / "site_d"):
+        r = orjson.loads(line)
+        for key in ("effectiveDateTime", "onsetDateTime", "recordedDate", "performedDateTime",
+                    "deceasedDateTime"):
+            if "T" in r.get(key, ""):
+                times.append(r[key])
+        times += [v for v in r.get("performedPeriod", {}).values() if "T" in v]
+    assert times and all(t.endswith("Z") for t in times)
+    shifted = [t for t in times if _local_day(t) != date.fromisoformat(t[:10])]
+    assert shifted and all(t[11:13] >= "16" for t in shifted)  # 00:00-07:59 in Shanghai
+
+
+def test_site_d_writes_text_results_as_its_lis_prints_them(clean_cohort: Path) -> None:
+    """Censored cytokines as '＜1.0' (the unit in the reference range) or '<1.0 pg/mL', a
+    negative MRD as a word."""
+    texts: dict[str, set[str]] = defaultdict(set)
+    for _, _, line in ndjson_lines(clean_cohort / "site_d"):
+        r = orjson.loads(line)
+        if r["resourceType"] == "Observation" and "valueString" in r:
+            texts[r["code"]["coding"][0]["code"]].add(r["valueString"])
+            if r["valueString"].startswith("＜"):
+                assert r["referenceRange"][0]["high"]["unit"] == "pg/mL"
+    assert texts["MRD"] == {"阴性", "未检出"}
+    cytokine_texts = set().union(*(texts[c] for c in ("IL-2", "IL-4", "IL-6", "IL-10",
+                                                      "IFN-γ", "IL-17A", "TNF-α")))
+    assert {"＜1.0", "<1.0 pg/mL"} <= cytokine_texts
+
+
+def test_site_d_anc_is_the_wbc_times_the_neutrophil_percentage_of_one_sample(
+        clean_cohort: Path, truth: list[dict[str, str]]) -> None:
+    """site_d reports no absolute count: the truth's ANC nadir is WBC x % / 100 of the
+    results sharing one effective time, on the local day of their UTC time."""
+    assert not _patient_observations(clean_cohort / "site_d", "NEUT#")
+
+    def usable(code: str, unit: str) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = defaultdict(dict)
+        for patient, rows in _patient_observations(clean_cohort / "site_d", code).items():
+            for o in rows:
+                if o["status"] != "entered-in-error" and o["valueQuantity"].get("unit") == unit:
+                    out[patient][o["effectiveDateTime"]] = o["valueQuantity"]["value"]
+        return out
+
+    wbc, pct = usable("WBC", "×10⁹/L"), usable("NEUT%", "%")
+    checked = 0
+    for row in truth:
+        if row["site"] != "site_d":
+            continue
+        t0 = date.fromisoformat(row["infusion_date"])
+        hi = min(28, int(row["limit_day"]))
+        patient = row["patient_id"]
+        values = [wbc[patient][t] * pct[patient][t] / 100 for t in wbc[patient]
+                  if t in pct[patient] and 0 <= (_local_day(t) - t0).days <= hi]
+        assert min(values) == pytest.approx(float(row["anc_nadir"]), rel=1e-12)
         checked += 1
     assert checked > 10
 
