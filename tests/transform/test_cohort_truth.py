@@ -13,16 +13,19 @@ from cartfhir.api import extract, transform
 from cartfhir.synth import generate
 from tests.testbed import make_config
 
-from .truth import differences
+from .truth import differences, quarantined_for_spelling
 
-SITES = ["site_a", "site_b", "site_c"]
+SITES = ["site_a", "site_b", "site_c", "site_d"]
+# site_d's server writes its times in UTC: its zone puts each record on its local day. The
+# sites need no unit or code maps: the default spellings and patterns read them all.
+SITE_CONFIG = {"site_d": {"timezone": "Asia/Shanghai"}}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("cohort")
     generate(root / "data", patients=45, seed=11, sites=SITES, bad_rate=0.01)
-    config = make_config(root, SITES)
+    config = make_config(root, SITES, **SITE_CONFIG)
     extract(config)
     result = transform(config)
     return root, config, result
@@ -49,6 +52,29 @@ def test_every_site_maps_every_code_and_quarantines_only_the_bad(built) -> None:
     others = {reason.split(":")[0] for rid, reason in quarantined if rid not in unknown_units}
     assert others <= {"no unit", "implausible", "status entered-in-error",
                       "verification entered-in-error"}, others
+
+
+def _injected(root: Path, kind: str) -> set[str]:
+    with (root / "data" / "truth" / "injected.csv").open() as fh:
+        return {r["id"] for r in csv.DictReader(fh) if r["kind"] == kind}
+
+
+def test_no_record_is_quarantined_for_how_it_is_written(built) -> None:
+    """Superscript units (×10⁹/L), text results ('＜1.0', '<1.0 pg/mL', 阴性/未检出), a
+    neutrophil percentage beside the WBC: each site's spellings are read, none quarantined."""
+    root, config, _ = built
+    assert not quarantined_for_spelling(config, _injected(root, "unknown_unit"))
+
+
+def test_site_d_anc_is_derived_from_its_wbc_and_neutrophil_percentage(built) -> None:
+    _, config, _ = built
+    con = duckdb.connect(str(config.output.duckdb), read_only=True)
+    rows = dict(con.execute("SELECT derivation, count(*) FROM harmonized.lab "
+                            "WHERE site = 'site_d' AND concept = 'anc' GROUP BY ALL").fetchall())
+    percents = con.execute("SELECT count(*) FROM harmonized.lab WHERE site = 'site_d' "
+                           "AND concept = 'neutrophil_pct'").fetchone()[0]
+    con.close()
+    assert set(rows) == {"wbc_x_neutrophil_pct"} and percents >= rows["wbc_x_neutrophil_pct"]
 
 
 def test_censored_results_are_kept_with_their_comparator(built) -> None:
