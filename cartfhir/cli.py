@@ -167,7 +167,7 @@ def synth(out: Path, patients: int, seed: int, sites: str, bad_rate: float, bund
     """Generate a synthetic multi-site CAR-T cohort as bulk-style NDJSON plus its truth.
 
     \b
-    Example: cartfhir synth --out data --patients 100 --sites site_a,site_b,site_c
+    Example: cartfhir synth --out data --patients 100 --sites site_a,site_b,site_c,site_d
     """
     result = api.generate(out, patients=patients, seed=seed,
                           sites=[s.strip() for s in sites.split(",") if s.strip()],

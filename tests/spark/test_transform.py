@@ -28,7 +28,7 @@ from tests.transform.truth import differences
 
 pytestmark = pytest.mark.spark
 
-SITES = ["site_a", "site_b", "site_c"]
+SITES = ["site_a", "site_b", "site_c", "site_d"]
 COMPARED = ("flat", "identity", "harmonized", "cohort", "qa")
 
 
@@ -48,23 +48,25 @@ def _last_transform(config: Config) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def built(spark, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, ANN201
-    """The synthetic three-site cohort (with bad lines) extracted once, then transformed
+    """The synthetic four-site cohort (with bad lines) extracted once, then transformed
     by ``cartfhir transform`` in one store and by ``cartfhir transform --engine spark``
     in a copy of it (its tables in the default engine.tables, <output folder>/parquet).
     site_b maps two of its spellings itself (as units.csv converts them, so the truth
-    holds), so its results take the site's own conversions on both engines."""
+    holds), so its results take the site's own conversions on both engines; site_d sends
+    UTC times, read in its zone."""
     root = tmp_path_factory.mktemp("spark_transform")
     generate(root / "data", patients=15, seed=11, sites=SITES, bad_rate=0.01)
-    unit_map = {"site_b": {"unit_maps": ["units_b.csv"]}}
+    site_config = {"site_b": {"unit_maps": ["units_b.csv"]},
+                "site_d": {"timezone": "Asia/Shanghai"}}
     for engine in ("duck", "spark"):
         (root / engine).mkdir()
         (root / engine / "units_b.csv").write_text("concept,unit,ucum,factor\n"
                                                    "anc,/uL,/uL,\nil6,ng/L,,1\n")
     duck_file = write_config(root / "duck", SITES, data="../data",
-                             output={"duckdb": "out/t.duckdb"}, **unit_map)
+                             output={"duckdb": "out/t.duckdb"}, **site_config)
     shutil.copytree(root / "duck" / "secrets", root / "spark" / "secrets")
     spark_file = write_config(root / "spark", SITES, data="../data", write_keys=False,
-                              output={"duckdb": "out/t.duckdb"}, **unit_map)
+                              output={"duckdb": "out/t.duckdb"}, **site_config)
     duck, spark_config = api.load_config(duck_file), api.load_config(spark_file)
     api.extract(duck)
     Path(spark_config.output.duckdb).parent.mkdir(parents=True)
