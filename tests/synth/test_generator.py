@@ -56,9 +56,9 @@ def truth(clean_cohort: Path) -> list[dict[str, str]]:
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
-    generate(tmp_path / "a", patients=6, seed=3, bad_rate=0.02, bundles=True)
-    generate(tmp_path / "b", patients=6, seed=3, bad_rate=0.02, bundles=True)
-    generate(tmp_path / "c", patients=6, seed=4, bad_rate=0.02, bundles=True)
+    generate(tmp_path / "a", patients=8, seed=3, sites=SITES, bad_rate=0.02, bundles=True)
+    generate(tmp_path / "b", patients=8, seed=3, sites=SITES, bad_rate=0.02, bundles=True)
+    generate(tmp_path / "c", patients=8, seed=4, sites=SITES, bad_rate=0.02, bundles=True)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     assert tree_digest(tmp_path / "a") != tree_digest(tmp_path / "c")
 
