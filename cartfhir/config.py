@@ -85,12 +85,23 @@ def _time_zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
 
 
+# The areas of IANA zones that name a place (tzdata's own regions); 'Etc/GMT+8' (UTC-8 by
+# POSIX's reversed sign), 'EST', 'US/Eastern', 'UTC' or 'Factory' name none.
+PLACE_AREAS = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", "Australia",
+               "Europe", "Indian", "Pacific")
+
+
 def _time_zone(value: str) -> str:
-    """An IANA zone name, spelled exactly: a fixed offset ('+08:00') would miss daylight
-    saving, and the name reaches both engines' zone databases as written."""
+    """An IANA zone name of a place, spelled exactly: a fixed offset ('+08:00', 'Etc/GMT-8',
+    'EST') would miss daylight saving, and the name reaches both engines' zone databases
+    as written."""
     if value not in _time_zones():
         raise ValueError(f"unknown time zone {value!r}: give an IANA name such as "
                          "'Asia/Shanghai' or 'America/New_York' (case matters)")
+    if value.split("/", 1)[0] not in PLACE_AREAS or "/" not in value:
+        raise ValueError(f"{value!r} names no place: give the IANA zone of the hospital's "
+                         "city, such as 'Asia/Shanghai' or 'Europe/London' ('Etc/GMT+8' is "
+                         "UTC-8, and fixed offsets or abbreviations miss daylight saving)")
     return value
 
 

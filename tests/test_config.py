@@ -214,6 +214,18 @@ def test_an_unknown_time_zone_is_refused_naming_value_and_key(tmp_path: Path,
     assert "IANA" in text
 
 
+# Names tzdata knows that are no hospital's place: 'Etc/GMT+8' is UTC-8 (POSIX signs), the
+# abbreviations are fixed offsets or US rules, 'Factory' is a placeholder Java lacks.
+@pytest.mark.parametrize("value", ["Etc/GMT+8", "Etc/GMT-14", "Etc/UTC", "EST", "EST5EDT",
+                                   "MST", "UTC", "GMT", "Factory", "PRC", "US/Eastern"])
+def test_a_zone_that_names_no_place_is_refused(tmp_path: Path, value: str) -> None:
+    data = minimal()
+    data["sites"][0]["timezone"] = value
+    text = problems(data, tmp_path)
+    assert f"sites[0].timezone: {value!r} names no place" in text
+    assert "Europe/London" in text
+
+
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
 def test_a_threshold_must_be_a_finite_number(tmp_path: Path, value: float) -> None:
     text = problems(minimal(transform={"thresholds": {"organ_injury_min_grade": value}}),

@@ -8,10 +8,13 @@ which knowledge produced its tables (``meta.reference_version``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -42,6 +45,9 @@ HIERARCHIES = ("", "prefix")
 STATUS_USES = ("pending", "relapse", "usable", "void")
 # The comparators a qualitative result may mean (FHIR Quantity.comparator, as in harmonized.lab).
 COMPARATORS = ("<", "<=", ">=", ">")
+# A reference file (a site's maps, patterns or unit spellings) larger than this is a mistake.
+MAX_REFERENCE_BYTES = 32 * 2**20
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -68,10 +74,22 @@ def _package_text(name: str) -> tuple[str, str]:
 
 
 def _file_text(path: Path) -> tuple[str, str]:
+    """A reference file's text (UTF-8, a byte order mark dropped), at most
+    ``MAX_REFERENCE_BYTES``."""
     try:
-        return path.read_text(encoding="utf-8"), str(path)
+        with path.open("rb") as handle:
+            data = handle.read(MAX_REFERENCE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_REFERENCE_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_REFERENCE_BYTES // 2**20} MB; a map or "
+                          "pattern file that large is not one")
+    try:
+        return data.decode("utf-8-sig"), str(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start + 1}: "
+                          f"0x{data[exc.start]:02x}); save it as UTF-8 (in Excel: "
+                          "'CSV UTF-8')") from None
 
 
 def _sha(text: str) -> str:
@@ -93,17 +111,21 @@ def _csv_rows(text: str, origin: str, required: tuple[str, ...]) -> list[dict[st
 
 
 def _number(value: str, origin: str, column: str) -> float | None:
-    """A number, or an exact ratio 'a/b' (1/0.06206 is not any short decimal)."""
+    """A finite number, or an exact ratio 'a/b' of two (1/0.06206 is not any short decimal).
+
+    Plain decimals only: Python's float() also reads 'nan', 'inf' and '1_000', which no
+    conversion means."""
     if value in ("", None):
         return None
-    try:
-        if "/" in value:
-            numerator, denominator = value.split("/")
-            return float(numerator) / float(denominator)
-        return float(value)
-    except (ValueError, ZeroDivisionError):
+    parts = value.split("/")
+    number: float | None = None
+    if len(parts) <= 2 and all(_DECIMAL.fullmatch(part.strip()) for part in parts):
+        with contextlib.suppress(ZeroDivisionError, OverflowError):
+            number = float(parts[0]) if len(parts) == 1 else float(parts[0]) / float(parts[1])
+    if number is None or not math.isfinite(number):
         raise ConfigError(f"{origin}: column {column} must be a number or a ratio a/b, "
-                          f"not {value!r}") from None
+                          f"not {value!r}")
+    return number
 
 
 def _check_patterns(rows: list[dict[str, str]], origin: str) -> None:

@@ -130,12 +130,37 @@ def test_a_site_unit_map_is_hashed_and_resolved_to_factors(
     ("concept,unit,factor\nanc,109/L,one\n", r"column factor must be a number"),
     ("concept,unit,factor\nanc,109/L,-1\n", r"line 2: factor -1 must be above 0"),
     ("concept,text,ucum\nanc,109/L,10*9/L\n", r"missing column\(s\) unit"),
+    ("concept,unit,factor\nanc,109/L,nan\n", r"column factor must be a number"),
+    ("concept,unit,factor\nanc,109/L,inf\n", r"column factor must be a number"),
+    ("concept,unit,factor\nanc,109/L,1e400\n", r"column factor must be a number"),
+    ("concept,unit,factor\nanc,109/L,1/1e-320\n", r"column factor must be a number"),
+    ("concept,unit,factor\nanc,109/L,1_000\n", r"column factor must be a number"),
+    ("concept,unit,factor,offset\ntemperature,F,5/9,nan\n", r"column offset must be a number"),
 ], ids=["unknown concept", "no unit group", "no unit", "both", "neither", "offset alone",
-        "unknown ucum", "not a number", "negative factor", "no unit column"])
+        "unknown ucum", "not a number", "negative factor", "no unit column", "nan", "inf",
+        "overflow", "ratio overflow", "underscore", "nan offset"])
 def test_a_bad_unit_map_is_a_config_error_naming_its_line(
         site_config: Callable[..., Config], tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         reference.load_reference(_with_unit_map(site_config, tmp_path, text))
+
+
+def test_a_unit_map_saved_as_latin_1_is_a_config_error_saying_so(
+        site_config: Callable[..., Config], tmp_path: Path) -> None:
+    """Excel on Windows saves CSV in the local code page: 'µmol/L' arrives as byte 0xB5."""
+    config = _with_unit_map(site_config, tmp_path, "")
+    (tmp_path / "units.csv").write_bytes("concept,unit,ucum\ncreatinine,µmol/L,umol/L\n"
+                                         .encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"units.csv is not UTF-8 text.*save it as UTF-8"):
+        reference.load_reference(config)
+
+
+def test_a_unit_map_with_a_byte_order_mark_reads_as_without(
+        site_config: Callable[..., Config], tmp_path: Path) -> None:
+    config = _with_unit_map(site_config, tmp_path, "")
+    (tmp_path / "units.csv").write_bytes(b"\xef\xbb\xbf" + b"concept,unit,factor\nanc,109/L,1\n")
+    rows = reference.load_reference(config).tables["unit_map"]
+    assert [(r["concept"], r["unit"], r["factor"]) for r in rows] == [("anc", "109/L", 1.0)]
 
 
 def test_two_spellings_of_one_unit_with_different_factors_are_refused(
