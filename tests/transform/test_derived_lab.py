@@ -127,6 +127,16 @@ def test_segmented_and_band_forms_add_up_and_a_censored_count_stays_censored(
     assert endpoint(con, "anc_nadir") == pytest.approx(0.3)  # censored values count in nadirs
 
 
+def test_parts_adding_up_to_more_than_the_whole_derive_nothing(site: Site) -> None:
+    """Segmented 80 % plus band 30 % is no differential (each part alone is plausible): an
+    ANC of 1.1 times the WBC is not derived."""
+    site.lab(3, 2.0, "10*9/L", **WBC)
+    site.lab(3, 80.0, "%", system=LOCAL, code="SEG", display="Segmented neutrophils %")
+    site.lab(3, 30.0, "%", system=LOCAL, code="BAND", display="Band neutrophils %")
+    con = site.build()
+    assert derived(con) == []
+
+
 LOCAL_DISPLAYS = [
     ("中性粒细胞百分比", "neutrophil_pct"),
     ("中性粒细胞比率", "neutrophil_pct"),

@@ -63,10 +63,12 @@ shares AS (
 ),
 bounded AS (
     -- Only exact values and upper bounds ('<0.5') combine: a product or sum of upper bounds
-    -- of counts is an upper bound, '<' when any input is '<'. A lower bound gives nothing.
+    -- of counts is an upper bound, '<' when any input is '<'. A lower bound gives nothing,
+    -- nor do parts adding up to more than the whole (segmented 80 % + band 30 %).
     SELECT *
     FROM shares
-    WHERE coalesce(wbc_comparator, '<') IN ('<', '<=')
+    WHERE percent <= 100
+      AND coalesce(wbc_comparator, '<') IN ('<', '<=')
       AND coalesce(percent_comparator, '<') IN ('<', '<=')
       AND coalesce(band_comparator, '<') IN ('<', '<=')
 ),
