@@ -43,19 +43,38 @@ parsed AS (
            value_unit(value_string) AS unit_string
     FROM mapped
 ),
+worded AS (
+    -- The text a qualitative word is looked for in, and the word family (ref.qualitative_word)
+    -- it starts with, if any, with what follows the word.
+    SELECT p.*, w.result AS word_result,
+           regexp_replace(p.word_text, w.pattern, '') AS after_word
+    FROM (SELECT *, lower(coalesce(value_string, value_concept_text, value_concept_display,
+                                   value_concept_code, '')) AS word_text
+          FROM parsed) AS p
+    LEFT JOIN ref.qualitative_word AS w
+      ON p.number_quantity IS NULL AND p.number_string IS NULL
+     AND matches_regex(p.word_text, w.pattern)
+),
 qualified AS (
     -- Words written instead of a number ('阴性', ref.qualitative_word) and what they mean for
     -- the concept (ref.qualitative_result): a censored limit ('negative' MRD is < 0.01 %),
-    -- or a limit the study does not know (a cytokine kit's).
-    SELECT p.*, w.result AS qualitative, q.concept IS NOT NULL AS qualitative_known,
-           q.value AS qualitative_value, q.comparator AS qualitative_comparator
-    FROM parsed AS p
-    LEFT JOIN ref.qualitative_word AS w
-      ON p.number_quantity IS NULL AND p.number_string IS NULL
-     AND matches_regex(lower(coalesce(p.value_string, p.value_concept_text,
-                                       p.value_concept_display, p.value_concept_code, '')),
-                        w.pattern)
-    LEFT JOIN ref.qualitative_result AS q ON q.concept = p.concept AND q.result = w.result
+    -- or a limit the study does not know (a cytokine kit's). A word counts only written bare:
+    -- followed by nothing but punctuation, or a note in brackets without a digit ('Negative
+    -- (qualifier value)', a SNOMED display). A word with a digit anywhere ('Negative
+    -- (<0.1%)', '阴性 0.3%') states a limit or a result of its own, which the word's value
+    -- would overwrite: it is quarantined (ambiguous_number), never read as the word.
+    SELECT p.*, q.result AS qualitative, q.concept IS NOT NULL AS qualitative_known,
+           q.value AS qualitative_value, q.comparator AS qualitative_comparator,
+           p.word_result IS NOT NULL AND matches_regex(p.word_text, '[0-9０-９]')
+               AS word_with_number
+    FROM worded AS p
+    LEFT JOIN ref.qualitative_result AS q
+      ON q.concept = p.concept AND q.result = p.word_result
+     AND NOT matches_regex(p.word_text, '[0-9０-９]')
+     -- line breaks and tabs as spaces: '$' then means the end on both engines (Java's '$'
+     -- also matches before a final line break)
+     AND matches_regex(trim(translate(p.after_word, chr(9) || chr(10) || chr(13), '   ')),
+                       '^([(（][a-z ]*[)）])?[ .。,，;；!！)）]*$')
 ),
 valued AS (
     SELECT *,
@@ -155,7 +174,8 @@ coded AS (
                WHEN patient_key IS NULL THEN 'no_patient'
                WHEN site_date(effective, site_timezone) IS NULL THEN 'no_date'
                WHEN value_original IS NULL AND qualitative_known THEN 'no_detection_limit'
-               WHEN value_original IS NULL AND token_string IS NOT NULL THEN 'ambiguous_number'
+               WHEN value_original IS NULL AND (token_string IS NOT NULL OR word_with_number)
+                   THEN 'ambiguous_number'
                WHEN value_original IS NULL THEN 'no_value'
                WHEN unit_original IS NULL AND comparator IS NOT NULL THEN 'censored_no_unit'
                WHEN unit_original IS NULL THEN 'no_unit'
@@ -178,8 +198,16 @@ judged AS (
                    || ' is ' || qualitative || ' for ' || concept
                    || ', below a limit the study does not know (send the limit, as '
                    || in_quotes('<limit ' || canonical_unit) || ')'
-               WHEN 'ambiguous_number' THEN 'ambiguous number: ' || in_quotes(token_string)
-                   || ' may group thousands with its comma or mark decimals; send a decimal point'
+               WHEN 'ambiguous_number' THEN CASE
+                   WHEN word_with_number THEN 'ambiguous number: ' || in_quotes(coalesce(
+                       value_string, value_concept_text, value_concept_display))
+                       || ' writes a number with the word ' || word_result
+                       || ', which the study reads only bare; send the number alone ('
+                       || in_quotes('<limit ' || canonical_unit) || ')'
+                   ELSE 'ambiguous number: ' || in_quotes(token_string)
+                       || ' may group thousands with its comma or mark decimals; '
+                       || 'send a decimal point'
+               END
                WHEN 'censored_no_unit' THEN 'censored result without a unit: '
                    || in_quotes(coalesce(value_string, comparator || num_text(value_original)))
                    || ' states no unit (in its text or reference range), so its limit cannot '
