@@ -305,7 +305,6 @@ def record_status_rows(text: str, origin: str) -> list[dict[str, str]]:
     return rows
 
 
-
 def qualitative_word_rows(text: str, origin: str) -> list[dict[str, str]]:
     """The words meaning each qualitative result ('negative'): one pattern per result, so a
     text matches a result at most once."""

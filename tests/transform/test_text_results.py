@@ -130,11 +130,9 @@ def test_a_european_lis_writes_decimal_commas(tmp_path: Path) -> None:
     assert "'1,250'" in one(con, "SELECT reason FROM qa.quarantine")
 
 
-@pytest.mark.parametrize("text", ["Negative (<0.1%)", "阴性(<0.1%)", "neg 0.05%",
-                                  "未见明显异常细胞, 0.3%"])
-def test_a_word_with_a_number_is_not_read_as_the_word(tmp_path: Path, text: str) -> None:
-    """'Negative (<0.1%)' states the lab's own limit: reading the word as the study's
-    < 0.01 % would count an MRD-negative remission the lab did not report."""
+def _day_12_marrow_with_mrd(tmp_path: Path, text: str) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A remission marrow on day 12 (blasts 1 %, ANC 1.5, platelets 160) whose flow MRD is
+    written as ``text``; the built store and the MRD result's id."""
     site = Site(tmp_path)
     site.infusion(0)
     mrd = site.lab(12, text, system=LOCAL, code="MRD-FCM", display="MRD by flow cytometry")
@@ -142,6 +140,15 @@ def test_a_word_with_a_number_is_not_read_as_the_word(tmp_path: Path, text: str)
     site.lab(12, 1.5, "10^9/L")
     site.lab(12, 160, "10^9/L", code="777-3")
     con = site.build()
+    return con, mrd
+
+
+@pytest.mark.parametrize("text", ["Negative (<0.1%)", "阴性(<0.1%)", "neg 0.05%",
+                                  "未见明显异常细胞, 0.3%"])
+def test_a_word_with_a_number_is_not_read_as_the_word(tmp_path: Path, text: str) -> None:
+    """'Negative (<0.1%)' states the lab's own limit: reading the word as the study's
+    < 0.01 % would count an MRD-negative remission the lab did not report."""
+    con, mrd = _day_12_marrow_with_mrd(tmp_path, text)
     assert one(con, "SELECT count(*) FROM harmonized.lab WHERE observation_id = ?", mrd) == 0
     assert one(con, "SELECT resource_id, reason_code FROM qa.quarantine") \
         == (mrd, "ambiguous_number")
@@ -152,13 +159,7 @@ def test_a_word_with_a_number_is_not_read_as_the_word(tmp_path: Path, text: str)
 @pytest.mark.parametrize("text", ["Negative", " negative. ", "阴性。", "未检出", "NEG)",
                                   "Negative (qualifier value)"])
 def test_a_bare_word_is_read_as_the_word(tmp_path: Path, text: str) -> None:
-    site = Site(tmp_path)
-    site.infusion(0)
-    mrd = site.lab(12, text, system=LOCAL, code="MRD-FCM", display="MRD by flow cytometry")
-    site.lab(12, 1.0, "%", code="11150-0", ucum="%")
-    site.lab(12, 1.5, "10^9/L")
-    site.lab(12, 160, "10^9/L", code="777-3")
-    con = site.build()
+    con, mrd = _day_12_marrow_with_mrd(tmp_path, text)
     assert one(con, "SELECT value, comparator FROM harmonized.lab WHERE observation_id = ?",
                mrd) == (pytest.approx(0.01), "<")
     assert endpoint(con, "mrd_negative_cr") is True
